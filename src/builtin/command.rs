@@ -1,0 +1,114 @@
+//! `kind = "command"`: a researcher's own script as a stage.
+//!
+//! ```toml
+//! [stages.features]
+//! kind = "command"
+//! run = "python3 features.py"          # run by `sh -c` in the pipeline file's directory
+//! inputs = { raw = "download" }        # any slot names
+//! outputs = ["features.csv"]           # must exist in $WSPACE_OUT afterwards, else the stage fails
+//! deps = ["features.py"]               # their content hashes join the key
+//! [stages.features.params]             # free-form; `--set features.k=3` and sweeps address keys here
+//! k = 5
+//! ```
+//!
+//! The command sees `WSPACE_OUT` (an empty private directory: everything written there is the
+//! output), `WSPACE_IN_<SLOT>` (the read-only output directory of each input, slot upper-cased),
+//! `WSPACE_PARAMS` (the `params` table as JSON) and `WSPACE_PARAM_<NAME>` for each scalar param.
+//! Its stdout and stderr go to a log; the last lines are shown when it fails.
+
+use std::fs::File;
+use std::process::{Command as Process, Stdio};
+
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+
+pub struct Command;
+
+const LOG_TAIL: usize = 20;
+
+impl StageKind for Command {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "runs a shell command that writes its output into $WSPACE_OUT"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::required("run", ParamType::Str, "the shell command (run by `sh -c` in the pipeline's directory)"),
+            ParamSpec::optional(
+                "outputs",
+                ParamType::List(Box::new(ParamType::Str)),
+                Value::List(vec![]),
+                "files that must exist in $WSPACE_OUT afterwards",
+            ),
+            ParamSpec::optional(
+                "deps",
+                ParamType::List(Box::new(ParamType::Path)),
+                Value::List(vec![]),
+                "files whose content joins the key (e.g. the script)",
+            ),
+            ParamSpec::optional(
+                "params",
+                ParamType::Table,
+                Value::Table(Default::default()),
+                "free-form values passed as WSPACE_PARAMS / WSPACE_PARAM_<NAME>",
+            ),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Any
+    }
+    fn open_table(&self) -> Option<&'static str> {
+        Some("params")
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let script = ctx.str("run")?;
+        let log_path = ctx.scratch.join("command.log");
+        let log = File::create(&log_path).map_err(|e| StageError::io(&log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| StageError::io(&log_path, e))?;
+        let mut cmd = Process::new("sh");
+        cmd.arg("-c").arg(script).current_dir(ctx.workdir).stdin(Stdio::null()).stdout(log).stderr(log2);
+        cmd.env("WSPACE_OUT", ctx.out);
+        for (slot, dir) in ctx.inputs {
+            cmd.env(format!("WSPACE_IN_{}", slot.to_uppercase()), dir);
+        }
+        let empty = Default::default();
+        let params = ctx.param("params")?.as_table().unwrap_or(&empty);
+        cmd.env("WSPACE_PARAMS", serde_json::to_string(&Value::Table(params.clone())).unwrap_or_default());
+        for (name, v) in params {
+            if let Some(text) = v.scalar_text() {
+                cmd.env(format!("WSPACE_PARAM_{}", name.to_uppercase()), text);
+            }
+        }
+        ctx.progress.message(script);
+        let status = cmd.status().map_err(|e| StageError::msg(format!("cannot start `sh -c {script:?}`: {e}")))?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+            return Err(StageError::msg(format!(
+                "command `{script}` exited with {status}{}",
+                if tail.is_empty() { String::new() } else { format!("; its last output:\n{tail}") }
+            )));
+        }
+        let missing: Vec<&str> = ctx
+            .param("outputs")?
+            .as_list()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|f| !ctx.out.join(f).exists())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StageError::msg(format!(
+                "command `{script}` succeeded but did not write {} into $WSPACE_OUT",
+                missing.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Stage kinds built into the runner (no ML): the `command` kind.
+
+pub mod command;

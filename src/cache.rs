@@ -1,0 +1,431 @@
+//! The content-addressed cache of stage results.
+//!
+//! # Brief overview
+//! [`Cache`] is a directory (default `./cache`, or `--cache DIR`, or `WSPACE_CACHE`). A stage result is
+//! an [`Entry`], found by its [`StageKey`]. [`Cache::lookup`] answers hit or miss without locking;
+//! to compute a result, a run takes the key's [`BuildLock`], looks again (another run may have just
+//! published it), writes into a private [`Build`] directory, and [`BuildLock::publish`]es it: only then
+//! does the entry exist.
+//!
+//! # What is in a key
+//! | ingredient | why |
+//! |---|---|
+//! | the stage's kind (`kind = "pca"`) | different code |
+//! | the kind's code version (a constant in the kind, bumped when its semantics change) | code changed |
+//! | every parameter, resolved: defaults filled in, sorted by name, type-tagged | different request |
+//! | the content hash (blake3) of each file or tree a `Path` parameter names | different data |
+//! | for each input slot, the **output hash** of the upstream result | different input |
+//!
+//! **What invalidates a stage**: any of those changing, and nothing else. Because inputs enter by the
+//! upstream *output* hash, an upstream stage that reruns (say its code version was bumped) but writes
+//! identical bytes leaves every downstream key unchanged: downstream stays cached (early cutoff).
+//!
+//! **What is never hashed**: the stage's name in the pipeline file, the pipeline's name or location,
+//! the path strings of `Path` parameters (only their contents), absolute paths, mtimes, hash-map
+//! order (all maps are sorted), wall-clock time, the thread count.
+//!
+//! # On-disk layout
+//! ```text
+//! cache/
+//!   entries/<key>/entry.json    manifest: key, ingredients, output hash, every file's size and blake3
+//!   entries/<key>/out/...       the stage's output files (read-only)
+//!   locks/<key>.lock            flock(2) target while a run computes <key> (an empty file)
+//!   tmp/<key>.<pid>.<n>/        a build in progress: out/ + entry.json, renamed into entries/ on success
+//!   scratch/<key>/              resumable work of an unfinished build (kept across killed runs)
+//!   runs/<pipeline>/<stage>.json  ingredients of the last run of that stage name (for `explain`)
+//!   runs/history.jsonl          one line per run: time, pipeline, the keys it used (for `ls`, `gc`)
+//! ```
+//! The output hash of an entry is the tree hash of `out/` (see [`crate::digest`]).
+//!
+//! # Guarantees
+//! - **Atomic publish**: a build is written into `tmp/`, every file and directory fsynced, `entry.json`
+//!   written last, then the directory is renamed into `entries/`. A reader sees a whole entry or none.
+//! - **Verify on read**: before a stage runs, the entries it reads are re-hashed against their
+//!   manifests; a mismatch is reported and that entry recomputed. A no-op run (everything cached) reads
+//!   nothing and re-hashes nothing: it only reads manifests.
+//! - **Concurrency**: two runs that need the same missing key serialise on its lock; the second waits,
+//!   then finds the published entry. The lock is an `flock`, released by the kernel when its holder
+//!   dies, so a `kill -9` never leaves a lock that blocks anyone; the dead run's `tmp/` directory is
+//!   removed by the next run that takes the lock.
+//!
+//! # Known limits
+//! - `Path` parameters are re-hashed on every run (blake3, ~1 GB/s): huge data directories cost time.
+//! - `gc` must not run while another run reads the entries it removes (it skips keys being built).
+//! - Concurrent runs rely on `flock` and `rename` being atomic: true on local file systems; on NFS
+//!   only with a server and client that support them (NFSv4).
+//! - Outputs are trusted to be deterministic; `wspace verify` checks one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{list_tree, path_err, tree_hash, FileRecord, PathError};
+use crate::key::{Ingredients, StageKey};
+
+/// `entries/<key>/entry.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: StageKey,
+    pub output_hash: String,
+    /// The stage and pipeline names of the run that computed it (informative only).
+    pub stage: String,
+    pub pipeline: String,
+    pub ingredients: Ingredients,
+    pub files: Vec<FileRecord>,
+    /// Unix seconds.
+    pub created: u64,
+    pub seconds: f64,
+}
+
+impl Manifest {
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// A published result.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Entry {
+    pub fn out(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+}
+
+/// What [`Cache::verify`] found wrong with an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    #[error("out/{0} does not match its recorded hash")]
+    Changed(String),
+    #[error("out/{0} is missing")]
+    Missing(String),
+    #[error("out/{0} is not in the manifest")]
+    Extra(String),
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// The last recorded run of a stage name: what `explain` compares against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub key: StageKey,
+    pub time: u64,
+    pub ingredients: Ingredients,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryLine {
+    pub time: u64,
+    pub pipeline: String,
+    pub keys: Vec<StageKey>,
+}
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(path_err(dir))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let mut f = File::create(&tmp).map_err(path_err(&tmp))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(path_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(path_err(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PathError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(path_err(dir))
+}
+
+/// fsync every file and directory below `dir`, and make the files read-only.
+fn seal(dir: &Path) -> Result<(), PathError> {
+    for entry in fs::read_dir(dir).map_err(path_err(dir))? {
+        let path = entry.map_err(path_err(dir))?.path();
+        let meta = fs::symlink_metadata(&path).map_err(path_err(&path))?;
+        if meta.is_dir() {
+            seal(&path)?;
+        } else if meta.is_file() {
+            File::open(&path).and_then(|f| f.sync_all()).map_err(path_err(&path))?;
+            let mut perm = meta.permissions();
+            perm.set_readonly(true);
+            fs::set_permissions(&path, perm).map_err(path_err(&path))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+impl Cache {
+    /// No directory is created until something is written.
+    pub fn new(root: impl Into<PathBuf>) -> Cache {
+        Cache { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    fn entry_dir(&self, key: &StageKey) -> PathBuf {
+        self.root.join("entries").join(&key.0)
+    }
+
+    /// Reads an entry's manifest. A half-written entry cannot exist (see the module doc); an unreadable
+    /// manifest is reported as an error, never taken for a hit.
+    pub fn lookup(&self, key: &StageKey) -> Result<Option<Entry>, PathError> {
+        let dir = self.entry_dir(key);
+        let path = dir.join("entry.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let manifest: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| PathError { path: path.clone(), source: io::Error::new(io::ErrorKind::InvalidData, e) })?;
+                Ok(Some(Entry { dir, manifest }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PathError { path, source: e }),
+        }
+    }
+
+    /// Re-hashes an entry's files against its manifest.
+    pub fn verify(&self, entry: &Entry) -> Result<(), Corruption> {
+        let found = list_tree(&entry.out())?;
+        let mut want = entry.manifest.files.iter().peekable();
+        let mut have = found.iter().peekable();
+        loop {
+            match (want.peek(), have.peek()) {
+                (None, None) => return Ok(()),
+                (Some(w), None) => return Err(Corruption::Missing(w.path.clone())),
+                (None, Some(h)) => return Err(Corruption::Extra(h.path.clone())),
+                (Some(w), Some(h)) => match w.path.cmp(&h.path) {
+                    std::cmp::Ordering::Less => return Err(Corruption::Missing(w.path.clone())),
+                    std::cmp::Ordering::Greater => return Err(Corruption::Extra(h.path.clone())),
+                    std::cmp::Ordering::Equal if w.blake3 != h.blake3 => return Err(Corruption::Changed(w.path.clone())),
+                    std::cmp::Ordering::Equal => {
+                        want.next();
+                        have.next();
+                    }
+                },
+            }
+        }
+    }
+
+    fn lock_file(&self, key: &StageKey) -> Result<File, PathError> {
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir).map_err(path_err(&dir))?;
+        let path = dir.join(format!("{}.lock", key.0));
+        OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(path_err(&path))
+    }
+
+    /// Takes the key's build lock, waiting for another run that holds it (`on_wait` is called first,
+    /// so the user learns why nothing happens). Removes builds that dead runs left for this key.
+    pub fn lock(&self, key: &StageKey, on_wait: impl FnOnce()) -> Result<BuildLock<'_>, PathError> {
+        let file = self.lock_file(key)?;
+        let path = self.root.join("locks").join(format!("{}.lock", key.0));
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                on_wait();
+                file.lock().map_err(path_err(&path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(PathError { path, source: e }),
+        }
+        let lock = BuildLock { cache: self, key: key.clone(), _file: file };
+        lock.remove_stale_builds()?;
+        Ok(lock)
+    }
+
+    /// Whether some live run holds the key's lock.
+    fn is_locked(&self, key: &str) -> bool {
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        match OpenOptions::new().write(true).open(path) {
+            Ok(f) => matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
+    pub fn record_run(&self, pipeline: &str, stage: &str, record: &RunRecord) -> Result<(), PathError> {
+        let path = self.root.join("runs").join(pipeline).join(format!("{stage}.json"));
+        write_atomic(&path, &serde_json::to_vec_pretty(record).unwrap_or_default())
+    }
+
+    pub fn last_run(&self, pipeline: &str, stage: &str) -> Option<RunRecord> {
+        let path = self.root.join("runs").join(pipeline).join(format!("{stage}.json"));
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    /// Appends one line to `runs/history.jsonl` (a single `write` on an `O_APPEND` file).
+    pub fn append_history(&self, line: &HistoryLine) -> Result<(), PathError> {
+        let dir = self.root.join("runs");
+        fs::create_dir_all(&dir).map_err(path_err(&dir))?;
+        let path = dir.join("history.jsonl");
+        let mut text = serde_json::to_string(line).unwrap_or_default();
+        text.push('\n');
+        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(path_err(&path))?;
+        f.write_all(text.as_bytes()).map_err(path_err(&path))
+    }
+
+    pub fn history(&self) -> Vec<HistoryLine> {
+        let text = fs::read_to_string(self.root.join("runs/history.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Every published entry (unreadable manifests are skipped).
+    pub fn entries(&self) -> Vec<Entry> {
+        let Ok(dir) = fs::read_dir(self.root.join("entries")) else { return vec![] };
+        let mut out: Vec<Entry> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| self.lookup(&StageKey(e.file_name().to_string_lossy().into_owned())).ok().flatten())
+            .collect();
+        out.sort_by(|a, b| a.manifest.key.cmp(&b.manifest.key));
+        out
+    }
+
+    /// Removes an entry (used by `gc`). Returns false when a live run is building that key.
+    pub fn remove(&self, key: &StageKey) -> Result<bool, PathError> {
+        if self.is_locked(&key.0) {
+            return Ok(false);
+        }
+        remove_tree(&self.entry_dir(key))?;
+        let lock = self.root.join("locks").join(format!("{}.lock", key.0));
+        let _ = fs::remove_file(lock);
+        Ok(true)
+    }
+
+    /// Builds and scratch directories that no live run holds: left by killed runs.
+    pub fn orphans(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for sub in ["tmp", "scratch"] {
+            let Ok(dir) = fs::read_dir(self.root.join(sub)) else { continue };
+            for e in dir.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let key = name.split('.').next().unwrap_or("");
+                if !self.is_locked(key) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Removes a directory tree whose files may be read-only (`remove_dir_all` needs only the directories
+/// writable on Unix).
+pub fn remove_tree(dir: &Path) -> Result<(), PathError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(PathError { path: dir.to_path_buf(), source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// The right to compute one key; dropping it releases the lock.
+pub struct BuildLock<'c> {
+    cache: &'c Cache,
+    key: StageKey,
+    _file: File,
+}
+
+/// A private directory to compute into, and the key's persistent scratch directory.
+pub struct Build {
+    dir: PathBuf,
+    pub out: PathBuf,
+    pub scratch: PathBuf,
+}
+
+impl BuildLock<'_> {
+    fn remove_stale_builds(&self) -> Result<(), PathError> {
+        let tmp = self.cache.root.join("tmp");
+        if let Ok(dir) = fs::read_dir(&tmp) {
+            let prefix = format!("{}.", self.key.0);
+            for e in dir.filter_map(|e| e.ok()) {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    remove_tree(&e.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks again, now that no other run can be publishing this key.
+    pub fn lookup(&self) -> Result<Option<Entry>, PathError> {
+        self.cache.lookup(&self.key)
+    }
+
+    /// Moves a corrupt entry out of the way (under the lock) so it can be recomputed.
+    pub fn discard(&self) -> Result<(), PathError> {
+        let dir = self.cache.entry_dir(&self.key);
+        let doomed = self.cache.root.join("tmp").join(format!("{}.{}.corrupt", self.key.0, std::process::id()));
+        fs::create_dir_all(self.cache.root.join("tmp")).map_err(path_err(&doomed))?;
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => remove_tree(&doomed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(PathError { path: dir, source: e }),
+        }
+    }
+
+    /// A fresh, empty build directory (and the persistent scratch directory).
+    pub fn begin(&self) -> Result<Build, PathError> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = self.cache.root.join("tmp").join(format!(
+            "{}.{}.{}",
+            self.key.0,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = dir.join("out");
+        fs::create_dir_all(&out).map_err(path_err(&out))?;
+        let scratch = self.cache.root.join("scratch").join(&self.key.0);
+        fs::create_dir_all(&scratch).map_err(path_err(&scratch))?;
+        Ok(Build { dir, out, scratch })
+    }
+
+    /// Hashes the build's output, writes its manifest, and renames it into place.
+    pub fn publish(
+        &self,
+        build: Build,
+        ingredients: &Ingredients,
+        stage: &str,
+        pipeline: &str,
+        seconds: f64,
+    ) -> Result<Entry, PathError> {
+        let files = list_tree(&build.out)?;
+        let manifest = Manifest {
+            key: self.key.clone(),
+            output_hash: tree_hash(&files),
+            stage: stage.to_string(),
+            pipeline: pipeline.to_string(),
+            ingredients: ingredients.clone(),
+            files,
+            created: now(),
+            seconds,
+        };
+        seal(&build.out)?;
+        let mpath = build.dir.join("entry.json");
+        let mut f = File::create(&mpath).map_err(path_err(&mpath))?;
+        f.write_all(&serde_json::to_vec_pretty(&manifest).unwrap_or_default())
+            .and_then(|_| f.sync_all())
+            .map_err(path_err(&mpath))?;
+        sync_dir(&build.dir)?;
+        let entries = self.cache.root.join("entries");
+        fs::create_dir_all(&entries).map_err(path_err(&entries))?;
+        let dest = self.cache.entry_dir(&self.key);
+        fs::rename(&build.dir, &dest).map_err(path_err(&dest))?;
+        sync_dir(&entries)?;
+        remove_tree(&build.scratch)?;
+        Ok(Entry { dir: dest, manifest })
+    }
+
+    /// Throws a failed build away (its scratch stays, for a resumed attempt).
+    pub fn abandon(&self, build: Build) {
+        let _ = remove_tree(&build.dir);
+    }
+}

@@ -1,0 +1,571 @@
+//! The command line: `wspace run | status | explain | dag | show | ls | gc | verify | kinds`.
+//!
+//! Exit codes: 0 success; 1 a stage failed (or `verify` found a difference); 2 the command line or the
+//! pipeline file is wrong (nothing ran, nothing in the cache was touched).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::cache::{Cache, Entry};
+use crate::diag::Diagnostics;
+use crate::exec::{Runner, StageReport, Status};
+use crate::pipeline::{self, check::parse_set, Override, Pipeline};
+use crate::progress::Ui;
+use crate::registry::Registry;
+use crate::report;
+
+#[derive(Parser, Debug)]
+#[command(name = "wspace", version, about = "Weight-space learning pipelines with a content-addressed cache")]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CacheArg {
+    /// Cache directory
+    #[arg(long, env = "WSPACE_CACHE", default_value = "cache")]
+    pub cache: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file (TOML)
+    pub file: PathBuf,
+    /// Override a parameter: `stage.param=value` (TOML syntax; bare text is a string). Repeatable
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub cache: CacheArg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline (every sweep variant); only what changed is computed
+    Run {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Run only these stages and their ancestors
+        stages: Vec<String>,
+        /// Show what would run and why; run nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Thread budget: stages run concurrently and share a pool of this many threads
+        #[arg(short = 'j', long, default_value_t = default_jobs())]
+        jobs: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Where the sweep table goes (default: sweeps/<pipeline name>.csv)
+        #[arg(long)]
+        sweep_table: Option<PathBuf>,
+    },
+    /// What would run and why, executing nothing
+    Status {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Only these stages and their ancestors
+        stages: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// A stage's key ingredients, and what changed since its last recorded run
+    Explain {
+        #[command(flatten)]
+        p: PipelineArgs,
+        stage: String,
+    },
+    /// The stage graph (text, or Graphviz with --dot)
+    Dag {
+        file: PathBuf,
+        #[arg(long)]
+        dot: bool,
+    },
+    /// The cached result of a stage: output paths and metrics
+    Show {
+        #[command(flatten)]
+        p: PipelineArgs,
+        stage: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Cached entries, their sizes and last use
+    Ls {
+        #[command(flatten)]
+        cache: CacheArg,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Remove entries not used by the last N runs, and what killed runs left behind
+    Gc {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Keep every entry used by the last N runs
+        #[arg(long, default_value_t = 1)]
+        keep_last: usize,
+        /// Say what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Recompute a cached stage and compare output hashes (proves reproducibility)
+    Verify {
+        #[command(flatten)]
+        p: PipelineArgs,
+        stage: String,
+        #[arg(short = 'j', long, default_value_t = default_jobs())]
+        jobs: usize,
+    },
+    /// The stage kinds, their parameters and inputs
+    Kinds {
+        /// Only this kind
+        kind: Option<String>,
+    },
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// A failure that ends the command: a message and an exit code.
+pub struct Fail(pub String, pub u8);
+
+impl From<Diagnostics> for Fail {
+    fn from(d: Diagnostics) -> Self {
+        Fail(d.to_string(), 2)
+    }
+}
+
+fn load(p: &PipelineArgs, registry: &Registry) -> Result<(Pipeline, Vec<Override>), Fail> {
+    let pipeline = pipeline::load(&p.file, registry)?;
+    let mut overrides = Vec::new();
+    for arg in &p.set {
+        overrides.push(parse_set(arg).map_err(|e| Fail(format!("error: {e}"), 2))?);
+    }
+    // Check the overrides now, so a bad `--set` fails before anything runs.
+    pipeline.with_overrides(&overrides).map_err(|d| Fail(d.to_string(), 2))?;
+    Ok((pipeline, overrides))
+}
+
+fn stage_index(p: &Pipeline, name: &str) -> Result<usize, Fail> {
+    p.select(&[name.to_string()]).map_err(|d| Fail(d.to_string(), 2))?;
+    Ok(p.index(name).unwrap_or(0))
+}
+
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match dispatch(cli.command, &registry) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(msg, code)) => {
+            eprintln!("{msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
+    match command {
+        Command::Run { p, stages, dry_run, jobs, format, sweep_table } => {
+            run(&p, registry, &stages, dry_run, jobs.max(1), format, sweep_table)
+        }
+        Command::Status { p, stages, format } => run(&p, registry, &stages, true, 1, format, None),
+        Command::Explain { p, stage } => explain(&p, registry, &stage),
+        Command::Dag { file, dot } => {
+            let p = pipeline::load(&file, registry)?;
+            println!("{}", if dot { dag_dot(&p) } else { dag_text(&p) });
+            Ok(0)
+        }
+        Command::Show { p, stage, format } => show(&p, registry, &stage, format),
+        Command::Ls { cache, format } => ls(&Cache::new(cache.cache), format),
+        Command::Gc { cache, keep_last, dry_run } => gc(&Cache::new(cache.cache), keep_last, dry_run),
+        Command::Verify { p, stage, jobs } => verify(&p, registry, &stage, jobs.max(1)),
+        Command::Kinds { kind } => kinds(registry, kind.as_deref()),
+    }
+}
+
+fn run(
+    p: &PipelineArgs,
+    registry: &Registry,
+    targets: &[String],
+    dry_run: bool,
+    jobs: usize,
+    format: Format,
+    sweep_table: Option<PathBuf>,
+) -> Result<u8, Fail> {
+    let (pipeline, overrides) = load(p, registry)?;
+    let mask = pipeline.select(targets).map_err(|d| Fail(d.to_string(), 2))?;
+    let cache = Cache::new(&p.cache.cache);
+    let ui = Ui::new(dry_run);
+    let variants = pipeline.variants();
+    let mut results: Vec<(Vec<Override>, Vec<StageReport>)> = Vec::new();
+    for (n, variant) in variants.iter().enumerate() {
+        // `--set` applies on top of every sweep variant.
+        let all: Vec<Override> = variant.iter().chain(&overrides).cloned().collect();
+        let vp = pipeline.with_overrides(&all).map_err(|d| Fail(d.to_string(), 2))?;
+        if variants.len() > 1 {
+            let desc = variant.iter().map(|o| format!("{} = {}", o.address(), o.value)).collect::<Vec<_>>().join(", ");
+            ui.line(&format!("── variant {}/{}: {desc}", n + 1, variants.len()));
+        }
+        let runner = Runner { pipeline: &vp, cache: &cache, ui: &ui, jobs };
+        let reports = if dry_run { runner.plan(&mask) } else { runner.run(&mask) };
+        if format == Format::Text {
+            if variants.len() > 1 {
+                println!(
+                    "variant {}/{}: {}",
+                    n + 1,
+                    variants.len(),
+                    serde_json::Value::Object(pipeline::check::overrides_json(variant))
+                );
+            }
+            println!("{}", report::summary(&reports));
+        }
+        results.push((variant.clone(), reports));
+    }
+    let mut table_path = None;
+    if variants.len() > 1 && !dry_run {
+        let (headers, rows) = report::sweep_rows(&results);
+        let path = sweep_table.unwrap_or_else(|| Path::new("sweeps").join(format!("{}.csv", pipeline.name)));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Fail(format!("error: {}: {e}", dir.display()), 1))?;
+        }
+        std::fs::write(&path, report::csv(&headers, &rows)).map_err(|e| Fail(format!("error: {}: {e}", path.display()), 1))?;
+        if format == Format::Text {
+            let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+            println!("\nsweep table ({}):\n{}", path.display(), report::table(&h, &rows));
+        }
+        table_path = Some(path);
+    }
+    if format == Format::Json {
+        let variants: Vec<_> =
+            results.iter().map(|(o, r)| json!({"overrides": pipeline::check::overrides_json(o), "stages": r})).collect();
+        let mut obj = json!({"pipeline": pipeline.name, "variants": variants});
+        if let Some(path) = table_path {
+            obj["sweep_table"] = json!(path);
+        }
+        println!("{obj}");
+    }
+    let failed = results.iter().flat_map(|(_, r)| r).any(|r| matches!(r.status, Status::Failed | Status::Skipped));
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Result<u8, Fail> {
+    let (pipeline, overrides) = load(p, registry)?;
+    let pipeline = pipeline.with_overrides(&overrides).map_err(|d| Fail(d.to_string(), 2))?;
+    let i = stage_index(&pipeline, stage)?;
+    let cache = Cache::new(&p.cache.cache);
+    let ui = Ui::new(true);
+    let runner = Runner { pipeline: &pipeline, cache: &cache, ui: &ui, jobs: 1 };
+    let st = &pipeline.stages[i];
+    println!("stage `{}` (kind `{}`, code version {})", st.name, st.kind.name(), st.kind.version());
+    println!("parameters:");
+    for (k, v) in &st.params {
+        println!("  {k} = {v}");
+    }
+    let plan = runner.plan(&pipeline.select(&[stage.to_string()]).map_err(|d| Fail(d.to_string(), 2))?);
+    let upstream: std::collections::BTreeMap<&str, &StageReport> = plan.iter().map(|r| (r.name.as_str(), r)).collect();
+    if !st.inputs.is_empty() {
+        println!("inputs:");
+        for (slot, name) in pipeline.upstream_names(i) {
+            let state = match upstream.get(name.as_str()) {
+                Some(r) if r.status == Status::Cached => "cached".to_string(),
+                Some(r) => format!("{} first", r.status.as_str()),
+                None => "?".into(),
+            };
+            println!("  {slot} ← stage `{name}` ({state})");
+        }
+    }
+    let last = cache.last_run(&pipeline.name, stage);
+    match runner.cached_entry(i) {
+        Ok((entry, ingredients)) => {
+            println!("key: {}", entry.manifest.key);
+            for (name, f) in &ingredients.files {
+                println!("file {name}: {} ({})", f.path, f.hash);
+            }
+            println!("status: cached ({})", entry.out().display());
+            if let Some(rec) = last.filter(|r| r.key != entry.manifest.key) {
+                let changes = crate::reason::diff(&rec.ingredients, &ingredients);
+                println!("since the last recorded run: {}", changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "));
+            }
+        }
+        Err(_) => {
+            let mine = plan.iter().find(|r| r.name == stage);
+            match mine {
+                Some(r) if r.status == Status::Pending => {
+                    println!("key: not known yet: {}", r.reason);
+                    if let Some(rec) = &last {
+                        let same_params = rec.ingredients.params == runner_params(&runner, i, rec);
+                        if !same_params {
+                            println!("parameters changed since the last recorded run too");
+                        }
+                    }
+                }
+                Some(r) => {
+                    if let Some(k) = &r.key {
+                        println!("key: {k}");
+                    }
+                    println!("status: {}", r.status.as_str());
+                    println!("why: {}", r.reason);
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(rec) = cache.last_run(&pipeline.name, stage) {
+        println!("last recorded run: key {} at unix time {}", rec.key.short(), rec.time);
+    }
+    Ok(0)
+}
+
+/// The current parameters of stage `i` in the form the record keeps them (without `Path` ones).
+fn runner_params(
+    runner: &Runner,
+    i: usize,
+    rec: &crate::cache::RunRecord,
+) -> std::collections::BTreeMap<String, wspace_stage_api::Value> {
+    let st = &runner.pipeline.stages[i];
+    st.params
+        .iter()
+        .filter(|(k, _)| rec.ingredients.params.contains_key(*k) || !rec.ingredients.files.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn dag_text(p: &Pipeline) -> String {
+    let mut out = format!("pipeline `{}`: {} stages", p.name, p.stages.len());
+    for (i, st) in p.stages.iter().enumerate() {
+        out.push_str(&format!("\n{} ({})", st.name, st.kind.name()));
+        for (slot, up) in p.upstream_names(i) {
+            out.push_str(&format!("\n  {slot} ← {up}"));
+        }
+    }
+    out
+}
+
+fn dag_dot(p: &Pipeline) -> String {
+    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", p.name);
+    for st in &p.stages {
+        out.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", st.name, st.name, st.kind.name()));
+    }
+    for (i, st) in p.stages.iter().enumerate() {
+        for (slot, up) in p.upstream_names(i) {
+            out.push_str(&format!("  \"{up}\" -> \"{}\" [label=\"{slot}\"];\n", st.name));
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn show(p: &PipelineArgs, registry: &Registry, stage: &str, format: Format) -> Result<u8, Fail> {
+    let (pipeline, overrides) = load(p, registry)?;
+    let pipeline = pipeline.with_overrides(&overrides).map_err(|d| Fail(d.to_string(), 2))?;
+    let i = stage_index(&pipeline, stage)?;
+    let cache = Cache::new(&p.cache.cache);
+    let ui = Ui::new(true);
+    let runner = Runner { pipeline: &pipeline, cache: &cache, ui: &ui, jobs: 1 };
+    let (entry, _) = runner.cached_entry(i).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    let out = std::fs::canonicalize(entry.out()).unwrap_or(entry.out());
+    let metrics: serde_json::Value =
+        std::fs::read(out.join("metrics.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
+    let m = &entry.manifest;
+    if format == Format::Json {
+        let files: Vec<_> =
+            m.files.iter().map(|f| json!({"path": out.join(&f.path), "size": f.size, "blake3": f.blake3})).collect();
+        println!(
+            "{}",
+            json!({"stage": stage, "kind": m.ingredients.kind, "key": m.key, "output_hash": m.output_hash, "output": out, "seconds": m.seconds, "files": files, "metrics": metrics})
+        );
+    } else {
+        for name in ["report.html", "index.html"] {
+            if m.files.iter().any(|f| f.path == name) {
+                println!("{}", out.join(name).display());
+            }
+        }
+        println!("stage `{stage}` (kind `{}`), key {}", m.ingredients.kind, m.key);
+        println!("output: {}", out.display());
+        for f in &m.files {
+            println!("  {}  ({} bytes)", out.join(&f.path).display(), f.size);
+        }
+        if metrics.as_object().is_some_and(|o| !o.is_empty()) {
+            println!("metrics: {}", serde_json::to_string_pretty(&metrics).unwrap_or_default());
+        }
+    }
+    Ok(0)
+}
+
+fn human_size(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+        _ => format!("{:.1} GiB", n as f64 / 1_073_741_824.0),
+    }
+}
+
+fn last_use(cache: &Cache) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    for line in cache.history() {
+        for k in line.keys {
+            out.insert(k.0, line.time);
+        }
+    }
+    out
+}
+
+fn ls(cache: &Cache, format: Format) -> Result<u8, Fail> {
+    let used = last_use(cache);
+    let entries = cache.entries();
+    if format == Format::Json {
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                let m = &e.manifest;
+                json!({"key": m.key, "stage": m.stage, "pipeline": m.pipeline, "kind": m.ingredients.kind, "size": m.size(), "created": m.created, "last_used": used.get(&m.key.0).copied().unwrap_or(m.created)})
+            })
+            .collect();
+        println!("{}", json!(rows));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e: &Entry| {
+            let m = &e.manifest;
+            let t = used.get(&m.key.0).copied().unwrap_or(m.created);
+            vec![
+                m.key.short().to_string(),
+                m.ingredients.kind.clone(),
+                format!("{}/{}", m.pipeline, m.stage),
+                human_size(m.size()),
+                ago(t),
+            ]
+        })
+        .collect();
+    println!("{}", report::table(&["key", "kind", "pipeline/stage", "size", "last used"], &rows));
+    let total: u64 = entries.iter().map(|e| e.manifest.size()).sum();
+    println!("{} entries, {} in {}", entries.len(), human_size(total), cache.root().display());
+    Ok(0)
+}
+
+fn ago(t: u64) -> String {
+    let d = crate::cache::now().saturating_sub(t);
+    match d {
+        0..120 => format!("{d} s ago"),
+        120..7200 => format!("{} min ago", d / 60),
+        7200..172_800 => format!("{} h ago", d / 3600),
+        _ => format!("{} days ago", d / 86_400),
+    }
+}
+
+fn gc(cache: &Cache, keep_last: usize, dry_run: bool) -> Result<u8, Fail> {
+    let history = cache.history();
+    let keep: std::collections::HashSet<String> =
+        history.iter().rev().take(keep_last).flat_map(|h| h.keys.iter().map(|k| k.0.clone())).collect();
+    let mut freed = 0;
+    let mut removed = 0;
+    for e in cache.entries() {
+        let m = &e.manifest;
+        if keep.contains(&m.key.0) {
+            continue;
+        }
+        if dry_run {
+            println!("would remove {} ({}/{}, {})", m.key.short(), m.pipeline, m.stage, human_size(m.size()));
+        } else if cache.remove(&m.key).map_err(|e| Fail(format!("error: {e}"), 1))? {
+            println!("removed {} ({}/{}, {})", m.key.short(), m.pipeline, m.stage, human_size(m.size()));
+        } else {
+            println!("kept {}: a run is building it", m.key.short());
+            continue;
+        }
+        freed += m.size();
+        removed += 1;
+    }
+    for orphan in cache.orphans() {
+        if dry_run {
+            println!("would remove {}", orphan.display());
+        } else {
+            crate::cache::remove_tree(&orphan).map_err(|e| Fail(format!("error: {e}"), 1))?;
+            println!("removed {}", orphan.display());
+        }
+    }
+    println!("{} {removed} entries ({})", if dry_run { "would remove" } else { "removed" }, human_size(freed));
+    Ok(0)
+}
+
+fn verify(p: &PipelineArgs, registry: &Registry, stage: &str, jobs: usize) -> Result<u8, Fail> {
+    let (pipeline, overrides) = load(p, registry)?;
+    let pipeline = pipeline.with_overrides(&overrides).map_err(|d| Fail(d.to_string(), 2))?;
+    let i = stage_index(&pipeline, stage)?;
+    let cache = Cache::new(&p.cache.cache);
+    let ui = Ui::new(!std::io::stderr().is_terminal());
+    let runner = Runner { pipeline: &pipeline, cache: &cache, ui: &ui, jobs };
+    let (entry, files) = runner.recompute(i).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    let recomputed = crate::digest::tree_hash(&files);
+    let m = &entry.manifest;
+    println!("cached     {}", m.output_hash);
+    println!("recomputed {recomputed}");
+    if recomputed == m.output_hash {
+        println!("reproducible: stage `{stage}` recomputed to the same {} files", files.len());
+        return Ok(0);
+    }
+    let old: std::collections::BTreeMap<&str, &str> = m.files.iter().map(|f| (f.path.as_str(), f.blake3.as_str())).collect();
+    let new: std::collections::BTreeMap<&str, &str> = files.iter().map(|f| (f.path.as_str(), f.blake3.as_str())).collect();
+    for path in old.keys().chain(new.keys()).collect::<std::collections::BTreeSet<_>>() {
+        match (old.get(path), new.get(path)) {
+            (Some(a), Some(b)) if a != b => println!("  differs: {path}"),
+            (Some(_), None) => println!("  missing in the recomputation: {path}"),
+            (None, Some(_)) => println!("  new in the recomputation: {path}"),
+            _ => {}
+        }
+    }
+    println!("NOT reproducible: stage `{stage}` gave different output");
+    Ok(1)
+}
+
+fn kinds(registry: &Registry, only: Option<&str>) -> Result<u8, Fail> {
+    if let Some(k) = only {
+        if registry.get(k).is_none() {
+            return Err(Fail(
+                format!("error: no kind `{k}`; known kinds: {}", registry.names().collect::<Vec<_>>().join(", ")),
+                2,
+            ));
+        }
+    }
+    for kind in registry.kinds().filter(|k| only.is_none_or(|o| o == k.name())) {
+        println!("{} (version {}): {}", kind.name(), kind.version(), kind.summary());
+        match kind.inputs() {
+            wspace_stage_api::Inputs::Any => println!("  inputs: any slot names"),
+            wspace_stage_api::Inputs::Slots(slots) => {
+                for (s, required, doc) in slots {
+                    println!("  input {s}{}: {doc}", if required { "" } else { " (optional)" });
+                }
+            }
+        }
+        for p in kind.params() {
+            let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+            println!("  {}: {}{default} — {}", p.name, p.ty.describe(), p.doc);
+        }
+        println!();
+    }
+    Ok(0)
+}

@@ -1,0 +1,456 @@
+//! Executing a checked pipeline against the cache.
+//!
+//! # Brief overview
+//! [`Runner::run`] walks the stages in topological order. A stage whose inputs are all done gets its
+//! [`Ingredients`] and key; a cache hit is done at once (nothing is read or re-hashed). A miss goes to a
+//! worker thread (at most `-j` at a time) that takes the key's build lock, looks again, verifies the
+//! entries it will read (recomputing a corrupt one), runs the stage kind inside the run's rayon pool
+//! (of `-j` threads), and publishes the result. A failed stage fails nothing but its descendants,
+//! which are reported as skipped; the rest of the run goes on. [`Runner::plan`] answers the same
+//! questions without running anything (`--dry-run`, `status`).
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use wspace_stage_api::{ParamType, StageContext, Value};
+
+use crate::cache::{now, Cache, Corruption, Entry, HistoryLine, RunRecord};
+use crate::key::{Ingredients, SlotInput, StageKey};
+use crate::pipeline::{Pipeline, Stage};
+use crate::progress::Ui;
+use crate::reason::rerun_reason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ran,
+    Cached,
+    Failed,
+    Skipped,
+    /// `--dry-run`: would run.
+    WouldRun,
+    /// `--dry-run`: an upstream stage would run first; runs unless its output comes out unchanged.
+    Pending,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ran => "ran",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::WouldRun => "would-run",
+            Status::Pending => "pending",
+        }
+    }
+}
+
+/// One line of a run's summary (and of `--format json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    pub kind: String,
+    pub status: Status,
+    pub key: Option<StageKey>,
+    pub seconds: f64,
+    pub reason: String,
+    /// The result's `out/` directory, when there is one.
+    #[serde(skip)]
+    pub output: Option<PathBuf>,
+}
+
+enum State {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+}
+
+pub struct Runner<'a> {
+    pub pipeline: &'a Pipeline,
+    pub cache: &'a Cache,
+    pub ui: &'a Ui,
+    pub jobs: usize,
+}
+
+/// Upstream results, shared by the workers.
+struct Shared {
+    entries: Mutex<Vec<Option<Entry>>>,
+    reports: Mutex<Vec<Option<StageReport>>>,
+}
+
+type Outcome = Result<(Entry, Status, String, f64), String>;
+
+impl<'a> Runner<'a> {
+    fn stage(&self, i: usize) -> &'a Stage {
+        &self.pipeline.stages[i]
+    }
+
+    fn ingredients(&self, i: usize, entries: &[Option<Entry>]) -> Result<Ingredients, String> {
+        let stage = self.stage(i);
+        let mut inputs = BTreeMap::new();
+        for (slot, &up) in &stage.inputs {
+            let e = entries[up].as_ref().ok_or_else(|| format!("input `{slot}` has no result"))?;
+            inputs.insert(slot.clone(), SlotInput { stage: self.stage(up).name.clone(), hash: e.manifest.output_hash.clone() });
+        }
+        Ingredients::of(stage, inputs, &self.pipeline.workdir).map_err(|e| format!("cannot hash a file parameter: {e}"))
+    }
+
+    fn report(
+        &self,
+        i: usize,
+        status: Status,
+        key: Option<StageKey>,
+        seconds: f64,
+        reason: String,
+        output: Option<PathBuf>,
+    ) -> StageReport {
+        let stage = self.stage(i);
+        StageReport { name: stage.name.clone(), kind: stage.kind.name().to_string(), status, key, seconds, reason, output }
+    }
+
+    /// Records the ingredients of a finished stage for `explain`, unless the record already says so.
+    fn record(&self, i: usize, key: &StageKey, ingredients: &Ingredients) {
+        let name = &self.stage(i).name;
+        let last = self.cache.last_run(&self.pipeline.name, name);
+        if last.as_ref().map(|r| &r.key) != Some(key) {
+            let rec = RunRecord { key: key.clone(), time: now(), ingredients: ingredients.clone() };
+            if let Err(e) = self.cache.record_run(&self.pipeline.name, name, &rec) {
+                self.ui.line(&format!("warning: cannot record the run of `{name}`: {e}"));
+            }
+        }
+    }
+
+    /// Runs the stages in `mask` (and nothing else). Returns one report per selected stage, in
+    /// topological order.
+    pub fn run(&self, mask: &[bool]) -> Vec<StageReport> {
+        let n = self.pipeline.stages.len();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().ok();
+        let shared = Shared { entries: Mutex::new(vec![None; n]), reports: Mutex::new(vec![None; n]) };
+        let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
+        let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+        let mut running = 0usize;
+
+        std::thread::scope(|scope| loop {
+            // Settle everything that needs no worker; start workers for ready misses.
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for i in 0..n {
+                    if !mask[i] || !matches!(state[i], State::Waiting) {
+                        continue;
+                    }
+                    let stage = self.stage(i);
+                    if let Some((slot, &up)) = stage.inputs.iter().find(|(_, &up)| matches!(state[up], State::Failed)) {
+                        let why = format!("input `{slot}` failed (stage `{}`)", self.stage(up).name);
+                        shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
+                        state[i] = State::Failed;
+                        progressed = true;
+                        continue;
+                    }
+                    if !stage.inputs.values().all(|&up| matches!(state[up], State::Done)) {
+                        continue;
+                    }
+                    let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            self.ui.line(&format!("✗ {}: {e}", stage.name));
+                            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, e, None));
+                            state[i] = State::Failed;
+                            progressed = true;
+                            continue;
+                        }
+                    };
+                    let key = ingredients.key();
+                    match self.cache.lookup(&key) {
+                        Ok(Some(entry)) => {
+                            self.record(i, &key, &ingredients);
+                            let out = entry.out();
+                            shared.reports.lock().unwrap()[i] =
+                                Some(self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out)));
+                            shared.entries.lock().unwrap()[i] = Some(entry);
+                            state[i] = State::Done;
+                            progressed = true;
+                        }
+                        Ok(None) | Err(_) if running < self.jobs => {
+                            let last = self.cache.last_run(&self.pipeline.name, &stage.name);
+                            let reason = rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients);
+                            self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
+                            state[i] = State::Running;
+                            running += 1;
+                            let (tx, shared, pool) = (tx.clone(), &shared, pool.as_ref());
+                            scope.spawn(move || {
+                                let outcome = self.ensure(i, shared, None, reason, pool);
+                                let _ = tx.send((i, outcome));
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, outcome)) = rx.recv() else { break };
+            running -= 1;
+            let stage = self.stage(i);
+            match outcome {
+                Ok((entry, status, reason, seconds)) => {
+                    self.ui.line(&format!("✓ {} {} in {seconds:.2}s", stage.name, status.as_str()));
+                    let key = entry.manifest.key.clone();
+                    self.record(i, &key, &entry.manifest.ingredients);
+                    shared.reports.lock().unwrap()[i] =
+                        Some(self.report(i, status, Some(key), seconds, reason, Some(entry.out())));
+                    shared.entries.lock().unwrap()[i] = Some(entry);
+                    state[i] = State::Done;
+                }
+                Err(e) => {
+                    self.ui.line(&format!("✗ {} failed: {e}", stage.name));
+                    let first = e.lines().next().unwrap_or("").to_string();
+                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, first, None));
+                    state[i] = State::Failed;
+                }
+            }
+        });
+
+        let reports: Vec<StageReport> = shared.reports.into_inner().unwrap().into_iter().flatten().collect();
+        let keys = reports.iter().filter_map(|r| r.key.clone()).collect();
+        if let Err(e) = self.cache.append_history(&HistoryLine { time: now(), pipeline: self.pipeline.name.clone(), keys }) {
+            self.ui.line(&format!("warning: cannot append to the run history: {e}"));
+        }
+        reports
+    }
+
+    /// Makes stage `i`'s result exist: waits for another run building it, verifies the entries it
+    /// reads (recomputing corrupt ones), runs the kind and publishes. `distrust` says the entry under
+    /// this key was found corrupt: a present entry is re-verified and discarded if still bad.
+    fn ensure(
+        &self,
+        i: usize,
+        shared: &Shared,
+        distrust: Option<&Corruption>,
+        reason: String,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Outcome {
+        let stage = self.stage(i);
+        'again: loop {
+            let ingredients = self.ingredients(i, &shared.entries.lock().unwrap())?;
+            let key = ingredients.key();
+            let lock = self
+                .cache
+                .lock(&key, || self.ui.line(&format!("… {}: another run is computing it; waiting", stage.name)))
+                .map_err(|e| e.to_string())?;
+            if let Some(entry) = lock.lookup().map_err(|e| e.to_string())? {
+                match distrust {
+                    None => return Ok((entry, Status::Cached, "computed meanwhile by another run".into(), 0.0)),
+                    Some(_) if self.cache.verify(&entry).is_ok() => {
+                        return Ok((entry, Status::Cached, "repaired meanwhile by another run".into(), 0.0))
+                    }
+                    Some(_) => lock.discard().map_err(|e| e.to_string())?,
+                }
+            }
+            for (slot, &up) in &stage.inputs {
+                let entry = shared.entries.lock().unwrap()[up].clone().ok_or_else(|| format!("input `{slot}` has no result"))?;
+                if let Err(bad) = self.cache.verify(&entry) {
+                    let up_name = &self.stage(up).name;
+                    let why = format!("cached output was corrupt ({bad}); recomputed");
+                    self.ui.line(&format!("! {up_name}: {why}"));
+                    drop(lock);
+                    let (fixed, status, _, secs) = self.ensure(up, shared, Some(&bad), why.clone(), pool)?;
+                    shared.reports.lock().unwrap()[up] =
+                        Some(self.report(up, status, Some(fixed.manifest.key.clone()), secs, why, Some(fixed.out())));
+                    shared.entries.lock().unwrap()[up] = Some(fixed);
+                    continue 'again;
+                }
+            }
+            let build = lock.begin().map_err(|e| e.to_string())?;
+            let inputs: BTreeMap<String, PathBuf> = stage
+                .inputs
+                .iter()
+                .map(|(slot, &up)| {
+                    (slot.clone(), shared.entries.lock().unwrap()[up].as_ref().map(Entry::out).unwrap_or_default())
+                })
+                .collect();
+            let params = absolute_paths(stage, &self.pipeline.workdir);
+            let bar = self.ui.stage_bar(&stage.name);
+            let ctx = StageContext {
+                stage: &stage.name,
+                params: &params,
+                inputs: &inputs,
+                out: &build.out,
+                scratch: &build.scratch,
+                workdir: &self.pipeline.workdir,
+                threads: self.jobs,
+                progress: &bar,
+            };
+            let started = Instant::now();
+            let call = || std::panic::catch_unwind(AssertUnwindSafe(|| stage.kind.run(&ctx)));
+            let result = match pool {
+                Some(p) => p.install(call),
+                None => call(),
+            };
+            drop(bar);
+            let seconds = started.elapsed().as_secs_f64();
+            return match result {
+                Ok(Ok(())) => {
+                    let entry = lock
+                        .publish(build, &ingredients, &stage.name, &self.pipeline.name, seconds)
+                        .map_err(|e| format!("cannot publish: {e}"))?;
+                    Ok((entry, Status::Ran, reason, seconds))
+                }
+                Ok(Err(e)) => {
+                    lock.abandon(build);
+                    Err(e.to_string())
+                }
+                Err(panic) => {
+                    lock.abandon(build);
+                    let msg =
+                        panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                    Err(format!("the stage panicked: {}", msg.unwrap_or_default()))
+                }
+            };
+        }
+    }
+
+    /// What `run` would do, without running or writing anything.
+    pub fn plan(&self, mask: &[bool]) -> Vec<StageReport> {
+        let n = self.pipeline.stages.len();
+        let mut entries: Vec<Option<Entry>> = vec![None; n];
+        let mut status: Vec<Option<Status>> = vec![None; n];
+        let mut out = Vec::new();
+        for i in 0..n {
+            if !mask[i] {
+                continue;
+            }
+            let stage = self.stage(i);
+            let last = self.cache.last_run(&self.pipeline.name, &stage.name);
+            let waiting_on: Vec<&str> =
+                stage.inputs.values().filter(|&&up| entries[up].is_none()).map(|&up| self.stage(up).name.as_str()).collect();
+            let report = if !waiting_on.is_empty() {
+                status[i] = Some(Status::Pending);
+                let why = format!(
+                    "after {} (cached unless its output changes)",
+                    waiting_on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                );
+                self.report(i, Status::Pending, None, 0.0, why, None)
+            } else {
+                match self.ingredients(i, &entries) {
+                    Err(e) => {
+                        status[i] = Some(Status::Failed);
+                        self.report(i, Status::Failed, None, 0.0, e, None)
+                    }
+                    Ok(ingredients) => {
+                        let key = ingredients.key();
+                        match self.cache.lookup(&key) {
+                            Ok(Some(e)) => {
+                                let out = e.out();
+                                entries[i] = Some(e);
+                                self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out))
+                            }
+                            _ => {
+                                let why = rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients);
+                                self.report(i, Status::WouldRun, Some(key), 0.0, why, None)
+                            }
+                        }
+                    }
+                }
+            };
+            out.push(report);
+        }
+        out
+    }
+
+    /// The cached result of stage `i`, if every stage it depends on is cached too.
+    pub fn cached_entry(&self, i: usize) -> Result<(Entry, Ingredients), String> {
+        let mask = self.pipeline.select(&[self.stage(i).name.clone()]).map_err(|d| d.message)?;
+        let mut entries: Vec<Option<Entry>> = vec![None; self.pipeline.stages.len()];
+        for j in 0..=i {
+            if !mask[j] {
+                continue;
+            }
+            let ingredients = self.ingredients(j, &entries)?;
+            let entry = self.cache.lookup(&ingredients.key()).map_err(|e| e.to_string())?.ok_or_else(|| {
+                let last = self.cache.last_run(&self.pipeline.name, &self.stage(j).name);
+                format!(
+                    "stage `{}` has no cached result ({}); run `wspace run` first",
+                    self.stage(j).name,
+                    rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
+                )
+            })?;
+            if j == i {
+                return Ok((entry, ingredients));
+            }
+            entries[j] = Some(entry);
+        }
+        Err(format!("stage `{}` is not in the pipeline", self.stage(i).name))
+    }
+
+    /// Recomputes stage `i` into a throw-away directory and compares its output with the cached one.
+    /// Returns the cached entry and the recomputed file list.
+    pub fn recompute(&self, i: usize) -> Result<(Entry, Vec<crate::digest::FileRecord>), String> {
+        let (entry, _) = self.cached_entry(i)?;
+        let stage = self.stage(i);
+        let mut inputs = BTreeMap::new();
+        for (slot, &up) in &stage.inputs {
+            let (e, _) = self.cached_entry(up)?;
+            self.cache.verify(&e).map_err(|c| format!("input `{slot}` is corrupt: {c}"))?;
+            inputs.insert(slot.clone(), e.out());
+        }
+        let dir = tempdir_in(self.cache.root()).map_err(|e| e.to_string())?;
+        let (out, scratch) = (dir.join("out"), dir.join("scratch"));
+        for d in [&out, &scratch] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let params = absolute_paths(stage, &self.pipeline.workdir);
+        let bar = self.ui.stage_bar(&stage.name);
+        let ctx = StageContext {
+            stage: &stage.name,
+            params: &params,
+            inputs: &inputs,
+            out: &out,
+            scratch: &scratch,
+            workdir: &self.pipeline.workdir,
+            threads: self.jobs,
+            progress: &bar,
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(|e| e.to_string())?;
+        let result = pool.install(|| stage.kind.run(&ctx));
+        drop(bar);
+        let files = result.map_err(|e| e.to_string()).and_then(|()| crate::digest::list_tree(&out).map_err(|e| e.to_string()));
+        let _ = crate::cache::remove_tree(&dir);
+        Ok((entry, files?))
+    }
+}
+
+fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
+    let dir = root.join("tmp").join(format!("verify.{}.{}", std::process::id(), now()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The stage's parameters with `Path` values resolved against the pipeline's directory.
+fn absolute_paths(stage: &Stage, workdir: &Path) -> BTreeMap<String, Value> {
+    let abs = |v: &Value| match v {
+        Value::Str(p) if !p.is_empty() => Value::Str(workdir.join(p).to_string_lossy().into_owned()),
+        other => other.clone(),
+    };
+    stage
+        .params
+        .iter()
+        .map(|(name, v)| {
+            let v = match (stage.spec(name).map(|s| s.ty), v) {
+                (Some(ParamType::Path), v) => abs(v),
+                (Some(ParamType::List(t)), Value::List(items)) if *t == ParamType::Path => {
+                    Value::List(items.iter().map(abs).collect())
+                }
+                (_, v) => v.clone(),
+            };
+            (name.clone(), v)
+        })
+        .collect()
+}

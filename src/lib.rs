@@ -1,0 +1,25 @@
+//! wspace: the runner. A pipeline file → a checked graph → stage keys → the cache → the scheduler → the
+//! CLI. This crate knows nothing of any stage kind's internals (they implement
+//! [`wspace_stage_api::StageKind`]) and does not depend on candle.
+//!
+//! # Brief overview
+//! - [`pipeline`]: the TOML format ([`pipeline::raw`]: text → spanned items, no I/O) and its checking
+//!   ([`pipeline::check`]: kinds, typed parameters, inputs, cycles, sweeps).
+//! - [`key`]: [`key::Ingredients`] → [`key::StageKey`] (blake3 of a canonical encoding).
+//! - [`cache`]: the on-disk store and its contract (read its module doc first).
+//! - [`exec`]: the scheduler ([`exec::Runner`]); [`reason`]: why a stage reruns.
+//! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
+//! - [`cli`]: the commands; [`report`]: tables, JSON and sweep CSV; [`progress`]: bars and lines.
+
+pub mod builtin;
+pub mod cache;
+pub mod cli;
+pub mod diag;
+pub mod digest;
+pub mod exec;
+pub mod key;
+pub mod pipeline;
+pub mod progress;
+pub mod reason;
+pub mod registry;
+pub mod report;

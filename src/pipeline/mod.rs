@@ -1,0 +1,8 @@
+//! Pipeline files: [`raw`] parses the text (spans kept, no I/O), [`check`] resolves it against the
+//! registry into a [`Pipeline`]: kinds found, parameters typed with defaults filled in, inputs
+//! connected, the graph acyclic and in topological order, sweeps validated.
+
+pub mod check;
+pub mod raw;
+
+pub use check::{load, Override, Pipeline, Stage, SweepAxis};

@@ -1,0 +1,112 @@
+//! Why a stage reruns, as sentences: "`components` changed (16 → 32)", "input `zoo` changed",
+//! "code version 2 → 3". Computed by comparing a stage's [`Ingredients`] with those of the last
+//! recorded run of the same stage name.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::key::Ingredients;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Kind { old: String, new: String },
+    Version { old: u32, new: u32 },
+    Param { name: String, old: Option<String>, new: Option<String> },
+    File { name: String, path: String },
+    Input { slot: String, stage: String },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Kind { old, new } => write!(f, "kind changed ({old} → {new})"),
+            Change::Version { old, new } => write!(f, "code version {old} → {new}"),
+            Change::Param { name, old: Some(o), new: Some(n) } => write!(f, "`{name}` changed ({o} → {n})"),
+            Change::Param { name, old: None, new: Some(n) } => write!(f, "`{name}` added ({n})"),
+            Change::Param { name, old: Some(o), new: None } => write!(f, "`{name}` removed (was {o})"),
+            Change::Param { name, .. } => write!(f, "`{name}` changed"),
+            Change::File { name, path } => write!(f, "file `{name}` ({path}) changed"),
+            Change::Input { slot, stage } => write!(f, "input `{slot}` changed (stage `{stage}`)"),
+        }
+    }
+}
+
+/// Every difference between the recorded ingredients and the current ones, in a stable order.
+pub fn diff(old: &Ingredients, new: &Ingredients) -> Vec<Change> {
+    let mut out = Vec::new();
+    if old.kind != new.kind {
+        out.push(Change::Kind { old: old.kind.clone(), new: new.kind.clone() });
+    }
+    if old.version != new.version {
+        out.push(Change::Version { old: old.version, new: new.version });
+    }
+    let names: BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
+    for name in names {
+        let (o, n) = (old.params.get(name), new.params.get(name));
+        if o != n {
+            out.push(Change::Param { name: name.clone(), old: o.map(|v| v.to_string()), new: n.map(|v| v.to_string()) });
+        }
+    }
+    let files: BTreeSet<&String> = old.files.keys().chain(new.files.keys()).collect();
+    for name in files {
+        let (o, n) = (old.files.get(name), new.files.get(name));
+        if o.map(|f| &f.hash) != n.map(|f| &f.hash) {
+            let path = n.or(o).map(|f| f.path.clone()).unwrap_or_default();
+            out.push(Change::File { name: name.clone(), path });
+        }
+    }
+    let slots: BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
+    for slot in slots {
+        let (o, n) = (old.inputs.get(slot), new.inputs.get(slot));
+        if o.map(|i| &i.hash) != n.map(|i| &i.hash) {
+            let stage = n.or(o).map(|i| i.stage.clone()).unwrap_or_default();
+            out.push(Change::Input { slot: slot.clone(), stage });
+        }
+    }
+    out
+}
+
+/// Why a stage must run, given the last recorded run of its name (if any).
+pub fn rerun_reason(last: Option<&Ingredients>, now: &Ingredients) -> String {
+    match last {
+        None => "no earlier run recorded".into(),
+        Some(old) => {
+            let changes = diff(old, now);
+            if changes.is_empty() {
+                "not in the cache (removed, or never finished)".into()
+            } else {
+                changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::SlotInput;
+    use wspace_stage_api::Value;
+
+    #[test]
+    fn sentences_name_old_and_new_values() {
+        let mut old = Ingredients {
+            kind: "pca".into(),
+            version: 2,
+            params: [("components".to_string(), Value::Int(16))].into(),
+            files: Default::default(),
+            inputs: [("zoo".to_string(), SlotInput { stage: "zoo".into(), hash: "a".into() })].into(),
+        };
+        let mut new = old.clone();
+        new.version = 3;
+        new.params.insert("components".into(), Value::Int(32));
+        new.params.insert("whiten".into(), Value::Bool(true));
+        new.inputs.get_mut("zoo").unwrap().hash = "b".into();
+        assert_eq!(
+            rerun_reason(Some(&old), &new),
+            "code version 2 → 3; `components` changed (16 → 32); `whiten` added (true); input `zoo` changed (stage `zoo`)"
+        );
+        old = new.clone();
+        assert_eq!(rerun_reason(Some(&old), &new), "not in the cache (removed, or never finished)");
+        assert_eq!(rerun_reason(None, &new), "no earlier run recorded");
+    }
+}

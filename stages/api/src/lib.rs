@@ -1,0 +1,286 @@
+//! The contract between the wspace runner and the stage kinds.
+//!
+//! # Brief overview
+//! A stage kind (`kind = "zoo"` in a pipeline file) is a [`StageKind`]: it declares its parameters
+//! ([`ParamSpec`], typed, with defaults), its input slots ([`Inputs`]) and a code [`StageKind::version`],
+//! and it [`StageKind::run`]s with a [`StageContext`]: resolved parameters ([`Value`]s), one read-only
+//! directory per input slot, an empty private output directory, a persistent scratch directory for
+//! resumable work, and a [`Progress`] handle.
+//!
+//! Stage code knows nothing of the cache: it reads its input directories, writes files into
+//! `ctx.out`, and returns. Whatever it wrote is the stage's output. A `metrics.json` (a JSON object) at
+//! the top of the output is special only in that the runner reports its scalar values (sweep tables,
+//! `wspace show`).
+//!
+//! Determinism is part of the contract: given the same parameters and input bytes, a stage must write
+//! the same bytes (on CPU), so that `wspace verify` can prove a cached result reproducible.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A resolved parameter value. Maps are ordered (`BTreeMap`) so every encoding of a value is canonical.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Table(BTreeMap<String, Value>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::List(_) => "array",
+            Value::Table(_) => "table",
+        }
+    }
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    /// Integers are accepted where a float is wanted.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+    pub fn as_table(&self) -> Option<&BTreeMap<String, Value>> {
+        match self {
+            Value::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+    /// Scalars only: what a command stage sees as `WSPACE_PARAM_<NAME>` and a sweep table shows.
+    pub fn scalar_text(&self) -> Option<String> {
+        match self {
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Str(s) => Some(s.clone()),
+            Value::List(_) | Value::Table(_) => None,
+        }
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Renders as TOML would write it: `16`, `0.5`, `"adam"`, `[2, 4]`, `{ a = 1 }`.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => write!(f, "{x:.1}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::List(items) => {
+                write!(f, "[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                write!(f, "]")
+            }
+            Value::Table(t) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in t.iter().enumerate() {
+                    write!(f, "{}{k} = {v}", if i > 0 { ", " } else { " " })?;
+                }
+                write!(f, " }}")
+            }
+        }
+    }
+}
+
+/// The type of a declared parameter; the runner checks values against it before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamType {
+    Bool,
+    Int,
+    /// A float; integers are accepted and converted.
+    Float,
+    Str,
+    /// A string that must be one of these.
+    Choice(&'static [&'static str]),
+    /// A file or directory, relative to the pipeline file. Its *content* hash joins the stage key, its
+    /// path does not; the stage receives it resolved to an absolute path.
+    Path,
+    List(Box<ParamType>),
+    /// Any TOML value (checked by the stage itself, at the start of its run).
+    Any,
+    /// A free-form table of scalars and arrays.
+    Table,
+}
+
+impl ParamType {
+    pub fn describe(&self) -> String {
+        match self {
+            ParamType::Bool => "a boolean".into(),
+            ParamType::Int => "an integer".into(),
+            ParamType::Float => "a number".into(),
+            ParamType::Str => "a string".into(),
+            ParamType::Choice(c) => format!("one of {}", c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")),
+            ParamType::Path => "a path (string)".into(),
+            ParamType::List(t) => format!("an array of {}", t.describe().trim_start_matches("a ").trim_start_matches("an ")),
+            ParamType::Any => "any value".into(),
+            ParamType::Table => "a table".into(),
+        }
+    }
+}
+
+/// A parameter a kind declares. `default: None` means the parameter is required.
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub default: Option<Value>,
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
+        ParamSpec { name, ty, default: None, doc }
+    }
+    pub fn optional(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
+        ParamSpec { name, ty, default: Some(default), doc }
+    }
+}
+
+/// The input slots a kind accepts in `inputs = { slot = "stage" }`.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// Exactly these slots: `(name, required, doc)`.
+    Slots(Vec<(&'static str, bool, &'static str)>),
+    /// Any slot names (the `command` kind).
+    Any,
+}
+
+/// How a running stage reports progress. The runner draws it (a bar on a terminal, nothing otherwise).
+pub trait Progress: Send + Sync {
+    /// The amount of work, in `unit`s (e.g. "models", "images").
+    fn start(&self, total: u64, unit: &str);
+    fn inc(&self, n: u64);
+    fn message(&self, msg: &str);
+}
+
+/// A progress handle that draws nothing (tests, library use).
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn start(&self, _: u64, _: &str) {}
+    fn inc(&self, _: u64) {}
+    fn message(&self, _: &str) {}
+}
+
+/// Everything a stage run may use.
+pub struct StageContext<'a> {
+    /// The stage's name in the pipeline file (for messages only; it is not part of the key).
+    pub stage: &'a str,
+    /// Every declared parameter, defaults filled in, `Path` parameters made absolute.
+    pub params: &'a BTreeMap<String, Value>,
+    /// One read-only directory per input slot: the upstream stage's output.
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// Empty, private; whatever the stage writes here is its output once it returns `Ok`.
+    pub out: &'a Path,
+    /// Persistent across attempts of this same stage key (a killed run's finished work survives here,
+    /// so a stage can resume). Removed once the output is published.
+    pub scratch: &'a Path,
+    /// The directory of the pipeline file (commands run there).
+    pub workdir: &'a Path,
+    /// The thread budget (the run's `-j`); the stage runs inside a rayon pool of this size.
+    pub threads: usize,
+    pub progress: &'a dyn Progress,
+}
+
+impl StageContext<'_> {
+    pub fn param(&self, name: &str) -> Result<&Value, StageError> {
+        self.params.get(name).ok_or_else(|| StageError::msg(format!("parameter `{name}` missing")))
+    }
+    pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
+        self.inputs
+            .get(slot)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StageError::msg(format!("input slot `{slot}` is not connected")))
+    }
+    pub fn int(&self, name: &str) -> Result<i64, StageError> {
+        self.param(name)?.as_i64().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be an integer")))
+    }
+    pub fn float(&self, name: &str) -> Result<f64, StageError> {
+        self.param(name)?.as_f64().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be a number")))
+    }
+    pub fn str(&self, name: &str) -> Result<&str, StageError> {
+        self.param(name)?.as_str().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be a string")))
+    }
+    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
+        self.param(name)?.as_bool().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be a boolean")))
+    }
+}
+
+/// A stage failed. The message should name the file or parameter at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{0}")]
+    Msg(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl StageError {
+    pub fn msg(m: impl Into<String>) -> Self {
+        StageError::Msg(m.into())
+    }
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StageError::Io { path: path.into(), source }
+    }
+}
+
+/// A kind of stage: `kind = "..."` in a pipeline file.
+pub trait StageKind: Send + Sync {
+    /// The `kind = "..."` string.
+    fn name(&self) -> &'static str;
+    /// Bump when the kind's output for the same parameters and inputs changes; it joins the key.
+    fn version(&self) -> u32;
+    /// One line for `--help`-style listings.
+    fn summary(&self) -> &'static str;
+    fn params(&self) -> Vec<ParamSpec>;
+    fn inputs(&self) -> Inputs;
+    /// A parameter of type `Table` into which `stage.key` addresses that name no declared parameter go
+    /// (`--set` and `[sweep]`); the `command` kind says `Some("params")`.
+    fn open_table(&self) -> Option<&'static str> {
+        None
+    }
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError>;
+}

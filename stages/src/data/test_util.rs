@@ -1,0 +1,39 @@
+//! Test helpers: run a stage kind on a parameter table in temp directories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use wspace_stage_api::{NoProgress, StageContext, StageError, StageKind, Value};
+
+/// Runs `kind` with its declared defaults overridden by `params`, writing into `out`.
+pub(crate) fn run_stage(
+    kind: &dyn StageKind,
+    params: &[(&str, Value)],
+    inputs: &[(&str, &Path)],
+    out: &Path,
+) -> Result<(), StageError> {
+    let mut resolved: BTreeMap<String, Value> =
+        kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
+    for (name, value) in params {
+        assert!(resolved.contains_key(*name), "test sets undeclared parameter {name}");
+        resolved.insert(name.to_string(), value.clone());
+    }
+    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+    std::fs::create_dir_all(out).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let ctx = StageContext {
+        stage: "test",
+        params: &resolved,
+        inputs: &inputs,
+        out,
+        scratch: scratch.path(),
+        workdir: out,
+        threads: 1,
+        progress: &NoProgress,
+    };
+    kind.run(&ctx)
+}
+
+pub(crate) fn s(v: &str) -> Value {
+    Value::Str(v.to_string())
+}
