@@ -298,59 +298,50 @@ fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Result<u8, Fai
         }
     }
     let last = cache.last_run(&pipeline.name, stage);
+    let since_last = |now: &crate::key::Ingredients| match &last {
+        None => "no earlier run recorded".to_string(),
+        Some(rec) => {
+            let changes = crate::reason::diff(&rec.ingredients, now);
+            if changes.is_empty() {
+                "nothing".into()
+            } else {
+                changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
+            }
+        }
+    };
     match runner.cached_entry(i) {
         Ok((entry, ingredients)) => {
-            println!("key: {}", entry.manifest.key);
             for (name, f) in &ingredients.files {
                 println!("file {name}: {} ({})", f.path, f.hash);
             }
+            println!("key: {}", entry.manifest.key);
             println!("status: cached ({})", entry.out().display());
-            if let Some(rec) = last.filter(|r| r.key != entry.manifest.key) {
-                let changes = crate::reason::diff(&rec.ingredients, &ingredients);
-                println!("since the last recorded run: {}", changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "));
-            }
+            println!("changed since the last recorded run: {}", since_last(&ingredients));
         }
         Err(_) => {
-            let mine = plan.iter().find(|r| r.name == stage);
-            match mine {
-                Some(r) if r.status == Status::Pending => {
-                    println!("key: not known yet: {}", r.reason);
-                    if let Some(rec) = &last {
-                        let same_params = rec.ingredients.params == runner_params(&runner, i, rec);
-                        if !same_params {
-                            println!("parameters changed since the last recorded run too");
-                        }
-                    }
+            let Some(r) = plan.iter().find(|r| r.name == stage) else { return Ok(0) };
+            match &r.key {
+                Some(k) => println!("key: {k}"),
+                None => println!("key: not known until the inputs are computed"),
+            }
+            println!("status: {}", r.status.as_str());
+            if r.status == Status::Pending {
+                println!("why: {}", r.reason);
+                // Compare what is known now: the parameters and files (inputs as last recorded).
+                if let Some(rec) = &last {
+                    let known = crate::key::Ingredients::of(st, rec.ingredients.inputs.clone(), &pipeline.workdir)
+                        .map_err(|e| Fail(format!("error: {e}"), 1))?;
+                    println!("changed since the last recorded run (besides inputs): {}", since_last(&known));
                 }
-                Some(r) => {
-                    if let Some(k) = &r.key {
-                        println!("key: {k}");
-                    }
-                    println!("status: {}", r.status.as_str());
-                    println!("why: {}", r.reason);
-                }
-                None => {}
+            } else {
+                println!("changed since the last recorded run: {}", r.reason);
             }
         }
     }
-    if let Some(rec) = cache.last_run(&pipeline.name, stage) {
+    if let Some(rec) = &last {
         println!("last recorded run: key {} at unix time {}", rec.key.short(), rec.time);
     }
     Ok(0)
-}
-
-/// The current parameters of stage `i` in the form the record keeps them (without `Path` ones).
-fn runner_params(
-    runner: &Runner,
-    i: usize,
-    rec: &crate::cache::RunRecord,
-) -> std::collections::BTreeMap<String, wspace_stage_api::Value> {
-    let st = &runner.pipeline.stages[i];
-    st.params
-        .iter()
-        .filter(|(k, _)| rec.ingredients.params.contains_key(*k) || !rec.ingredients.files.contains_key(*k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 fn dag_text(p: &Pipeline) -> String {

@@ -2,8 +2,10 @@
 //! "code version 2 → 3". Computed by comparing a stage's [`Ingredients`] with those of the last
 //! recorded run of the same stage name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use wspace_stage_api::Value;
 
 use crate::key::Ingredients;
 
@@ -40,13 +42,7 @@ pub fn diff(old: &Ingredients, new: &Ingredients) -> Vec<Change> {
     if old.version != new.version {
         out.push(Change::Version { old: old.version, new: new.version });
     }
-    let names: BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
-    for name in names {
-        let (o, n) = (old.params.get(name), new.params.get(name));
-        if o != n {
-            out.push(Change::Param { name: name.clone(), old: o.map(|v| v.to_string()), new: n.map(|v| v.to_string()) });
-        }
-    }
+    diff_table("", &old.params, &new.params, &mut out);
     let files: BTreeSet<&String> = old.files.keys().chain(new.files.keys()).collect();
     for name in files {
         let (o, n) = (old.files.get(name), new.files.get(name));
@@ -64,6 +60,19 @@ pub fn diff(old: &Ingredients, new: &Ingredients) -> Vec<Change> {
         }
     }
     out
+}
+
+/// Parameter changes; tables (a `command` stage's `params`) are compared key by key: `params.n`.
+fn diff_table(prefix: &str, old: &BTreeMap<String, Value>, new: &BTreeMap<String, Value>, out: &mut Vec<Change>) {
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        let full = format!("{prefix}{name}");
+        match (old.get(name), new.get(name)) {
+            (Some(Value::Table(a)), Some(Value::Table(b))) => diff_table(&format!("{full}."), a, b, out),
+            (o, n) if o != n => out.push(Change::Param { name: full, old: o.map(|v| v.to_string()), new: n.map(|v| v.to_string()) }),
+            _ => {}
+        }
+    }
 }
 
 /// Why a stage must run, given the last recorded run of its name (if any).
@@ -85,7 +94,6 @@ pub fn rerun_reason(last: Option<&Ingredients>, now: &Ingredients) -> String {
 mod tests {
     use super::*;
     use crate::key::SlotInput;
-    use wspace_stage_api::Value;
 
     #[test]
     fn sentences_name_old_and_new_values() {
@@ -108,5 +116,8 @@ mod tests {
         old = new.clone();
         assert_eq!(rerun_reason(Some(&old), &new), "not in the cache (removed, or never finished)");
         assert_eq!(rerun_reason(None, &new), "no earlier run recorded");
+        let mut cmd = old.clone();
+        cmd.params.insert("params".into(), Value::Table([("n".to_string(), Value::Int(2))].into()));
+        assert_eq!(rerun_reason(Some(&old), &cmd), "`params.n` added (2)");
     }
 }

@@ -146,7 +146,8 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
         sweep.push(SweepAxis { address: key.value.clone(), values: ok });
     }
 
-    // The graph must be acyclic; stages are then stored in topological order.
+    // The graph must be acyclic; stages are then stored in topological order (file order among the
+    // stages that are ready, so listings read like the file).
     let mut graph = DiGraph::<usize, ()>::new();
     let nodes: Vec<_> = (0..raw.stages.len()).map(|i| graph.add_node(i)).collect();
     for (i, st) in stages.iter().enumerate() {
@@ -156,15 +157,20 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
             }
         }
     }
-    let order = match petgraph::algo::toposort(&graph, None) {
-        Ok(order) => order.into_iter().map(|n| graph[n]).collect::<Vec<_>>(),
-        Err(_) => {
-            errors.push(cycle_error(&raw, &stages));
-            Vec::new()
-        }
-    };
+    if petgraph::algo::is_cyclic_directed(&graph) {
+        errors.push(cycle_error(&raw, &stages));
+    }
     if !errors.is_empty() {
         return Err(Diagnostics(errors));
+    }
+    let mut order = Vec::with_capacity(stages.len());
+    let mut placed = vec![false; stages.len()];
+    while order.len() < stages.len() {
+        let next = (0..stages.len())
+            .find(|&i| !placed[i] && stages[i].as_ref().is_some_and(|s| s.inputs.values().all(|&up| placed[up])))
+            .expect("an acyclic graph always has a ready stage");
+        placed[next] = true;
+        order.push(next);
     }
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
     let mut sorted: Vec<Stage> = order.iter().map(|&i| stages[i].clone().expect("checked above")).collect();
@@ -242,6 +248,8 @@ fn check_stage(
                     src,
                     value.span.clone(),
                 ));
+                // Present but wrong: not reported as missing too.
+                params.insert(key.value.clone(), value.value.clone());
                 ok = false;
             }
         }
@@ -425,7 +433,7 @@ pub fn conform(ty: &ParamType, v: Value) -> Result<Value, String> {
 fn missing_path(ty: &ParamType, v: &Value, workdir: &Path) -> Option<String> {
     match (ty, v) {
         (ParamType::Path, Value::Str(p)) if !p.is_empty() && !workdir.join(p).exists() => {
-            Some(format!("no file or directory `{p}` (relative to {})", workdir.display()))
+            Some(format!("no file or directory {}", workdir.join(p).display()))
         }
         (ParamType::List(item), Value::List(items)) => items.iter().find_map(|x| missing_path(item, x, workdir)),
         _ => None,
@@ -443,7 +451,7 @@ fn override_param(stage: &Stage, param: &str, value: Value) -> Result<BTreeMap<S
     let specs = stage.kind.params();
     let mut params = stage.params.clone();
     if let Some(spec) = specs.iter().find(|p| p.name == param) {
-        let v = conform(&spec.ty, value).map_err(|e| OverrideError::Type(format!("parameter `{param}`: {e}")))?;
+        let v = conform(&spec.ty, value).map_err(OverrideError::Type)?;
         params.insert(param.to_string(), v);
         return Ok(params);
     }
@@ -489,7 +497,7 @@ impl Pipeline {
                     ))
                     .with_help(help))
                 }
-                Err(OverrideError::Type(msg)) => return Err(Diagnostic::new(format!("`{}`: {msg}", o.address()))),
+                Err(OverrideError::Type(msg)) => return Err(Diagnostic::new(format!("`{} = {}`: {msg}", o.address(), o.value))),
             }
         }
         Ok(p)

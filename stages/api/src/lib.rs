@@ -154,7 +154,7 @@ impl ParamType {
             ParamType::Str => "a string".into(),
             ParamType::Choice(c) => format!("one of {}", c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")),
             ParamType::Path => "a path (string)".into(),
-            ParamType::List(t) => format!("an array of {}", t.describe().trim_start_matches("a ").trim_start_matches("an ")),
+            ParamType::List(t) => format!("an array ({} each)", t.describe()),
             ParamType::Any => "any value".into(),
             ParamType::Table => "a table".into(),
         }

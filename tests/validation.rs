@@ -1,0 +1,212 @@
+//! Every validation error's exact text (a snapshot): the message, `file:line:col`, the offending line
+//! and carets under the offending text. Each bad file exits with code 2, runs nothing and creates no
+//! cache.
+
+mod common;
+
+use common::Project;
+
+/// Writes `file`, runs `wspace run file EXTRA`, asserts exit code 2, no cache, and returns stderr.
+fn rejected(text: &str, extra: &[&str]) -> String {
+    let p = Project::new();
+    p.write("p.toml", text);
+    let mut args = vec!["run", "p.toml"];
+    args.extend_from_slice(extra);
+    let out = p.wspace(&args);
+    assert_eq!(out.status.code(), Some(2), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.stdout.is_empty(), "nothing ran, nothing printed on stdout");
+    assert!(!p.path("cache").exists(), "the cache was not touched");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn toml_syntax() {
+    assert_eq!(
+        rejected("[stages.a]\nkind = \"command\"\nrun = \"true\"\ninputs = { x = \"b\" \n", &[]),
+        r#"error: invalid TOML: unclosed inline table, expected `}`
+ --> p.toml:4:19
+  |
+4 | inputs = { x = "b" 
+  |                   ^
+"#
+    );
+}
+
+#[test]
+fn unknown_kind() {
+    assert_eq!(
+        rejected("[stages.a]\nkind = \"comand\"\n", &[]),
+        r#"error: unknown kind `comand` for stage `a`
+ --> p.toml:2:8
+  |
+2 | kind = "comand"
+  |        ^^^^^^^^
+  = help: known kinds: command, dataset, dataset-embed, tasks
+"#
+        .replace("dataset-embed, tasks", &known_kinds_tail())
+    );
+}
+
+/// The registry grows as stage kinds are added; the snapshot pins the message around it.
+fn known_kinds_tail() -> String {
+    let p = Project::new();
+    let out = p.wspace(&["kinds"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).filter_map(|l| l.split(' ').next()).collect();
+    assert!(names.starts_with(&["command", "dataset"]), "{names:?}");
+    names[2..].join(", ")
+}
+
+#[test]
+fn unknown_parameter() {
+    assert_eq!(
+        rejected("[stages.a]\nkind = \"command\"\nrun = \"true\"\nrn = 3\n", &[]),
+        r#"error: unknown parameter `rn` for stage `a` (kind `command`)
+ --> p.toml:4:1
+  |
+4 | rn = 3
+  | ^^
+  = help: known parameters: run, outputs, deps, params
+"#
+    );
+}
+
+#[test]
+fn ill_typed_parameter() {
+    assert_eq!(
+        rejected("[stages.a]\nkind = \"command\"\nrun = 5\n", &[]),
+        r#"error: parameter `run` of stage `a`: expected a string, found integer
+ --> p.toml:3:7
+  |
+3 | run = 5
+  |       ^
+"#
+    );
+}
+
+#[test]
+fn missing_parameter_and_input() {
+    assert_eq!(
+        rejected("[stages.t]\nkind = \"tasks\"\ncount = \"many\"\n\n[stages.c]\nkind = \"command\"\n", &[]),
+        r#"error: parameter `count` of stage `t`: expected an integer, found string
+ --> p.toml:3:9
+  |
+3 | count = "many"
+  |         ^^^^^^
+
+error: stage `t` (kind `tasks`) needs input `data`
+ --> p.toml:1:9
+  |
+1 | [stages.t]
+  |         ^
+  = help: `data`: a `dataset` stage; write inputs = { data = "stage" }
+
+error: stage `c` (kind `command`) needs parameter `run`
+ --> p.toml:5:9
+  |
+5 | [stages.c]
+  |         ^
+  = help: `run`: the shell command (run by `sh -c` in the pipeline's directory)
+"#
+    );
+}
+
+#[test]
+fn input_naming_a_missing_stage() {
+    assert_eq!(
+        rejected("[stages.a]\nkind = \"command\"\nrun = \"true\"\ninputs = { x = \"nope\" }\n", &[]),
+        r#"error: input `x` of stage `a` names no stage `nope`
+ --> p.toml:4:16
+  |
+4 | inputs = { x = "nope" }
+  |                ^^^^^^
+  = help: stages: a
+"#
+    );
+}
+
+#[test]
+fn a_cycle_is_printed() {
+    let text = "[stages.a]\nkind = \"command\"\nrun = \"true\"\ninputs = { x = \"c\" }\n\n[stages.b]\nkind = \"command\"\nrun = \"true\"\ninputs = { x = \"a\" }\n\n[stages.c]\nkind = \"command\"\nrun = \"true\"\ninputs = { x = \"b\" }\n";
+    assert_eq!(
+        rejected(text, &[]),
+        r#"error: the stages form a cycle: b → c → a → b
+  --> p.toml:14:16
+   |
+14 | inputs = { x = "b" }
+   |                ^^^
+   = help: a stage cannot depend, directly or not, on its own output
+"#
+    );
+}
+
+#[test]
+fn sweep_keys_naming_missing_stages_or_parameters() {
+    let text = "[stages.a]\nkind = \"command\"\nrun = \"true\"\n\n[stages.t]\nkind = \"tasks\"\ninputs = { data = \"a\" }\n\n[sweep]\n\"b.n\" = [1, 2]\n\"t.colour\" = [1]\n\"t.count\" = [1, \"x\"]\n";
+    assert_eq!(
+        rejected(text, &[]),
+        r#"error: sweep key `b.n` names no stage `b`
+  --> p.toml:10:1
+   |
+10 | "b.n" = [1, 2]
+   | ^^^^^
+   = help: stages: a, t
+
+error: sweep key `t.colour`: stage `t` (kind `tasks`) has no parameter `colour`
+  --> p.toml:11:1
+   |
+11 | "t.colour" = [1]
+   | ^^^^^^^^^^
+   = help: known parameters: count, seed, val_tasks, test_tasks, val_fraction, train_per_class, test_per_class
+
+error: sweep `t.count`: expected an integer, found string
+  --> p.toml:12:17
+   |
+12 | "t.count" = [1, "x"]
+   |                 ^^^
+"#
+    );
+}
+
+#[test]
+fn a_path_parameter_must_exist() {
+    assert_eq!(
+        rejected("[stages.d]\nkind = \"dataset\"\nformat = \"idx\"\npath = \"nowhere/data\"\n", &[]),
+        r#"error: parameter `path` of stage `d`: no file or directory ./nowhere/data
+ --> p.toml:4:8
+  |
+4 | path = "nowhere/data"
+  |        ^^^^^^^^^^^^^^
+"#
+    );
+}
+
+#[test]
+fn bad_set_arguments() {
+    let ok = "[stages.a]\nkind = \"command\"\nrun = \"true\"\n";
+    assert_eq!(rejected(ok, &["--set", "a.outputs=3"]), "error: `a.outputs = 3`: expected an array (a string each), found integer\n");
+    assert_eq!(rejected(ok, &["--set", "b.x=1"]), "error: `b.x`: no stage `b` in p.toml\n");
+    assert_eq!(rejected(ok, &["--set", "ax=1"]), "error: --set ax=1: expected stage.param=value\n");
+    assert_eq!(rejected(ok, &["nope"]), "error: no stage `nope` in p.toml\n  = help: stages: a\n");
+}
+
+#[test]
+fn unknown_top_level_table_and_header_key() {
+    assert_eq!(
+        rejected("[pipeline]\nname = \"x\"\nsed = 3\n\n[stage.a]\nkind = \"command\"\n", &[]),
+        r#"error: unknown key `sed` in [pipeline]
+ --> p.toml:3:1
+  |
+3 | sed = 3
+  | ^^^
+  = help: [pipeline] takes name, seed and description
+
+error: unknown top-level key `stage`
+ --> p.toml:5:2
+  |
+5 | [stage.a]
+  |  ^^^^^
+  = help: a pipeline file has the tables [pipeline], [stages.NAME] and [sweep]
+"#
+    );
+}
