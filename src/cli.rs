@@ -127,6 +127,14 @@ pub enum Command {
         #[arg(short = 'j', long, default_value_t = default_jobs())]
         jobs: usize,
     },
+    /// Benchmarks that stage kinds provide (e.g. `wspace bench zoo --help`)
+    Bench {
+        /// Which benchmark
+        name: String,
+        /// Its own arguments
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The stage kinds, their parameters and inputs
     Kinds {
         /// Only this kind
@@ -203,6 +211,14 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
         Command::Gc { cache, keep_last, dry_run } => gc(&Cache::new(cache.cache), keep_last, dry_run),
         Command::Verify { p, stage, jobs } => verify(&p, registry, &stage, jobs.max(1)),
         Command::Kinds { kind } => kinds(registry, kind.as_deref()),
+        Command::Bench { name, args } => {
+            let f = registry.bench(&name).ok_or_else(|| {
+                Fail(format!("error: no benchmark `{name}`; known: {}", registry.bench_names().collect::<Vec<_>>().join(", ")), 2)
+            })?;
+            let out = f(&args).map_err(|e| Fail(e, 2))?;
+            println!("{out}");
+            Ok(0)
+        }
     }
 }
 

@@ -5,9 +5,14 @@ use std::sync::Arc;
 
 use wspace_stage_api::StageKind;
 
+/// A benchmark a stage crate offers as `wspace bench NAME ARGS...`: it parses its own arguments and
+/// returns what to print (or an error message). The runner only dispatches to it.
+pub type BenchFn = fn(&[String]) -> Result<String, String>;
+
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
+    benches: BTreeMap<&'static str, BenchFn>,
 }
 
 impl Registry {
@@ -22,6 +27,15 @@ impl Registry {
     }
     pub fn add(&mut self, kind: Box<dyn StageKind>) {
         self.kinds.insert(kind.name(), Arc::from(kind));
+    }
+    pub fn add_bench(&mut self, name: &'static str, f: BenchFn) {
+        self.benches.insert(name, f);
+    }
+    pub fn bench(&self, name: &str) -> Option<BenchFn> {
+        self.benches.get(name).copied()
+    }
+    pub fn bench_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.benches.keys().copied()
     }
     pub fn get(&self, name: &str) -> Option<&Arc<dyn StageKind>> {
         self.kinds.get(name)

@@ -2,11 +2,19 @@
 //! lists them for the runner's registry. Nothing here knows about the cache.
 
 pub mod data;
+pub mod encoders;
 pub mod nn;
+pub mod zoo;
 
 use wspace_stage_api::StageKind;
 
+/// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.
+pub fn benches() -> Vec<(&'static str, fn(&[String]) -> Result<String, String>)> {
+    vec![("zoo", zoo::bench::bench_zoo)]
+}
+
 /// Every stage kind this crate provides.
 pub fn kinds() -> Vec<Box<dyn StageKind>> {
-    vec![Box::new(data::DatasetKind), Box::new(data::TasksKind)]
+    vec![Box::new(data::DatasetKind), Box::new(data::TasksKind),
+        Box::new(zoo::ZooKind), Box::new(encoders::DatasetEmbedKind)]
 }

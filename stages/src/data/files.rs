@@ -128,6 +128,37 @@ impl TensorFile {
     pub fn path(&self) -> &str {
         &self.path
     }
+
+    /// Every `F32` tensor, in the file's (sorted) name order: `(name, shape, values)`.
+    pub fn f32_all(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, StageError> {
+        let st = self.parsed()?;
+        let mut names: Vec<&str> = st.names();
+        names.sort_unstable();
+        names
+            .into_iter()
+            .map(|name| {
+                let (shape, data) = self.tensor(name, Dtype::F32, st.tensor(name).map(|v| v.shape().len()).unwrap_or(0))?;
+                Ok((name.to_string(), shape, f32_from_bytes(&data)))
+            })
+            .collect()
+    }
+}
+
+/// `F32` little-endian bytes of `values`.
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub(crate) fn f32_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Writes `(name, shape, values)` tensors as `F32` safetensors.
+pub(crate) fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(), StageError> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
+    let views: Vec<(&str, Dtype, Vec<usize>, &[u8])> =
+        tensors.iter().zip(&bytes).map(|((n, s, _), b)| (n.as_str(), Dtype::F32, s.clone(), b.as_slice())).collect();
+    write_safetensors(path, &views)
 }
 
 /// Keeps the first `per_class` images of each class, in file order (`0` = keep all).

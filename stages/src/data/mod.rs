@@ -36,7 +36,7 @@
 
 mod cifar;
 pub mod dataset;
-mod files;
+pub(crate) mod files;
 mod folder;
 mod idx;
 pub mod tasks;

@@ -1,0 +1,41 @@
+//! A hand-written CPU training kernel for `cnn-s`, the Model-Zoos CNN (2,317 parameters), in pure Rust.
+//!
+//! ```text
+//! x [1,28,28] (pixels/255)
+//!  → conv1 Conv2d(1→8, k5)  → MaxPool2d(2) → tanh   [8,12,12]
+//!  → conv2 Conv2d(8→6, k5)  → MaxPool2d(2) → tanh   [6,4,4]
+//!  → conv3 Conv2d(6→4, k2)  → tanh                   [4,3,3] → flatten (C,H,W) [36]
+//!  → fc1 Linear(36→20) → tanh → fc2 Linear(20→3) → logits; loss = mean cross-entropy
+//! ```
+//!
+//! Why not candle: on networks this small, per-op allocation and dispatch dominate (≈ 960 img/s on two
+//! threads, see DESIGN.md), and candle 0.11's max-pool backward is wrong. Here a batch is cut into blocks
+//! of 16 images laid out lane-innermost ([`kernels`]), so every layer is a loop of 16-wide vector
+//! multiply-adds with weights broadcast; the whole forward/backward of a block is compiled once per
+//! instruction set (AVX-512, AVX2, baseline) and chosen at run time; all buffers live in a
+//! [`Workspace`] allocated once per trainer. Results are bit-identical across runs and instruction sets.
+//!
+//! Parameter names, shapes and initialisation follow PyTorch ([`cnn_s`]); optimizers follow PyTorch's
+//! Adam and SGD-with-momentum ([`optim`]); [`train`] has the training loop, evaluation and divergence
+//! handling; [`bench`] measures training throughput on synthetic data.
+//!
+//! Correctness evidence (the tests in this module): every layer's backward and the whole network's
+//! gradient against central finite differences; logits, loss, gradients and one/two Adam and
+//! SGD-momentum steps against PyTorch (`scripts/reference/cnn_s_reference.py` writes
+//! `stages/tests/fixtures/cnn_s_reference.json`); max-pool tie-breaking against PyTorch; training on a
+//! separable problem lowers the loss; divergence is flagged, not a panic.
+
+pub mod bench;
+pub mod cnn_s;
+pub mod kernels;
+pub mod net;
+pub mod optim;
+pub mod train;
+
+#[cfg(test)]
+mod tests;
+
+pub use cnn_s::{CnnS, ParamError, ParamSpec, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS};
+pub use net::{Isa, Workspace};
+pub use optim::{Optimizer, OptimizerState};
+pub use train::{evaluate, logits_f32, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};

@@ -1,0 +1,262 @@
+//! The `zoo` stage kind: one model trained per task row, with two checkpoints each.
+//!
+//! # Brief overview
+//! For task row `i` (input `tasks`), model `i` draws its recipe from [`sample::Recipe`] (optimizer
+//! Adam or SGD with momentum, learning rate, batch size, the "early" and "final" checkpoint epochs),
+//! initialises its weights from its own seed (PyTorch's default init, our RNG), trains on the task's
+//! training images (input `data`; pixels/255, class `k` of the task ↔ output unit `k`), and at both
+//! checkpoint epochs records the mean training loss of that epoch and the loss and accuracy on the
+//! task's validation and test images. Models train in parallel, one thread each, inside the run's
+//! thread budget. The output format is described in [`store`].
+//!
+//! **Divergence**: a model whose loss or gradient becomes non-finite keeps its last finite weights and
+//! is recorded with `status = diverged`; the stage fails only when more than `max_diverged_fraction`
+//! of the models diverged.
+//!
+//! **Resume**: each finished model is written at once into the stage's scratch directory (weights,
+//! then a small record, each renamed into place). A killed run's finished models are found there by
+//! the next attempt of the same stage key and not retrained.
+//!
+//! Architectures: `cnn-s` (the Model-Zoos CNN, 2,317 parameters, trained by the hand-written kernel in
+//! [`crate::nn`]).
+
+pub mod bench;
+pub mod sample;
+pub mod store;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+
+use crate::data::files;
+use crate::data::{Dataset, Task, Tasks};
+use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer, IMAGE_PIXELS};
+use sample::{ModelPlan, Recipe};
+use store::{Checkpoint, ParamShape, ZooMeta, ZooRow};
+
+pub use store::Zoo;
+
+pub struct ZooKind;
+
+fn pair(a: f64, b: f64) -> Value {
+    Value::List(vec![Value::Float(a), Value::Float(b)])
+}
+
+fn ipair(a: i64, b: i64) -> Value {
+    Value::List(vec![Value::Int(a), Value::Int(b)])
+}
+
+impl StageKind for ZooKind {
+    fn name(&self) -> &'static str {
+        "zoo"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "trains one model per task row (early and final checkpoints), recording losses and accuracies"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType::*;
+        let floats = || List(Box::new(Float));
+        let ints = || List(Box::new(Int));
+        vec![
+            ParamSpec::optional("arch", Choice(&["cnn-s"]), Value::Str("cnn-s".into()), "architecture"),
+            ParamSpec::optional("seed", Int, Value::Int(0), "seeds every model's recipe, weights and data order"),
+            ParamSpec::optional("adam_fraction", Float, Value::Float(0.5), "probability that a model uses Adam (else SGD)"),
+            ParamSpec::optional("momentum", Float, Value::Float(0.9), "SGD momentum"),
+            ParamSpec::optional("weight_decay", Float, Value::Float(0.0), "L2 weight decay (PyTorch semantics) for both optimizers"),
+            ParamSpec::optional(
+                "lr_distribution",
+                Choice(&["log-uniform", "log-normal"]),
+                Value::Str("log-uniform".into()),
+                "log-uniform: lr in [a, b]; log-normal: ln(lr) ~ N(a, b)",
+            ),
+            ParamSpec::optional("adam_lr", floats(), pair(1e-4, 3e-3), "[a, b] of the learning-rate distribution for Adam"),
+            ParamSpec::optional("sgd_lr", floats(), pair(1e-3, 1e-1), "[a, b] of the learning-rate distribution for SGD"),
+            ParamSpec::optional("batch_sizes", ints(), Value::List(vec![Value::Int(32), Value::Int(64)]), "drawn uniformly"),
+            ParamSpec::optional("early_epoch", ints(), ipair(5, 10), "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))"),
+            ParamSpec::optional("final_epoch", floats(), pair(100.0, 15.0), "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))"),
+            ParamSpec::optional("final_epoch_range", ints(), ipair(50, 150), "[min, max] the final epoch is clipped to (thesis: [50,150])"),
+            ParamSpec::optional("max_diverged_fraction", Float, Value::Float(0.1), "the stage fails if more models than this diverge"),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Slots(vec![("data", true, "a `dataset` stage"), ("tasks", true, "a `tasks` stage (one model per task row)")])
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let recipe = Recipe::from_params(ctx)?;
+        let data = Dataset::load(ctx.input("data")?)?;
+        let tasks = Tasks::load(ctx.input("tasks")?)?;
+        if data.image_shape() != [1, 28, 28] {
+            return Err(StageError::msg(format!(
+                "stage `{}`: arch `cnn-s` needs 1×28×28 grey images; the dataset has {:?} (C, H, W)",
+                ctx.stage,
+                data.image_shape()
+            )));
+        }
+        let max_diverged = ctx.float("max_diverged_fraction")?;
+        let done_dir = ctx.scratch.join("done");
+        let models_dir = ctx.scratch.join("models");
+        for d in [&done_dir, &models_dir] {
+            std::fs::create_dir_all(d).map_err(|e| StageError::io(d, e))?;
+        }
+        let total = tasks.tasks.len();
+        ctx.progress.start(total as u64, "models");
+        let finished = AtomicUsize::new(0);
+        let pending: Vec<&Task> = tasks.tasks.iter().filter(|t| !done_dir.join(format!("m{:05}.json", t.id)).exists()).collect();
+        let resumed = total - pending.len();
+        if resumed > 0 {
+            ctx.progress.message(&format!("resumed: {resumed} models already trained"));
+            ctx.progress.inc(resumed as u64);
+        }
+        pending.par_iter().try_for_each(|task| -> Result<(), StageError> {
+            let rows = train_model(task, &recipe, &data, ctx.scratch)?;
+            let record = ctx.scratch.join("done").join(format!("m{:05}.json", task.id));
+            write_atomically(&record, |p| files::write_json(p, &rows))?;
+            finished.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.inc(1);
+            Ok(())
+        })?;
+
+        // Gather every model's rows (resumed and new), move the weights into the output.
+        let mut rows: Vec<ZooRow> = Vec::with_capacity(2 * total);
+        for task in &tasks.tasks {
+            let record: Vec<ZooRow> = files::read_json(&done_dir.join(format!("m{:05}.json", task.id)))?;
+            rows.extend(record);
+        }
+        let out_models = ctx.out.join("models");
+        std::fs::create_dir_all(&out_models).map_err(|e| StageError::io(&out_models, e))?;
+        for row in &rows {
+            let from = ctx.scratch.join(&row.file);
+            let to = ctx.out.join(&row.file);
+            std::fs::rename(&from, &to).or_else(|_| std::fs::copy(&from, &to).map(|_| ())).map_err(|e| StageError::io(&from, e))?;
+        }
+        store::write_csv(&ctx.out.join("zoo.csv"), &rows)?;
+        let meta = ZooMeta {
+            arch: "cnn-s".into(),
+            parameters: nn::PARAM_SPECS.iter().map(|p| ParamShape { name: p.name.to_string(), shape: p.shape.to_vec() }).collect(),
+            models: total,
+            checkpoints: vec![Checkpoint::Early, Checkpoint::Final],
+        };
+        files::write_json(&ctx.out.join("zoo.json"), &meta)?;
+        let diverged = rows.iter().filter(|r| r.checkpoint == Checkpoint::Final && !r.ok()).count();
+        files::write_json(&ctx.out.join("metrics.json"), &metrics(&rows, total, diverged))?;
+        if total > 0 && diverged as f64 > max_diverged * total as f64 {
+            return Err(StageError::msg(format!(
+                "{diverged} of {total} models diverged, more than max_diverged_fraction = {max_diverged}; see zoo.csv rows with status=diverged \
+                 (lower the learning rates, or raise max_diverged_fraction)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Writes through a temporary name, then renames: a killed run never leaves a half-written file.
+fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<(), StageError>) -> Result<(), StageError> {
+    let tmp = path.with_extension("partial");
+    write(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| StageError::io(path, e))
+}
+
+/// Images (`N × 784` u8) and task-local labels of the given indices.
+fn gather(split: &crate::data::Split, indices: &[usize], task: &Task) -> Result<(Vec<u8>, Vec<u8>), StageError> {
+    let mut images = Vec::with_capacity(indices.len() * IMAGE_PIXELS);
+    let mut labels = Vec::with_capacity(indices.len());
+    for &i in indices {
+        if i >= split.len() {
+            return Err(StageError::msg(format!("task {}: image index {i} is out of range ({} images)", task.id, split.len())));
+        }
+        images.extend_from_slice(split.image(i));
+        let label = task
+            .local_label(split.labels[i])
+            .ok_or_else(|| StageError::msg(format!("task {}: image {i} has class {} outside the task", task.id, split.labels[i])))?;
+        labels.push(label as u8);
+    }
+    Ok((images, labels))
+}
+
+/// Trains one model; writes its checkpoints into `scratch/models/`; returns its two rows.
+fn train_model(task: &Task, recipe: &Recipe, data: &Dataset, scratch: &Path) -> Result<Vec<ZooRow>, StageError> {
+    let plan: ModelPlan = recipe.plan(task.id);
+    let (train_x, train_y) = gather(&data.train, &task.train, task)?;
+    let (val_x, val_y) = gather(&data.train, &task.val, task)?;
+    let (test_x, test_y) = gather(&data.test, &task.test, task)?;
+    if train_y.is_empty() {
+        return Err(StageError::msg(format!("task {} has no training images", task.id)));
+    }
+    let optimizer = if plan.adam {
+        Optimizer::Adam { lr: plan.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: recipe.weight_decay }
+    } else {
+        Optimizer::Sgd { lr: plan.lr, momentum: recipe.momentum, weight_decay: recipe.weight_decay }
+    };
+    let cfg = TrainConfig { optimizer, batch_size: plan.batch_size, seed: plan.data_seed };
+    let mut trainer = Trainer::new(CnnS::init(plan.init_seed), &cfg);
+    let mut rows = Vec::with_capacity(2);
+    let mut train_loss = f64::NAN;
+    for epoch in 1..=plan.final_epoch {
+        let stats = trainer.train_epoch(&train_x, &train_y);
+        if !stats.diverged {
+            train_loss = stats.loss;
+        }
+        let checkpoint = if epoch == plan.early_epoch {
+            Checkpoint::Early
+        } else if epoch == plan.final_epoch {
+            Checkpoint::Final
+        } else {
+            continue;
+        };
+        let model = trainer.model();
+        let val = nn::evaluate(model, &val_x, &val_y);
+        let test = nn::evaluate(model, &test_x, &test_y);
+        let file = format!("models/m{:05}-{}.safetensors", task.id, checkpoint.as_str());
+        write_atomically(&scratch.join(&file), |p| files::write_f32_safetensors(p, &model.named_tensors()))?;
+        let diverged = trainer.diverged() || !model.is_finite();
+        rows.push(ZooRow {
+            model_id: task.id,
+            checkpoint,
+            epoch,
+            arch: "cnn-s".into(),
+            class_0: task.classes[0],
+            class_1: task.classes[1],
+            class_2: task.classes[2],
+            split: task.split,
+            optimizer: if plan.adam { "adam" } else { "sgd" }.into(),
+            lr: plan.lr,
+            batch_size: plan.batch_size,
+            seed: plan.init_seed,
+            train_loss: if diverged { f64::NAN } else { train_loss },
+            val_loss: val.loss,
+            val_acc: val.accuracy,
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            status: if diverged { "diverged" } else { "ok" }.into(),
+            file,
+            task_id: task.id,
+        });
+    }
+    Ok(rows)
+}
+
+fn metrics(rows: &[ZooRow], models: usize, diverged: usize) -> serde_json::Value {
+    let stat = |c: Checkpoint, f: fn(&ZooRow) -> f64| {
+        let v: Vec<f64> = rows.iter().filter(|r| r.checkpoint == c && r.ok()).map(f).filter(|x| x.is_finite()).collect();
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        serde_json::json!({"mean": mean, "min": min, "max": max})
+    };
+    serde_json::json!({
+        "models": models,
+        "diverged": diverged,
+        "final_test_acc": stat(Checkpoint::Final, |r| r.test_acc),
+        "final_test_loss": stat(Checkpoint::Final, |r| r.test_loss),
+        "final_val_loss": stat(Checkpoint::Final, |r| r.val_loss),
+        "early_test_acc": stat(Checkpoint::Early, |r| r.test_acc),
+        "early_test_loss": stat(Checkpoint::Early, |r| r.test_loss),
+    })
+}

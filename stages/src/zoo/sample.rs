@@ -1,0 +1,194 @@
+//! The zoo's per-model hyperparameters, drawn from seeded distributions that are stage parameters.
+//!
+//! Each model draws from its own ChaCha8 stream, seeded by (stage seed, model id), so a model's recipe
+//! does not depend on how many models there are or on the order in which threads finish.
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use wspace_stage_api::{StageContext, StageError, Value};
+
+/// Where the learning rate comes from: `log-uniform` on [a, b], or `log-normal` with ln(lr) ~ N(a, b).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrDistribution {
+    LogUniform,
+    LogNormal,
+}
+
+/// The distributions (all stage parameters; see [`super::ZooKind`]'s parameter docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub seed: u64,
+    pub adam_fraction: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub lr_distribution: LrDistribution,
+    pub adam_lr: [f64; 2],
+    pub sgd_lr: [f64; 2],
+    pub batch_sizes: Vec<usize>,
+    /// Uniform over [min, max], inclusive.
+    pub early_epoch: [usize; 2],
+    /// Normal(mean, std), rounded, clipped to `final_epoch_range`.
+    pub final_epoch: [f64; 2],
+    pub final_epoch_range: [usize; 2],
+}
+
+/// One model's draw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelPlan {
+    pub adam: bool,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub early_epoch: usize,
+    pub final_epoch: usize,
+    /// Seeds the weights' initialisation.
+    pub init_seed: u64,
+    /// Seeds the data order.
+    pub data_seed: u64,
+}
+
+fn pair_f64(ctx: &StageContext, name: &str) -> Result<[f64; 2], StageError> {
+    match ctx.param(name)?.as_list() {
+        Some([a, b]) => match (a.as_f64(), b.as_f64()) {
+            (Some(a), Some(b)) if a.is_finite() && b.is_finite() => Ok([a, b]),
+            _ => Err(StageError::msg(format!("parameter `{name}` must be two finite numbers"))),
+        },
+        _ => Err(StageError::msg(format!("parameter `{name}` must be a pair [a, b]"))),
+    }
+}
+
+fn pair_usize(ctx: &StageContext, name: &str) -> Result<[usize; 2], StageError> {
+    let [a, b] = pair_f64(ctx, name)?;
+    if a < 1.0 || b < a || a.fract() != 0.0 || b.fract() != 0.0 {
+        return Err(StageError::msg(format!("parameter `{name}` must be whole numbers [min, max] with 1 ≤ min ≤ max")));
+    }
+    Ok([a as usize, b as usize])
+}
+
+impl Recipe {
+    pub fn from_params(ctx: &StageContext) -> Result<Recipe, StageError> {
+        let lr_distribution = match ctx.str("lr_distribution")? {
+            "log-normal" => LrDistribution::LogNormal,
+            _ => LrDistribution::LogUniform,
+        };
+        let batch_sizes: Vec<usize> = ctx
+            .param("batch_sizes")?
+            .as_list()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(Value::as_i64)
+            .filter(|&b| b > 0)
+            .map(|b| b as usize)
+            .collect();
+        if batch_sizes.is_empty() {
+            return Err(StageError::msg("parameter `batch_sizes` must list at least one positive batch size"));
+        }
+        let r = Recipe {
+            seed: ctx.int("seed")? as u64,
+            adam_fraction: ctx.float("adam_fraction")?,
+            momentum: ctx.float("momentum")?,
+            weight_decay: ctx.float("weight_decay")?,
+            lr_distribution,
+            adam_lr: pair_f64(ctx, "adam_lr")?,
+            sgd_lr: pair_f64(ctx, "sgd_lr")?,
+            batch_sizes,
+            early_epoch: pair_usize(ctx, "early_epoch")?,
+            final_epoch: pair_f64(ctx, "final_epoch")?,
+            final_epoch_range: pair_usize(ctx, "final_epoch_range")?,
+        };
+        if !(0.0..=1.0).contains(&r.adam_fraction) {
+            return Err(StageError::msg("parameter `adam_fraction` must be in [0, 1]"));
+        }
+        if r.lr_distribution == LrDistribution::LogUniform {
+            for (name, [lo, hi]) in [("adam_lr", r.adam_lr), ("sgd_lr", r.sgd_lr)] {
+                if !(lo > 0.0 && hi >= lo) {
+                    return Err(StageError::msg(format!("parameter `{name}`: log-uniform bounds must satisfy 0 < low ≤ high")));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The draw for model `id`.
+    pub fn plan(&self, id: usize) -> ModelPlan {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let adam = uniform(&mut rng) < self.adam_fraction;
+        let [a, b] = if adam { self.adam_lr } else { self.sgd_lr };
+        let lr = match self.lr_distribution {
+            LrDistribution::LogUniform => (a.ln() + uniform(&mut rng) * (b.ln() - a.ln())).exp(),
+            LrDistribution::LogNormal => (a + b * normal(&mut rng)).exp(),
+        };
+        let batch_size = self.batch_sizes[(rng.next_u64() % self.batch_sizes.len() as u64) as usize];
+        let [e0, e1] = self.early_epoch;
+        let early_epoch = e0 + (rng.next_u64() % (e1 - e0 + 1) as u64) as usize;
+        let [lo, hi] = self.final_epoch_range;
+        let drawn = (self.final_epoch[0] + self.final_epoch[1] * normal(&mut rng)).round();
+        let final_epoch = (drawn.clamp(lo as f64, hi as f64) as usize).max(early_epoch + 1);
+        ModelPlan { adam, lr, batch_size, early_epoch, final_epoch, init_seed: rng.next_u64(), data_seed: rng.next_u64() }
+    }
+}
+
+/// U[0, 1) with 53 random bits.
+fn uniform(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// N(0, 1) by Box–Muller.
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1 = 1.0 - uniform(rng);
+    let u2 = uniform(rng);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe() -> Recipe {
+        Recipe {
+            seed: 3,
+            adam_fraction: 0.5,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            lr_distribution: LrDistribution::LogUniform,
+            adam_lr: [1e-4, 1e-2],
+            sgd_lr: [1e-3, 1e-1],
+            batch_sizes: vec![32, 64],
+            early_epoch: [5, 10],
+            final_epoch: [100.0, 15.0],
+            final_epoch_range: [50, 150],
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_distributions() {
+        let r = recipe();
+        let plans: Vec<ModelPlan> = (0..2000).map(|i| r.plan(i)).collect();
+        let adam = plans.iter().filter(|p| p.adam).count() as f64 / 2000.0;
+        assert!((adam - 0.5).abs() < 0.05, "Adam fraction {adam}");
+        assert!(plans.iter().all(|p| (5..=10).contains(&p.early_epoch) && (50..=150).contains(&p.final_epoch)));
+        assert!(plans.iter().filter(|p| p.adam).all(|p| (1e-4..=1e-2).contains(&p.lr)));
+        let mean = plans.iter().map(|p| p.final_epoch as f64).sum::<f64>() / 2000.0;
+        assert!((mean - 100.0).abs() < 1.5, "final epoch mean {mean}");
+        let sd = (plans.iter().map(|p| (p.final_epoch as f64 - mean).powi(2)).sum::<f64>() / 2000.0).sqrt();
+        assert!((sd - 15.0).abs() < 1.5, "final epoch sd {sd}");
+        // Median of a log-uniform on [1e-4, 1e-2] is 1e-3.
+        let mut lrs: Vec<f64> = plans.iter().filter(|p| p.adam).map(|p| p.lr).collect();
+        lrs.sort_by(f64::total_cmp);
+        let median = lrs[lrs.len() / 2];
+        assert!((median.log10() + 3.0).abs() < 0.15, "median lr {median}");
+        for size in [32, 64] {
+            assert!(plans.iter().any(|p| p.batch_size == size));
+        }
+    }
+
+    #[test]
+    fn a_model_draw_depends_on_its_id_and_the_seed_only() {
+        let r = recipe();
+        assert_eq!(r.plan(7), r.plan(7));
+        assert_ne!(r.plan(7), r.plan(8));
+        let mut other = r.clone();
+        other.seed = 4;
+        assert_ne!(r.plan(7), other.plan(7));
+    }
+}

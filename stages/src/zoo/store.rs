@@ -1,0 +1,164 @@
+//! The `zoo` stage's output format, and [`Zoo::load`] to read it back.
+//!
+//! | file | content |
+//! | --- | --- |
+//! | `zoo.csv` | one row per (model, checkpoint): `model_id, checkpoint (early|final), epoch, arch, class_0, class_1, class_2, split (train|val|test), optimizer, lr, batch_size, seed, train_loss, val_loss, val_acc, test_loss, test_acc, status (ok|diverged), file, task_id` |
+//! | `models/m<id>-<checkpoint>.safetensors` | the weights, `F32`, PyTorch names and shapes (`conv1.weight` `[8,1,5,5]`, …): `model.load_state_dict(safetensors.torch.load_file(f))` |
+//! | `zoo.json` | `arch`, `parameters` (`name`, `shape`, in PyTorch `state_dict` order), `models`, `checkpoints` |
+//! | `metrics.json` | mean / min / max test accuracy and loss of the final and early checkpoints, diverged count |
+//!
+//! `class_k` is the dataset class whose images carry label `k` (output unit `k`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wspace_stage_api::StageError;
+
+use crate::data::files::{self, TensorFile};
+use crate::data::TaskSplit;
+
+/// Which checkpoint of a model a row describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpoint {
+    Early,
+    Final,
+}
+
+impl Checkpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checkpoint::Early => "early",
+            Checkpoint::Final => "final",
+        }
+    }
+}
+
+/// One row of `zoo.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooRow {
+    pub model_id: usize,
+    pub checkpoint: Checkpoint,
+    pub epoch: usize,
+    pub arch: String,
+    pub class_0: usize,
+    pub class_1: usize,
+    pub class_2: usize,
+    pub split: TaskSplit,
+    pub optimizer: String,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    /// `ok` or `diverged`.
+    pub status: String,
+    /// Relative to the zoo directory.
+    pub file: String,
+    pub task_id: usize,
+}
+
+impl ZooRow {
+    pub fn classes(&self) -> [usize; 3] {
+        [self.class_0, self.class_1, self.class_2]
+    }
+    pub fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// A parameter tensor's name and shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamShape {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl ParamShape {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `zoo.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ZooMeta {
+    pub arch: String,
+    pub parameters: Vec<ParamShape>,
+    pub models: usize,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// A zoo stage's output, read back.
+#[derive(Debug, Clone)]
+pub struct Zoo {
+    pub dir: PathBuf,
+    pub meta: ZooMeta,
+    pub rows: Vec<ZooRow>,
+}
+
+/// Named tensors in `state_dict` order: `(name, shape, values)`.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+impl Zoo {
+    pub fn load(dir: &Path) -> Result<Zoo, StageError> {
+        let meta: ZooMeta = files::read_json(&dir.join("zoo.json"))?;
+        let csv_path = dir.join("zoo.csv");
+        let mut reader = csv::Reader::from_path(&csv_path).map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
+        let rows = reader
+            .deserialize()
+            .collect::<Result<Vec<ZooRow>, _>>()
+            .map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
+        Ok(Zoo { dir: dir.to_path_buf(), meta, rows })
+    }
+
+    /// Total parameter count of one model.
+    pub fn num_params(&self) -> usize {
+        self.meta.parameters.iter().map(ParamShape::len).sum()
+    }
+
+    /// One row's weights, in `state_dict` order.
+    pub fn weights(&self, row: &ZooRow) -> Result<NamedTensors, StageError> {
+        let path = self.dir.join(&row.file);
+        let mut all = TensorFile::open(&path)?.f32_all()?;
+        let mut out = Vec::with_capacity(self.meta.parameters.len());
+        for p in &self.meta.parameters {
+            let i = all
+                .iter()
+                .position(|(n, _, _)| *n == p.name)
+                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{}`", path.display(), p.name)))?;
+            let (name, shape, values) = all.swap_remove(i);
+            if shape != p.shape {
+                return Err(StageError::msg(format!("{}: `{name}` has shape {shape:?}, zoo.json says {:?}", path.display(), p.shape)));
+            }
+            out.push((name, shape, values));
+        }
+        Ok(out)
+    }
+
+    /// One row's weights as one vector (parameters concatenated in `state_dict` order).
+    pub fn flat(&self, row: &ZooRow) -> Result<Vec<f32>, StageError> {
+        Ok(self.weights(row)?.into_iter().flat_map(|(_, _, v)| v).collect())
+    }
+
+    /// The rows of one checkpoint kind, in model order.
+    pub fn checkpoint(&self, c: Checkpoint) -> impl Iterator<Item = &ZooRow> {
+        self.rows.iter().filter(move |r| r.checkpoint == c)
+    }
+}
+
+/// Writes `zoo.csv`.
+pub fn write_csv(path: &Path, rows: &[ZooRow]) -> Result<(), StageError> {
+    let fail = |e: csv::Error| StageError::msg(format!("{}: {e}", path.display()));
+    let mut w = csv::Writer::from_path(path).map_err(fail)?;
+    for r in rows {
+        w.serialize(r).map_err(fail)?;
+    }
+    w.flush().map_err(|e| StageError::io(path, e))
+}
