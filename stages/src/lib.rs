@@ -4,17 +4,23 @@
 pub mod data;
 pub mod encoders;
 pub mod nn;
+pub mod resnet;
+pub mod weights;
 pub mod zoo;
+
+#[cfg(test)]
+mod test_util;
 
 use wspace_stage_api::StageKind;
 
 /// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.
 pub fn benches() -> Vec<(&'static str, fn(&[String]) -> Result<String, String>)> {
-    vec![("zoo", zoo::bench::bench_zoo)]
+    vec![("zoo", zoo::bench::bench_zoo), ("pca", weights::bench::bench_pca)]
 }
 
 /// Every stage kind this crate provides.
 pub fn kinds() -> Vec<Box<dyn StageKind>> {
     vec![Box::new(data::DatasetKind), Box::new(data::TasksKind),
-        Box::new(zoo::ZooKind), Box::new(encoders::DatasetEmbedKind)]
+        Box::new(zoo::ZooKind), Box::new(encoders::DatasetEmbedKind),
+        Box::new(weights::PcaKind), Box::new(weights::AutoencoderKind), Box::new(weights::EvaluateReconstructionKind)]
 }

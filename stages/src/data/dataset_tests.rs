@@ -7,7 +7,7 @@ use std::path::Path;
 use super::*;
 use crate::data::cifar::tests::batch;
 use crate::data::idx::tests::idx_bytes;
-use crate::data::test_util::{run_stage, s};
+use crate::test_util::{run_stage, s};
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -40,8 +40,6 @@ pub(crate) mod files;
 mod folder;
 mod idx;
 pub mod tasks;
-#[cfg(test)]
-mod test_util;
 
 pub use dataset::{Dataset, DatasetKind, DatasetMeta, DatasetOptions, Format, Split, FASHION_MNIST_CLASSES};
 pub use tasks::{Task, TaskSplit, Tasks, TasksKind, TasksOptions, TripletSplit};

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::*;
 use crate::data::dataset::{DatasetKind, DatasetMeta, Split};
-use crate::data::test_util::run_stage;
+use crate::test_util::run_stage;
 
 /// `k` classes, `per_class` train images and `test_per_class` test images each, interleaved by
 /// class (label of image i = i mod k), one byte per image.

@@ -260,3 +260,6 @@ fn metrics(rows: &[ZooRow], models: usize, diverged: usize) -> serde_json::Value
         "early_test_loss": stat(Checkpoint::Early, |r| r.test_loss),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,18 @@ pub(crate) fn run_stage(
     inputs: &[(&str, &Path)],
     out: &Path,
 ) -> Result<(), StageError> {
+    let scratch = tempfile::tempdir().unwrap();
+    run_stage_in(kind, params, inputs, out, scratch.path())
+}
+
+/// [`run_stage`] with a given scratch directory (to test resuming).
+pub(crate) fn run_stage_in(
+    kind: &dyn StageKind,
+    params: &[(&str, Value)],
+    inputs: &[(&str, &Path)],
+    out: &Path,
+    scratch: &Path,
+) -> Result<(), StageError> {
     let mut resolved: BTreeMap<String, Value> =
         kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
     for (name, value) in params {
@@ -20,13 +32,12 @@ pub(crate) fn run_stage(
     }
     let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
     std::fs::create_dir_all(out).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
     let ctx = StageContext {
         stage: "test",
         params: &resolved,
         inputs: &inputs,
         out,
-        scratch: scratch.path(),
+        scratch,
         workdir: out,
         threads: 1,
         progress: &NoProgress,
