@@ -167,7 +167,9 @@ impl<'a> Runner<'a> {
                         }
                     };
                     let key = ingredients.key();
-                    match self.cache.lookup(&key) {
+                    let found = self.cache.lookup(&key);
+                    tracing::debug!(stage = %stage.name, key = %key, hit = matches!(found, Ok(Some(_))), "cache lookup");
+                    match found {
                         Ok(Some(entry)) => {
                             self.record(i, &key, &ingredients);
                             let out = entry.out();
@@ -238,6 +240,7 @@ impl<'a> Runner<'a> {
         pool: Option<&rayon::ThreadPool>,
     ) -> Outcome {
         let stage = self.stage(i);
+        let _span = tracing::info_span!("stage", name = %stage.name, kind = stage.kind.name()).entered();
         'again: loop {
             let ingredients = self.ingredients(i, &shared.entries.lock().unwrap())?;
             let key = ingredients.key();
@@ -269,6 +272,7 @@ impl<'a> Runner<'a> {
                 }
             }
             let build = lock.begin().map_err(|e| e.to_string())?;
+            tracing::info!(key = %key, build = %build.out.display(), "running: {reason}");
             let inputs: BTreeMap<String, PathBuf> = stage
                 .inputs
                 .iter()
@@ -301,6 +305,7 @@ impl<'a> Runner<'a> {
                     let entry = lock
                         .publish(build, &ingredients, &stage.name, &self.pipeline.name, seconds)
                         .map_err(|e| format!("cannot publish: {e}"))?;
+                    tracing::info!(seconds, output_hash = %entry.manifest.output_hash, "published {}", entry.dir.display());
                     Ok((entry, Status::Ran, reason, seconds))
                 }
                 Ok(Err(e)) => {

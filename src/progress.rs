@@ -9,7 +9,7 @@ use wspace_stage_api::Progress;
 
 pub struct Ui {
     multi: Option<MultiProgress>,
-    /// Print progress lines at all (off for `--format json` scripts that want quiet stderr? no: kept).
+    /// No lines at all (`--dry-run`, `status`, `explain`: they only report).
     quiet: bool,
 }
 
