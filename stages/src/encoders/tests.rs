@@ -1,0 +1,285 @@
+//! Tests of the encoders against independent references, their errors, and the `dataset-embed` stage.
+//!
+//! Reference numbers come from committed fixtures only:
+//! - `stages/tests/fixtures/efficientnet_lite0_pattern64.json`: a copy of
+//!   `../shared/reference/efficientnet_lite0_pattern64.json` (EfficientNet-Lite0 features and top-5
+//!   logits computed outside this project with NumPy and PyTorch `F.conv2d`, which agree to 1.4e-5).
+//! - `stages/tests/fixtures/clip/tiny/`: a randomly initialised tiny CLIP and the outputs of
+//!   `transformers`' `CLIPModel.get_image_features` on it, written by
+//!   `scripts/encoders/clip_tiny_fixture.py` (torch 2.15.0, transformers 5.24.0, seed 0).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use wspace_stage_api::{NoProgress, StageContext, StageError, StageKind, Value};
+
+use super::*;
+use crate::data::{DatasetKind, TasksKind};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The reference input: `x[0, c, h, w] = 1.5 · sin(0.013 · (h·W + w) · (c + 1) + phase)`.
+fn pattern(h: usize, w: usize, phase: f64) -> Tensor {
+    let mut v = Vec::with_capacity(3 * h * w);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                v.push((1.5 * (0.013 * ((y * w + x) * (c + 1)) as f64 + phase).sin()) as f32);
+            }
+        }
+    }
+    Tensor::from_vec(v, (1, 3, h, w), &Device::Cpu).unwrap()
+}
+
+/// Features within 1e-4 of the reference (f32 weights; measured 1.6e-5 on the reference machine),
+/// and the same top-5 ImageNet classes in the same order, logits within 1e-3.
+#[test]
+fn efficientnet_lite0_matches_the_reference_features_and_top5() {
+    let text = std::fs::read_to_string(fixtures().join("efficientnet_lite0_pattern64.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = &reference["pattern64"];
+    let (h, w, phase) =
+        (r["height"].as_u64().unwrap() as usize, r["width"].as_u64().unwrap() as usize, r["phase"].as_f64().unwrap());
+    let want: Vec<f32> = r["features"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+
+    let model = EfficientNetLite0::embedded(&Device::Cpu).unwrap();
+    let feats = model.features(&pattern(h, w, phase)).unwrap();
+    assert_eq!(feats.dims(), [1, 1280]);
+    let got = feats.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let err = max_abs_diff(&got, &want);
+    eprintln!("EfficientNet-Lite0 max |features − reference| = {err:.3e}");
+    assert!(err < 1e-4, "max |features − reference| = {err}");
+
+    let logits = model.logits(&feats).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    for (rank, pair) in r["logits_top5"].as_array().unwrap().iter().enumerate() {
+        let (class, logit) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
+        assert_eq!(order[rank], class, "top-5 rank {rank}: got class {}, reference {class}", order[rank]);
+        assert!((logits[class] - logit).abs() < 1e-3, "logit of class {class}: {} vs {logit}", logits[class]);
+    }
+}
+
+/// Batching does not change an image's features (the stage encodes batches of 8), and any input side
+/// works (global pooling).
+#[test]
+fn efficientnet_lite0_batches_consistently_at_other_sizes() {
+    let model = EfficientNetLite0::embedded(&Device::Cpu).unwrap();
+    let a = pattern(33, 33, 0.0);
+    let b = pattern(33, 33, 1.0);
+    let both = Tensor::cat(&[&a, &b], 0).unwrap();
+    let fb = model.features(&both).unwrap().to_vec2::<f32>().unwrap();
+    let fa = model.features(&a).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(fb.len(), 2);
+    assert!(max_abs_diff(&fa[0], &fb[0]) < 1e-5);
+}
+
+fn clip_reference() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("clip/tiny/reference.json")).unwrap()).unwrap()
+}
+
+/// The reference input of `clip_tiny_fixture.py`: `sin(0.05 · (h·W + w) · (c + 1) + 0.7 · b)`.
+fn clip_input(b: usize, h: usize, w: usize) -> Tensor {
+    let mut v = Vec::new();
+    for bi in 0..b {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    v.push((0.05 * ((y * w + x) * (c + 1)) as f64 + 0.7 * bi as f64).sin() as f32);
+                }
+            }
+        }
+    }
+    Tensor::from_vec(v, (b, 3, h, w), &Device::Cpu).unwrap()
+}
+
+/// Against `transformers`' `get_image_features` and `vision_model(...).pooler_output`: within 1e-4.
+#[test]
+fn clip_vision_matches_transformers_on_a_tiny_random_model() {
+    let r = clip_reference();
+    let model = ClipVision::load(&fixtures().join("clip/tiny"), &Device::Cpu).unwrap();
+    assert_eq!(model.dim(), 16);
+    assert_eq!(model.config.hidden_act, clip::Activation::QuickGelu);
+    let x = clip_input(
+        r["batch"].as_u64().unwrap() as usize,
+        r["height"].as_u64().unwrap() as usize,
+        r["width"].as_u64().unwrap() as usize,
+    );
+    for (key, got) in [("image_features", model.features(&x).unwrap()), ("pooled", model.pooled(&x).unwrap())] {
+        let got = got.to_vec2::<f32>().unwrap();
+        let want: Vec<Vec<f32>> = r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+            .collect();
+        for (g, w) in got.iter().zip(&want) {
+            let err = max_abs_diff(g, w);
+            eprintln!("tiny CLIP {key}: max error {err:.3e}");
+            assert!(err < 1e-4, "{key}: max error {err}");
+        }
+    }
+    // The model file alone (config.json found beside it) loads the same model.
+    let again = ClipVision::load(&fixtures().join("clip/tiny/model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(again.config, model.config);
+}
+
+fn err_text(r: Result<impl Sized, StageError>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn missing_or_wrong_weight_files_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let tiny = fixtures().join("clip/tiny");
+
+    let e = err_text(ClipVision::load(&tmp.path().join("nope"), &dev));
+    assert!(e.contains("nope") && e.contains("CLIP checkpoint not found"), "{e}");
+
+    let e = err_text(ClipVision::load(tmp.path(), &dev));
+    assert!(e.contains("model.safetensors") && e.contains("not found"), "{e}");
+
+    std::fs::copy(tiny.join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    let e = err_text(ClipVision::load(tmp.path(), &dev));
+    assert!(e.contains("config.json") && e.contains("not found"), "{e}");
+
+    // A config whose patch grid does not fit the weights: the tensor and both shapes are named.
+    let config = std::fs::read_to_string(tiny.join("config.json")).unwrap().replace("\"patch_size\": 8", "\"patch_size\": 16");
+    std::fs::write(tmp.path().join("config.json"), config).unwrap();
+    let e = err_text(ClipVision::load(tmp.path(), &dev));
+    assert!(
+        e.contains("model.safetensors") && e.contains("vision_model.embeddings.patch_embedding.weight") && e.contains("shape"),
+        "{e}"
+    );
+
+    // A file that is not safetensors.
+    std::fs::write(tmp.path().join("garbage.safetensors"), b"not a safetensors file").unwrap();
+    let e = err_text(EfficientNetLite0::from_file(&tmp.path().join("garbage.safetensors"), &dev));
+    assert!(e.contains("garbage.safetensors") && e.contains("not a valid safetensors file"), "{e}");
+
+    // The CLIP file given as EfficientNet weights: the first missing tensor is named.
+    let e = err_text(EfficientNetLite0::from_file(&tiny.join("model.safetensors"), &dev));
+    assert!(e.contains("model.safetensors") && e.contains("`_conv_stem.weight` missing"), "{e}");
+
+    let e = err_text(EfficientNetLite0::from_file(&tmp.path().join("absent.safetensors"), &dev));
+    assert!(e.contains("absent.safetensors"), "{e}");
+
+    let e = err_text(ClipVisionConfig::parse("cfg.json", "{\"model_type\": \"clip\"}"));
+    assert!(e.contains("cfg.json") && e.contains("vision_config"), "{e}");
+    let e = err_text(Encoder::load("clip-vit-b32", None, &dev));
+    assert!(e.contains("needs `weights`"), "{e}");
+}
+
+/// Runs `kind` with its defaults overridden by `params`, writing into `out`.
+fn run_stage(kind: &dyn StageKind, params: &[(&str, Value)], inputs: &[(&str, &Path)], out: &Path) -> Result<(), StageError> {
+    let mut resolved: BTreeMap<String, Value> =
+        kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
+    for (name, value) in params {
+        assert!(resolved.contains_key(*name), "test sets undeclared parameter {name}");
+        resolved.insert(name.to_string(), value.clone());
+    }
+    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+    std::fs::create_dir_all(out).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let ctx = StageContext {
+        stage: "test",
+        params: &resolved,
+        inputs: &inputs,
+        out,
+        scratch: scratch.path(),
+        workdir: out,
+        threads: 2,
+        progress: &NoProgress,
+    };
+    kind.run(&ctx)
+}
+
+fn read_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    (t.shape().to_vec(), t.data().to_vec())
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// The stage on the embedded Fashion-MNIST subset with the tiny CLIP (fast) and with EfficientNet-Lite0
+/// at 32×32: shapes, task rows = concatenated class rows, metrics, byte-identical reruns.
+#[test]
+fn dataset_embed_stage_writes_class_and_task_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let (data, tasks) = (p.join("data"), p.join("tasks"));
+    run_stage(&DatasetKind, &[("train_per_class", Value::Int(6)), ("test_per_class", Value::Int(4))], &[], &data).unwrap();
+    run_stage(&TasksKind, &[("count", Value::Int(12)), ("train_per_class", Value::Int(4))], &[("data", &data)], &tasks).unwrap();
+    let inputs = [("data", data.as_path()), ("tasks", tasks.as_path())];
+    let tiny = fixtures().join("clip/tiny");
+    let clip_params = [
+        ("encoder", Value::Str("clip-vit-b32".into())),
+        ("weights", Value::Str(tiny.to_string_lossy().into_owned())),
+        ("images_per_class", Value::Int(5)),
+        ("eval_per_class", Value::Int(3)),
+    ];
+    let (a, b) = (p.join("a"), p.join("b"));
+    run_stage(&DatasetEmbedKind, &clip_params, &inputs, &a).unwrap();
+    run_stage(&DatasetEmbedKind, &clip_params, &inputs, &b).unwrap();
+    for f in ["embeddings.safetensors", "embeddings.json", "class_cosine.csv", "class_cosine.png", "metrics.json"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs between runs");
+    }
+    let st = a.join("embeddings.safetensors");
+    let (cshape, cdata) = read_tensor(&st, "class_embeddings");
+    let (tshape, tdata) = read_tensor(&st, "task_embeddings");
+    let (_, classes) = read_tensor(&st, "task_classes");
+    assert_eq!(cshape, [10, 16]);
+    assert_eq!(tshape, [12, 48]);
+    let (cv, tv) = (f32s(&cdata), f32s(&tdata));
+    let classes: Vec<i64> = classes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let loaded = crate::data::Tasks::load(&tasks).unwrap();
+    for (t, task) in loaded.tasks.iter().enumerate() {
+        for (slot, &c) in task.classes.iter().enumerate() {
+            assert_eq!(classes[t * 3 + slot], c as i64);
+            assert_eq!(&tv[t * 48 + slot * 16..][..16], &cv[c * 16..][..16], "task {t} slot {slot}");
+        }
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["eval_images"], 30);
+    assert_eq!(m["embedded_images"], 50);
+    assert_eq!(m["image_size"], 32);
+    for key in ["ncm_accuracy_encoder", "ncm_accuracy_pixels", "ncm_accuracy_encoder_cosine", "mean_class_cosine_encoder"] {
+        assert!(m[key].as_f64().is_some_and(f64::is_finite), "{key}: {}", m[key]);
+    }
+    let csv = std::fs::read_to_string(a.join("class_cosine.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 100);
+    assert!(csv.lines().nth(1).unwrap().starts_with("T-shirt/top,T-shirt/top,1.000000,1.000000"));
+
+    // EfficientNet-Lite0 (embedded weights) at a small size: 1280-d classes, 3840-d tasks.
+    let c = p.join("c");
+    let eff = [("image_size", Value::Int(32)), ("images_per_class", Value::Int(2)), ("eval_per_class", Value::Int(1))];
+    run_stage(&DatasetEmbedKind, &eff, &inputs, &c).unwrap();
+    let (cshape, _) = read_tensor(&c.join("embeddings.safetensors"), "class_embeddings");
+    let (tshape, _) = read_tensor(&c.join("embeddings.safetensors"), "task_embeddings");
+    assert_eq!((cshape, tshape), (vec![10, 1280], vec![12, 3840]));
+
+    // User errors are messages, not panics.
+    let e = err_text(run_stage(&DatasetEmbedKind, &[("encoder", Value::Str("clip-vit-b32".into()))], &inputs, &p.join("d")));
+    assert!(e.contains("needs `weights`"), "{e}");
+    let bad_size = [clip_params[0].clone(), clip_params[1].clone(), ("image_size", Value::Int(64))];
+    let e = err_text(run_stage(&DatasetEmbedKind, &bad_size, &inputs, &p.join("e")));
+    assert!(e.contains("exactly 32×32"), "{e}");
+    let e = err_text(run_stage(&DatasetEmbedKind, &[("images_per_class", Value::Int(0))], &inputs, &p.join("f")));
+    assert!(e.contains("images_per_class"), "{e}");
+}

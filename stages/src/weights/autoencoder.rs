@@ -1,0 +1,499 @@
+//! The weight autoencoder (the thesis's stage 2) and the `autoencoder` stage kind.
+//!
+//! # The network
+//! An MLP on the normalised PCA coefficient vector `z ∈ R^D` ([`super::pca`]):
+//!
+//! ```text
+//! encoder: D → hidden[0] → … → hidden[last] → latent      (activation after every layer but the last)
+//! decoder: latent → hidden[last] → … → hidden[0] → D      (the mirror image)
+//! loss = mean squared error between z and decoder(encoder(z))
+//! ```
+//!
+//! Each `Linear(in → out)` computes `y = x Wᵀ + b` with `W` `[out, in]`, initialised as PyTorch does
+//! (`W`, `b` ~ U(−1/√in, 1/√in)) from our own seeded ChaCha8 stream (candle's CPU RNG cannot be seeded):
+//! layer by layer, `W` then `b`, element by element, `u = (next_u32 >> 8)·2⁻²⁴`. Optimiser: candle's
+//! AdamW (decoupled weight decay; the thesis used Adam with coupled L2 and dropout 0.1 — we leave out
+//! dropout so a run is deterministic). Mini-batches are drawn from a Fisher–Yates shuffle of the train
+//! rows per epoch (ChaCha8 seeded with `seed`). After every epoch the val-split rows' loss is measured;
+//! training stops after `patience` epochs without improvement and the weights of the best val epoch are
+//! kept. With no val rows, training runs all `epochs` and keeps the last weights.
+//!
+//! # Output (a directory)
+//! | file | content |
+//! | --- | --- |
+//! | `autoencoder.safetensors` | `F32` weights named as a PyTorch `nn.Sequential` pair: `encoder.0.weight` `[h0, D]`, `encoder.0.bias`, `encoder.2.weight`, …, `decoder.0.weight`, … (Linear layers at even indices, activations between) |
+//! | `autoencoder.json` | [`AutoencoderConfig`] (`input_dim`, `hidden`, `latent_dim`, `activation`) plus `best_epoch`, `epochs_run` |
+//! | `latents.safetensors` | `latents` `[N, latent]`: every coefficient row of the `pca` input (rows as in its `pca.json`) |
+//! | `history.csv` | `epoch,train_loss,val_loss` (train loss = mean over the epoch's batches, before each update) |
+//! | `loss.png` | train (blue) and val (orange) loss per epoch, log scale |
+//! | `metrics.json` | `best_epoch`, `epochs_run`, `train_loss`, `val_loss` (at the best epoch), `test_loss` (test rows, normalised coefficients), `input_dim`, `latent_dim`, `parameters` |
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+
+use super::pca::{Coefficients, WeightPca};
+use super::plot::{self, Series};
+use crate::data::files::{self, TensorFile};
+use crate::data::TaskSplit;
+use crate::zoo::store::NamedTensors;
+
+/// The hidden-unit nonlinearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Elu,
+    Relu,
+    Tanh,
+    Gelu,
+    Silu,
+}
+
+impl Activation {
+    pub const NAMES: &'static [&'static str] = &["elu", "relu", "tanh", "gelu", "silu"];
+
+    pub fn parse(s: &str) -> Option<Activation> {
+        Some(match s {
+            "elu" => Activation::Elu,
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            "gelu" => Activation::Gelu,
+            "silu" => Activation::Silu,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Elu => x.elu(1.0),
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => x.gelu_erf(),
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+/// `(in, out)` of one Linear layer.
+type LayerShape = (usize, usize);
+
+/// The shape of the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoencoderConfig {
+    pub input_dim: usize,
+    pub hidden: Vec<usize>,
+    pub latent_dim: usize,
+    pub activation: Activation,
+}
+
+impl AutoencoderConfig {
+    /// `(in, out)` of every Linear layer: the encoder's, then the decoder's.
+    fn layers(&self) -> (Vec<LayerShape>, Vec<LayerShape>) {
+        let mut dims = vec![self.input_dim];
+        dims.extend(&self.hidden);
+        dims.push(self.latent_dim);
+        let enc: Vec<LayerShape> = dims.windows(2).map(|w| (w[0], w[1])).collect();
+        let dec = enc.iter().rev().map(|&(a, b)| (b, a)).collect();
+        (enc, dec)
+    }
+}
+
+/// `autoencoder.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AutoencoderFile {
+    #[serde(flatten)]
+    config: AutoencoderConfig,
+    best_epoch: usize,
+    epochs_run: usize,
+}
+
+/// The autoencoder's weights (on the CPU).
+pub struct Autoencoder {
+    pub config: AutoencoderConfig,
+    /// `(weight [out, in], bias [out])` per layer.
+    encoder: Vec<(Var, Var)>,
+    decoder: Vec<(Var, Var)>,
+}
+
+fn cerr(what: &str) -> impl Fn(candle_core::Error) -> StageError + '_ {
+    move |e| StageError::msg(format!("{what}: {e}"))
+}
+
+impl Autoencoder {
+    /// PyTorch-default initialisation from a seeded ChaCha8 stream (see the module doc).
+    pub fn init(config: AutoencoderConfig, seed: u64) -> Result<Self, StageError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut make = |(i, o): (usize, usize)| -> Result<(Var, Var), StageError> {
+            let bound = 1.0 / (i as f32).sqrt();
+            let mut draw = |n: usize| -> Vec<f32> {
+                (0..n).map(|_| -bound + 2.0 * bound * ((rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32))).collect()
+            };
+            let w = draw(o * i);
+            let b = draw(o);
+            let e = cerr("autoencoder init");
+            Ok((Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?, Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?))
+        };
+        let (enc, dec) = config.layers();
+        let encoder = enc.into_iter().map(&mut make).collect::<Result<_, _>>()?;
+        let decoder = dec.into_iter().map(&mut make).collect::<Result<_, _>>()?;
+        Ok(Autoencoder { config, encoder, decoder })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.encoder.iter().chain(&self.decoder).flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
+    }
+
+    /// Number of trainable values.
+    pub fn parameter_count(&self) -> usize {
+        self.vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    fn mlp(&self, layers: &[(Var, Var)], x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (i, (w, b)) in layers.iter().enumerate() {
+            x = x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            if i + 1 < layers.len() {
+                x = self.config.activation.apply(&x)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// `[B, D]` → `[B, latent]`.
+    pub fn encode_tensor(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.mlp(&self.encoder, x)
+    }
+
+    /// `[B, latent]` → `[B, D]`.
+    pub fn decode_tensor(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        self.mlp(&self.decoder, z)
+    }
+
+    /// Encodes `rows` (`n × input_dim`, row-major, normalised coefficients) to `n × latent_dim`.
+    pub fn encode(&self, rows: &[f32]) -> Result<Vec<f32>, StageError> {
+        self.apply(rows, self.config.input_dim, |x| self.encode_tensor(x))
+    }
+
+    /// Decodes `latents` (`n × latent_dim`) to normalised coefficients (`n × input_dim`).
+    pub fn decode(&self, latents: &[f32]) -> Result<Vec<f32>, StageError> {
+        self.apply(latents, self.config.latent_dim, |z| self.decode_tensor(z))
+    }
+
+    fn apply(
+        &self,
+        rows: &[f32],
+        width: usize,
+        f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Vec<f32>, StageError> {
+        if width == 0 || !rows.len().is_multiple_of(width) {
+            return Err(StageError::msg(format!("autoencoder: input of {} values is not a multiple of {width}", rows.len())));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let e = cerr("autoencoder");
+        let x = Tensor::from_slice(rows, (rows.len() / width, width), &Device::Cpu).map_err(&e)?;
+        f(&x).and_then(|y| y.flatten_all()?.to_vec1::<f32>()).map_err(&e)
+    }
+
+    /// Named tensors in the PyTorch `nn.Sequential` naming of the module doc.
+    pub fn named_tensors(&self) -> Result<NamedTensors, StageError> {
+        let e = cerr("autoencoder");
+        let mut out = Vec::new();
+        for (prefix, layers) in [("encoder", &self.encoder), ("decoder", &self.decoder)] {
+            for (i, (w, b)) in layers.iter().enumerate() {
+                for (suffix, v) in [("weight", w), ("bias", b)] {
+                    let values = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e)?;
+                    out.push((format!("{prefix}.{}.{suffix}", 2 * i), v.dims().to_vec(), values));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_from(&self, snapshot: &[Tensor]) -> Result<(), StageError> {
+        for (v, t) in self.vars().iter().zip(snapshot) {
+            v.set(t).map_err(cerr("autoencoder"))?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<Tensor>, StageError> {
+        self.vars().iter().map(|v| v.as_tensor().copy().map_err(cerr("autoencoder"))).collect()
+    }
+
+    /// Reads an `autoencoder` stage's output.
+    pub fn load(dir: &Path) -> Result<Autoencoder, StageError> {
+        let json_path = dir.join("autoencoder.json");
+        let file: AutoencoderFile = files::read_json(&json_path)?;
+        let ae = Autoencoder::init(file.config, 0)?;
+        let tensors = TensorFile::open(&dir.join("autoencoder.safetensors"))?;
+        let stored = tensors.f32_all()?;
+        let want = ae.named_tensors()?;
+        let mut snapshot = Vec::with_capacity(want.len());
+        for (name, shape, _) in &want {
+            let (_, s, v) = stored
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", tensors.path())))?;
+            if s != shape {
+                return Err(StageError::msg(format!(
+                    "{}: `{name}` is {s:?}, {} implies {shape:?}",
+                    tensors.path(),
+                    json_path.display()
+                )));
+            }
+            snapshot.push(Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).map_err(cerr("autoencoder"))?);
+        }
+        ae.set_from(&snapshot)?;
+        Ok(ae)
+    }
+}
+
+/// The `autoencoder` stage's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoencoderOptions {
+    pub hidden: Vec<usize>,
+    pub latent_dim: usize,
+    pub activation: Activation,
+    pub epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl Default for AutoencoderOptions {
+    fn default() -> Self {
+        AutoencoderOptions {
+            hidden: vec![256],
+            latent_dim: 32,
+            activation: Activation::Elu,
+            epochs: 300,
+            lr: 1e-3,
+            weight_decay: 1e-5,
+            batch_size: 32,
+            patience: 30,
+            seed: 0,
+        }
+    }
+}
+
+/// One epoch of the loss history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochLoss {
+    pub epoch: usize,
+    pub train: f64,
+    /// NaN without val rows.
+    pub val: f64,
+}
+
+/// The outcome of [`train`].
+pub struct Trained {
+    pub model: Autoencoder,
+    pub history: Vec<EpochLoss>,
+    /// 1-based; the epoch whose weights were kept.
+    pub best_epoch: usize,
+}
+
+fn batch_loss(ae: &Autoencoder, x: &Tensor) -> candle_core::Result<Tensor> {
+    let y = ae.decode_tensor(&ae.encode_tensor(x)?)?;
+    candle_nn::loss::mse(&y, x)
+}
+
+fn full_loss(ae: &Autoencoder, rows: &[f32], d: usize) -> Result<f64, StageError> {
+    if rows.is_empty() {
+        return Ok(f64::NAN);
+    }
+    let e = cerr("autoencoder");
+    let x = Tensor::from_slice(rows, (rows.len() / d, d), &Device::Cpu).map_err(&e)?;
+    batch_loss(ae, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)
+}
+
+/// Trains on `train` (`n × d`, normalised), early-stopping on `val` (see the module doc).
+pub fn train(train: &[f32], val: &[f32], d: usize, opts: &AutoencoderOptions) -> Result<Trained, StageError> {
+    let n = train.len() / d.max(1);
+    if n == 0 || d == 0 {
+        return Err(StageError::msg(format!("autoencoder: no train-split coefficient rows to train on ({n} rows of {d})")));
+    }
+    let config =
+        AutoencoderConfig { input_dim: d, hidden: opts.hidden.clone(), latent_dim: opts.latent_dim, activation: opts.activation };
+    let ae = Autoencoder::init(config, opts.seed)?;
+    let e = cerr("autoencoder training");
+    let params = ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() };
+    let mut opt = AdamW::new(ae.vars(), params).map_err(&e)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x005e_edae);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut history = Vec::new();
+    let (mut best, mut best_epoch, mut best_val) = (ae.snapshot()?, 0, f64::INFINITY);
+    let mut batch = Vec::with_capacity(opts.batch_size * d);
+    for epoch in 1..=opts.epochs {
+        for i in (1..n).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let mut sum = 0.0;
+        for chunk in order.chunks(opts.batch_size.max(1)) {
+            batch.clear();
+            chunk.iter().for_each(|&r| batch.extend_from_slice(&train[r * d..(r + 1) * d]));
+            let x = Tensor::from_slice(&batch, (chunk.len(), d), &Device::Cpu).map_err(&e)?;
+            let loss = batch_loss(&ae, &x).map_err(&e)?;
+            sum += loss.to_scalar::<f32>().map_err(&e)? as f64 * chunk.len() as f64;
+            opt.backward_step(&loss).map_err(&e)?;
+        }
+        let train_loss = sum / n as f64;
+        if !train_loss.is_finite() {
+            return Err(StageError::msg(format!(
+                "autoencoder: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)"
+            )));
+        }
+        let val_loss = full_loss(&ae, val, d)?;
+        history.push(EpochLoss { epoch, train: train_loss, val: val_loss });
+        if val.is_empty() || val_loss < best_val {
+            best_val = if val.is_empty() { best_val } else { val_loss };
+            best_epoch = epoch;
+            best = ae.snapshot()?;
+        } else if epoch - best_epoch >= opts.patience {
+            break;
+        }
+    }
+    ae.set_from(&best)?;
+    Ok(Trained { model: ae, history, best_epoch })
+}
+
+/// Trains on a `pca` output and writes the stage output into `out`.
+pub fn run_autoencoder(pca_dir: &Path, opts: &AutoencoderOptions, out: &Path) -> Result<serde_json::Value, StageError> {
+    let pca = WeightPca::load(pca_dir)?;
+    let coefficients = Coefficients::load(pca_dir)?;
+    let d = pca.coefficient_dim();
+    let gather = |split: TaskSplit| -> Vec<f32> {
+        coefficients.split(split).into_iter().flat_map(|i| pca.normalise(coefficients.row(i))).collect()
+    };
+    let (tr, va, te) = (gather(TaskSplit::Train), gather(TaskSplit::Val), gather(TaskSplit::Test));
+    let trained = train(&tr, &va, d, opts)?;
+    let ae = &trained.model;
+
+    files::write_f32_safetensors(&out.join("autoencoder.safetensors"), &ae.named_tensors()?)?;
+    let file = AutoencoderFile { config: ae.config.clone(), best_epoch: trained.best_epoch, epochs_run: trained.history.len() };
+    files::write_json(&out.join("autoencoder.json"), &file)?;
+    let all: Vec<f32> = (0..coefficients.meta.rows.len()).flat_map(|i| pca.normalise(coefficients.row(i))).collect();
+    let latents = ae.encode(&all)?;
+    files::write_f32_safetensors(
+        &out.join("latents.safetensors"),
+        &[("latents".into(), vec![coefficients.meta.rows.len(), ae.config.latent_dim], latents)],
+    )?;
+
+    let mut csv = String::from("epoch,train_loss,val_loss\n");
+    for h in &trained.history {
+        csv.push_str(&format!("{},{},{}\n", h.epoch, h.train, h.val));
+    }
+    files::write(&out.join("history.csv"), csv.as_bytes())?;
+    let xy = |f: fn(&EpochLoss) -> f64| trained.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
+    plot::write_lines(
+        &out.join("loss.png"),
+        &[Series { points: xy(|h| h.train), colour: plot::BLUE }, Series { points: xy(|h| h.val), colour: plot::ORANGE }],
+        plot::Scale::Linear,
+        plot::Scale::Log,
+    )?;
+
+    let at_best = trained.history.get(trained.best_epoch.saturating_sub(1)).copied();
+    let num = |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
+    let metrics = serde_json::json!({
+        "best_epoch": trained.best_epoch,
+        "epochs_run": trained.history.len(),
+        "train_loss": num(at_best.map_or(f64::NAN, |h| h.train)),
+        "val_loss": num(at_best.map_or(f64::NAN, |h| h.val)),
+        "test_loss": num(full_loss(ae, &te, d)?),
+        "input_dim": d,
+        "latent_dim": ae.config.latent_dim,
+        "parameters": ae.parameter_count(),
+    });
+    files::write_json(&out.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// `kind = "autoencoder"`: see the [module doc](self).
+pub struct AutoencoderKind;
+
+impl AutoencoderOptions {
+    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+        let positive = |name: &str| -> Result<usize, StageError> {
+            match ctx.int(name)? {
+                v if v >= 1 => Ok(v as usize),
+                v => Err(StageError::msg(format!("parameter `{name}` must be ≥ 1, found {v}"))),
+            }
+        };
+        let mut hidden = Vec::new();
+        for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
+            match v.as_i64() {
+                Some(h) if h >= 1 => hidden.push(h as usize),
+                _ => return Err(StageError::msg(format!("parameter `hidden`: every size must be an integer ≥ 1, found {v}"))),
+            }
+        }
+        let activation = ctx.str("activation")?;
+        let lr = ctx.float("lr")?;
+        let weight_decay = ctx.float("weight_decay")?;
+        if lr.is_nan() || lr <= 0.0 || weight_decay.is_nan() || weight_decay < 0.0 {
+            return Err(StageError::msg("parameters `lr` must be > 0 and `weight_decay` ≥ 0"));
+        }
+        Ok(AutoencoderOptions {
+            hidden,
+            latent_dim: positive("latent_dim")?,
+            activation: Activation::parse(activation)
+                .ok_or_else(|| StageError::msg(format!("parameter `activation`: unknown `{activation}`")))?,
+            epochs: positive("epochs")?,
+            lr,
+            weight_decay,
+            batch_size: positive("batch_size")?,
+            patience: positive("patience")?,
+            seed: ctx.int("seed")? as u64,
+        })
+    }
+}
+
+impl StageKind for AutoencoderKind {
+    fn name(&self) -> &'static str {
+        "autoencoder"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "MLP autoencoder on the normalised PCA coefficients, early-stopped on the val split"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType::*;
+        let d = AutoencoderOptions::default();
+        vec![
+            ParamSpec::optional(
+                "hidden",
+                List(Box::new(Int)),
+                Value::List(vec![Value::Int(256)]),
+                "hidden layer sizes of the encoder (the decoder mirrors them)",
+            ),
+            ParamSpec::optional("latent_dim", Int, Value::Int(d.latent_dim as i64), "latent size"),
+            ParamSpec::optional("activation", Choice(Activation::NAMES), Value::Str("elu".into()), "hidden nonlinearity"),
+            ParamSpec::optional("epochs", Int, Value::Int(d.epochs as i64), "maximum epochs"),
+            ParamSpec::optional("lr", Float, Value::Float(d.lr), "AdamW learning rate"),
+            ParamSpec::optional("weight_decay", Float, Value::Float(d.weight_decay), "AdamW (decoupled) weight decay"),
+            ParamSpec::optional("batch_size", Int, Value::Int(d.batch_size as i64), "mini-batch size"),
+            ParamSpec::optional("patience", Int, Value::Int(d.patience as i64), "epochs without val improvement before stopping"),
+            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Slots(vec![("pca", true, "a `pca` stage")])
+    }
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let opts = AutoencoderOptions::from_params(ctx)?;
+        ctx.progress.message("training the weight autoencoder");
+        run_autoencoder(ctx.input("pca")?, &opts, ctx.out)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,425 @@
+//! The `evaluate-reconstruction` stage: how much of each test-split model survives the weight encoder,
+//! in weight space and in function (the thesis's Table 4.1).
+//!
+//! # What is compared
+//! For every coefficient row of the `pca` input whose split is `test`, the original model (the zoo's
+//! weights) against three reconstructions:
+//! - `pca`: inverse PCA of its own coefficients (the loss of the PCA alone);
+//! - `pca_ae`: encoder → latent → decoder → inverse PCA (the whole weight encoder; present when the
+//!   `autoencoder` input is connected), so the two losses can be told apart;
+//! - `mean`: the decoded mean train coefficient vector, ≈ the train models' mean weights — the
+//!   reference a reconstruction must beat to carry any model-specific information.
+//!
+//! # Metrics, per model and reconstruction
+//! - `weight_mse`: mean over all weights of `(w − ŵ)²`.
+//! - on (a) `synthetic` inputs — `synthetic_images` images of i.i.d. U(0, 1) pixels (ChaCha8, `seed`),
+//!   the same for every model, as the thesis's random images — and (b) `real` inputs — the model's own
+//!   task test images (pixels/255): `agreement` (fraction of inputs where both argmaxes agree),
+//!   `correlation` (Pearson correlation of the pre-softmax outputs across inputs, per output unit, averaged
+//!   over the 3 units, `cov / (σσ' + 1e-8)` as the thesis computes it), `cosine` (cosine similarity of the
+//!   two 3-vectors per input, averaged), `output_mse`.
+//! - real inputs only: `accuracy` of the reconstruction; `original_accuracy` of the original.
+//!
+//! Reconstructions of BatchNorm architectures (`resnet18`) have their running statistics refit on the
+//! first 256 of the task's *training* images before they are compared (the `mean` reference is not
+//! refit: it stands for "no information about the model"). Inputs are pixels/255 without per-channel
+//! normalisation.
+//!
+//! # Output (a directory)
+//! | file | content |
+//! | --- | --- |
+//! | `reconstruction.csv` | one row per (model, reconstruction): `model_id, checkpoint, task_id, variant, weight_mse, synthetic_agreement, synthetic_correlation, synthetic_cosine, synthetic_output_mse, real_agreement, real_correlation, real_cosine, real_output_mse, original_accuracy, accuracy` |
+//! | `metrics.json` | `models`, `original_accuracy`, and per variant `weight_mse`, `synthetic.{agreement, correlation, cosine}`, `real.{agreement, correlation, cosine, accuracy}` (means); the per-model values as arrays under `distributions` (arrays are not sweep-table columns) |
+//! | `agreement.png` | real-data agreement per model, sorted (x = rank, y = agreement): `pca` blue, `pca_ae` orange, `mean` grey |
+//! | `correlation.png` | the same for the real-data output correlation |
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::json;
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+
+use super::decode::{Network, WeightCodec};
+use super::pca::{mse, Coefficients};
+use super::plot::{self, Series};
+use crate::data::files;
+use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::resnet::InputTransform;
+use crate::zoo::store::{NamedTensors, Zoo, ZooRow};
+
+/// The functional comparison of two models on one set of inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct OutputAgreement {
+    pub agreement: f64,
+    pub correlation: f64,
+    pub cosine: f64,
+    pub output_mse: f64,
+}
+
+/// Argmax (first maximum on ties, as the `nn` kernels do).
+fn argmax(v: &[f32; 3]) -> usize {
+    let mut best = 0;
+    for i in 1..3 {
+        if v[i] > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Compares the outputs `a` (original) and `b` (reconstruction) on the same inputs (see the module doc).
+pub fn compare_outputs(a: &[[f32; 3]], b: &[[f32; 3]]) -> OutputAgreement {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return OutputAgreement { agreement: f64::NAN, correlation: f64::NAN, cosine: f64::NAN, output_mse: f64::NAN };
+    }
+    let agree = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count();
+    let mut correlation = 0.0;
+    for u in 0..3 {
+        let ma = a.iter().map(|x| x[u] as f64).sum::<f64>() / n as f64;
+        let mb = b.iter().map(|x| x[u] as f64).sum::<f64>() / n as f64;
+        let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            let (p, q) = (x[u] as f64 - ma, y[u] as f64 - mb);
+            cov += p * q;
+            va += p * p;
+            vb += q * q;
+        }
+        correlation += cov / ((va * vb).sqrt() + 1e-8) / 3.0;
+    }
+    let mut cosine = 0.0;
+    let mut out_mse = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        let dot: f64 = (0..3).map(|u| x[u] as f64 * y[u] as f64).sum();
+        let nx: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let ny: f64 = y.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        cosine += dot / (nx * ny).max(1e-8) / n as f64;
+        out_mse += (0..3).map(|u| (x[u] as f64 - y[u] as f64).powi(2)).sum::<f64>() / (3 * n) as f64;
+    }
+    OutputAgreement { agreement: agree as f64 / n as f64, correlation, cosine, output_mse: out_mse }
+}
+
+/// One model × reconstruction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub variant: &'static str,
+    pub weight_mse: f64,
+    pub synthetic: OutputAgreement,
+    pub real: OutputAgreement,
+    pub original_accuracy: f64,
+    pub accuracy: f64,
+}
+
+/// `n` synthetic images of i.i.d. U(0, 1) pixels, `len` values each.
+pub fn synthetic_images(n: usize, len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * len).map(|_| (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32)).collect()
+}
+
+/// The evaluation's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluateOptions {
+    pub synthetic_images: usize,
+    pub seed: u64,
+}
+
+/// A task's test images (u8) with labels `0..3` in the model's output order.
+fn task_test_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Result<(Vec<u8>, Vec<u8>), StageError> {
+    let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
+        StageError::msg(format!("zoo model {}: task {} is not in the `tasks` input", row.model_id, row.task_id))
+    })?;
+    if task.classes != row.classes() {
+        return Err(StageError::msg(format!(
+            "zoo model {}: classes {:?} differ from task {}'s {:?}: the `tasks` input is not the one the zoo was trained on",
+            row.model_id,
+            row.classes(),
+            task.id,
+            task.classes
+        )));
+    }
+    let mut images = Vec::with_capacity(task.test.len() * data.test.image_len);
+    let mut labels = Vec::with_capacity(task.test.len());
+    for &i in &task.test {
+        let Some(label) = data.test.labels.get(i).and_then(|&l| task.local_label(l)) else {
+            return Err(StageError::msg(format!("task {}: test image {i} is missing or not of the task's classes", task.id)));
+        };
+        images.extend_from_slice(data.test.image(i));
+        labels.push(label as u8);
+    }
+    Ok((images, labels))
+}
+
+/// Calibration images for normalisation refits: the first [`CALIBRATION_IMAGES`] of the task's
+/// training images (never its test images).
+const CALIBRATION_IMAGES: usize = 256;
+
+fn calibration_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Vec<u8> {
+    let Some(task) = tasks.tasks.get(row.task_id) else { return Vec::new() };
+    task.train
+        .iter()
+        .take(CALIBRATION_IMAGES)
+        .filter(|&&i| i < data.train.len())
+        .flat_map(|&i| data.train.image(i).to_vec())
+        .collect()
+}
+
+/// A decoded network for `data`'s images, its normalisation statistics refit on `calibration`
+/// (BatchNorm architectures; see [`super::decode`]).
+fn decoded(arch: &str, weights: &NamedTensors, data: &Dataset, calibration: &[u8]) -> Result<Network, StageError> {
+    let mut net = Network::build(arch, weights)?.with_input(data.image_shape(), InputTransform::default());
+    if let Network::ResNet18 { .. } = net {
+        net.refit_normalisation(calibration)?;
+    }
+    Ok(net)
+}
+
+/// Compares one original network with one reconstruction.
+fn compare(
+    variant: &'static str,
+    original: (&[f32], &Network),
+    reconstruction: (&[f32], &Network),
+    synthetic: &[f32],
+    real: (&[u8], &[u8]),
+) -> Result<Comparison, StageError> {
+    let (w, net) = original;
+    let (w_hat, rec) = reconstruction;
+    let real_a = net.logits_u8(real.0)?;
+    let real_b = rec.logits_u8(real.0)?;
+    Ok(Comparison {
+        variant,
+        weight_mse: mse(w, w_hat),
+        synthetic: compare_outputs(&net.logits_f32(synthetic)?, &rec.logits_f32(synthetic)?),
+        real: compare_outputs(&real_a, &real_b),
+        original_accuracy: accuracy(&real_a, real.1),
+        accuracy: accuracy(&real_b, real.1),
+    })
+}
+
+fn accuracy(logits: &[[f32; 3]], labels: &[u8]) -> f64 {
+    logits.iter().zip(labels).filter(|(l, y)| argmax(l) == **y as usize).count() as f64 / labels.len().max(1) as f64
+}
+
+/// Runs the evaluation and writes the stage output into `out`.
+pub fn run_evaluation(
+    zoo: &Zoo,
+    pca_dir: &Path,
+    autoencoder_dir: Option<&Path>,
+    tasks: &Tasks,
+    data: &Dataset,
+    opts: &EvaluateOptions,
+    out: &Path,
+) -> Result<serde_json::Value, StageError> {
+    let codec = WeightCodec::load(pca_dir, autoencoder_dir)?;
+    let coefficients = Coefficients::load(pca_dir)?;
+    let pca = &codec.pca;
+    let test = coefficients.split(TaskSplit::Test);
+    if test.is_empty() {
+        return Err(StageError::msg("evaluate-reconstruction: the `pca` input has no test-split models"));
+    }
+    // Batched through the autoencoder: latents, then back.
+    let normalised: Vec<f32> = test.iter().flat_map(|&i| pca.normalise(coefficients.row(i))).collect();
+    let ae_back = match &codec.autoencoder {
+        Some(ae) => Some(ae.decode(&ae.encode(&normalised)?)?),
+        None => None,
+    };
+    let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.into_iter().flat_map(|(_, _, v)| v).collect();
+    let arch = codec.arch();
+    let mean_net =
+        Network::build(arch, &pca.decode(&pca.coefficient_mean)?)?.with_input(data.image_shape(), InputTransform::default());
+    let image_len = mean_net.image_len();
+    if data.test.image_len != image_len {
+        return Err(StageError::msg(format!(
+            "the `data` input has images of {} values, `{arch}` takes {image_len}",
+            data.test.image_len
+        )));
+    }
+    let synthetic = synthetic_images(opts.synthetic_images, image_len, opts.seed);
+    let dim = pca.coefficient_dim();
+
+    let results: Vec<(&ZooRow, Vec<Comparison>)> = test
+        .par_iter()
+        .enumerate()
+        .map(|(t, &i)| -> Result<_, StageError> {
+            let r = &coefficients.meta.rows[i];
+            let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
+                StageError::msg(format!(
+                    "model {} ({}) of the `pca` input is not in the `zoo` input",
+                    r.model_id,
+                    r.checkpoint.as_str()
+                ))
+            })?;
+            let weights = zoo.weights(row)?;
+            let w: Vec<f32> = weights.iter().flat_map(|(_, _, v)| v.iter().copied()).collect();
+            let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
+            let real = task_test_images(row, tasks, data)?;
+            let calibration = calibration_images(row, tasks, data);
+            let real = (real.0.as_slice(), real.1.as_slice());
+            let mut out = Vec::new();
+            let pca_w = pca.decode(coefficients.row(i))?;
+            let flat =
+                |t: &crate::zoo::store::NamedTensors| t.iter().flat_map(|(_, _, v)| v.iter().copied()).collect::<Vec<f32>>();
+            out.push(compare("pca", (&w, &net), (&flat(&pca_w), &decoded(arch, &pca_w, data, &calibration)?), &synthetic, real)?);
+            if let Some(back) = &ae_back {
+                let ae_w = codec.normalised_to_weights(&back[t * dim..(t + 1) * dim])?;
+                out.push(compare(
+                    "pca_ae",
+                    (&w, &net),
+                    (&flat(&ae_w), &decoded(arch, &ae_w, data, &calibration)?),
+                    &synthetic,
+                    real,
+                )?);
+            }
+            out.push(compare("mean", (&w, &net), (&mean_weights, &mean_net), &synthetic, real)?);
+            Ok((row, out))
+        })
+        .collect::<Result<_, _>>()?;
+
+    // reconstruction.csv
+    let mut csv = String::from(
+        "model_id,checkpoint,task_id,variant,weight_mse,synthetic_agreement,synthetic_correlation,synthetic_cosine,synthetic_output_mse,real_agreement,real_correlation,real_cosine,real_output_mse,original_accuracy,accuracy\n",
+    );
+    for (row, cs) in &results {
+        for c in cs {
+            let (s, r) = (c.synthetic, c.real);
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                row.model_id,
+                row.checkpoint.as_str(),
+                row.task_id,
+                c.variant,
+                c.weight_mse,
+                s.agreement,
+                s.correlation,
+                s.cosine,
+                s.output_mse,
+                r.agreement,
+                r.correlation,
+                r.cosine,
+                r.output_mse,
+                c.original_accuracy,
+                c.accuracy
+            ));
+        }
+    }
+    files::write(&out.join("reconstruction.csv"), csv.as_bytes())?;
+
+    // metrics.json
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
+    let variants: Vec<&'static str> = results[0].1.iter().map(|c| c.variant).collect();
+    let mut metrics = serde_json::Map::new();
+    let mut distributions = serde_json::Map::new();
+    metrics.insert("models".into(), json!(results.len()));
+    let original: Vec<f64> = results.iter().map(|(_, cs)| cs[0].original_accuracy).collect();
+    metrics.insert("original_accuracy".into(), num(mean(&original)));
+    distributions.insert("original_accuracy".into(), json!(original));
+    let mut per_variant: BTreeMap<&str, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    for (vi, v) in variants.iter().enumerate() {
+        let get = |f: &dyn Fn(&Comparison) -> f64| results.iter().map(|(_, cs)| f(&cs[vi])).collect::<Vec<f64>>();
+        let cols: BTreeMap<&str, Vec<f64>> = [
+            ("weight_mse", get(&|c| c.weight_mse)),
+            ("synthetic.agreement", get(&|c| c.synthetic.agreement)),
+            ("synthetic.correlation", get(&|c| c.synthetic.correlation)),
+            ("synthetic.cosine", get(&|c| c.synthetic.cosine)),
+            ("real.agreement", get(&|c| c.real.agreement)),
+            ("real.correlation", get(&|c| c.real.correlation)),
+            ("real.cosine", get(&|c| c.real.cosine)),
+            ("real.accuracy", get(&|c| c.accuracy)),
+        ]
+        .into_iter()
+        .collect();
+        let mut m = serde_json::Map::new();
+        let mut d = serde_json::Map::new();
+        for (name, values) in &cols {
+            match name.split_once('.') {
+                Some((group, metric)) => {
+                    let g = m.entry(group.to_string()).or_insert_with(|| json!({}));
+                    g[metric] = num(mean(values));
+                    let g = d.entry(group.to_string()).or_insert_with(|| json!({}));
+                    g[metric] = json!(values);
+                }
+                None => {
+                    m.insert(name.to_string(), num(mean(values)));
+                    d.insert(name.to_string(), json!(values));
+                }
+            }
+        }
+        metrics.insert(v.to_string(), serde_json::Value::Object(m));
+        distributions.insert(v.to_string(), serde_json::Value::Object(d));
+        per_variant.insert(v, cols);
+    }
+    metrics.insert("distributions".into(), serde_json::Value::Object(distributions));
+    let metrics = serde_json::Value::Object(metrics);
+    files::write_json(&out.join("metrics.json"), &metrics)?;
+
+    // Plots: sorted per-model values.
+    let colour = |v: &str| match v {
+        "pca" => plot::BLUE,
+        "pca_ae" => plot::ORANGE,
+        _ => plot::GREY,
+    };
+    for (file, key) in [("agreement.png", "real.agreement"), ("correlation.png", "real.correlation")] {
+        let series: Vec<Series> = per_variant
+            .iter()
+            .map(|(v, cols)| {
+                let mut vals = cols[key].clone();
+                vals.sort_by(f64::total_cmp);
+                Series { points: vals.into_iter().enumerate().map(|(i, y)| (i as f64 + 1.0, y)).collect(), colour: colour(v) }
+            })
+            .collect();
+        plot::write_lines(&out.join(file), &series, plot::Scale::Linear, plot::Scale::Linear)?;
+    }
+    Ok(metrics)
+}
+
+/// `kind = "evaluate-reconstruction"`: see the [module doc](self).
+pub struct EvaluateReconstructionKind;
+
+impl StageKind for EvaluateReconstructionKind {
+    fn name(&self) -> &'static str {
+        "evaluate-reconstruction"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "weight-space and functional agreement of test-split models with their PCA / PCA+AE reconstructions"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::optional(
+                "synthetic_images",
+                ParamType::Int,
+                Value::Int(256),
+                "random U(0,1) images for the synthetic comparison",
+            ),
+            ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "seeds the synthetic images"),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Slots(vec![
+            ("zoo", true, "the `zoo` stage the PCA was fitted on"),
+            ("pca", true, "a `pca` stage"),
+            ("autoencoder", false, "an `autoencoder` stage trained on `pca` (omit for PCA-only)"),
+            ("tasks", true, "the zoo's `tasks` stage"),
+            ("data", true, "the zoo's `dataset` stage"),
+        ])
+    }
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let n = ctx.int("synthetic_images")?;
+        if n < 1 {
+            return Err(StageError::msg(format!("parameter `synthetic_images` must be ≥ 1, found {n}")));
+        }
+        let opts = EvaluateOptions { synthetic_images: n as usize, seed: ctx.int("seed")? as u64 };
+        let zoo = Zoo::load(ctx.input("zoo")?)?;
+        let tasks = Tasks::load(ctx.input("tasks")?)?;
+        let data = Dataset::load(ctx.input("data")?)?;
+        let ae = ctx.inputs.get("autoencoder").map(|p| p.as_path());
+        ctx.progress.message("comparing originals with reconstructions");
+        run_evaluation(&zoo, ctx.input("pca")?, ae, &tasks, &data, &opts, ctx.out)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,315 @@
+//! Tests of the weight encoder: the PCA against scikit-learn (fixture written by
+//! `scripts/weights/pca_reference.py`), and the three stage kinds end to end on a tiny real zoo
+//! (embedded Fashion-MNIST subset, 2-epoch `cnn-s` models).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use wspace_stage_api::{NoProgress, StageContext, StageError, StageKind, Value};
+
+use super::linalg::{self, ComponentRule};
+use super::pca::{Coefficients, ComponentSpec, Mode, PcaMeta};
+use super::*;
+use crate::data::{files, DatasetOptions, TasksOptions};
+use crate::zoo::ZooKind;
+
+/// Runs `kind` with its defaults overridden by `params`.
+fn run_stage(kind: &dyn StageKind, params: &[(&str, Value)], inputs: &[(&str, &Path)], out: &Path) -> Result<(), StageError> {
+    let mut resolved: BTreeMap<String, Value> =
+        kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
+    for (name, value) in params {
+        assert!(resolved.contains_key(*name), "test sets undeclared parameter {name}");
+        resolved.insert(name.to_string(), value.clone());
+    }
+    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+    std::fs::create_dir_all(out).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let ctx = StageContext {
+        stage: "test",
+        params: &resolved,
+        inputs: &inputs,
+        out,
+        scratch: scratch.path(),
+        workdir: out,
+        threads: 1,
+        progress: &NoProgress,
+    };
+    kind.run(&ctx)
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    n: usize,
+    d: usize,
+    k: usize,
+    x: Vec<f64>,
+    mean: Vec<f64>,
+    components: Vec<f64>,
+    explained_variance: Vec<f64>,
+    explained_variance_ratio: Vec<f64>,
+}
+
+/// Components and explained-variance ratios equal scikit-learn's `PCA` within 1e-4 relative, up to sign.
+/// Expected numbers: `scripts/weights/pca_reference.py` → `stages/tests/fixtures/pca/reference.json`.
+#[test]
+fn pca_matches_scikit_learn() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pca/reference.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let cases: BTreeMap<String, Case> = serde_json::from_value(doc["cases"].clone()).unwrap();
+    assert_eq!(cases.len(), 2);
+    let close = |a: f64, b: f64, scale: f64| (a - b).abs() <= 1e-4 * scale;
+    for (name, c) in &cases {
+        let fit = linalg::fit(&c.x, c.n, c.d, ComponentRule::Count(c.k));
+        assert_eq!(fit.k(), c.k, "{name}");
+        for (a, b) in fit.mean.iter().zip(&c.mean) {
+            assert!(close(*a, *b, b.abs().max(1e-12)), "{name} mean {a} vs {b}");
+        }
+        for (i, (a, b)) in fit.explained_variance.iter().zip(&c.explained_variance).enumerate() {
+            assert!(close(*a, *b, b.abs()), "{name} explained_variance[{i}] {a} vs {b}");
+        }
+        for (i, (a, b)) in fit.explained_variance_ratio().iter().zip(&c.explained_variance_ratio).enumerate() {
+            assert!(close(*a, *b, b.abs()), "{name} ratio[{i}] {a} vs {b}");
+        }
+        for p in 0..c.k {
+            let ours = &fit.components[p * c.d..(p + 1) * c.d];
+            let theirs = &c.components[p * c.d..(p + 1) * c.d];
+            let dot: f64 = ours.iter().zip(theirs).map(|(a, b)| a * b).sum();
+            let sign = dot.signum();
+            let scale = theirs.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (j, (a, b)) in ours.iter().zip(theirs).enumerate() {
+                assert!(close(sign * a, *b, scale), "{name} component {p}[{j}]: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn components_parameter_forms_and_errors() {
+    let spec = ComponentSpec::parse(&Value::Int(8)).unwrap();
+    assert_eq!(spec, ComponentSpec::all(ComponentRule::Count(8)));
+    assert_eq!(ComponentSpec::parse(&Value::Float(0.9)).unwrap(), ComponentSpec::all(ComponentRule::Fraction(0.9)));
+    for bad in [Value::Int(0), Value::Float(1.5), Value::Str("x".into())] {
+        let e = ComponentSpec::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("`components`"), "{e}");
+    }
+    let table = Value::Table([("fc1.weight".to_string(), Value::Int(3))].into_iter().collect());
+    let spec = ComponentSpec::parse(&table).unwrap();
+    let zoo_params = [crate::zoo::store::ParamShape { name: "conv1.weight".into(), shape: vec![2, 5] }];
+    let train = vec![vec![0.0f32; 10], (0..10).map(|v| v as f32).collect(), (0..10).map(|v| (v * v) as f32).collect()];
+    let e = WeightPca::fit("cnn-s", &zoo_params, &train, &PcaOptions { components: spec, ..PcaOptions::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv1.weight") && e.contains("default"), "{e}");
+}
+
+#[test]
+fn output_comparison_of_equal_and_opposite_outputs() {
+    let a: Vec<[f32; 3]> = (0..20).map(|i| [i as f32, (i * i % 7) as f32, -(i as f32) * 0.5 + 3.0]).collect();
+    let same = evaluate::compare_outputs(&a, &a);
+    assert_eq!(same.agreement, 1.0);
+    assert!((same.correlation - 1.0).abs() < 1e-6 && (same.cosine - 1.0).abs() < 1e-6 && same.output_mse == 0.0);
+    let neg: Vec<[f32; 3]> = a.iter().map(|v| [-v[0], -v[1], -v[2]]).collect();
+    let opposite = evaluate::compare_outputs(&a, &neg);
+    assert!((opposite.correlation + 1.0).abs() < 1e-6 && (opposite.cosine + 1.0).abs() < 1e-6);
+}
+
+/// A dataset, 20 tasks and a zoo of 2-epoch `cnn-s` models in `root`.
+fn tiny_zoo(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (data_dir, tasks_dir, zoo_dir) = (root.join("data"), root.join("tasks"), root.join("zoo"));
+    let data = DatasetOptions { train_per_class: 30, test_per_class: 12, ..DatasetOptions::default() }.build().unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    data.write(&data_dir).unwrap();
+    let tasks = TasksOptions { count: 20, val_tasks: 0.2, test_tasks: 0.2, ..TasksOptions::default() }.sample(&data).unwrap();
+    std::fs::create_dir_all(&tasks_dir).unwrap();
+    tasks.write(&tasks_dir).unwrap();
+    let ints = |a: i64, b: i64| Value::List(vec![Value::Int(a), Value::Int(b)]);
+    let params = [
+        ("early_epoch", ints(1, 1)),
+        ("final_epoch", Value::List(vec![Value::Float(2.0), Value::Float(0.0)])),
+        ("final_epoch_range", ints(2, 2)),
+    ];
+    run_stage(&ZooKind, &params, &[("data", &data_dir), ("tasks", &tasks_dir)], &zoo_dir).unwrap();
+    (data_dir, tasks_dir, zoo_dir)
+}
+
+fn read_metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data_dir, tasks_dir, zoo_dir) = tiny_zoo(tmp.path());
+    let zoo = crate::zoo::Zoo::load(&zoo_dir).unwrap();
+
+    // --- pca: 4 components; the layout, modes and coefficients are consistent.
+    let pca_dir = tmp.path().join("pca");
+    run_stage(&PcaKind, &[("components", Value::Int(4))], &[("zoo", &zoo_dir)], &pca_dir).unwrap();
+    let meta: PcaMeta = files::read_json(&pca_dir.join("pca.json")).unwrap();
+    let rows = select_rows(&zoo, &[crate::zoo::store::Checkpoint::Final]);
+    assert_eq!(meta.rows.len(), rows.len());
+    let mode = |n: &str| meta.parameters.iter().find(|p| p.name == n).unwrap().mode;
+    assert_eq!(mode("conv2.weight"), Mode::Pca);
+    assert_eq!(mode("fc2.bias"), Mode::Centre, "3 elements ≤ dimension_limit 4");
+    assert_eq!(mode("conv3.bias"), Mode::Centre);
+    // 8 projected parameters × 4 components + 4 + 3 centred elements.
+    assert_eq!(meta.coefficient_dim, 8 * 4 + 4 + 3);
+    let metrics = read_metrics(&pca_dir);
+    let explained = metrics["explained_variance"].as_f64().unwrap();
+    assert!(explained > 0.0 && explained < 1.0, "{explained}");
+
+    let pca = WeightPca::load(&pca_dir).unwrap();
+    let coefficients = Coefficients::load(&pca_dir).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let c = pca.encode(&zoo.weights(row).unwrap()).unwrap();
+        for (a, b) in c.iter().zip(coefficients.row(i)) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "row {i}: {a} vs {b}");
+        }
+    }
+    // The train rows' normalised coefficients have mean 0.
+    let train = coefficients.split(crate::data::TaskSplit::Train);
+    for j in 0..meta.coefficient_dim {
+        let m: f32 = train.iter().map(|&i| pca.normalise(coefficients.row(i))[j]).sum::<f32>() / train.len() as f32;
+        assert!(m.abs() < 1e-3, "coordinate {j}: {m}");
+    }
+
+    // --- every component (k ≥ n − 1): the train models come back exactly; a constant tensor is detected.
+    let full_dir = tmp.path().join("pca-full");
+    run_stage(
+        &PcaKind,
+        &[("components", Value::Int(64)), ("variance_threshold", Value::Float(1e-30))],
+        &[("zoo", &zoo_dir)],
+        &full_dir,
+    )
+    .unwrap();
+    let full = read_metrics(&full_dir);
+    assert!(full["weight_mse_train"].as_f64().unwrap() < 1e-10, "{full}");
+    assert!((full["explained_variance"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    let full_meta: PcaMeta = files::read_json(&full_dir.join("pca.json")).unwrap();
+    let conv2 = full_meta.parameters.iter().find(|p| p.name == "conv2.weight").unwrap();
+    assert_eq!((conv2.requested, conv2.components), (64, full_meta.fit_models - 1), "capped at the rank bound");
+    let huge = tmp.path().join("pca-constant");
+    run_stage(&PcaKind, &[("variance_threshold", Value::Float(1e9))], &[("zoo", &zoo_dir)], &huge).unwrap();
+    let hm: PcaMeta = files::read_json(&huge.join("pca.json")).unwrap();
+    assert!(hm.parameters.iter().all(|p| p.mode == Mode::Constant) && hm.coefficient_dim == 0);
+
+    // --- autoencoder: trains, early-stops on val, is deterministic, and round-trips through its files.
+    let ae_params = [
+        ("hidden", Value::List(vec![Value::Int(16)])),
+        ("latent_dim", Value::Int(6)),
+        ("epochs", Value::Int(15)),
+        ("batch_size", Value::Int(4)),
+        ("patience", Value::Int(5)),
+    ];
+    let ae_dir = tmp.path().join("ae");
+    run_stage(&AutoencoderKind, &ae_params, &[("pca", &pca_dir)], &ae_dir).unwrap();
+    let again = tmp.path().join("ae-again");
+    run_stage(&AutoencoderKind, &ae_params, &[("pca", &pca_dir)], &again).unwrap();
+    for f in ["autoencoder.safetensors", "latents.safetensors", "history.csv", "metrics.json", "loss.png"] {
+        assert_eq!(std::fs::read(ae_dir.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs between runs");
+    }
+    let history = std::fs::read_to_string(ae_dir.join("history.csv")).unwrap();
+    let am = read_metrics(&ae_dir);
+    assert_eq!(history.lines().count() - 1, am["epochs_run"].as_u64().unwrap() as usize);
+    let losses: Vec<f64> = history.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert!(losses.last().unwrap() < &losses[0], "train loss falls: {losses:?}");
+
+    // Decoding: a stored latent decodes to a runnable network equal to the codec's own encode → decode.
+    let codec = WeightCodec::load(&pca_dir, Some(&ae_dir)).unwrap();
+    assert_eq!(codec.latent_dim(), 6);
+    let latents = crate::data::files::TensorFile::open(&ae_dir.join("latents.safetensors")).unwrap().f32_all().unwrap();
+    let first = &latents[0].2[..6];
+    let own = codec.encode(&zoo.weights(rows[0]).unwrap()).unwrap();
+    for (a, b) in own.iter().zip(first) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let net = codec.decode_network(first, None).unwrap();
+    assert_eq!(net.logits_f32(&[0.5; 784]).unwrap().len(), 1);
+    let wrong = WeightCodec::load(&full_dir, Some(&ae_dir)).err().unwrap().to_string();
+    assert!(wrong.contains("another `pca` output"), "{wrong}");
+
+    // --- evaluate-reconstruction: metrics for the three reconstructions, sensible relations.
+    let ev_dir = tmp.path().join("eval");
+    let inputs =
+        [("zoo", zoo_dir.as_path()), ("pca", &pca_dir), ("autoencoder", &ae_dir), ("tasks", &tasks_dir), ("data", &data_dir)];
+    run_stage(&EvaluateReconstructionKind, &[("synthetic_images", Value::Int(32))], &inputs, &ev_dir).unwrap();
+    let em = read_metrics(&ev_dir);
+    assert_eq!(em["models"].as_u64().unwrap() as usize, coefficients.split(crate::data::TaskSplit::Test).len());
+    for v in ["pca", "pca_ae", "mean"] {
+        for k in ["agreement", "correlation", "cosine", "accuracy"] {
+            let x = em[v]["real"][k].as_f64().unwrap_or_else(|| panic!("{v}.real.{k} in {em}"));
+            assert!((-1.0..=1.0).contains(&x), "{v}.real.{k} = {x}");
+        }
+        assert!(em[v]["synthetic"]["agreement"].as_f64().is_some());
+    }
+    let pca_mse = em["pca"]["weight_mse"].as_f64().unwrap();
+    assert!(pca_mse <= em["mean"]["weight_mse"].as_f64().unwrap() * (1.0 + 1e-4), "a projection is closer than the mean");
+    let csv = std::fs::read_to_string(ev_dir.join("reconstruction.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * em["models"].as_u64().unwrap() as usize);
+    assert!(ev_dir.join("agreement.png").exists() && ev_dir.join("correlation.png").exists());
+
+    // PCA-only evaluation (no autoencoder input) has no `pca_ae` block; full PCA is closer than 4 components.
+    let ev_full = tmp.path().join("eval-full");
+    let inputs = [("zoo", zoo_dir.as_path()), ("pca", &full_dir), ("tasks", &tasks_dir), ("data", &data_dir)];
+    run_stage(&EvaluateReconstructionKind, &[("synthetic_images", Value::Int(32))], &inputs, &ev_full).unwrap();
+    let fm = read_metrics(&ev_full);
+    assert!(fm.get("pca_ae").is_none());
+    assert!(fm["pca"]["weight_mse"].as_f64().unwrap() <= pca_mse * (1.0 + 1e-4));
+}
+
+/// A ResNet-18 decoded from its parameters alone (no BatchNorm buffers, as a PCA of
+/// `model.parameters()` gives) runs, and after the SANE-style refit its eval-mode outputs on the
+/// calibration images match its train-mode outputs (up to the unbiased-variance factor).
+#[test]
+fn resnet18_decodes_without_buffers_and_refits_batch_norm() {
+    use crate::resnet::{ImageSet, InputTransform, ResNet18};
+    let device = candle_core::Device::Cpu;
+    let model = ResNet18::init(3, &device).unwrap();
+    let params: crate::zoo::store::NamedTensors = model
+        .named_tensors()
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _, _)| !n.ends_with("running_mean") && !n.ends_with("running_var") && !n.ends_with("num_batches_tracked"))
+        .collect();
+    assert_eq!(params.len(), 62);
+    let mut net = Network::build("resnet18", &params).unwrap();
+    let images: Vec<u8> = (0..16 * 784).map(|i| ((i * 7919 + i / 784 * 31) % 251) as u8).collect();
+    let before = net.logits_u8(&images).unwrap();
+    net.refit_normalisation(&images).unwrap();
+    let after = net.logits_u8(&images).unwrap();
+    assert_ne!(before, after, "the refit changes the running statistics");
+    let Network::ResNet18 { model, shape, input } = &net else { panic!("not a resnet") };
+    assert_eq!((*shape, *input), ([1, 28, 28], InputTransform::default()));
+    let labels = vec![0u8; 16];
+    let idx: Vec<u32> = (0..16).collect();
+    let x = ImageSet { pixels: &images, labels: &labels, shape: *shape }.batch(&idx, input, &device).unwrap();
+    let (train, stats) = model.forward_train(&x).unwrap();
+    // Every BatchNorm's running statistics are its batch statistics (one batch of 16), variance unbiased.
+    let tensors = model.named_tensors().unwrap();
+    let get = |name: &str| tensors.iter().find(|(n, _, _)| n == name).unwrap().2.clone();
+    let bns: Vec<String> = crate::resnet::tensor_specs()
+        .into_iter()
+        .filter(|s| s.kind == crate::resnet::TensorKind::RunningMean)
+        .map(|s| s.name.trim_end_matches(".running_mean").to_string())
+        .collect();
+    assert_eq!(bns.len(), stats.0.len());
+    for (bn, s) in bns.iter().zip(&stats.0) {
+        let unbias = s.count as f32 / (s.count - 1) as f32;
+        let (mean, var) = (s.mean.to_vec1::<f32>().unwrap(), s.var.to_vec1::<f32>().unwrap());
+        for (a, b) in get(&format!("{bn}.running_mean")).iter().zip(&mean) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{bn} mean {a} vs {b}");
+        }
+        for (a, b) in get(&format!("{bn}.running_var")).iter().zip(&var) {
+            assert!((a - b * unbias).abs() <= 1e-4 * (1.0 + b.abs()), "{bn} var {a} vs {b}");
+        }
+        assert_eq!(get(&format!("{bn}.num_batches_tracked")), vec![1.0]);
+    }
+    // So eval-mode outputs on the calibration batch follow the train-mode ones.
+    let train = train.to_vec2::<f32>().unwrap();
+    let (a, b): (Vec<f32>, Vec<f32>) = after.iter().flatten().zip(train.iter().flatten()).map(|(a, b)| (*a, *b)).unzip();
+    let (ma, mb) = (a.iter().sum::<f32>() / a.len() as f32, b.iter().sum::<f32>() / b.len() as f32);
+    let cov: f32 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let corr = cov / (a.iter().map(|x| (x - ma).powi(2)).sum::<f32>() * b.iter().map(|y| (y - mb).powi(2)).sum::<f32>()).sqrt();
+    assert!(corr > 0.95, "eval/train output correlation {corr}");
+    assert!(Network::build("vgg", &params).unwrap_err().to_string().contains("vgg"));
+}
