@@ -116,6 +116,8 @@ mod tests {
         old = new.clone();
         assert_eq!(rerun_reason(Some(&old), &new), "not in the cache (removed, or never finished)");
         assert_eq!(rerun_reason(None, &new), "no earlier run recorded");
+        // A table parameter (a command stage's `params`) is compared key by key.
+        old.params.insert("params".into(), Value::Table(Default::default()));
         let mut cmd = old.clone();
         cmd.params.insert("params".into(), Value::Table([("n".to_string(), Value::Int(2))].into()));
         assert_eq!(rerun_reason(Some(&old), &cmd), "`params.n` added (2)");
