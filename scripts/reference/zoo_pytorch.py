@@ -12,6 +12,8 @@ Needs torch, numpy, safetensors. Not run in CI.
 """
 import argparse
 import csv
+import pathlib
+import sys
 import time
 
 import numpy as np
@@ -19,21 +21,8 @@ import torch
 import torch.nn as nn
 from safetensors.numpy import load_file
 
-
-class CnnS(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 5)
-        self.conv2 = nn.Conv2d(8, 6, 5)
-        self.conv3 = nn.Conv2d(6, 4, 2)
-        self.fc1 = nn.Linear(36, 20)
-        self.fc2 = nn.Linear(20, 3)
-
-    def forward(self, x):
-        x = torch.tanh(nn.functional.max_pool2d(self.conv1(x), 2))
-        x = torch.tanh(nn.functional.max_pool2d(self.conv2(x), 2))
-        x = torch.tanh(self.conv3(x)).flatten(1)
-        return self.fc2(torch.tanh(self.fc1(x)))
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from cnn_s_reference import CnnS  # noqa: E402
 
 
 def main():

@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod encoders;
+pub mod generate;
 pub mod nn;
 pub mod resnet;
 pub mod weights;
@@ -22,5 +23,6 @@ pub fn benches() -> Vec<(&'static str, fn(&[String]) -> Result<String, String>)>
 pub fn kinds() -> Vec<Box<dyn StageKind>> {
     vec![Box::new(data::DatasetKind), Box::new(data::TasksKind),
         Box::new(zoo::ZooKind), Box::new(encoders::DatasetEmbedKind),
-        Box::new(weights::PcaKind), Box::new(weights::AutoencoderKind), Box::new(weights::EvaluateReconstructionKind)]
+        Box::new(weights::PcaKind), Box::new(weights::AutoencoderKind), Box::new(weights::EvaluateReconstructionKind),
+        Box::new(generate::AlignKind), Box::new(generate::SampleKind), Box::new(generate::EvaluateSamplesKind)]
 }

@@ -17,7 +17,7 @@
 //!
 //! Parameter names, shapes and initialisation follow PyTorch ([`cnn_s`]); optimizers follow PyTorch's
 //! Adam and SGD-with-momentum ([`optim`]); [`train`] has the training loop, evaluation and divergence
-//! handling; [`bench`] measures training throughput on synthetic data.
+//! handling; [`synthetic`] makes learnable test data. `wspace bench zoo` measures throughput.
 //!
 //! Correctness evidence (the tests in this module): every layer's backward and the whole network's
 //! gradient against central finite differences; logits, loss, gradients and one/two Adam and
@@ -25,11 +25,11 @@
 //! `stages/tests/fixtures/cnn_s_reference.json`); max-pool tie-breaking against PyTorch; training on a
 //! separable problem lowers the loss; divergence is flagged, not a panic.
 
-pub mod bench;
 pub mod cnn_s;
 pub mod kernels;
 pub mod net;
 pub mod optim;
+pub mod synthetic;
 pub mod train;
 
 #[cfg(test)]

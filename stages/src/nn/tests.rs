@@ -382,7 +382,7 @@ fn nn_sgd_momentum_steps_match_pytorch() {
 
 #[test]
 fn nn_simd_variants_are_bit_identical() {
-    let (images, labels) = bench::synthetic_data(40, 9);
+    let (images, labels) = synthetic::synthetic_data(40, 9);
     let cfg = TrainConfig { optimizer: Optimizer::sgd(0.05, 0.9), batch_size: 24, seed: 5 };
     let run = |isa: Isa| {
         let mut t = Trainer::new(CnnS::init(2), &cfg).with_isa(isa);
@@ -401,8 +401,8 @@ fn nn_simd_variants_are_bit_identical() {
 
 #[test]
 fn nn_training_is_deterministic_and_lowers_the_loss() {
-    let (images, labels) = bench::synthetic_data(192, 1);
-    let (test_x, test_y) = bench::synthetic_data(96, 2);
+    let (images, labels) = synthetic::synthetic_data(192, 1);
+    let (test_x, test_y) = synthetic::synthetic_data(96, 2);
     let before = evaluate(&CnnS::init(4), &test_x, &test_y);
     let cfg = TrainConfig { optimizer: Optimizer::adam(3e-3), batch_size: 32, seed: 3 };
     let mut losses = Vec::new();
@@ -427,7 +427,7 @@ fn nn_training_is_deterministic_and_lowers_the_loss() {
 
 #[test]
 fn nn_divergence_is_flagged_not_a_panic() {
-    let (images, labels) = bench::synthetic_data(64, 1);
+    let (images, labels) = synthetic::synthetic_data(64, 1);
     let mut model = CnnS::init(1);
     model.flat_mut()[PARAM_SPECS[8].offset] = f32::NAN; // fc2.weight[0, 0]
     let mut t = Trainer::new(model.clone(), &adam_cfg(1e-3));
@@ -448,7 +448,7 @@ fn nn_divergence_is_flagged_not_a_panic() {
 
 #[test]
 fn nn_evaluate_agrees_with_logits() {
-    let (images, labels) = bench::synthetic_data(37, 8);
+    let (images, labels) = synthetic::synthetic_data(37, 8);
     let model = CnnS::init(6);
     let e = evaluate(&model, &images, &labels);
     let z = logits_u8(&model, &images);

@@ -18,7 +18,9 @@
 //! the next attempt of the same stage key and not retrained.
 //!
 //! Architectures: `cnn-s` (the Model-Zoos CNN, 2,317 parameters, trained by the hand-written kernel in
-//! [`crate::nn`]).
+//! [`crate::nn`]) and `resnet18` (torchvision's ResNet-18 with 3 outputs, in candle: [`crate::resnet`];
+//! grey images are replicated to 3 channels; `device = "cuda"` with the `cuda` cargo feature). A
+//! ResNet-18 checkpoint also holds the BatchNorm buffers, under torchvision's names.
 
 pub mod bench;
 pub mod sample;
@@ -32,7 +34,8 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, S
 
 use crate::data::files;
 use crate::data::{Dataset, Task, Tasks};
-use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer, IMAGE_PIXELS};
+use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer};
+use crate::resnet;
 use sample::{ModelPlan, Recipe};
 use store::{Checkpoint, ParamShape, ZooMeta, ZooRow};
 
@@ -63,7 +66,13 @@ impl StageKind for ZooKind {
         let floats = || List(Box::new(Float));
         let ints = || List(Box::new(Int));
         vec![
-            ParamSpec::optional("arch", Choice(&["cnn-s"]), Value::Str("cnn-s".into()), "architecture"),
+            ParamSpec::optional("arch", Choice(&["cnn-s", "resnet18"]), Value::Str("cnn-s".into()), "architecture"),
+            ParamSpec::optional(
+                "device",
+                Choice(&["cpu", "cuda"]),
+                Value::Str("cpu".into()),
+                "where resnet18 trains (cuda needs the `cuda` cargo feature); cnn-s always trains on the CPU kernel",
+            ),
             ParamSpec::optional("seed", Int, Value::Int(0), "seeds every model's recipe, weights and data order"),
             ParamSpec::optional("adam_fraction", Float, Value::Float(0.5), "probability that a model uses Adam (else SGD)"),
             ParamSpec::optional("momentum", Float, Value::Float(0.9), "SGD momentum"),
@@ -91,7 +100,8 @@ impl StageKind for ZooKind {
         let recipe = Recipe::from_params(ctx)?;
         let data = Dataset::load(ctx.input("data")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
-        if data.image_shape() != [1, 28, 28] {
+        let arch = Arch::from_params(ctx)?;
+        if arch == Arch::CnnS && data.image_shape() != [1, 28, 28] {
             return Err(StageError::msg(format!(
                 "stage `{}`: arch `cnn-s` needs 1×28×28 grey images; the dataset has {:?} (C, H, W)",
                 ctx.stage,
@@ -114,7 +124,7 @@ impl StageKind for ZooKind {
             ctx.progress.inc(resumed as u64);
         }
         pending.par_iter().try_for_each(|task| -> Result<(), StageError> {
-            let rows = train_model(task, &recipe, &data, ctx.scratch)?;
+            let rows = train_model(arch, task, &recipe, &data, ctx.scratch)?;
             let record = ctx.scratch.join("done").join(format!("m{:05}.json", task.id));
             write_atomically(&record, |p| files::write_json(p, &rows))?;
             finished.fetch_add(1, Ordering::Relaxed);
@@ -137,8 +147,8 @@ impl StageKind for ZooKind {
         }
         store::write_csv(&ctx.out.join("zoo.csv"), &rows)?;
         let meta = ZooMeta {
-            arch: "cnn-s".into(),
-            parameters: nn::PARAM_SPECS.iter().map(|p| ParamShape { name: p.name.to_string(), shape: p.shape.to_vec() }).collect(),
+            arch: arch.name().into(),
+            parameters: arch.tensor_shapes(),
             models: total,
             checkpoints: vec![Checkpoint::Early, Checkpoint::Final],
         };
@@ -162,9 +172,9 @@ fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<(), StageEr
     std::fs::rename(&tmp, path).map_err(|e| StageError::io(path, e))
 }
 
-/// Images (`N × 784` u8) and task-local labels of the given indices.
+/// Images (`N × C·H·W` u8) and task-local labels of the given indices.
 fn gather(split: &crate::data::Split, indices: &[usize], task: &Task) -> Result<(Vec<u8>, Vec<u8>), StageError> {
-    let mut images = Vec::with_capacity(indices.len() * IMAGE_PIXELS);
+    let mut images = Vec::with_capacity(indices.len() * split.image_len);
     let mut labels = Vec::with_capacity(indices.len());
     for &i in indices {
         if i >= split.len() {
@@ -179,8 +189,85 @@ fn gather(split: &crate::data::Split, indices: &[usize], task: &Task) -> Result<
     Ok((images, labels))
 }
 
+/// The architectures the zoo trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    CnnS,
+    Resnet18(resnet::DeviceChoice),
+}
+
+impl Arch {
+    fn from_params(ctx: &StageContext) -> Result<Arch, StageError> {
+        Ok(match (ctx.str("arch")?, ctx.str("device")?) {
+            ("resnet18", "cuda") => Arch::Resnet18(resnet::DeviceChoice::Cuda(0)),
+            ("resnet18", _) => Arch::Resnet18(resnet::DeviceChoice::Cpu),
+            _ => Arch::CnnS,
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Arch::CnnS => "cnn-s",
+            Arch::Resnet18(_) => "resnet18",
+        }
+    }
+    /// Every saved tensor (parameters, and for resnet18 the BatchNorm buffers), in `state_dict` order.
+    fn tensor_shapes(self) -> Vec<ParamShape> {
+        match self {
+            Arch::CnnS => nn::PARAM_SPECS.iter().map(|p| ParamShape { name: p.name.to_string(), shape: p.shape.to_vec() }).collect(),
+            Arch::Resnet18(_) => resnet::tensor_specs().into_iter().map(|t| ParamShape { name: t.name, shape: t.shape }).collect(),
+        }
+    }
+}
+
+/// What the training loop needs of a model being trained, whatever its architecture.
+trait ModelTrainer {
+    fn train_epoch(&mut self, x: &[u8], y: &[u8]) -> Result<nn::EpochStats, StageError>;
+    fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError>;
+    fn named_tensors(&self) -> Result<store::NamedTensors, StageError>;
+    fn diverged(&self) -> bool;
+}
+
+impl ModelTrainer for Trainer {
+    fn train_epoch(&mut self, x: &[u8], y: &[u8]) -> Result<nn::EpochStats, StageError> {
+        Ok(Trainer::train_epoch(self, x, y))
+    }
+    fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError> {
+        Ok(nn::evaluate(self.model(), x, y))
+    }
+    fn named_tensors(&self) -> Result<store::NamedTensors, StageError> {
+        Ok(self.model().named_tensors())
+    }
+    fn diverged(&self) -> bool {
+        Trainer::diverged(self) || !self.model().is_finite()
+    }
+}
+
+struct ResnetTrainer {
+    inner: resnet::Trainer,
+    shape: [usize; 3],
+}
+
+fn candle_err(e: candle_core::Error) -> StageError {
+    StageError::msg(format!("resnet18: {e}"))
+}
+
+impl ModelTrainer for ResnetTrainer {
+    fn train_epoch(&mut self, x: &[u8], y: &[u8]) -> Result<nn::EpochStats, StageError> {
+        self.inner.train_epoch(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_err)
+    }
+    fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError> {
+        self.inner.evaluate(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_err)
+    }
+    fn named_tensors(&self) -> Result<store::NamedTensors, StageError> {
+        self.inner.model().named_tensors().map_err(candle_err)
+    }
+    fn diverged(&self) -> bool {
+        self.inner.diverged()
+    }
+}
+
 /// Trains one model; writes its checkpoints into `scratch/models/`; returns its two rows.
-fn train_model(task: &Task, recipe: &Recipe, data: &Dataset, scratch: &Path) -> Result<Vec<ZooRow>, StageError> {
+fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch: &Path) -> Result<Vec<ZooRow>, StageError> {
     let plan: ModelPlan = recipe.plan(task.id);
     let (train_x, train_y) = gather(&data.train, &task.train, task)?;
     let (val_x, val_y) = gather(&data.train, &task.val, task)?;
@@ -193,12 +280,22 @@ fn train_model(task: &Task, recipe: &Recipe, data: &Dataset, scratch: &Path) -> 
     } else {
         Optimizer::Sgd { lr: plan.lr, momentum: recipe.momentum, weight_decay: recipe.weight_decay }
     };
-    let cfg = TrainConfig { optimizer, batch_size: plan.batch_size, seed: plan.data_seed };
-    let mut trainer = Trainer::new(CnnS::init(plan.init_seed), &cfg);
+    let mut trainer: Box<dyn ModelTrainer> = match arch {
+        Arch::CnnS => {
+            let cfg = TrainConfig { optimizer, batch_size: plan.batch_size, seed: plan.data_seed };
+            Box::new(Trainer::new(CnnS::init(plan.init_seed), &cfg))
+        }
+        Arch::Resnet18(device) => {
+            let cfg = resnet::ResnetTrainConfig { device, ..resnet::ResnetTrainConfig::new(optimizer, plan.batch_size, plan.data_seed) };
+            let dev = device.device().map_err(candle_err)?;
+            let model = resnet::ResNet18::init(plan.init_seed, &dev).map_err(candle_err)?;
+            Box::new(ResnetTrainer { inner: resnet::Trainer::new(model, &cfg).map_err(candle_err)?, shape: data.image_shape() })
+        }
+    };
     let mut rows = Vec::with_capacity(2);
     let mut train_loss = f64::NAN;
     for epoch in 1..=plan.final_epoch {
-        let stats = trainer.train_epoch(&train_x, &train_y);
+        let stats = trainer.train_epoch(&train_x, &train_y)?;
         if !stats.diverged {
             train_loss = stats.loss;
         }
@@ -209,17 +306,17 @@ fn train_model(task: &Task, recipe: &Recipe, data: &Dataset, scratch: &Path) -> 
         } else {
             continue;
         };
-        let model = trainer.model();
-        let val = nn::evaluate(model, &val_x, &val_y);
-        let test = nn::evaluate(model, &test_x, &test_y);
+        let val = trainer.evaluate(&val_x, &val_y)?;
+        let test = trainer.evaluate(&test_x, &test_y)?;
         let file = format!("models/m{:05}-{}.safetensors", task.id, checkpoint.as_str());
-        write_atomically(&scratch.join(&file), |p| files::write_f32_safetensors(p, &model.named_tensors()))?;
-        let diverged = trainer.diverged() || !model.is_finite();
+        let tensors = trainer.named_tensors()?;
+        write_atomically(&scratch.join(&file), |p| files::write_f32_safetensors(p, &tensors))?;
+        let diverged = trainer.diverged();
         rows.push(ZooRow {
             model_id: task.id,
             checkpoint,
             epoch,
-            arch: "cnn-s".into(),
+            arch: arch.name().into(),
             class_0: task.classes[0],
             class_1: task.classes[1],
             class_2: task.classes[2],

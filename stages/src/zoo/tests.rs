@@ -124,3 +124,29 @@ fn an_interrupted_zoo_resumes_without_retraining_finished_models() {
         }
     }
 }
+
+#[test]
+fn a_resnet18_zoo_saves_torchvision_names_with_batchnorm_buffers() {
+    let root = tempfile::tempdir().unwrap();
+    run_stage(&DatasetKind, &[("train_per_class", Value::Int(20)), ("test_per_class", Value::Int(5))], &[], &root.path().join("data"))
+        .unwrap();
+    let tasks = [("count", Value::Int(1)), ("val_tasks", Value::Float(0.0)), ("test_tasks", Value::Float(0.0))];
+    run_stage(&TasksKind, &tasks, &[("data", &root.path().join("data"))], &root.path().join("tasks")).unwrap();
+    let mut params = zoo_params();
+    params.push(("arch", Value::Str("resnet18".into())));
+    params.push(("batch_sizes", ints(&[32])));
+    let ins = [("data", root.path().join("data")), ("tasks", root.path().join("tasks"))];
+    let ins: Vec<(&str, &Path)> = ins.iter().map(|(k, p)| (*k, p.as_path())).collect();
+    let scratch = tempfile::tempdir().unwrap();
+    run_stage_in(&ZooKind, &params, &ins, &root.path().join("zoo"), scratch.path()).unwrap();
+    let zoo = Zoo::load(&root.path().join("zoo")).unwrap();
+    assert_eq!(zoo.meta.arch, "resnet18");
+    assert_eq!(zoo.rows.len(), 2);
+    let weights = zoo.weights(&zoo.rows[1]).unwrap();
+    assert_eq!(weights.len(), 122, "62 parameters + 60 BatchNorm buffers, as torchvision's state_dict");
+    assert_eq!(weights[0].0, "conv1.weight");
+    assert_eq!(weights[0].1, vec![64, 3, 7, 7]);
+    assert!(weights.iter().any(|(n, _, _)| n == "layer4.1.bn2.running_var"));
+    assert_eq!(weights.last().unwrap().1, vec![3], "fc.bias: three outputs");
+    assert!(zoo.rows.iter().all(|r| r.ok() && r.test_loss.is_finite()));
+}

@@ -1,0 +1,468 @@
+//! The `align` stage: trains the results encoder and the shared encoder ([`super::model`]) with NT-Xent
+//! ([`super::ntxent`]) against the autoencoder's (fixed) weight latents.
+//!
+//! # Pairs
+//! One pair per row of the `pca` input (its `pca.json` `rows`, in order = the rows of the autoencoder's
+//! `latents.safetensors`): prompt = (the row's task embedding from `dataset-embed`, the zoo's `val_loss`
+//! of that model and checkpoint), target = the row's weight latent. The loss bins span the train split's
+//! `val_loss` range; the dataset embeddings are standardised with the train rows' mean and standard
+//! deviation (floored at 1e-3).
+//!
+//! # Training
+//! AdamW on the train-split pairs, mini-batches from a ChaCha8 (`seed`) Fisher–Yates shuffle per epoch
+//! (a last batch of one pair is skipped: NT-Xent needs negatives). After each epoch the val NT-Xent is
+//! computed over all val pairs at once; training stops after `patience` epochs without improvement and
+//! keeps the best val epoch's weights (all `epochs` and the last weights without val pairs).
+//!
+//! # Output (a directory)
+//! | file | content |
+//! | --- | --- |
+//! | `align.safetensors`, `align.json` | the trained encoders ([`super::model::Aligner::save`]); `align.json` adds `best_epoch`, `epochs_run` |
+//! | `pairs.csv` | `row,model_id,checkpoint,split,task_id,val_loss,bin` (the `pca` rows) |
+//! | `projections.safetensors` | `projections` `[N, latent]`: `z_proj` of every pair (best weights) |
+//! | `history.csv` | `epoch,train_loss,val_loss` (train = mean over the epoch's batches) |
+//! | `loss.png` | train (blue), val (orange) NT-Xent per epoch; val of the untrained model (grey), ln(N_val) (red) |
+//! | `heatmap.png` | cosine between weight latents (rows) and projections (columns) of up to 12 val pairs (sorted by task, then checkpoint), left after epoch 1, right at the best epoch; viridis −1 (dark) … 1 (yellow) |
+//! | `metrics.json` | `val_loss` (best), `train_loss`, `test_loss`, `val_loss_untrained`, `val_loss_shuffled` (trained model, latents of the val pairs cyclically shifted by one), `val_loss_chance` (ln N_val), `{val,test}_top1`, `{val,test}_top5`, `{val,test}_top1_chance`, `…_top5_chance` (retrieval of each pair's own latent among all latents of the split by cosine to its projection), `best_epoch`, `epochs_run`, pair counts, `parameters` |
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+
+use super::model::{cerr, AlignConfig, Aligner};
+use super::ntxent::{self, cosine_matrix};
+use crate::data::files::{self, TensorFile};
+use crate::data::TaskSplit;
+use crate::encoders::heatmap;
+use crate::weights::pca::PcaMeta;
+use crate::weights::plot::{self, Series};
+use crate::zoo::store::{Checkpoint, Zoo};
+
+/// One (prompt, weight latent) pair.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub model_id: usize,
+    pub checkpoint: Checkpoint,
+    pub split: TaskSplit,
+    pub task_id: usize,
+    pub val_loss: f64,
+}
+
+/// Every pair with its raw dataset embedding and weight latent.
+pub struct Pairs {
+    pub pairs: Vec<Pair>,
+    /// `[N, dataset_dim]`.
+    pub embeddings: Vec<f32>,
+    pub dataset_dim: usize,
+    /// `[N, latent_dim]`.
+    pub latents: Vec<f32>,
+    pub latent_dim: usize,
+}
+
+/// `task_embeddings` `[T, 3d]` of a `dataset-embed` output: `(values, row width)`.
+pub fn task_embeddings(embed_dir: &Path) -> Result<(Vec<f32>, usize), StageError> {
+    let file = TensorFile::open(&embed_dir.join("embeddings.safetensors"))?;
+    let (_, shape, values) = file
+        .f32_all()?
+        .into_iter()
+        .find(|(n, _, _)| n == "task_embeddings")
+        .ok_or_else(|| StageError::msg(format!("{}: has no tensor `task_embeddings`", file.path())))?;
+    Ok((values, shape.get(1).copied().unwrap_or(0)))
+}
+
+impl Pairs {
+    pub fn load(zoo_dir: &Path, pca_dir: &Path, ae_dir: &Path, embed_dir: &Path) -> Result<Pairs, StageError> {
+        let zoo = Zoo::load(zoo_dir)?;
+        let meta: PcaMeta = files::read_json(&pca_dir.join("pca.json"))?;
+        let file = TensorFile::open(&ae_dir.join("latents.safetensors"))?;
+        let (_, shape, latents) = file
+            .f32_all()?
+            .into_iter()
+            .find(|(n, _, _)| n == "latents")
+            .ok_or_else(|| StageError::msg(format!("{}: has no tensor `latents`", file.path())))?;
+        if shape.len() != 2 || shape[0] != meta.rows.len() {
+            return Err(StageError::msg(format!(
+                "{}: `latents` is {shape:?} but the `pca` input has {} rows: the autoencoder was trained on another `pca`",
+                file.path(),
+                meta.rows.len()
+            )));
+        }
+        let (emb, dataset_dim) = task_embeddings(embed_dir)?;
+        let mut pairs = Vec::with_capacity(meta.rows.len());
+        let mut embeddings = Vec::with_capacity(meta.rows.len() * dataset_dim);
+        for r in &meta.rows {
+            let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
+                StageError::msg(format!("zoo has no model {} ({}): the `pca` input is of another zoo", r.model_id, r.checkpoint.as_str()))
+            })?;
+            let e = emb.get(r.task_id * dataset_dim..(r.task_id + 1) * dataset_dim).ok_or_else(|| {
+                StageError::msg(format!("task {} has no embedding: the `dataset-embed` input is of other tasks", r.task_id))
+            })?;
+            embeddings.extend_from_slice(e);
+            pairs.push(Pair { model_id: r.model_id, checkpoint: r.checkpoint, split: r.split, task_id: r.task_id, val_loss: row.val_loss });
+        }
+        Ok(Pairs { pairs, embeddings, dataset_dim, latents, latent_dim: shape[1] })
+    }
+
+    pub fn split(&self, s: TaskSplit) -> Vec<usize> {
+        self.pairs.iter().enumerate().filter(|(_, p)| p.split == s).map(|(i, _)| i).collect()
+    }
+
+    fn gather(values: &[f32], width: usize, rows: &[usize]) -> Vec<f32> {
+        rows.iter().flat_map(|&i| values[i * width..(i + 1) * width].iter().copied()).collect()
+    }
+
+    pub fn embeddings_of(&self, rows: &[usize]) -> Vec<f32> {
+        Self::gather(&self.embeddings, self.dataset_dim, rows)
+    }
+
+    pub fn latents_of(&self, rows: &[usize]) -> Vec<f32> {
+        Self::gather(&self.latents, self.latent_dim, rows)
+    }
+
+    pub fn losses_of(&self, rows: &[usize]) -> Vec<f64> {
+        rows.iter().map(|&i| self.pairs[i].val_loss).collect()
+    }
+}
+
+/// The `align` stage's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlignOptions {
+    pub bins: usize,
+    pub results_dim: usize,
+    pub hidden: Vec<usize>,
+    pub tau: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub patience: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+}
+
+impl Default for AlignOptions {
+    fn default() -> Self {
+        AlignOptions {
+            bins: 10,
+            results_dim: 512,
+            hidden: vec![512],
+            tau: 0.1,
+            batch_size: 32,
+            epochs: 200,
+            patience: 30,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+/// The outcome of [`train`].
+pub struct Trained {
+    pub model: Aligner,
+    /// `(epoch, train, val)`.
+    pub history: Vec<(usize, f64, f64)>,
+    pub best_epoch: usize,
+    pub val_untrained: f64,
+    /// Cosine matrices (latents × projections) of the heat-map pairs after epoch 1 and at the best epoch.
+    pub heat_first: Vec<Vec<f64>>,
+    pub heat_best: Vec<Vec<f64>>,
+}
+
+fn nt(al: &Aligner, pairs: &Pairs, rows: &[usize], latents: &[f32]) -> Result<f64, StageError> {
+    if rows.len() < 2 {
+        return Ok(f64::NAN);
+    }
+    let p = al.project(&pairs.embeddings_of(rows), &pairs.losses_of(rows))?;
+    ntxent::ntxent_value(&p, latents, pairs.latent_dim, al.config.tau).map_err(cerr("align"))
+}
+
+/// Cosine of every latent (rows) with every projection (columns) of `rows`.
+pub fn cosines(al: &Aligner, pairs: &Pairs, rows: &[usize]) -> Result<Vec<Vec<f64>>, StageError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let e = cerr("align");
+    let k = pairs.latent_dim;
+    let p = al.project(&pairs.embeddings_of(rows), &pairs.losses_of(rows))?;
+    let p = Tensor::from_vec(p, (rows.len(), k), &Device::Cpu).map_err(&e)?;
+    let h = Tensor::from_vec(pairs.latents_of(rows), (rows.len(), k), &Device::Cpu).map_err(&e)?;
+    let m = cosine_matrix(&h, &p).and_then(|m| m.to_vec2::<f32>()).map_err(&e)?;
+    Ok(m.into_iter().map(|r| r.into_iter().map(f64::from).collect()).collect())
+}
+
+/// Retrieval accuracy: the fraction of projections whose own latent ranks first / in the top 5 among all
+/// latents of `rows` by cosine; `(top1, top5)`.
+pub fn retrieval(al: &Aligner, pairs: &Pairs, rows: &[usize]) -> Result<(f64, f64), StageError> {
+    if rows.is_empty() {
+        return Ok((f64::NAN, f64::NAN));
+    }
+    let m = cosines(al, pairs, rows)?; // m[latent][projection]
+    let n = rows.len();
+    let (mut top1, mut top5) = (0, 0);
+    for j in 0..n {
+        let own = m[j][j];
+        let better = (0..n).filter(|&i| i != j && m[i][j] > own).count();
+        top1 += usize::from(better == 0);
+        top5 += usize::from(better < 5);
+    }
+    Ok((top1 as f64 / n as f64, top5 as f64 / n as f64))
+}
+
+/// Trains on the train pairs, early-stopping on the val pairs (see the module doc).
+pub fn train(pairs: &Pairs, opts: &AlignOptions) -> Result<Trained, StageError> {
+    let tr = pairs.split(TaskSplit::Train);
+    let va = pairs.split(TaskSplit::Val);
+    if tr.len() < 2 {
+        return Err(StageError::msg(format!("align: {} train-split pairs; NT-Xent needs at least 2", tr.len())));
+    }
+    let losses = pairs.losses_of(&tr);
+    let finite = losses.iter().copied().filter(|l| l.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
+    let config = AlignConfig {
+        dataset_dim: pairs.dataset_dim,
+        results_dim: opts.results_dim,
+        bins: opts.bins,
+        loss_min: lo,
+        loss_max: hi,
+        hidden: opts.hidden.clone(),
+        latent_dim: pairs.latent_dim,
+        tau: opts.tau,
+    };
+    let mut al = Aligner::init(config, opts.seed)?;
+    let d = pairs.dataset_dim;
+    let raw = pairs.embeddings_of(&tr);
+    let n = tr.len();
+    for j in 0..d {
+        let mean = (0..n).map(|i| raw[i * d + j] as f64).sum::<f64>() / n as f64;
+        let var = (0..n).map(|i| (raw[i * d + j] as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        al.input_mean[j] = mean as f32;
+        al.input_std[j] = var.sqrt().max(1e-3) as f32;
+    }
+    let e = cerr("align training");
+    let x_all = al.standardise(&pairs.embeddings);
+    let bins_all: Vec<usize> = pairs.pairs.iter().map(|p| al.config.bin(p.val_loss)).collect();
+    let val_latents = pairs.latents_of(&va);
+    let heat_rows: Vec<usize> = {
+        let mut v = va.clone();
+        v.sort_by_key(|&i| (pairs.pairs[i].task_id, pairs.pairs[i].checkpoint));
+        v.truncate(12);
+        v
+    };
+    let val_untrained = nt(&al, pairs, &va, &val_latents)?;
+    let params = ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() };
+    let mut opt = AdamW::new(al.vars(), params).map_err(&e)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0a11_9e00);
+    let mut order = tr.clone();
+    let (mut best, mut best_epoch, mut best_val) = (al.snapshot()?, 0, f64::INFINITY);
+    let mut history = Vec::new();
+    let mut heat_first = Vec::new();
+    let k = pairs.latent_dim;
+    for epoch in 1..=opts.epochs {
+        for i in (1..order.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let (mut sum, mut count) = (0.0, 0);
+        for chunk in order.chunks(opts.batch_size.max(2)) {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let xb: Vec<f32> = chunk.iter().flat_map(|&r| x_all[r * d..(r + 1) * d].iter().copied()).collect();
+            let bins: Vec<usize> = chunk.iter().map(|&r| bins_all[r]).collect();
+            let x = Tensor::from_vec(xb, (chunk.len(), d), &Device::Cpu).map_err(&e)?;
+            let h = Tensor::from_vec(pairs.latents_of(chunk), (chunk.len(), k), &Device::Cpu).map_err(&e)?;
+            let loss = al.forward(&x, &bins).and_then(|p| ntxent::ntxent(&p, &h, opts.tau)).map_err(&e)?;
+            sum += loss.to_scalar::<f32>().map_err(&e)? as f64 * chunk.len() as f64;
+            count += chunk.len();
+            opt.backward_step(&loss).map_err(&e)?;
+        }
+        let train_loss = sum / count.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(StageError::msg(format!("align: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)")));
+        }
+        let val_loss = nt(&al, pairs, &va, &val_latents)?;
+        history.push((epoch, train_loss, val_loss));
+        if epoch == 1 {
+            heat_first = cosines(&al, pairs, &heat_rows)?;
+        }
+        if va.len() < 2 || val_loss < best_val {
+            best_val = if va.len() < 2 { best_val } else { val_loss };
+            best_epoch = epoch;
+            best = al.snapshot()?;
+        } else if epoch - best_epoch >= opts.patience {
+            break;
+        }
+    }
+    al.set_from(&best)?;
+    let heat_best = cosines(&al, pairs, &heat_rows)?;
+    Ok(Trained { model: al, history, best_epoch, val_untrained, heat_first, heat_best })
+}
+
+/// Trains and writes the stage output into `out`.
+pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde_json::Value, StageError> {
+    let t = train(pairs, opts)?;
+    let al = &t.model;
+    al.save(out, json!({ "best_epoch": t.best_epoch, "epochs_run": t.history.len() }))?;
+    let mut csv = String::from("row,model_id,checkpoint,split,task_id,val_loss,bin\n");
+    for (i, p) in pairs.pairs.iter().enumerate() {
+        csv.push_str(&format!(
+            "{i},{},{},{},{},{},{}\n",
+            p.model_id,
+            p.checkpoint.as_str(),
+            p.split.as_str(),
+            p.task_id,
+            p.val_loss,
+            al.config.bin(p.val_loss)
+        ));
+    }
+    files::write(&out.join("pairs.csv"), csv.as_bytes())?;
+    let all: Vec<f64> = pairs.pairs.iter().map(|p| p.val_loss).collect();
+    let proj = al.project(&pairs.embeddings, &all)?;
+    files::write_f32_safetensors(
+        &out.join("projections.safetensors"),
+        &[("projections".into(), vec![pairs.pairs.len(), pairs.latent_dim], proj)],
+    )?;
+    let mut csv = String::from("epoch,train_loss,val_loss\n");
+    for (ep, tr, va) in &t.history {
+        csv.push_str(&format!("{ep},{tr},{va}\n"));
+    }
+    files::write(&out.join("history.csv"), csv.as_bytes())?;
+
+    let (tr, va, te) = (pairs.split(TaskSplit::Train), pairs.split(TaskSplit::Val), pairs.split(TaskSplit::Test));
+    let chance = |n: usize| if n >= 2 { (n as f64).ln() } else { f64::NAN };
+    let last = t.history.len() as f64;
+    let flat = |y: f64| vec![(1.0, y), (last.max(2.0), y)];
+    plot::write_lines(
+        &out.join("loss.png"),
+        &[
+            Series { points: t.history.iter().map(|h| (h.0 as f64, h.1)).collect(), colour: plot::BLUE },
+            Series { points: t.history.iter().map(|h| (h.0 as f64, h.2)).collect(), colour: plot::ORANGE },
+            Series { points: flat(t.val_untrained), colour: plot::GREY },
+            Series { points: flat(chance(va.len())), colour: plot::RED },
+        ],
+        plot::Scale::Linear,
+        plot::Scale::Linear,
+    )?;
+    if !t.heat_best.is_empty() {
+        heatmap::write(&out.join("heatmap.png"), &[&t.heat_first, &t.heat_best], -1.0, 1.0)?;
+    }
+    let shifted: Vec<usize> = (0..va.len()).map(|i| va[(i + 1) % va.len()]).collect();
+    let val_shuffled = nt(al, pairs, &va, &pairs.latents_of(&shifted))?;
+    let (v1, v5) = retrieval(al, pairs, &va)?;
+    let (t1, t5) = retrieval(al, pairs, &te)?;
+    let c = |k: usize, n: usize| if n == 0 { f64::NAN } else { k.min(n) as f64 / n as f64 };
+    let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
+    let best = t.history.get(t.best_epoch.saturating_sub(1)).copied().unwrap_or((0, f64::NAN, f64::NAN));
+    let metrics = json!({
+        "train_loss": num(best.1),
+        "val_loss": num(best.2),
+        "test_loss": num(nt(al, pairs, &te, &pairs.latents_of(&te))?),
+        "val_loss_untrained": num(t.val_untrained),
+        "val_loss_shuffled": num(val_shuffled),
+        "val_loss_chance": num(chance(va.len())),
+        "test_loss_chance": num(chance(te.len())),
+        "val_top1": num(v1), "val_top5": num(v5),
+        "val_top1_chance": num(c(1, va.len())), "val_top5_chance": num(c(5, va.len())),
+        "test_top1": num(t1), "test_top5": num(t5),
+        "test_top1_chance": num(c(1, te.len())), "test_top5_chance": num(c(5, te.len())),
+        "best_epoch": t.best_epoch,
+        "epochs_run": t.history.len(),
+        "train_pairs": tr.len(), "val_pairs": va.len(), "test_pairs": te.len(),
+        "bins": al.config.bins,
+        "loss_min": al.config.loss_min, "loss_max": al.config.loss_max,
+        "parameters": al.parameter_count(),
+    });
+    files::write_json(&out.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// `kind = "align"`: see the [module doc](self).
+pub struct AlignKind;
+
+pub(crate) fn positive(ctx: &StageContext, name: &str) -> Result<usize, StageError> {
+    match ctx.int(name)? {
+        v if v >= 1 => Ok(v as usize),
+        v => Err(StageError::msg(format!("parameter `{name}` must be ≥ 1, found {v}"))),
+    }
+}
+
+impl AlignOptions {
+    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+        let mut hidden = Vec::new();
+        for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
+            match v.as_i64() {
+                Some(h) if h >= 1 => hidden.push(h as usize),
+                _ => return Err(StageError::msg(format!("parameter `hidden`: every size must be an integer ≥ 1, found {v}"))),
+            }
+        }
+        let (lr, weight_decay, tau) = (ctx.float("lr")?, ctx.float("weight_decay")?, ctx.float("tau")?);
+        if !(lr > 0.0) || !(weight_decay >= 0.0) || !(tau > 0.0) {
+            return Err(StageError::msg("parameters `lr` and `tau` must be > 0 and `weight_decay` ≥ 0"));
+        }
+        let batch_size = positive(ctx, "batch_size")?;
+        if batch_size < 2 {
+            return Err(StageError::msg("parameter `batch_size` must be ≥ 2 (NT-Xent needs negatives)"));
+        }
+        Ok(AlignOptions {
+            bins: positive(ctx, "bins")?,
+            results_dim: positive(ctx, "results_dim")?,
+            hidden,
+            tau,
+            batch_size,
+            epochs: positive(ctx, "epochs")?,
+            patience: positive(ctx, "patience")?,
+            lr,
+            weight_decay,
+            seed: ctx.int("seed")? as u64,
+        })
+    }
+}
+
+impl StageKind for AlignKind {
+    fn name(&self) -> &'static str {
+        "align"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "results encoder + shared encoder: (dataset, loss) → weight latent, trained with NT-Xent"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType::*;
+        let d = AlignOptions::default();
+        let int = |v: usize| Value::Int(v as i64);
+        vec![
+            ParamSpec::optional("bins", Int, int(d.bins), "loss bins over the train split's val_loss range"),
+            ParamSpec::optional("results_dim", Int, int(d.results_dim), "size of each bin's learned embedding (thesis: 512)"),
+            ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![int(512)]), "hidden sizes of the shared MLP"),
+            ParamSpec::optional("tau", Float, Value::Float(d.tau), "NT-Xent temperature"),
+            ParamSpec::optional("batch_size", Int, int(d.batch_size), "pairs per batch (the negatives)"),
+            ParamSpec::optional("epochs", Int, int(d.epochs), "maximum epochs"),
+            ParamSpec::optional("patience", Int, int(d.patience), "epochs without val improvement before stopping"),
+            ParamSpec::optional("lr", Float, Value::Float(d.lr), "AdamW learning rate"),
+            ParamSpec::optional("weight_decay", Float, Value::Float(d.weight_decay), "AdamW weight decay"),
+            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Slots(vec![
+            ("zoo", true, "the `zoo` stage (val_loss of every model)"),
+            ("pca", true, "the `pca` stage (which models, in which order)"),
+            ("autoencoder", true, "the `autoencoder` stage trained on `pca` (the weight latents)"),
+            ("embed", true, "a `dataset-embed` stage of the zoo's tasks"),
+        ])
+    }
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let opts = AlignOptions::from_params(ctx)?;
+        let pairs = Pairs::load(ctx.input("zoo")?, ctx.input("pca")?, ctx.input("autoencoder")?, ctx.input("embed")?)?;
+        ctx.progress.message("training the shared encoder (NT-Xent)");
+        run_align(&pairs, &opts, ctx.out)?;
+        Ok(())
+    }
+}

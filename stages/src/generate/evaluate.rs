@@ -1,0 +1,393 @@
+//! The `evaluate-samples` stage: every sample on its task's real test images (pixels/255, labels in the
+//! task's output order), against baselines on the same images.
+//!
+//! # Per sample
+//! - `sample`: the decoded model: test `loss`, `accuracy`.
+//! - `trained_final`, `trained_early`: the zoo's own models of that task (mean over its `ok` rows of that
+//!   checkpoint; empty when the task has none).
+//! - `nn`: the nearest train-split pair of the align stage (`pairs.csv`) to the sample's prompt, by
+//!   `‖d − d'‖² / dim + ((target − val_loss') / (loss_max − loss_min))²` with `d` the standardised task
+//!   embeddings (the align stage's statistics): that zoo model's own weights (trained on other classes:
+//!   test tasks' class triplets are held out). Retrieval, the baseline a generator must beat.
+//! - `nn_noise`: the same weights plus Gaussian noise, `noise` × each tensor's standard deviation.
+//! - `random`: PyTorch's default initialisation, `U(−1/√fan_in, 1/√fan_in)` for every tensor (a bias
+//!   takes its layer's weight's fan-in), ChaCha8 seeded with `seed` and the sample index.
+//! - class order: the sample's `accuracy` against `permuted_accuracy`, the mean accuracy over the 5
+//!   non-identity permutations of the labels of the same images. A sample that uses its prompt's class
+//!   order scores higher on the true order.
+//! - target vs achieved: the sample's test loss against its target loss: `prompt_r2` is the coefficient
+//!   of determination of "achieved = target" (1 − SS_res / SS_tot, can be negative), `prompt_pearson`
+//!   the correlation; non-finite losses are left out.
+//!
+//! # Output (a directory)
+//! | file | content |
+//! | --- | --- |
+//! | `evaluation.csv` | one row per sample: `sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy` |
+//! | `target_vs_achieved.png` | x = target loss, y = achieved test loss: samples (blue dots), identity (grey) |
+//! | `accuracy.png` | per-sample accuracy sorted (x = rank): sample blue, nn orange, nn_noise green, random grey, trained_final red |
+//! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy`; `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::json;
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+
+use super::align::task_embeddings;
+use super::model::{normal, uniform, Aligner};
+use super::sample::{load_samples, SampleRow};
+use crate::data::files::{self, TensorFile};
+use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::weights::plot::{self, Series};
+use crate::weights::Network;
+use crate::zoo::store::{Checkpoint, NamedTensors, Zoo, ZooRow};
+
+/// Loss and accuracy; NaN when absent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+impl Score {
+    const NONE: Score = Score { loss: f64::NAN, accuracy: f64::NAN };
+}
+
+/// One sample's evaluation.
+#[derive(Debug, Clone)]
+pub struct SampleEval {
+    pub sample: Score,
+    pub permuted_accuracy: f64,
+    pub trained_final: Score,
+    pub trained_early: Score,
+    pub nn: Score,
+    pub nn_row: (usize, Checkpoint),
+    pub nn_noise: Score,
+    pub random: Score,
+}
+
+/// The 5 non-identity permutations of 3 labels.
+const PERMUTATIONS: [[u8; 3]; 5] = [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+
+fn argmax(v: &[f32; 3]) -> u8 {
+    let mut best = 0;
+    for k in 1..3 {
+        if v[k] > v[best] {
+            best = k;
+        }
+    }
+    best as u8
+}
+
+/// Mean accuracy of `logits` over the non-identity relabellings `label → π[label]`.
+pub fn permuted_accuracy(logits: &[[f32; 3]], labels: &[u8]) -> f64 {
+    if labels.is_empty() {
+        return f64::NAN;
+    }
+    let pred: Vec<u8> = logits.iter().map(argmax).collect();
+    let per = |p: &[u8; 3]| pred.iter().zip(labels).filter(|(a, &l)| **a == p[l as usize]).count() as f64 / labels.len() as f64;
+    PERMUTATIONS.iter().map(per).sum::<f64>() / PERMUTATIONS.len() as f64
+}
+
+/// PyTorch-default initialisation of named tensors of these shapes (see the module doc).
+pub fn random_init(shapes: &[(String, Vec<usize>)], seed: u64) -> NamedTensors {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fan_in = 1;
+    shapes
+        .iter()
+        .map(|(name, shape)| {
+            if shape.len() >= 2 {
+                fan_in = shape[1..].iter().product::<usize>().max(1);
+            }
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let n: usize = shape.iter().product();
+            (name.clone(), shape.clone(), (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect())
+        })
+        .collect()
+}
+
+/// `weights` plus Gaussian noise of `scale` × each tensor's standard deviation.
+pub fn add_noise(weights: &NamedTensors, scale: f64, seed: u64) -> NamedTensors {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    weights
+        .iter()
+        .map(|(name, shape, v)| {
+            let n = v.len().max(1) as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let sd = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let s = (scale * sd) as f32;
+            (name.clone(), shape.clone(), v.iter().map(|&x| x + s * normal(&mut rng)).collect())
+        })
+        .collect()
+}
+
+/// `(achieved = target)`'s coefficient of determination and the Pearson correlation, finite pairs only.
+pub fn r2_and_pearson(target: &[f64], achieved: &[f64]) -> (f64, f64) {
+    let pts: Vec<(f64, f64)> = target.iter().zip(achieved).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (*a, *b)).collect();
+    let n = pts.len() as f64;
+    if pts.len() < 2 {
+        return (f64::NAN, f64::NAN);
+    }
+    let (mx, my) = (pts.iter().map(|p| p.0).sum::<f64>() / n, pts.iter().map(|p| p.1).sum::<f64>() / n);
+    let ss_tot: f64 = pts.iter().map(|p| (p.1 - my).powi(2)).sum();
+    let ss_res: f64 = pts.iter().map(|p| (p.1 - p.0).powi(2)).sum();
+    let cov: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>().sqrt();
+    let r2 = if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN };
+    (r2, cov / (sx * ss_tot.sqrt()).max(1e-300))
+}
+
+fn score(arch: &str, weights: &NamedTensors, images: &[u8], labels: &[u8]) -> Result<Score, StageError> {
+    let e = Network::build(arch, weights)?.evaluate(images, labels)?;
+    Ok(Score { loss: e.loss, accuracy: e.accuracy })
+}
+
+fn mean_score(scores: &[Score]) -> Score {
+    if scores.is_empty() {
+        return Score::NONE;
+    }
+    let n = scores.len() as f64;
+    Score { loss: scores.iter().map(|s| s.loss).sum::<f64>() / n, accuracy: scores.iter().map(|s| s.accuracy).sum::<f64>() / n }
+}
+
+/// A train-split row of the align stage's `pairs.csv`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct PairRow {
+    model_id: usize,
+    checkpoint: Checkpoint,
+    split: TaskSplit,
+    task_id: usize,
+    val_loss: f64,
+}
+
+pub struct Inputs6<'a> {
+    pub samples: &'a Path,
+    pub align: &'a Path,
+    pub zoo: &'a Path,
+    pub tasks: &'a Path,
+    pub data: &'a Path,
+    pub embed: &'a Path,
+}
+
+pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result<serde_json::Value, StageError> {
+    let samples = load_samples(dirs.samples)?;
+    let al = Aligner::load(dirs.align)?;
+    let zoo = Zoo::load(dirs.zoo)?;
+    let tasks = Tasks::load(dirs.tasks)?;
+    let data = Dataset::load(dirs.data)?;
+    let (emb, dim) = task_embeddings(dirs.embed)?;
+    let path = dirs.align.join("pairs.csv");
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
+    let pairs: Vec<PairRow> = reader
+        .deserialize()
+        .collect::<Result<Vec<PairRow>, _>>()
+        .map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?
+        .into_iter()
+        .filter(|p| p.split == TaskSplit::Train)
+        .collect();
+    if pairs.is_empty() {
+        return Err(StageError::msg(format!("{}: no train-split pairs for the nearest-neighbour baseline", path.display())));
+    }
+    let arch = zoo.meta.arch.clone();
+    let shapes: Vec<(String, Vec<usize>)> = zoo.meta.parameters.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    let std_emb = |task: usize| -> Result<Vec<f32>, StageError> {
+        let e = emb
+            .get(task * dim..(task + 1) * dim)
+            .ok_or_else(|| StageError::msg(format!("task {task} has no embedding in the `embed` input")))?;
+        Ok(al.standardise(e))
+    };
+    let pair_emb: Vec<Vec<f32>> = pairs.iter().map(|p| std_emb(p.task_id)).collect::<Result<_, _>>()?;
+    let span = (al.config.loss_max - al.config.loss_min).max(1e-12);
+    let zoo_row = |id: usize, c: Checkpoint| -> Result<&ZooRow, StageError> {
+        zoo.rows
+            .iter()
+            .find(|r| r.model_id == id && r.checkpoint == c)
+            .ok_or_else(|| StageError::msg(format!("zoo has no model {id} ({})", c.as_str())))
+    };
+    let task_images = |task_id: usize| -> Result<(Vec<u8>, Vec<u8>), StageError> {
+        let task = tasks.tasks.get(task_id).ok_or_else(|| StageError::msg(format!("task {task_id} is not in the `tasks` input")))?;
+        let mut images = Vec::with_capacity(task.test.len() * data.test.image_len);
+        let mut labels = Vec::with_capacity(task.test.len());
+        for &i in &task.test {
+            let label = data.test.labels.get(i).and_then(|&l| task.local_label(l)).ok_or_else(|| {
+                StageError::msg(format!("task {}: test image {i} is missing or not of the task's classes", task.id))
+            })?;
+            images.extend_from_slice(data.test.image(i));
+            labels.push(label as u8);
+        }
+        Ok((images, labels))
+    };
+
+    let eval_one = |s: &SampleRow| -> Result<SampleEval, StageError> {
+        let task = tasks.tasks.get(s.task_id).ok_or_else(|| StageError::msg(format!("sample {}: unknown task {}", s.sample, s.task_id)))?;
+        if task.classes != s.classes() {
+            return Err(StageError::msg(format!("sample {}: classes differ from task {}'s: another `tasks` input", s.sample, task.id)));
+        }
+        let (images, labels) = task_images(s.task_id)?;
+        let weights = TensorFile::open(&dirs.samples.join(&s.file))?.f32_all()?;
+        let net = Network::build(&arch, &weights)?;
+        let ev = net.evaluate(&images, &labels)?;
+        let permuted = permuted_accuracy(&net.logits_u8(&images)?, &labels);
+        let mut own = BTreeMap::<Checkpoint, Vec<Score>>::new();
+        for r in zoo.rows.iter().filter(|r| r.task_id == s.task_id && r.ok()) {
+            own.entry(r.checkpoint).or_default().push(score(&arch, &zoo.weights(r)?, &images, &labels)?);
+        }
+        let d = std_emb(s.task_id)?;
+        let dist = |j: usize| -> f64 {
+            let de: f64 = d.iter().zip(&pair_emb[j]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / dim.max(1) as f64;
+            de + ((s.target_loss - pairs[j].val_loss) / span).powi(2)
+        };
+        let nn = (0..pairs.len()).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap_or(0);
+        let nn_weights = zoo.weights(zoo_row(pairs[nn].model_id, pairs[nn].checkpoint)?)?;
+        let sample_seed = seed.wrapping_mul(1_000_003).wrapping_add(s.sample as u64);
+        Ok(SampleEval {
+            sample: Score { loss: ev.loss, accuracy: ev.accuracy },
+            permuted_accuracy: permuted,
+            trained_final: mean_score(own.get(&Checkpoint::Final).map_or(&[][..], |v| v)),
+            trained_early: mean_score(own.get(&Checkpoint::Early).map_or(&[][..], |v| v)),
+            nn: score(&arch, &nn_weights, &images, &labels)?,
+            nn_row: (pairs[nn].model_id, pairs[nn].checkpoint),
+            nn_noise: score(&arch, &add_noise(&nn_weights, noise, sample_seed ^ 0x4e01), &images, &labels)?,
+            random: score(&arch, &random_init(&shapes, sample_seed ^ 0x4a4d), &images, &labels)?,
+        })
+    };
+    let evals: Vec<SampleEval> = samples.par_iter().map(eval_one).collect::<Result<_, _>>()?;
+
+    let mut csv = String::from(
+        "sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,\
+         trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy\n",
+    );
+    for (s, e) in samples.iter().zip(&evals) {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.sample,
+            s.task_id,
+            s.target_loss,
+            e.sample.loss,
+            e.sample.accuracy,
+            e.permuted_accuracy,
+            e.trained_final.loss,
+            e.trained_final.accuracy,
+            e.trained_early.loss,
+            e.trained_early.accuracy,
+            e.nn_row.0,
+            e.nn_row.1.as_str(),
+            e.nn.loss,
+            e.nn.accuracy,
+            e.nn_noise.loss,
+            e.nn_noise.accuracy,
+            e.random.loss,
+            e.random.accuracy
+        ));
+    }
+    files::write(&out.join("evaluation.csv"), csv.as_bytes())?;
+
+    let targets: Vec<f64> = samples.iter().map(|s| s.target_loss).collect();
+    let achieved: Vec<f64> = evals.iter().map(|e| e.sample.loss).collect();
+    let (r2, pearson) = r2_and_pearson(&targets, &achieved);
+    let lo = targets.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut scatter: Vec<Series> = vec![Series { points: vec![(lo, lo), (hi, hi)], colour: plot::GREY }];
+    scatter.extend(targets.iter().zip(&achieved).map(|(&t, &a)| Series { points: vec![(t, a)], colour: plot::BLUE }));
+    plot::write_lines(&out.join("target_vs_achieved.png"), &scatter, plot::Scale::Linear, plot::Scale::Linear)?;
+    let sorted = |f: fn(&SampleEval) -> f64, colour| {
+        let mut v: Vec<f64> = evals.iter().map(f).filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        Series { points: v.into_iter().enumerate().map(|(i, y)| (i as f64, y)).collect(), colour }
+    };
+    plot::write_lines(
+        &out.join("accuracy.png"),
+        &[
+            sorted(|e| e.trained_final.accuracy, plot::RED),
+            sorted(|e| e.random.accuracy, plot::GREY),
+            sorted(|e| e.nn_noise.accuracy, plot::GREEN),
+            sorted(|e| e.nn.accuracy, plot::ORANGE),
+            sorted(|e| e.sample.accuracy, plot::BLUE),
+        ],
+        plot::Scale::Linear,
+        plot::Scale::Linear,
+    )?;
+
+    let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
+    let mean = |f: &dyn Fn(&SampleEval) -> f64| -> f64 {
+        let v: Vec<f64> = evals.iter().map(f).filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let variant = |f: &dyn Fn(&SampleEval) -> Score| json!({ "loss": num(mean(&|e| f(e).loss)), "accuracy": num(mean(&|e| f(e).accuracy)) });
+    let beats = evals.iter().filter(|e| e.sample.accuracy > e.nn.accuracy).count() as f64 / evals.len().max(1) as f64;
+    let tasks_n = samples.iter().map(|s| s.task_id).collect::<std::collections::BTreeSet<_>>().len();
+    let metrics = json!({
+        "samples": samples.len(),
+        "tasks": tasks_n,
+        "sample": variant(&|e| e.sample),
+        "trained_final": variant(&|e| e.trained_final),
+        "trained_early": variant(&|e| e.trained_early),
+        "nn": variant(&|e| e.nn),
+        "nn_noise": variant(&|e| e.nn_noise),
+        "random": variant(&|e| e.random),
+        "chance_accuracy": 1.0 / 3.0,
+        "prompt_r2": num(r2),
+        "prompt_pearson": num(pearson),
+        "order": { "accuracy": num(mean(&|e| e.sample.accuracy)), "permuted_accuracy": num(mean(&|e| e.permuted_accuracy)) },
+        "sample_beats_nn": beats,
+        "non_finite_sample_losses": achieved.iter().filter(|x| !x.is_finite()).count(),
+        "noise": noise,
+    });
+    files::write_json(&out.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// `kind = "evaluate-samples"`: see the [module doc](self).
+pub struct EvaluateSamplesKind;
+
+impl StageKind for EvaluateSamplesKind {
+    fn name(&self) -> &'static str {
+        "evaluate-samples"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "sampled models on their tasks' test images vs trained, nearest-neighbour, noisy-neighbour and random baselines"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::optional("noise", ParamType::Float, Value::Float(0.1), "nn_noise: Gaussian noise × each tensor's std"),
+            ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "seeds the noise and the random initialisations"),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Slots(vec![
+            ("samples", true, "a `sample` stage"),
+            ("align", true, "the `align` stage the samples came from (pairs, standardisation)"),
+            ("zoo", true, "the `zoo` stage"),
+            ("tasks", true, "the zoo's `tasks` stage"),
+            ("data", true, "the zoo's `dataset` stage"),
+            ("embed", true, "the `dataset-embed` stage"),
+        ])
+    }
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let noise = ctx.float("noise")?;
+        if !(noise >= 0.0) {
+            return Err(StageError::msg("parameter `noise` must be ≥ 0"));
+        }
+        let dirs = Inputs6 {
+            samples: ctx.input("samples")?,
+            align: ctx.input("align")?,
+            zoo: ctx.input("zoo")?,
+            tasks: ctx.input("tasks")?,
+            data: ctx.input("data")?,
+            embed: ctx.input("embed")?,
+        };
+        ctx.progress.message("evaluating samples and baselines");
+        run_evaluate(&dirs, noise, ctx.int("seed")? as u64, ctx.out)?;
+        Ok(())
+    }
+}
