@@ -24,5 +24,6 @@ pub fn kinds() -> Vec<Box<dyn StageKind>> {
     vec![Box::new(data::DatasetKind), Box::new(data::TasksKind),
         Box::new(zoo::ZooKind), Box::new(encoders::DatasetEmbedKind),
         Box::new(weights::PcaKind), Box::new(weights::AutoencoderKind), Box::new(weights::EvaluateReconstructionKind),
-        Box::new(generate::AlignKind), Box::new(generate::SampleKind), Box::new(generate::EvaluateSamplesKind)]
+        Box::new(generate::AlignKind), Box::new(generate::SampleKind), Box::new(generate::EvaluateSamplesKind),
+        Box::new(generate::ReportKind)]
 }

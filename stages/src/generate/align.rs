@@ -66,13 +66,15 @@ pub struct Pairs {
 
 /// `task_embeddings` `[T, 3d]` of a `dataset-embed` output: `(values, row width)`.
 pub fn task_embeddings(embed_dir: &Path) -> Result<(Vec<f32>, usize), StageError> {
-    let file = TensorFile::open(&embed_dir.join("embeddings.safetensors"))?;
-    let (_, shape, values) = file
-        .f32_all()?
-        .into_iter()
-        .find(|(n, _, _)| n == "task_embeddings")
-        .ok_or_else(|| StageError::msg(format!("{}: has no tensor `task_embeddings`", file.path())))?;
-    Ok((values, shape.get(1).copied().unwrap_or(0)))
+    let path = embed_dir.join("embeddings.safetensors");
+    let bytes = std::fs::read(&path).map_err(|e| StageError::io(&path, e))?;
+    let fail = |what: String| StageError::msg(format!("{}: {what}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a valid safetensors file ({e})")))?;
+    let view = st.tensor("task_embeddings").map_err(|_| fail("has no tensor `task_embeddings`".into()))?;
+    if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 2 {
+        return Err(fail(format!("`task_embeddings` is {:?} {:?}, expected F32 of rank 2", view.dtype(), view.shape())));
+    }
+    Ok((files::f32_from_bytes(view.data()), view.shape()[1]))
 }
 
 impl Pairs {
@@ -97,13 +99,23 @@ impl Pairs {
         let mut embeddings = Vec::with_capacity(meta.rows.len() * dataset_dim);
         for r in &meta.rows {
             let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
-                StageError::msg(format!("zoo has no model {} ({}): the `pca` input is of another zoo", r.model_id, r.checkpoint.as_str()))
+                StageError::msg(format!(
+                    "zoo has no model {} ({}): the `pca` input is of another zoo",
+                    r.model_id,
+                    r.checkpoint.as_str()
+                ))
             })?;
             let e = emb.get(r.task_id * dataset_dim..(r.task_id + 1) * dataset_dim).ok_or_else(|| {
                 StageError::msg(format!("task {} has no embedding: the `dataset-embed` input is of other tasks", r.task_id))
             })?;
             embeddings.extend_from_slice(e);
-            pairs.push(Pair { model_id: r.model_id, checkpoint: r.checkpoint, split: r.split, task_id: r.task_id, val_loss: row.val_loss });
+            pairs.push(Pair {
+                model_id: r.model_id,
+                checkpoint: r.checkpoint,
+                split: r.split,
+                task_id: r.task_id,
+                val_loss: row.val_loss,
+            });
         }
         Ok(Pairs { pairs, embeddings, dataset_dim, latents, latent_dim: shape[1] })
     }
@@ -204,9 +216,8 @@ pub fn retrieval(al: &Aligner, pairs: &Pairs, rows: &[usize]) -> Result<(f64, f6
     let m = cosines(al, pairs, rows)?; // m[latent][projection]
     let n = rows.len();
     let (mut top1, mut top5) = (0, 0);
-    for j in 0..n {
-        let own = m[j][j];
-        let better = (0..n).filter(|&i| i != j && m[i][j] > own).count();
+    for (j, own) in (0..n).map(|j| (j, m[j][j])) {
+        let better = m.iter().enumerate().filter(|(i, row)| *i != j && row[j] > own).count();
         top1 += usize::from(better == 0);
         top5 += usize::from(better < 5);
     }
@@ -283,7 +294,9 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions) -> Result<Trained, StageError> 
         }
         let train_loss = sum / count.max(1) as f64;
         if !train_loss.is_finite() {
-            return Err(StageError::msg(format!("align: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)")));
+            return Err(StageError::msg(format!(
+                "align: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)"
+            )));
         }
         let val_loss = nt(&al, pairs, &va, &val_latents)?;
         history.push((epoch, train_loss, val_loss));
@@ -401,7 +414,7 @@ impl AlignOptions {
             }
         }
         let (lr, weight_decay, tau) = (ctx.float("lr")?, ctx.float("weight_decay")?, ctx.float("tau")?);
-        if !(lr > 0.0) || !(weight_decay >= 0.0) || !(tau > 0.0) {
+        if !(lr > 0.0 && weight_decay >= 0.0 && tau > 0.0) {
             return Err(StageError::msg("parameters `lr` and `tau` must be > 0 and `weight_decay` ≥ 0"));
         }
         let batch_size = positive(ctx, "batch_size")?;

@@ -12,6 +12,10 @@
 //! - `nn_noise`: the same weights plus Gaussian noise, `noise` × each tensor's standard deviation.
 //! - `random`: PyTorch's default initialisation, `U(−1/√fan_in, 1/√fan_in)` for every tensor (a bias
 //!   takes its layer's weight's fan-in), ChaCha8 seeded with `seed` and the sample index.
+//! - `nn_decoded` (with the `pca` and `autoencoder` inputs): the neighbour's own weight latent through
+//!   the decoder — retrieval in latent space, limited by the same decoder as the samples.
+//! - `own_decoded` (same inputs): the task's own final zoo models' latents, decoded (mean over them; NaN
+//!   when the task has none) — what a perfect alignment would sample, the decoder's ceiling.
 //! - class order: the sample's `accuracy` against `permuted_accuracy`, the mean accuracy over the 5
 //!   non-identity permutations of the labels of the same images. A sample that uses its prompt's class
 //!   order scores higher on the true order.
@@ -22,7 +26,7 @@
 //! # Output (a directory)
 //! | file | content |
 //! | --- | --- |
-//! | `evaluation.csv` | one row per sample: `sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy` |
+//! | `evaluation.csv` | one row per sample: `sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy` |
 //! | `target_vs_achieved.png` | x = target loss, y = achieved test loss: samples (blue dots), identity (grey) |
 //! | `accuracy.png` | per-sample accuracy sorted (x = rank): sample blue, nn orange, nn_noise green, random grey, trained_final red |
 //! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy`; `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
@@ -42,7 +46,7 @@ use super::sample::{load_samples, SampleRow};
 use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::weights::plot::{self, Series};
-use crate::weights::Network;
+use crate::weights::{Network, WeightCodec};
 use crate::zoo::store::{Checkpoint, NamedTensors, Zoo, ZooRow};
 
 /// Loss and accuracy; NaN when absent.
@@ -67,6 +71,10 @@ pub struct SampleEval {
     pub nn_row: (usize, Checkpoint),
     pub nn_noise: Score,
     pub random: Score,
+    /// The neighbour's own weight latent, decoded (NaN without the codec inputs).
+    pub nn_decoded: Score,
+    /// The task's own final zoo models' weight latents, decoded: what a perfect alignment would sample.
+    pub own_decoded: Score,
 }
 
 /// The 5 non-identity permutations of 3 labels.
@@ -126,7 +134,8 @@ pub fn add_noise(weights: &NamedTensors, scale: f64, seed: u64) -> NamedTensors 
 
 /// `(achieved = target)`'s coefficient of determination and the Pearson correlation, finite pairs only.
 pub fn r2_and_pearson(target: &[f64], achieved: &[f64]) -> (f64, f64) {
-    let pts: Vec<(f64, f64)> = target.iter().zip(achieved).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (*a, *b)).collect();
+    let pts: Vec<(f64, f64)> =
+        target.iter().zip(achieved).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (*a, *b)).collect();
     let n = pts.len() as f64;
     if pts.len() < 2 {
         return (f64::NAN, f64::NAN);
@@ -156,6 +165,7 @@ fn mean_score(scores: &[Score]) -> Score {
 /// A train-split row of the align stage's `pairs.csv`.
 #[derive(Debug, Clone, serde::Deserialize)]
 struct PairRow {
+    row: usize,
     model_id: usize,
     checkpoint: Checkpoint,
     split: TaskSplit,
@@ -170,28 +180,52 @@ pub struct Inputs6<'a> {
     pub tasks: &'a Path,
     pub data: &'a Path,
     pub embed: &'a Path,
+    /// Both or neither: the weight codec, for the decoded-latent references.
+    pub codec: Option<(&'a Path, &'a Path)>,
 }
 
 pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result<serde_json::Value, StageError> {
     let samples = load_samples(dirs.samples)?;
-    let al = Aligner::load(dirs.align)?;
     let zoo = Zoo::load(dirs.zoo)?;
+    let arch = zoo.meta.arch.clone();
+    let al = Aligner::load(dirs.align)?;
     let tasks = Tasks::load(dirs.tasks)?;
     let data = Dataset::load(dirs.data)?;
     let (emb, dim) = task_embeddings(dirs.embed)?;
     let path = dirs.align.join("pairs.csv");
     let mut reader = csv::Reader::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    let pairs: Vec<PairRow> = reader
+    let all_pairs: Vec<PairRow> = reader
         .deserialize()
         .collect::<Result<Vec<PairRow>, _>>()
-        .map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?
-        .into_iter()
-        .filter(|p| p.split == TaskSplit::Train)
-        .collect();
+        .map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
+    let pairs: Vec<&PairRow> = all_pairs.iter().filter(|p| p.split == TaskSplit::Train).collect();
+    let codec = match dirs.codec {
+        Some((pca, ae)) => {
+            let codec = WeightCodec::load(pca, Some(ae))?;
+            let file = TensorFile::open(&ae.join("latents.safetensors"))?;
+            let latents = file.f32_all()?.into_iter().find(|(n, _, _)| n == "latents").map(|t| t.2).unwrap_or_default();
+            if latents.len() != all_pairs.len() * codec.latent_dim() {
+                return Err(StageError::msg(format!(
+                    "{}: {} latent values for {} pairs: the autoencoder input is not the align stage's",
+                    file.path(),
+                    latents.len(),
+                    all_pairs.len()
+                )));
+            }
+            Some((codec, latents))
+        }
+        None => None,
+    };
+    // The decoded weight latent of a pairs.csv row, scored.
+    let decoded = |row: usize, images: &[u8], labels: &[u8]| -> Result<Score, StageError> {
+        let Some((codec, latents)) = &codec else { return Ok(Score::NONE) };
+        let k = codec.latent_dim();
+        let w = codec.decode(&latents[row * k..(row + 1) * k])?.pop().unwrap_or_default();
+        score(&arch, &w, images, labels)
+    };
     if pairs.is_empty() {
         return Err(StageError::msg(format!("{}: no train-split pairs for the nearest-neighbour baseline", path.display())));
     }
-    let arch = zoo.meta.arch.clone();
     let shapes: Vec<(String, Vec<usize>)> = zoo.meta.parameters.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
     let std_emb = |task: usize| -> Result<Vec<f32>, StageError> {
         let e = emb
@@ -208,7 +242,8 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             .ok_or_else(|| StageError::msg(format!("zoo has no model {id} ({})", c.as_str())))
     };
     let task_images = |task_id: usize| -> Result<(Vec<u8>, Vec<u8>), StageError> {
-        let task = tasks.tasks.get(task_id).ok_or_else(|| StageError::msg(format!("task {task_id} is not in the `tasks` input")))?;
+        let task =
+            tasks.tasks.get(task_id).ok_or_else(|| StageError::msg(format!("task {task_id} is not in the `tasks` input")))?;
         let mut images = Vec::with_capacity(task.test.len() * data.test.image_len);
         let mut labels = Vec::with_capacity(task.test.len());
         for &i in &task.test {
@@ -222,9 +257,15 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     };
 
     let eval_one = |s: &SampleRow| -> Result<SampleEval, StageError> {
-        let task = tasks.tasks.get(s.task_id).ok_or_else(|| StageError::msg(format!("sample {}: unknown task {}", s.sample, s.task_id)))?;
+        let task = tasks
+            .tasks
+            .get(s.task_id)
+            .ok_or_else(|| StageError::msg(format!("sample {}: unknown task {}", s.sample, s.task_id)))?;
         if task.classes != s.classes() {
-            return Err(StageError::msg(format!("sample {}: classes differ from task {}'s: another `tasks` input", s.sample, task.id)));
+            return Err(StageError::msg(format!(
+                "sample {}: classes differ from task {}'s: another `tasks` input",
+                s.sample, task.id
+            )));
         }
         let (images, labels) = task_images(s.task_id)?;
         let weights = TensorFile::open(&dirs.samples.join(&s.file))?.f32_all()?;
@@ -242,6 +283,11 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         };
         let nn = (0..pairs.len()).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap_or(0);
         let nn_weights = zoo.weights(zoo_row(pairs[nn].model_id, pairs[nn].checkpoint)?)?;
+        let own_decoded: Vec<Score> = all_pairs
+            .iter()
+            .filter(|p| p.task_id == s.task_id && p.checkpoint == Checkpoint::Final)
+            .map(|p| decoded(p.row, &images, &labels))
+            .collect::<Result<_, _>>()?;
         let sample_seed = seed.wrapping_mul(1_000_003).wrapping_add(s.sample as u64);
         Ok(SampleEval {
             sample: Score { loss: ev.loss, accuracy: ev.accuracy },
@@ -252,17 +298,20 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             nn_row: (pairs[nn].model_id, pairs[nn].checkpoint),
             nn_noise: score(&arch, &add_noise(&nn_weights, noise, sample_seed ^ 0x4e01), &images, &labels)?,
             random: score(&arch, &random_init(&shapes, sample_seed ^ 0x4a4d), &images, &labels)?,
+            nn_decoded: decoded(pairs[nn].row, &images, &labels)?,
+            own_decoded: mean_score(&own_decoded),
         })
     };
     let evals: Vec<SampleEval> = samples.par_iter().map(eval_one).collect::<Result<_, _>>()?;
 
     let mut csv = String::from(
         "sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,\
-         trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy\n",
+         trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,\
+         nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy\n",
     );
     for (s, e) in samples.iter().zip(&evals) {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             s.sample,
             s.task_id,
             s.target_loss,
@@ -280,7 +329,11 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             e.nn_noise.loss,
             e.nn_noise.accuracy,
             e.random.loss,
-            e.random.accuracy
+            e.random.accuracy,
+            e.nn_decoded.loss,
+            e.nn_decoded.accuracy,
+            e.own_decoded.loss,
+            e.own_decoded.accuracy
         ));
     }
     files::write(&out.join("evaluation.csv"), csv.as_bytes())?;
@@ -332,6 +385,8 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         "nn": variant(&|e| e.nn),
         "nn_noise": variant(&|e| e.nn_noise),
         "random": variant(&|e| e.random),
+        "nn_decoded": variant(&|e| e.nn_decoded),
+        "own_decoded": variant(&|e| e.own_decoded),
         "chance_accuracy": 1.0 / 3.0,
         "prompt_r2": num(r2),
         "prompt_pearson": num(pearson),
@@ -371,11 +426,13 @@ impl StageKind for EvaluateSamplesKind {
             ("tasks", true, "the zoo's `tasks` stage"),
             ("data", true, "the zoo's `dataset` stage"),
             ("embed", true, "the `dataset-embed` stage"),
+            ("pca", false, "the `pca` stage (with `autoencoder`: the decoded-latent references)"),
+            ("autoencoder", false, "the `autoencoder` stage the align stage used"),
         ])
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let noise = ctx.float("noise")?;
-        if !(noise >= 0.0) {
+        if noise.is_nan() || noise < 0.0 {
             return Err(StageError::msg("parameter `noise` must be ≥ 0"));
         }
         let dirs = Inputs6 {
@@ -385,6 +442,11 @@ impl StageKind for EvaluateSamplesKind {
             tasks: ctx.input("tasks")?,
             data: ctx.input("data")?,
             embed: ctx.input("embed")?,
+            codec: match (ctx.inputs.get("pca"), ctx.inputs.get("autoencoder")) {
+                (Some(p), Some(a)) => Some((p.as_path(), a.as_path())),
+                (None, None) => None,
+                _ => return Err(StageError::msg("connect both `pca` and `autoencoder`, or neither")),
+            },
         };
         ctx.progress.message("evaluating samples and baselines");
         run_evaluate(&dirs, noise, ctx.int("seed")? as u64, ctx.out)?;

@@ -11,11 +11,13 @@
 //!   `z_proj` → the autoencoder's decoder → inverse PCA → weights ([`sample`]).
 //! - [`EvaluateSamplesKind`] (`kind = "evaluate-samples"`): the samples on their tasks' real test images
 //!   against trained, nearest-neighbour, noisy-neighbour and random-init baselines ([`evaluate`]).
+//! - [`ReportKind`] (`kind = "report"`, all inputs optional): one self-contained HTML page ([`report`]).
 
 pub mod align;
 pub mod evaluate;
 pub mod model;
 pub mod ntxent;
+pub mod report;
 pub mod sample;
 
 #[cfg(test)]
@@ -23,4 +25,5 @@ mod tests;
 
 pub use align::AlignKind;
 pub use evaluate::EvaluateSamplesKind;
+pub use report::ReportKind;
 pub use sample::SampleKind;

@@ -57,7 +57,7 @@ impl AlignConfig {
     /// The bin of a loss value; out-of-range values (and NaN) go to the end bins.
     pub fn bin(&self, loss: f64) -> usize {
         let span = self.loss_max - self.loss_min;
-        if !(span > 0.0) || loss.is_nan() {
+        if span.is_nan() || span <= 0.0 || loss.is_nan() {
             return if loss > self.loss_max { self.bins - 1 } else { 0 };
         }
         let b = ((loss - self.loss_min) / span * self.bins as f64).floor();
@@ -93,7 +93,10 @@ impl Aligner {
             let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect() };
             let w = draw(o * i);
             let b = draw(o);
-            layers.push((Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?, Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?));
+            layers.push((
+                Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?,
+                Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?,
+            ));
         }
         let emb: Vec<f32> = (0..config.bins * config.results_dim).map(|_| normal(&mut rng)).collect();
         let results = Var::from_slice(&emb, (config.bins, config.results_dim), &Device::Cpu).map_err(&e)?;

@@ -79,7 +79,10 @@ pub fn run_sample(
     }
     let (emb, dim) = task_embeddings(embed_dir)?;
     if dim != al.config.dataset_dim {
-        return Err(StageError::msg(format!("embeddings are {dim}-d, the align stage was trained on {}-d", al.config.dataset_dim)));
+        return Err(StageError::msg(format!(
+            "embeddings are {dim}-d, the align stage was trained on {}-d",
+            al.config.dataset_dim
+        )));
     }
     let grid = target_grid(al.config.loss_min, al.config.loss_max, targets);
     std::fs::create_dir_all(out.join("samples")).map_err(|e| StageError::io(out.join("samples"), e))?;
@@ -87,9 +90,9 @@ pub fn run_sample(
     let mut latents = Vec::new();
     let test: Vec<_> = tasks.split(TaskSplit::Test).collect();
     for task in &test {
-        let e = emb.get(task.id * dim..(task.id + 1) * dim).ok_or_else(|| {
-            StageError::msg(format!("task {} has no embedding: the `embed` input is of other tasks", task.id))
-        })?;
+        let e = emb
+            .get(task.id * dim..(task.id + 1) * dim)
+            .ok_or_else(|| StageError::msg(format!("task {} has no embedding: the `embed` input is of other tasks", task.id)))?;
         let raw: Vec<f32> = grid.iter().flat_map(|_| e.iter().copied()).collect();
         let z = al.project(&raw, &grid)?;
         let weights = codec.decode(&z)?;

@@ -26,7 +26,15 @@ fn synthetic_pairs() -> Pairs {
 #[test]
 fn align_training_lowers_the_train_loss_and_is_deterministic() {
     let pairs = synthetic_pairs();
-    let opts = AlignOptions { results_dim: 8, hidden: vec![16], bins: 4, epochs: 40, patience: 100, batch_size: 6, ..Default::default() };
+    let opts = AlignOptions {
+        results_dim: 8,
+        hidden: vec![16],
+        bins: 4,
+        epochs: 40,
+        patience: 100,
+        batch_size: 6,
+        ..Default::default()
+    };
     let a = train(&pairs, &opts).unwrap();
     let b = train(&pairs, &opts).unwrap();
     assert_eq!(a.history, b.history);
@@ -38,8 +46,8 @@ fn align_training_lowers_the_train_loss_and_is_deterministic() {
 
 #[test]
 fn grid_permutations_r2_and_init() {
-    assert_eq!(target_grid(0.2, 1.0, 3), vec![0.2, 0.6, 1.0]);
-    assert_eq!(target_grid(0.2, 1.0, 1), vec![0.6]);
+    assert_eq!(target_grid(0.0, 1.0, 3), vec![0.0, 0.5, 1.0]);
+    assert_eq!(target_grid(0.0, 1.0, 1), vec![0.5]);
     // Always right on the true order; under a relabelling, right only where the permutation fixes the label.
     let logits = vec![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
     let p = permuted_accuracy(&logits, &[0, 1, 2]);
