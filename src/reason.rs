@@ -69,7 +69,9 @@ fn diff_table(prefix: &str, old: &BTreeMap<String, Value>, new: &BTreeMap<String
         let full = format!("{prefix}{name}");
         match (old.get(name), new.get(name)) {
             (Some(Value::Table(a)), Some(Value::Table(b))) => diff_table(&format!("{full}."), a, b, out),
-            (o, n) if o != n => out.push(Change::Param { name: full, old: o.map(|v| v.to_string()), new: n.map(|v| v.to_string()) }),
+            (o, n) if o != n => {
+                out.push(Change::Param { name: full, old: o.map(|v| v.to_string()), new: n.map(|v| v.to_string()) })
+            }
             _ => {}
         }
     }

@@ -5,7 +5,22 @@ mod common;
 #[test]
 fn bench_zoo_prints_images_per_second() {
     let p = common::Project::new();
-    let out = p.wspace(&["bench", "zoo", "--arch", "cnn-s", "--models", "2", "--epochs", "1", "--batch", "64", "--threads", "1", "--format", "json"]);
+    let out = p.wspace(&[
+        "bench",
+        "zoo",
+        "--arch",
+        "cnn-s",
+        "--models",
+        "2",
+        "--epochs",
+        "1",
+        "--batch",
+        "64",
+        "--threads",
+        "1",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["images"], 2.0 * 3000.0, "2 models × 1 epoch × the 3,000 images of classes 0-2");

@@ -82,10 +82,7 @@ fn upstream_rerun_with_identical_bytes_leaves_downstream_cached() {
 fn editing_a_deps_file_reruns() {
     let p = Project::new();
     p.write("script.sh", "echo one > \"$WSPACE_OUT/x\"\n");
-    p.write(
-        "p.toml",
-        "[stages.s]\nkind = \"command\"\nrun = \"sh script.sh\"\ndeps = [\"script.sh\"]\noutputs = [\"x\"]\n",
-    );
+    p.write("p.toml", "[stages.s]\nkind = \"command\"\nrun = \"sh script.sh\"\ndeps = [\"script.sh\"]\noutputs = [\"x\"]\n");
     assert_eq!(p.run_json("p.toml", &[], 0).statuses(0), expect(&[("s", "ran")]));
     assert_eq!(p.run_json("p.toml", &[], 0).statuses(0), expect(&[("s", "cached")]));
     p.write("script.sh", "echo two > \"$WSPACE_OUT/x\"\n");

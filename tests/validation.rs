@@ -54,7 +54,8 @@ fn known_kinds() -> String {
     let p = Project::new();
     let out = p.wspace(&["kinds"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).filter_map(|l| l.split(' ').next()).collect();
+    let names: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).filter_map(|l| l.split(' ').next()).collect();
     assert!(names.contains(&"command") && names.contains(&"zoo"), "{names:?}");
     names.join(", ")
 }
@@ -186,7 +187,10 @@ fn a_path_parameter_must_exist() {
 #[test]
 fn bad_set_arguments() {
     let ok = "[stages.a]\nkind = \"command\"\nrun = \"true\"\n";
-    assert_eq!(rejected(ok, &["--set", "a.outputs=3"]), "error: `a.outputs = 3`: expected an array (a string each), found integer\n");
+    assert_eq!(
+        rejected(ok, &["--set", "a.outputs=3"]),
+        "error: `a.outputs = 3`: expected an array (a string each), found integer\n"
+    );
     assert_eq!(rejected(ok, &["--set", "b.x=1"]), "error: `b.x`: no stage `b` in p.toml\n");
     assert_eq!(rejected(ok, &["--set", "ax=1"]), "error: --set ax=1: expected stage.param=value\n");
     assert_eq!(rejected(ok, &["nope"]), "error: no stage `nope` in p.toml\n  = help: stages: a\n");

@@ -14,16 +14,27 @@ mod test_util;
 
 use wspace_stage_api::StageKind;
 
+/// A benchmark: parses its own arguments, returns what to print or an error message.
+pub type Bench = fn(&[String]) -> Result<String, String>;
+
 /// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.
-pub fn benches() -> Vec<(&'static str, fn(&[String]) -> Result<String, String>)> {
+pub fn benches() -> Vec<(&'static str, Bench)> {
     vec![("zoo", zoo::bench::bench_zoo), ("pca", weights::bench::bench_pca)]
 }
 
 /// Every stage kind this crate provides.
 pub fn kinds() -> Vec<Box<dyn StageKind>> {
-    vec![Box::new(data::DatasetKind), Box::new(data::TasksKind),
-        Box::new(zoo::ZooKind), Box::new(encoders::DatasetEmbedKind),
-        Box::new(weights::PcaKind), Box::new(weights::AutoencoderKind), Box::new(weights::EvaluateReconstructionKind),
-        Box::new(generate::AlignKind), Box::new(generate::SampleKind), Box::new(generate::EvaluateSamplesKind),
-        Box::new(generate::ReportKind)]
+    vec![
+        Box::new(data::DatasetKind),
+        Box::new(data::TasksKind),
+        Box::new(zoo::ZooKind),
+        Box::new(encoders::DatasetEmbedKind),
+        Box::new(weights::PcaKind),
+        Box::new(weights::AutoencoderKind),
+        Box::new(weights::EvaluateReconstructionKind),
+        Box::new(generate::AlignKind),
+        Box::new(generate::SampleKind),
+        Box::new(generate::EvaluateSamplesKind),
+        Box::new(generate::ReportKind),
+    ]
 }

@@ -22,7 +22,7 @@ pub(crate) const CIFAR10_CLASSES: [&str; 10] =
 
 /// Appends the records of one batch file to `split`; labels must be below `classes`.
 pub(crate) fn parse_batch(what: &str, bytes: &[u8], classes: usize, split: &mut RawSplit) -> Result<(), StageError> {
-    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_LEN) {
         let whole = bytes.len() / RECORD_LEN;
         return Err(StageError::msg(format!(
             "{what}: truncated or not a CIFAR-10 batch: {} bytes is not a whole, non-zero number of \

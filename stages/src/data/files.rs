@@ -130,7 +130,7 @@ impl TensorFile {
     }
 
     /// Every `F32` tensor, in the file's (sorted) name order: `(name, shape, values)`.
-    pub fn f32_all(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, StageError> {
+    pub fn f32_all(&self) -> Result<crate::zoo::store::NamedTensors, StageError> {
         let st = self.parsed()?;
         let mut names: Vec<&str> = st.names();
         names.sort_unstable();

@@ -8,14 +8,14 @@
 //!   `transformers`' `CLIPModel.get_image_features` on it, written by
 //!   `scripts/encoders/clip_tiny_fixture.py` (torch 2.15.0, transformers 5.24.0, seed 0).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use wspace_stage_api::{NoProgress, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{StageError, Value};
 
 use super::*;
 use crate::data::{DatasetKind, TasksKind};
+use crate::test_util::run_stage;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -180,30 +180,6 @@ fn missing_or_wrong_weight_files_are_clear_errors() {
     assert!(e.contains("cfg.json") && e.contains("vision_config"), "{e}");
     let e = err_text(Encoder::load("clip-vit-b32", None, &dev));
     assert!(e.contains("needs `weights`"), "{e}");
-}
-
-/// Runs `kind` with its defaults overridden by `params`, writing into `out`.
-fn run_stage(kind: &dyn StageKind, params: &[(&str, Value)], inputs: &[(&str, &Path)], out: &Path) -> Result<(), StageError> {
-    let mut resolved: BTreeMap<String, Value> =
-        kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
-    for (name, value) in params {
-        assert!(resolved.contains_key(*name), "test sets undeclared parameter {name}");
-        resolved.insert(name.to_string(), value.clone());
-    }
-    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
-    std::fs::create_dir_all(out).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let ctx = StageContext {
-        stage: "test",
-        params: &resolved,
-        inputs: &inputs,
-        out,
-        scratch: scratch.path(),
-        workdir: out,
-        threads: 2,
-        progress: &NoProgress,
-    };
-    kind.run(&ctx)
 }
 
 fn read_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {

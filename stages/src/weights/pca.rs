@@ -36,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
 
@@ -276,14 +277,28 @@ impl WeightPca {
         if n < 2 {
             return Err(StageError::msg(format!("pca: needs at least 2 train-split models to fit, found {n}")));
         }
+        // The per-parameter fits are independent: compute them in parallel, then assemble in order.
+        let starts: Vec<usize> = parameters.iter().scan(0, |o, s| Some(std::mem::replace(o, *o + s.len()))).collect();
+        let fits = parameters
+            .par_iter()
+            .zip(starts)
+            .map(|(shape, start)| -> Result<_, StageError> {
+                let d = shape.len();
+                let x: Vec<f64> = train.iter().flat_map(|w| w[start..start + d].iter().map(|&v| v as f64)).collect();
+                let (mean, total) = linalg::mean_and_total_variance(&x, n, d);
+                let fit = if total >= opts.variance_threshold && d > opts.dimension_limit {
+                    Some(linalg::fit(&x, n, d, opts.components.rule(&shape.name)?))
+                } else {
+                    None
+                };
+                Ok((mean, total, fit))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut params = Vec::with_capacity(parameters.len());
         let mut report = FitReport::default();
-        let (mut flat_offset, mut offset) = (0, 0);
-        for shape in parameters {
+        let mut offset = 0;
+        for (shape, (mean, total, fit)) in parameters.iter().zip(fits) {
             let d = shape.len();
-            let x: Vec<f64> = train.iter().flat_map(|w| w[flat_offset..flat_offset + d].iter().map(|&v| v as f64)).collect();
-            flat_offset += d;
-            let (mean, total) = linalg::mean_and_total_variance(&x, n, d);
             let (requested, fraction) = opts.components.requested(&shape.name)?;
             let mut p = ParamPca {
                 name: shape.name.clone(),
@@ -299,9 +314,8 @@ impl WeightPca {
             if total < opts.variance_threshold {
                 p.mode = Mode::Constant;
                 kept = 0.0;
-            } else if d > opts.dimension_limit {
+            } else if let Some(fit) = fit.filter(|_| d > opts.dimension_limit) {
                 p.mode = Mode::Pca;
-                let fit = linalg::fit(&x, n, d, opts.components.rule(&shape.name)?);
                 p.components = fit.components.iter().map(|&v| v as f32).collect();
                 p.explained_variance = fit.explained_variance.iter().map(|&v| v as f32).collect();
                 p.explained_variance_ratio = fit.explained_variance_ratio().iter().map(|&v| v as f32).collect();

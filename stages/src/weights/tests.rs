@@ -5,37 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use wspace_stage_api::{NoProgress, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::Value;
 
 use super::linalg::{self, ComponentRule};
 use super::pca::{Coefficients, ComponentSpec, Mode, PcaMeta};
 use super::*;
 use crate::data::{files, DatasetOptions, TasksOptions};
+use crate::test_util::run_stage;
 use crate::zoo::ZooKind;
-
-/// Runs `kind` with its defaults overridden by `params`.
-fn run_stage(kind: &dyn StageKind, params: &[(&str, Value)], inputs: &[(&str, &Path)], out: &Path) -> Result<(), StageError> {
-    let mut resolved: BTreeMap<String, Value> =
-        kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
-    for (name, value) in params {
-        assert!(resolved.contains_key(*name), "test sets undeclared parameter {name}");
-        resolved.insert(name.to_string(), value.clone());
-    }
-    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
-    std::fs::create_dir_all(out).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let ctx = StageContext {
-        stage: "test",
-        params: &resolved,
-        inputs: &inputs,
-        out,
-        scratch: scratch.path(),
-        workdir: out,
-        threads: 1,
-        progress: &NoProgress,
-    };
-    kind.run(&ctx)
-}
 
 #[derive(serde::Deserialize)]
 struct Case {

@@ -22,7 +22,8 @@ struct Args {
     json: bool,
 }
 
-const USAGE: &str = "usage: wspace bench zoo [--arch cnn-s] [--models M] [--epochs E] [--batch B] [--threads T] [--format text|json]";
+const USAGE: &str =
+    "usage: wspace bench zoo [--arch cnn-s] [--models M] [--epochs E] [--batch B] [--threads T] [--format text|json]";
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args { models: 8, epochs: 2, batch: 64, threads: 1, json: false };
@@ -32,7 +33,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
             return Err(USAGE.into());
         }
         let value = it.next().ok_or_else(|| format!("error: {flag} needs a value\n{USAGE}"))?;
-        let number = || value.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("error: {flag} {value}: expected a positive integer"));
+        let number = || {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("error: {flag} {value}: expected a positive integer"))
+        };
         match flag.as_str() {
             "--arch" if value == "cnn-s" => {}
             "--arch" => return Err(format!("error: --arch {value}: only `cnn-s` can be benchmarked")),

@@ -76,7 +76,12 @@ impl StageKind for ZooKind {
             ParamSpec::optional("seed", Int, Value::Int(0), "seeds every model's recipe, weights and data order"),
             ParamSpec::optional("adam_fraction", Float, Value::Float(0.5), "probability that a model uses Adam (else SGD)"),
             ParamSpec::optional("momentum", Float, Value::Float(0.9), "SGD momentum"),
-            ParamSpec::optional("weight_decay", Float, Value::Float(0.0), "L2 weight decay (PyTorch semantics) for both optimizers"),
+            ParamSpec::optional(
+                "weight_decay",
+                Float,
+                Value::Float(0.0),
+                "L2 weight decay (PyTorch semantics) for both optimizers",
+            ),
             ParamSpec::optional(
                 "lr_distribution",
                 Choice(&["log-uniform", "log-normal"]),
@@ -86,10 +91,30 @@ impl StageKind for ZooKind {
             ParamSpec::optional("adam_lr", floats(), pair(1e-4, 3e-3), "[a, b] of the learning-rate distribution for Adam"),
             ParamSpec::optional("sgd_lr", floats(), pair(1e-3, 1e-1), "[a, b] of the learning-rate distribution for SGD"),
             ParamSpec::optional("batch_sizes", ints(), Value::List(vec![Value::Int(32), Value::Int(64)]), "drawn uniformly"),
-            ParamSpec::optional("early_epoch", ints(), ipair(5, 10), "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))"),
-            ParamSpec::optional("final_epoch", floats(), pair(100.0, 15.0), "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))"),
-            ParamSpec::optional("final_epoch_range", ints(), ipair(50, 150), "[min, max] the final epoch is clipped to (thesis: [50,150])"),
-            ParamSpec::optional("max_diverged_fraction", Float, Value::Float(0.1), "the stage fails if more models than this diverge"),
+            ParamSpec::optional(
+                "early_epoch",
+                ints(),
+                ipair(5, 10),
+                "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))",
+            ),
+            ParamSpec::optional(
+                "final_epoch",
+                floats(),
+                pair(100.0, 15.0),
+                "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))",
+            ),
+            ParamSpec::optional(
+                "final_epoch_range",
+                ints(),
+                ipair(50, 150),
+                "[min, max] the final epoch is clipped to (thesis: [50,150])",
+            ),
+            ParamSpec::optional(
+                "max_diverged_fraction",
+                Float,
+                Value::Float(0.1),
+                "the stage fails if more models than this diverge",
+            ),
         ]
     }
     fn inputs(&self) -> Inputs {
@@ -143,7 +168,9 @@ impl StageKind for ZooKind {
         for row in &rows {
             let from = ctx.scratch.join(&row.file);
             let to = ctx.out.join(&row.file);
-            std::fs::rename(&from, &to).or_else(|_| std::fs::copy(&from, &to).map(|_| ())).map_err(|e| StageError::io(&from, e))?;
+            std::fs::rename(&from, &to)
+                .or_else(|_| std::fs::copy(&from, &to).map(|_| ()))
+                .map_err(|e| StageError::io(&from, e))?;
         }
         store::write_csv(&ctx.out.join("zoo.csv"), &rows)?;
         let meta = ZooMeta {
@@ -181,9 +208,9 @@ fn gather(split: &crate::data::Split, indices: &[usize], task: &Task) -> Result<
             return Err(StageError::msg(format!("task {}: image index {i} is out of range ({} images)", task.id, split.len())));
         }
         images.extend_from_slice(split.image(i));
-        let label = task
-            .local_label(split.labels[i])
-            .ok_or_else(|| StageError::msg(format!("task {}: image {i} has class {} outside the task", task.id, split.labels[i])))?;
+        let label = task.local_label(split.labels[i]).ok_or_else(|| {
+            StageError::msg(format!("task {}: image {i} has class {} outside the task", task.id, split.labels[i]))
+        })?;
         labels.push(label as u8);
     }
     Ok((images, labels))
@@ -213,8 +240,12 @@ impl Arch {
     /// Every saved tensor (parameters, and for resnet18 the BatchNorm buffers), in `state_dict` order.
     fn tensor_shapes(self) -> Vec<ParamShape> {
         match self {
-            Arch::CnnS => nn::PARAM_SPECS.iter().map(|p| ParamShape { name: p.name.to_string(), shape: p.shape.to_vec() }).collect(),
-            Arch::Resnet18(_) => resnet::tensor_specs().into_iter().map(|t| ParamShape { name: t.name, shape: t.shape }).collect(),
+            Arch::CnnS => {
+                nn::PARAM_SPECS.iter().map(|p| ParamShape { name: p.name.to_string(), shape: p.shape.to_vec() }).collect()
+            }
+            Arch::Resnet18(_) => {
+                resnet::tensor_specs().into_iter().map(|t| ParamShape { name: t.name, shape: t.shape }).collect()
+            }
         }
     }
 }
@@ -286,7 +317,10 @@ fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch
             Box::new(Trainer::new(CnnS::init(plan.init_seed), &cfg))
         }
         Arch::Resnet18(device) => {
-            let cfg = resnet::ResnetTrainConfig { device, ..resnet::ResnetTrainConfig::new(optimizer, plan.batch_size, plan.data_seed) };
+            let cfg = resnet::ResnetTrainConfig {
+                device,
+                ..resnet::ResnetTrainConfig::new(optimizer, plan.batch_size, plan.data_seed)
+            };
             let dev = device.device().map_err(candle_err)?;
             let model = resnet::ResNet18::init(plan.init_seed, &dev).map_err(candle_err)?;
             Box::new(ResnetTrainer { inner: resnet::Trainer::new(model, &cfg).map_err(candle_err)?, shape: data.image_shape() })

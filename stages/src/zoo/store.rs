@@ -110,7 +110,8 @@ impl Zoo {
     pub fn load(dir: &Path) -> Result<Zoo, StageError> {
         let meta: ZooMeta = files::read_json(&dir.join("zoo.json"))?;
         let csv_path = dir.join("zoo.csv");
-        let mut reader = csv::Reader::from_path(&csv_path).map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
+        let mut reader =
+            csv::Reader::from_path(&csv_path).map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
         let rows = reader
             .deserialize()
             .collect::<Result<Vec<ZooRow>, _>>()
@@ -135,7 +136,11 @@ impl Zoo {
                 .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{}`", path.display(), p.name)))?;
             let (name, shape, values) = all.swap_remove(i);
             if shape != p.shape {
-                return Err(StageError::msg(format!("{}: `{name}` has shape {shape:?}, zoo.json says {:?}", path.display(), p.shape)));
+                return Err(StageError::msg(format!(
+                    "{}: `{name}` has shape {shape:?}, zoo.json says {:?}",
+                    path.display(),
+                    p.shape
+                )));
             }
             out.push((name, shape, values));
         }

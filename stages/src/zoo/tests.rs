@@ -18,7 +18,8 @@ fn floats(v: &[f64]) -> Value {
 
 /// dataset (60 train + 20 test images per class) → 4 tasks, written under `root`.
 fn inputs(root: &Path) {
-    run_stage(&DatasetKind, &[("train_per_class", Value::Int(60)), ("test_per_class", Value::Int(20))], &[], &root.join("data")).unwrap();
+    run_stage(&DatasetKind, &[("train_per_class", Value::Int(60)), ("test_per_class", Value::Int(20))], &[], &root.join("data"))
+        .unwrap();
     let tasks = [("count", Value::Int(4)), ("val_tasks", Value::Float(0.0)), ("test_tasks", Value::Float(0.3))];
     run_stage(&TasksKind, &tasks, &[("data", &root.join("data"))], &root.join("tasks")).unwrap();
 }
@@ -78,7 +79,10 @@ fn a_saved_model_reloads_bit_identically_and_scores_as_recorded() {
     assert_eq!(names, nn::PARAM_SPECS.iter().map(|p| p.name).collect::<Vec<_>>());
     let model = CnnS::from_named_tensors(tensors.iter().map(|(n, s, v)| (n, s, v))).unwrap();
     let again: Vec<f32> = model.named_tensors().into_iter().flat_map(|(_, _, v)| v).collect();
-    assert_eq!(again.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), zoo.flat(row).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        again.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        zoo.flat(row).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
     // Re-evaluating the reloaded model on its task's test images gives the recorded accuracy.
     let data = crate::data::Dataset::load(&root.path().join("data")).unwrap();
     let tasks = crate::data::Tasks::load(&root.path().join("tasks")).unwrap();
@@ -101,8 +105,7 @@ fn an_interrupted_zoo_resumes_without_retraining_finished_models() {
     let whole = Zoo::load(&root.path().join("whole")).unwrap();
     std::fs::create_dir_all(scratch.path().join("done")).unwrap();
     std::fs::create_dir_all(scratch.path().join("models")).unwrap();
-    let zeros: Vec<(String, Vec<usize>, Vec<f32>)> =
-        CnnS::from_flat(vec![0.0; nn::NUM_PARAMS]).named_tensors().into_iter().map(|(n, s, v)| (n, s, v)).collect();
+    let zeros: Vec<(String, Vec<usize>, Vec<f32>)> = CnnS::from_flat(vec![0.0; nn::NUM_PARAMS]).named_tensors();
     for id in [0usize, 1] {
         let rows: Vec<_> = whole.rows.iter().filter(|r| r.model_id == id).cloned().collect();
         for r in &rows {
@@ -128,8 +131,13 @@ fn an_interrupted_zoo_resumes_without_retraining_finished_models() {
 #[test]
 fn a_resnet18_zoo_saves_torchvision_names_with_batchnorm_buffers() {
     let root = tempfile::tempdir().unwrap();
-    run_stage(&DatasetKind, &[("train_per_class", Value::Int(20)), ("test_per_class", Value::Int(5))], &[], &root.path().join("data"))
-        .unwrap();
+    run_stage(
+        &DatasetKind,
+        &[("train_per_class", Value::Int(20)), ("test_per_class", Value::Int(5))],
+        &[],
+        &root.path().join("data"),
+    )
+    .unwrap();
     let tasks = [("count", Value::Int(1)), ("val_tasks", Value::Float(0.0)), ("test_tasks", Value::Float(0.0))];
     run_stage(&TasksKind, &tasks, &[("data", &root.path().join("data"))], &root.path().join("tasks")).unwrap();
     let mut params = zoo_params();
