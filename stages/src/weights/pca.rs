@@ -355,30 +355,41 @@ impl WeightPca {
     /// projections are one matrix product per parameter.
     pub fn encode_rows(&self, rows: &[Vec<f32>]) -> Vec<f32> {
         let (m, dim) = (rows.len(), self.coefficient_dim());
-        let mut out = vec![0.0f32; m * dim];
-        let mut at = 0;
-        for p in &self.params {
-            let (d, k) = (p.len(), p.coefficient_count());
-            match p.mode {
-                Mode::Constant => {}
-                Mode::Centre => {
-                    for (r, w) in rows.iter().enumerate() {
-                        p.encode(&w[at..at + d], &mut out[r * dim + p.offset..r * dim + p.offset + k]);
-                    }
-                }
-                Mode::Pca => {
-                    let x: Vec<f64> = rows.iter().flat_map(|w| w[at..at + d].iter().map(|&v| v as f64)).collect();
-                    let mean: Vec<f64> = p.mean.iter().map(|&v| v as f64).collect();
-                    let v: Vec<f64> = p.components.iter().map(|&v| v as f64).collect();
-                    let c = linalg::project(&x, m, &mean, &v, k);
-                    for r in 0..m {
-                        for (o, c) in out[r * dim + p.offset..r * dim + p.offset + k].iter_mut().zip(&c[r * k..(r + 1) * k]) {
-                            *o = *c as f32;
+        let starts: Vec<usize> = self.params.iter().scan(0, |o, p| Some(std::mem::replace(o, *o + p.len()))).collect();
+        // Each parameter's `m × k` block, computed in parallel, then placed in its columns.
+        let blocks: Vec<Vec<f32>> = self
+            .params
+            .par_iter()
+            .zip(starts)
+            .map(|(p, at)| {
+                let (d, k) = (p.len(), p.coefficient_count());
+                match p.mode {
+                    Mode::Constant => Vec::new(),
+                    Mode::Centre => {
+                        let mut block = vec![0.0f32; m * k];
+                        for (w, o) in rows.iter().zip(block.chunks_exact_mut(k.max(1))) {
+                            p.encode(&w[at..at + d], o);
                         }
+                        block
+                    }
+                    Mode::Pca => {
+                        let x: Vec<f64> = rows.iter().flat_map(|w| w[at..at + d].iter().map(|&v| v as f64)).collect();
+                        let mean: Vec<f64> = p.mean.iter().map(|&v| v as f64).collect();
+                        let v: Vec<f64> = p.components.iter().map(|&v| v as f64).collect();
+                        linalg::project(&x, m, &mean, &v, k).into_iter().map(|c| c as f32).collect()
                     }
                 }
+            })
+            .collect();
+        let mut out = vec![0.0f32; m * dim];
+        for (p, block) in self.params.iter().zip(&blocks) {
+            let k = p.coefficient_count();
+            if k == 0 {
+                continue;
             }
-            at += d;
+            for (r, src) in block.chunks_exact(k).enumerate() {
+                out[r * dim + p.offset..r * dim + p.offset + k].copy_from_slice(src);
+            }
         }
         out
     }
