@@ -363,6 +363,43 @@ pub fn run_report(inputs: &std::collections::BTreeMap<String, std::path::PathBuf
                     &series,
                     "Weight latents on their first two principal components: early checkpoints orange, final blue; z_proj of test pairs red.",
                 )?;
+                // The same map coloured by each model's validation loss and by its task (class triplet).
+                if let Some(zoo) = dir("zoo").and_then(|z| Zoo::load(z).ok()) {
+                    let row = |m: &crate::weights::pca::RowRef| {
+                        zoo.rows.iter().find(|r| r.model_id == m.model_id && r.checkpoint == m.checkpoint)
+                    };
+                    let logs: Vec<f64> = meta.rows.iter().map(|m| row(m).map(|r| r.val_loss.ln()).unwrap_or(f64::NAN)).collect();
+                    let finite = logs.iter().copied().filter(|x| x.is_finite());
+                    let (lo, hi) = finite.clone().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+                    let ramp = |x: f64| -> [u8; 3] {
+                        let t = if hi > lo && x.is_finite() { ((x - lo) / (hi - lo)).clamp(0.0, 1.0) } else { 0.5 };
+                        let mix = |a: u8, b: u8| (a as f64 + t * (b as f64 - a as f64)).round() as u8;
+                        [mix(plot::BLUE[0], plot::RED[0]), mix(plot::BLUE[1], plot::RED[1]), mix(plot::BLUE[2], plot::RED[2])]
+                    };
+                    let by_loss: Vec<Series> =
+                        lat.chunks_exact(k).zip(&logs).map(|(r, &l)| Series { points: vec![proj(r)], colour: ramp(l) }).collect();
+                    page.lines(
+                        "latent_map_loss.png",
+                        &by_loss,
+                        "The same map coloured by validation loss (log scale): low blue … high red.",
+                    )?;
+                    let triplet_colour = |m: &crate::weights::pca::RowRef| -> [u8; 3] {
+                        let mut c = row(m).map(|r| r.classes()).unwrap_or([0; 3]);
+                        c.sort_unstable();
+                        let h = (c[0] * 100 + c[1] * 10 + c[2]) as u64;
+                        [(h * 67 % 200 + 30) as u8, (h * 131 % 200 + 30) as u8, (h * 199 % 200 + 30) as u8]
+                    };
+                    let by_task: Vec<Series> = lat
+                        .chunks_exact(k)
+                        .zip(&meta.rows)
+                        .map(|(r, m)| Series { points: vec![proj(r)], colour: triplet_colour(m) })
+                        .collect();
+                    page.lines(
+                        "latent_map_task.png",
+                        &by_task,
+                        "The same map coloured by task: one colour per class triplet (models of the same classes share it).",
+                    )?;
+                }
             }
         }
     }
@@ -450,7 +487,7 @@ impl StageKind for ReportKind {
         "report"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "one self-contained HTML page (plus PNGs) summarising the zoo, weight encoder, alignment and sampling"
