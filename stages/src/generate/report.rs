@@ -231,6 +231,9 @@ pub fn run_report(inputs: &std::collections::BTreeMap<String, std::path::PathBuf
         page.raw(&table(&rows));
         params.push(("zoo.arch".into(), esc(&zoo.meta.arch)));
         params.push(("zoo.models".into(), zoo.meta.models.to_string()));
+        for (k, v) in &zoo.meta.recipe {
+            params.push((format!("zoo.{k}"), esc(&v.to_string())));
+        }
     }
 
     if dir("pca").is_some() || dir("autoencoder").is_some() {

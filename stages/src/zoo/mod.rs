@@ -56,7 +56,7 @@ impl StageKind for ZooKind {
         "zoo"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "trains one model per task row (early and final checkpoints), recording losses and accuracies"
@@ -178,6 +178,7 @@ impl StageKind for ZooKind {
             parameters: arch.tensor_shapes(),
             models: total,
             checkpoints: vec![Checkpoint::Early, Checkpoint::Final],
+            recipe: ctx.params.clone(),
         };
         files::write_json(&ctx.out.join("zoo.json"), &meta)?;
         let diverged = rows.iter().filter(|r| r.checkpoint == Checkpoint::Final && !r.ok()).count();

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `zoo.csv` | one row per (model, checkpoint): `model_id, checkpoint (early|final), epoch, arch, class_0, class_1, class_2, split (train|val|test), optimizer, lr, batch_size, seed, train_loss, val_loss, val_acc, test_loss, test_acc, status (ok|diverged), file, task_id` |
 //! | `models/m<id>-<checkpoint>.safetensors` | the weights, `F32`, PyTorch names and shapes (`conv1.weight` `[8,1,5,5]`, …): `model.load_state_dict(safetensors.torch.load_file(f))` |
-//! | `zoo.json` | `arch`, `parameters` (`name`, `shape`, in PyTorch `state_dict` order), `models`, `checkpoints` |
+//! | `zoo.json` | `arch`, `parameters` (`name`, `shape`, in PyTorch `state_dict` order), `models`, `checkpoints`, `recipe` (the stage's resolved parameters) |
 //! | `metrics.json` | mean / min / max test accuracy and loss of the final and early checkpoints, diverged count |
 //!
 //! `class_k` is the dataset class whose images carry label `k` (output unit `k`).
@@ -93,6 +93,9 @@ pub struct ZooMeta {
     pub parameters: Vec<ParamShape>,
     pub models: usize,
     pub checkpoints: Vec<Checkpoint>,
+    /// The stage's resolved parameters (the recipe's distributions), for reports.
+    #[serde(default)]
+    pub recipe: std::collections::BTreeMap<String, wspace_stage_api::Value>,
 }
 
 /// A zoo stage's output, read back.
