@@ -1,6 +1,7 @@
 //! wspace stage kinds: the science. Each kind implements [`wspace_stage_api::StageKind`]; [`kinds`]
 //! lists them for the runner's registry. Nothing here knows about the cache.
 
+mod bench_args;
 pub mod data;
 pub mod encoders;
 pub mod generate;

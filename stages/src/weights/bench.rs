@@ -32,25 +32,14 @@ struct Args {
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args { zoo: PathBuf::new(), components: 8, checkpoints: vec![Checkpoint::Final], repeats: 5, json: false };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(USAGE.into());
-        }
-        let value = it.next().ok_or_else(|| format!("error: {flag} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("error: {flag} {value}: expected a positive integer"))
-        };
-        match flag.as_str() {
+    for (flag, value) in crate::bench_args::pairs(args, USAGE)? {
+        let number = || crate::bench_args::positive(flag, value);
+        match flag {
             "--zoo" => a.zoo = PathBuf::from(value),
             "--components" => a.components = number()?,
             "--repeats" => a.repeats = number()?,
             "--checkpoints" => {
-                a.checkpoints = match value.as_str() {
+                a.checkpoints = match value {
                     "final" => vec![Checkpoint::Final],
                     "early" => vec![Checkpoint::Early],
                     "both" => vec![Checkpoint::Early, Checkpoint::Final],

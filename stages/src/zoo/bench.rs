@@ -27,20 +27,9 @@ const USAGE: &str =
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args { models: 8, epochs: 2, batch: 64, threads: 1, json: false };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(USAGE.into());
-        }
-        let value = it.next().ok_or_else(|| format!("error: {flag} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("error: {flag} {value}: expected a positive integer"))
-        };
-        match flag.as_str() {
+    for (flag, value) in crate::bench_args::pairs(args, USAGE)? {
+        let number = || crate::bench_args::positive(flag, value);
+        match flag {
             "--arch" if value == "cnn-s" => {}
             "--arch" => return Err(format!("error: --arch {value}: only `cnn-s` can be benchmarked")),
             "--models" => a.models = number()?,
