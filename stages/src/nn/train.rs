@@ -135,12 +135,7 @@ impl Trainer {
             return EpochStats { loss: f64::NAN, accuracy: 0.0, steps: 0, diverged: true };
         }
         let mut order = std::mem::take(&mut self.order);
-        order.clear();
-        order.extend(0..n as u32);
-        for i in (1..n).rev() {
-            let j = bounded(&mut self.rng, i as u32 + 1) as usize;
-            order.swap(i, j);
-        }
+        shuffled_order(&mut self.rng, n, &mut order);
         let (mut loss, mut correct, mut seen, mut steps) = (0.0f64, 0u64, 0usize, 0usize);
         for batch in order.chunks(self.batch_size) {
             let s = self.step_indexed(images, labels, batch);
@@ -229,6 +224,17 @@ impl Trainer {
     /// Loss and accuracy of the current weights on a data set (reuses this trainer's workspace).
     pub fn evaluate(&mut self, images: &[u8], labels: &[u8]) -> Evaluation {
         evaluate_with(self.isa, &self.model, &mut self.ws, images, labels)
+    }
+}
+
+/// `order` := a uniformly random permutation of `0..n` (Fisher–Yates on a ChaCha8 stream); the
+/// epoch order of every trainer (cnn-s here, ResNet-18 in `crate::resnet`).
+pub(crate) fn shuffled_order(rng: &mut ChaCha8Rng, n: usize, order: &mut Vec<u32>) {
+    order.clear();
+    order.extend(0..n as u32);
+    for i in (1..n).rev() {
+        let j = bounded(rng, i as u32 + 1) as usize;
+        order.swap(i, j);
     }
 }
 

@@ -18,7 +18,7 @@
 //! On the CPU everything is deterministic (bit-identical run to run); on CUDA it is not guaranteed.
 
 use candle_core::{DType, Device, DeviceLocation, Result, Tensor};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -282,12 +282,7 @@ impl Trainer {
         }
         let n = data.len();
         let mut order = std::mem::take(&mut self.order);
-        order.clear();
-        order.extend(0..n as u32);
-        for i in (1..n).rev() {
-            let j = bounded(&mut self.rng, i as u32 + 1) as usize;
-            order.swap(i, j);
-        }
+        crate::nn::train::shuffled_order(&mut self.rng, n, &mut order);
         let (mut loss, mut correct, mut seen, mut steps) = (0.0f64, 0u64, 0usize, 0usize);
         for batch in order.chunks(self.cfg.batch_size) {
             if batch.len() < 2 {
@@ -356,17 +351,6 @@ impl Trainer {
     /// Loss and accuracy of the current weights (eval mode) on `data`.
     pub fn evaluate(&self, data: &ImageSet) -> Result<Evaluation> {
         evaluate(&self.model, data, &self.cfg.input, self.cfg.eval_batch_size)
-    }
-}
-
-/// A uniform integer in `0..n` (Lemire's multiply-shift with rejection; as `nn::train`).
-fn bounded(rng: &mut ChaCha8Rng, n: u32) -> u32 {
-    let threshold = n.wrapping_neg() % n;
-    loop {
-        let m = rng.next_u32() as u64 * n as u64;
-        if (m as u32) >= threshold {
-            return (m >> 32) as u32;
-        }
     }
 }
 
