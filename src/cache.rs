@@ -32,6 +32,7 @@
 //!   locks/<key>.lock            flock(2) target while a run computes <key> (an empty file)
 //!   tmp/<key>.<pid>.<n>/        a build in progress: out/ + entry.json, renamed into entries/ on success
 //!   scratch/<key>/              resumable work of an unfinished build (kept across killed runs)
+//!   jobs/<key>/                 a Slurm-run stage: spec.json, job.sh, logs/, done/ (see `crate::slurm`)
 //!   runs/<pipeline>/<stage>.json  ingredients of the last run of that stage name (for `explain`)
 //!   runs/history.jsonl          one line per run: time, pipeline, the keys it used (for `ls`, `gc`)
 //! ```
@@ -289,12 +290,18 @@ impl Cache {
         out
     }
 
-    /// Removes an entry (used by `gc`). Returns false when a live run is building that key.
+    /// Where the Slurm executor keeps the job files and logs of `key`.
+    pub fn job_dir(&self, key: &StageKey) -> PathBuf {
+        self.root.join("jobs").join(&key.0)
+    }
+
+    /// Removes an entry and its job logs (used by `gc`). Returns false when a live run is building that key.
     pub fn remove(&self, key: &StageKey) -> Result<bool, PathError> {
         if self.is_locked(&key.0) {
             return Ok(false);
         }
         remove_tree(&self.entry_dir(key))?;
+        remove_tree(&self.job_dir(key))?;
         let lock = self.root.join("locks").join(format!("{}.lock", key.0));
         let _ = fs::remove_file(lock);
         Ok(true)

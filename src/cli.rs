@@ -1,4 +1,5 @@
-//! The command line: `wspace run | status | explain | dag | show | ls | gc | verify | kinds`.
+//! The command line: `wspace run | status | explain | dag | show | ls | gc | verify | bench | kinds`, and
+//! `exec-stage` (what a Slurm job runs).
 //!
 //! Exit codes: 0 success; 1 a stage failed (or `verify` found a difference); 2 the command line or the
 //! pipeline file is wrong (nothing ran, nothing in the cache was touched).
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::cache::{Cache, Entry};
 use crate::diag::Diagnostics;
 use crate::exec::{Runner, StageReport, Status};
-use crate::pipeline::{self, check::parse_set, Override, Pipeline};
+use crate::pipeline::{self, check::parse_set, ExecutorKind, Override, Pipeline};
 use crate::progress::Ui;
 use crate::registry::Registry;
 use crate::report;
@@ -71,6 +72,9 @@ pub enum Command {
         /// Where the sweep table goes (default: sweeps/<pipeline name>.csv)
         #[arg(long)]
         sweep_table: Option<PathBuf>,
+        /// Where stages run (default: the pipeline's `[executor] kind`, else local)
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorKind>,
     },
     /// What would run and why, executing nothing
     Status {
@@ -140,6 +144,14 @@ pub enum Command {
         /// Only this kind
         kind: Option<String>,
     },
+    /// Run one stage from a spec the runner wrote (what a Slurm job executes)
+    ExecStage {
+        /// The spec (`cache/jobs/<key>/spec.json`)
+        spec: PathBuf,
+        /// Which shard to run (Slurm passes `$SLURM_ARRAY_TASK_ID`)
+        #[arg(long)]
+        shard: Option<usize>,
+    },
 }
 
 fn default_jobs() -> usize {
@@ -200,10 +212,17 @@ fn init_tracing(verbose: u8) {
 
 fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
     match command {
-        Command::Run { p, stages, dry_run, jobs, format, sweep_table } => {
-            run(&p, registry, &stages, dry_run, jobs.max(1), format, sweep_table)
+        Command::Run { p, stages, dry_run, jobs, format, sweep_table, executor } => {
+            run(&p, registry, &stages, RunOptions { dry_run, jobs: jobs.max(1), format, sweep_table, executor })
         }
-        Command::Status { p, stages, format } => run(&p, registry, &stages, true, 1, format, None),
+        Command::Status { p, stages, format } => {
+            let opts = RunOptions { dry_run: true, jobs: 1, format, sweep_table: None, executor: None };
+            run(&p, registry, &stages, opts)
+        }
+        Command::ExecStage { spec, shard } => match crate::spec::exec_stage(&spec, shard, registry) {
+            Ok(()) => Ok(0),
+            Err(e) => Err(Fail(format!("error: {e}"), 1)),
+        },
         Command::Explain { p, stage } => explain(&p, registry, &stage),
         Command::Dag { file, dot } => {
             let p = pipeline::load(&file, registry)?;
@@ -226,16 +245,23 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
     }
 }
 
-fn run(
-    p: &PipelineArgs,
-    registry: &Registry,
-    targets: &[String],
+struct RunOptions {
     dry_run: bool,
     jobs: usize,
     format: Format,
     sweep_table: Option<PathBuf>,
-) -> Result<u8, Fail> {
-    let (pipeline, overrides) = load(p, registry)?;
+    executor: Option<ExecutorKind>,
+}
+
+fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptions) -> Result<u8, Fail> {
+    let RunOptions { dry_run, jobs, format, sweep_table, executor } = opts;
+    let (mut pipeline, overrides) = load(p, registry)?;
+    if let Some(kind) = executor {
+        pipeline.executor.kind = kind;
+    }
+    if pipeline.executor.kind != ExecutorKind::Local && !dry_run {
+        crate::interrupt::catch();
+    }
     let mask = pipeline.select(targets).map_err(|d| Fail(d.to_string(), 2))?;
     let cache = Cache::new(&p.cache.cache);
     let ui = Ui::new(dry_run);
@@ -288,7 +314,13 @@ fn run(
         println!("{obj}");
     }
     let failed = results.iter().flat_map(|(_, r)| r).any(|r| matches!(r.status, Status::Failed | Status::Skipped));
-    Ok(if failed { 1 } else { 0 })
+    Ok(if crate::interrupt::requested() {
+        130
+    } else if failed {
+        1
+    } else {
+        0
+    })
 }
 
 fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Result<u8, Fail> {

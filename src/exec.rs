@@ -10,7 +10,6 @@
 //! questions without running anything (`--dry-run`, `status`).
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
@@ -20,9 +19,11 @@ use wspace_stage_api::{ParamType, StageContext, Value};
 
 use crate::cache::{now, Cache, Corruption, Entry, HistoryLine, RunRecord};
 use crate::key::{Ingredients, SlotInput, StageKey};
-use crate::pipeline::{Pipeline, Stage};
+use crate::pipeline::{ExecutorKind, Pipeline, Stage};
 use crate::progress::Ui;
 use crate::reason::rerun_reason;
+use crate::slurm;
+use crate::spec::{run_kind, SpecInput, StageSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -156,6 +157,13 @@ impl<'a> Runner<'a> {
                     if !stage.inputs.values().all(|&up| matches!(state[up], State::Done)) {
                         continue;
                     }
+                    if crate::interrupt::requested() {
+                        shared.reports.lock().unwrap()[i] =
+                            Some(self.report(i, Status::Skipped, None, 0.0, "interrupted".into(), None));
+                        state[i] = State::Failed;
+                        progressed = true;
+                        continue;
+                    }
                     let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
                         Ok(x) => x,
                         Err(e) => {
@@ -282,6 +290,11 @@ impl<'a> Runner<'a> {
                 .collect();
             let params = absolute_paths(stage, &self.pipeline.workdir);
             let bar = self.ui.stage_bar(&stage.name);
+            let settings = self.pipeline.executor.settings(&stage.name);
+            let threads = match self.pipeline.executor.kind {
+                ExecutorKind::Local => self.jobs,
+                ExecutorKind::Slurm => settings.cpus.unwrap_or(1),
+            };
             let ctx = StageContext {
                 stage: &stage.name,
                 params: &params,
@@ -289,37 +302,73 @@ impl<'a> Runner<'a> {
                 out: &build.out,
                 scratch: &build.scratch,
                 workdir: &self.pipeline.workdir,
-                threads: self.jobs,
+                threads,
                 progress: &bar,
             };
             let started = Instant::now();
-            let call = || std::panic::catch_unwind(AssertUnwindSafe(|| stage.kind.run(&ctx)));
-            let result = match pool {
-                Some(p) => p.install(call),
-                None => call(),
+            let result = match self.pipeline.executor.kind {
+                ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+                ExecutorKind::Slurm => {
+                    let spec = self.spec(i, &ctx, &key, &ingredients, settings.shards)?;
+                    slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar).and_then(|()| {
+                        // Shards leave their work in the scratch directory; `run` assembles the output.
+                        if spec.shards > 1 {
+                            run_kind(stage.kind.as_ref(), &ctx, pool, None)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                }
             };
             drop(bar);
             let seconds = started.elapsed().as_secs_f64();
             return match result {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     let entry = lock
                         .publish(build, &ingredients, &stage.name, &self.pipeline.name, seconds)
                         .map_err(|e| format!("cannot publish: {e}"))?;
+                    slurm::forget_shards(&self.cache.job_dir(&key));
                     tracing::info!(seconds, output_hash = %entry.manifest.output_hash, "published {}", entry.dir.display());
                     Ok((entry, Status::Ran, reason, seconds))
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     lock.abandon(build);
-                    Err(e.to_string())
-                }
-                Err(panic) => {
-                    lock.abandon(build);
-                    let msg =
-                        panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                    Err(format!("the stage panicked: {}", msg.unwrap_or_default()))
+                    Err(e)
                 }
             };
         }
+    }
+
+    /// The serialised form of stage `i`'s run in `ctx` (paths made absolute).
+    fn spec(
+        &self,
+        i: usize,
+        ctx: &StageContext,
+        key: &StageKey,
+        ingredients: &Ingredients,
+        shards: usize,
+    ) -> Result<StageSpec, String> {
+        let stage = self.stage(i);
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut inputs = BTreeMap::new();
+        for (slot, dir) in ctx.inputs {
+            let hash = ingredients.inputs.get(slot).map(|s| s.hash.clone()).unwrap_or_default();
+            inputs.insert(slot.clone(), SpecInput { dir: abs(dir)?, hash });
+        }
+        Ok(StageSpec {
+            pipeline: self.pipeline.name.clone(),
+            stage: stage.name.clone(),
+            kind: stage.kind.name().to_string(),
+            version: stage.kind.version(),
+            key: key.clone(),
+            params: ctx.params.clone(),
+            inputs,
+            out: abs(ctx.out)?,
+            scratch: abs(ctx.scratch)?,
+            workdir: abs(ctx.workdir)?,
+            threads: ctx.threads,
+            shards,
+        })
     }
 
     /// What `run` would do, without running or writing anything.
@@ -424,9 +473,9 @@ impl<'a> Runner<'a> {
             progress: &bar,
         };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(|e| e.to_string())?;
-        let result = pool.install(|| stage.kind.run(&ctx));
+        let result = run_kind(stage.kind.as_ref(), &ctx, Some(&pool), None);
         drop(bar);
-        let files = result.map_err(|e| e.to_string()).and_then(|()| crate::digest::list_tree(&out).map_err(|e| e.to_string()));
+        let files = result.and_then(|()| crate::digest::list_tree(&out).map_err(|e| e.to_string()));
         let _ = crate::cache::remove_tree(&dir);
         Ok((entry, files?))
     }
@@ -438,10 +487,13 @@ fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The stage's parameters with `Path` values resolved against the pipeline's directory.
+/// The stage's parameters with `Path` values resolved against the pipeline's directory, absolute.
 fn absolute_paths(stage: &Stage, workdir: &Path) -> BTreeMap<String, Value> {
     let abs = |v: &Value| match v {
-        Value::Str(p) if !p.is_empty() => Value::Str(workdir.join(p).to_string_lossy().into_owned()),
+        Value::Str(p) if !p.is_empty() => {
+            let path = workdir.join(p);
+            Value::Str(std::path::absolute(&path).unwrap_or(path).to_string_lossy().into_owned())
+        }
         other => other.clone(),
     };
     stage

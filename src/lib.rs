@@ -8,6 +8,8 @@
 //! - [`key`]: [`key::Ingredients`] → [`key::StageKey`] (blake3 of a canonical encoding).
 //! - [`cache`]: the on-disk store and its contract (read its module doc first).
 //! - [`exec`]: the scheduler ([`exec::Runner`]); [`reason`]: why a stage reruns.
+//! - where stages run: in-process, or [`slurm`] jobs that run a serialised [`spec`] (`wspace exec-stage`);
+//!   [`interrupt`]: Ctrl-C cancels those jobs.
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
 //! - [`cli`]: the commands; [`report`]: tables, JSON and sweep CSV; [`progress`]: bars and lines.
 
@@ -17,9 +19,12 @@ pub mod cli;
 pub mod diag;
 pub mod digest;
 pub mod exec;
+pub mod interrupt;
 pub mod key;
 pub mod pipeline;
 pub mod progress;
 pub mod reason;
 pub mod registry;
 pub mod report;
+pub mod slurm;
+pub mod spec;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use petgraph::graph::DiGraph;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageKind, Value};
 
+use super::executor::{self, Executor};
 use super::raw::{self, RawPipeline};
 use crate::diag::{Diagnostic, Diagnostics, Source};
 use crate::registry::Registry;
@@ -64,6 +65,7 @@ pub struct Pipeline {
     /// In topological order: every stage comes after its inputs.
     pub stages: Vec<Stage>,
     pub sweep: Vec<SweepAxis>,
+    pub executor: Executor,
 }
 
 /// Reads and checks a pipeline file. I/O errors and every validation error come back as diagnostics.
@@ -146,6 +148,9 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
         sweep.push(SweepAxis { address: key.value.clone(), values: ok });
     }
 
+    let by_name = raw.stages.iter().zip(&stages).map(|(rs, st)| (rs.name.value.as_str(), st.as_ref())).collect();
+    let executor = executor::check(&raw, &by_name, &mut errors);
+
     // The graph must be acyclic; stages are then stored in topological order (file order among the
     // stages that are ready, so listings read like the file).
     let mut graph = DiGraph::<usize, ()>::new();
@@ -187,6 +192,7 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
         seed: raw.seed.map(|s| s.value),
         stages: sorted,
         sweep,
+        executor,
     })
 }
 

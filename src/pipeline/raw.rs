@@ -34,6 +34,14 @@ pub struct RawPipeline {
     pub stages: Vec<RawStage>,
     /// `"stage.param" = [values...]`, in file order.
     pub sweep: Vec<(Sp<String>, Vec<Sp<Value>>)>,
+    pub executor: RawExecutor,
+}
+
+/// `[executor]`: its own settings and `[executor.stages.NAME]` tables, every key in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RawExecutor {
+    pub settings: Vec<(Sp<String>, Sp<Value>)>,
+    pub stages: Vec<(Sp<String>, Vec<(Sp<String>, Sp<Value>)>)>,
 }
 
 fn sp<T>(value: T, span: Range<usize>) -> Sp<T> {
@@ -85,8 +93,15 @@ pub fn parse(source: Source) -> Result<RawPipeline, Diagnostics> {
         Diagnostics::from(Diagnostic::at(format!("invalid TOML: {}", e.message().trim()), &source, span))
     })?;
     let mut errors = Vec::new();
-    let mut raw =
-        RawPipeline { source: source.clone(), name: None, seed: None, description: None, stages: vec![], sweep: vec![] };
+    let mut raw = RawPipeline {
+        source: source.clone(),
+        name: None,
+        seed: None,
+        description: None,
+        stages: vec![],
+        sweep: vec![],
+        executor: RawExecutor::default(),
+    };
 
     for (key, item) in doc.get_ref().iter() {
         let (k, kspan) = (key.get_ref().as_ref(), key.span());
@@ -107,12 +122,13 @@ pub fn parse(source: Source) -> Result<RawPipeline, Diagnostics> {
                 }
             }
             ("sweep", DeValue::Table(t)) => parse_sweep(&source, t, "", &mut raw.sweep, &mut errors),
-            ("pipeline" | "stages" | "sweep", _) => {
+            ("executor", DeValue::Table(t)) => parse_executor(&source, t, &mut raw.executor, &mut errors),
+            ("pipeline" | "stages" | "sweep" | "executor", _) => {
                 errors.push(Diagnostic::at(format!("`{k}` must be a table (`[{k}]`)"), &source, kspan))
             }
             _ => errors.push(
                 Diagnostic::at(format!("unknown top-level key `{k}`"), &source, kspan)
-                    .with_help("a pipeline file has the tables [pipeline], [stages.NAME] and [sweep]"),
+                    .with_help("a pipeline file has the tables [pipeline], [stages.NAME], [sweep] and [executor]"),
             ),
         }
     }
@@ -183,6 +199,47 @@ fn parse_stage(source: &Source, name: Sp<String>, t: &DeTable<'_>, errors: &mut 
         }
     }
     stage
+}
+
+fn settings(source: &Source, t: &DeTable<'_>, errors: &mut Vec<Diagnostic>) -> Vec<(Sp<String>, Sp<Value>)> {
+    let mut out = Vec::new();
+    for (key, item) in t.iter() {
+        match to_value(item.get_ref(), item.span()) {
+            Ok(value) => out.push((sp(key.get_ref().to_string(), key.span()), sp(value, item.span()))),
+            Err((msg, span)) => errors.push(Diagnostic::at(msg, source, span)),
+        }
+    }
+    out
+}
+
+fn parse_executor(source: &Source, t: &DeTable<'_>, raw: &mut RawExecutor, errors: &mut Vec<Diagnostic>) {
+    for (key, item) in t.iter() {
+        match (key.get_ref().as_ref(), item.get_ref()) {
+            ("stages", DeValue::Table(stages)) => {
+                for (name, st) in stages.iter() {
+                    match st.get_ref() {
+                        DeValue::Table(st) => {
+                            raw.stages.push((sp(name.get_ref().to_string(), name.span()), settings(source, st, errors)))
+                        }
+                        other => errors.push(Diagnostic::at(
+                            format!("`executor.stages.{}` must be a table, found {}", name.get_ref(), other.type_str()),
+                            source,
+                            st.span(),
+                        )),
+                    }
+                }
+            }
+            ("stages", other) => errors.push(Diagnostic::at(
+                format!("`executor.stages` must be a table of stage tables, found {}", other.type_str()),
+                source,
+                item.span(),
+            )),
+            (k, v) => match to_value(v, item.span()) {
+                Ok(value) => raw.settings.push((sp(k.to_string(), key.span()), sp(value, item.span()))),
+                Err((msg, span)) => errors.push(Diagnostic::at(msg, source, span)),
+            },
+        }
+    }
 }
 
 /// `"stage.param" = [...]` or the dotted form `stage.param = [...]` (a nested table).

@@ -283,4 +283,19 @@ pub trait StageKind: Send + Sync {
         None
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError>;
+    /// Whether the kind's work splits into shards that can run as separate processes at once (a Slurm
+    /// array job, `shards = N` in the pipeline's `[executor.stages.NAME]`): see [`StageKind::run_shard`].
+    fn shardable(&self) -> bool {
+        false
+    }
+    /// Does shard `index` of `count` of the work, writing **only** into `ctx.scratch` (never `ctx.out`).
+    /// The shards of one run execute concurrently, each in its own process, sharing the scratch
+    /// directory; a shard killed part-way is run again later and should resume from what it finished.
+    /// Once every shard has succeeded, [`StageKind::run`] is called once, in the runner's process, to
+    /// write the output from the scratch; it must then find no work left to do. The output must be the
+    /// same bytes for every `count`, and the same as a plain [`StageKind::run`] from an empty scratch.
+    fn run_shard(&self, ctx: &StageContext, index: usize, count: usize) -> Result<(), StageError> {
+        let _ = (ctx, index, count);
+        Err(StageError::msg(format!("kind `{}` cannot run in shards", self.name())))
+    }
 }

@@ -17,6 +17,10 @@
 //! then a small record, each renamed into place). A killed run's finished models are found there by
 //! the next attempt of the same stage key and not retrained.
 //!
+//! **Shards** ([`StageKind::run_shard`]): shard `i` of `n` trains the task rows `i`, `i + n`, … into
+//! the same scratch directory; `run` then finds every model trained and only assembles the output. A
+//! model's bytes depend on its task row and the recipe alone, so the zoo is the same for any `n`.
+//!
 //! Architectures: `cnn-s` (the Model-Zoos CNN, 2,317 parameters, trained by the hand-written kernel in
 //! [`crate::nn`]) and `resnet18` (torchvision's ResNet-18 with 3 outputs, in candle: [`crate::resnet`];
 //! grey images are replicated to 3 channels; `device = "cuda"` with the `cuda` cargo feature). A
@@ -27,7 +31,6 @@ pub mod sample;
 pub mod store;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
@@ -122,6 +125,33 @@ impl StageKind for ZooKind {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let job = Job::prepare(ctx)?;
+        job.train(ctx, |_| true)?;
+        job.assemble(ctx)
+    }
+
+    fn shardable(&self) -> bool {
+        true
+    }
+
+    /// Trains the models of task rows `index`, `index + count`, … (those not already finished) into
+    /// the scratch directory; `run` then assembles the output.
+    fn run_shard(&self, ctx: &StageContext, index: usize, count: usize) -> Result<(), StageError> {
+        Job::prepare(ctx)?.train(ctx, |row| row % count == index)
+    }
+}
+
+/// One attempt at a zoo: the inputs, read once, and the scratch layout (`done/mNNNNN.json` records and
+/// `models/*.safetensors`).
+struct Job {
+    recipe: Recipe,
+    data: Dataset,
+    tasks: Tasks,
+    arch: Arch,
+}
+
+impl Job {
+    fn prepare(ctx: &StageContext) -> Result<Job, StageError> {
         let recipe = Recipe::from_params(ctx)?;
         let data = Dataset::load(ctx.input("data")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
@@ -133,34 +163,40 @@ impl StageKind for ZooKind {
                 data.image_shape()
             )));
         }
-        let max_diverged = ctx.float("max_diverged_fraction")?;
-        let done_dir = ctx.scratch.join("done");
-        let models_dir = ctx.scratch.join("models");
-        for d in [&done_dir, &models_dir] {
-            std::fs::create_dir_all(d).map_err(|e| StageError::io(d, e))?;
+        for d in [ctx.scratch.join("done"), ctx.scratch.join("models")] {
+            std::fs::create_dir_all(&d).map_err(|e| StageError::io(&d, e))?;
         }
-        let total = tasks.tasks.len();
-        ctx.progress.start(total as u64, "models");
-        let finished = AtomicUsize::new(0);
-        let pending: Vec<&Task> = tasks.tasks.iter().filter(|t| !done_dir.join(format!("m{:05}.json", t.id)).exists()).collect();
-        let resumed = total - pending.len();
+        Ok(Job { recipe, data, tasks, arch })
+    }
+
+    fn record(ctx: &StageContext, task: &Task) -> std::path::PathBuf {
+        ctx.scratch.join("done").join(format!("m{:05}.json", task.id))
+    }
+
+    /// Trains, in parallel, the models of the task rows `select` picks that have no record yet.
+    fn train(&self, ctx: &StageContext, select: impl Fn(usize) -> bool) -> Result<(), StageError> {
+        let mine: Vec<&Task> = self.tasks.tasks.iter().enumerate().filter(|(row, _)| select(*row)).map(|(_, t)| t).collect();
+        let pending: Vec<&Task> = mine.iter().copied().filter(|t| !Self::record(ctx, t).exists()).collect();
+        ctx.progress.start(mine.len() as u64, "models");
+        let resumed = mine.len() - pending.len();
         if resumed > 0 {
             ctx.progress.message(&format!("resumed: {resumed} models already trained"));
             ctx.progress.inc(resumed as u64);
         }
         pending.par_iter().try_for_each(|task| -> Result<(), StageError> {
-            let rows = train_model(arch, task, &recipe, &data, ctx.scratch)?;
-            let record = ctx.scratch.join("done").join(format!("m{:05}.json", task.id));
-            write_atomically(&record, |p| files::write_json(p, &rows))?;
-            finished.fetch_add(1, Ordering::Relaxed);
+            let rows = train_model(self.arch, task, &self.recipe, &self.data, ctx.scratch)?;
+            write_atomically(&Self::record(ctx, task), |p| files::write_json(p, &rows))?;
             ctx.progress.inc(1);
             Ok(())
-        })?;
+        })
+    }
 
-        // Gather every model's rows (resumed and new), move the weights into the output.
+    /// Gathers every model's rows and moves the weights into the output.
+    fn assemble(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let total = self.tasks.tasks.len();
         let mut rows: Vec<ZooRow> = Vec::with_capacity(2 * total);
-        for task in &tasks.tasks {
-            let record: Vec<ZooRow> = files::read_json(&done_dir.join(format!("m{:05}.json", task.id)))?;
+        for task in &self.tasks.tasks {
+            let record: Vec<ZooRow> = files::read_json(&Self::record(ctx, task))?;
             rows.extend(record);
         }
         let out_models = ctx.out.join("models");
@@ -174,8 +210,8 @@ impl StageKind for ZooKind {
         }
         store::write_csv(&ctx.out.join("zoo.csv"), &rows)?;
         let meta = ZooMeta {
-            arch: arch.name().into(),
-            parameters: arch.tensor_shapes(),
+            arch: self.arch.name().into(),
+            parameters: self.arch.tensor_shapes(),
             models: total,
             checkpoints: vec![Checkpoint::Early, Checkpoint::Final],
             recipe: ctx.params.clone(),
@@ -183,6 +219,7 @@ impl StageKind for ZooKind {
         files::write_json(&ctx.out.join("zoo.json"), &meta)?;
         let diverged = rows.iter().filter(|r| r.checkpoint == Checkpoint::Final && !r.ok()).count();
         files::write_json(&ctx.out.join("metrics.json"), &metrics(&rows, total, diverged))?;
+        let max_diverged = ctx.float("max_diverged_fraction")?;
         if total > 0 && diverged as f64 > max_diverged * total as f64 {
             return Err(StageError::msg(format!(
                 "{diverged} of {total} models diverged, more than max_diverged_fraction = {max_diverged}; see zoo.csv rows with status=diverged \

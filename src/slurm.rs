@@ -1,0 +1,229 @@
+//! The Slurm executor: one stage that must run → one `sbatch` array job, watched until it ends.
+//!
+//! # Brief overview
+//! [`run`] writes into the key's job directory (`cache/jobs/<key>/`, see [`crate::cache`]):
+//! - `spec.json`, the [`StageSpec`];
+//! - `job.sh`, which runs `wspace exec-stage spec.json --shard $SLURM_ARRAY_TASK_ID` and, when that
+//!   succeeds, creates `done/<task>`;
+//! - `logs/<job>_<task>.log`, each task's output (kept).
+//!
+//! and submits the tasks that have no `done/` marker yet (a stage of one shard is always submitted
+//! whole: its output directory is new for each attempt). It then polls `squeue` every 0.2 s, shows
+//! pending / running / done per task in the stage's progress line, and when no task is left in the
+//! queue, checks the markers: a task without one failed, or was cancelled or killed; its log's last
+//! lines are part of the error. The shards that did succeed keep their markers, so the next run
+//! submits only the others (their finished work waits in the stage's scratch directory). The runner
+//! removes the markers when it publishes the stage ([`forget_shards`]).
+//!
+//! On Ctrl-C ([`crate::interrupt`]) the job is cancelled with `scancel`: only jobs this run submitted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use wspace_stage_api::Progress;
+
+use crate::pipeline::JobSettings;
+use crate::progress::Ui;
+use crate::spec::StageSpec;
+
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs `spec` as a Slurm array job of `spec.shards` tasks (those not finished by an earlier attempt).
+pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progress: &dyn Progress) -> Result<(), String> {
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (logs, done) = (dir.join("logs"), dir.join("done"));
+    for d in [&logs, &done] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let spec_path = dir.join("spec.json");
+    write(&spec_path, &serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the wspace binary: {e}"))?;
+    let script = dir.join("job.sh");
+    write(
+        &script,
+        &format!(
+            "#!/bin/sh\n# wspace: stage `{}` of pipeline `{}`, key {}\nset -e\n{} exec-stage {} --shard \"$SLURM_ARRAY_TASK_ID\"\ntouch {}/\"$SLURM_ARRAY_TASK_ID\"\n",
+            spec.stage,
+            spec.pipeline,
+            spec.key,
+            quote(&exe),
+            quote(&spec_path),
+            quote(&done)
+        ),
+    )?;
+
+    let n = spec.shards;
+    if n == 1 {
+        let _ = std::fs::remove_file(done.join("0"));
+    }
+    let todo: Vec<usize> = (0..n).filter(|i| !done.join(i.to_string()).exists()).collect();
+    if todo.len() < n {
+        ui.line(&format!("  {}: {} of {n} shards finished in an earlier run", spec.stage, n - todo.len()));
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let array = todo.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let mut args: Vec<String> = vec![
+        "--parsable".into(),
+        format!("--job-name=wspace-{}-{}", spec.pipeline, spec.stage),
+        format!("--output={}", logs.join("%A_%a.log").display()),
+        format!("--chdir={}", spec.workdir.display()),
+        format!("--array={array}"),
+        format!("--cpus-per-task={}", spec.threads),
+    ];
+    let optional = [
+        ("--partition", &settings.partition),
+        ("--time", &settings.time),
+        ("--mem", &settings.memory),
+        ("--gres", &settings.gres),
+    ];
+    args.extend(optional.iter().filter_map(|(flag, v)| v.as_ref().map(|v| format!("{flag}={v}"))));
+    args.extend(settings.sbatch_args.iter().cloned());
+    args.push(script.display().to_string());
+    let out = command("sbatch", &args)?;
+    let job = out.trim().split(';').next().unwrap_or("").to_string();
+    if job.is_empty() || !job.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("`sbatch {}` printed no job id: {out:?}", args.join(" ")));
+    }
+    ui.line(&format!("  {}: Slurm job {job}, {} task(s) [{array}] of {n}", spec.stage, todo.len()));
+    progress.start(todo.len() as u64, "tasks");
+
+    let states = watch(&job, &todo, progress, ui, &spec.stage)?;
+    let failed: Vec<usize> = todo.iter().copied().filter(|i| !done.join(i.to_string()).exists()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "Slurm job {job}: {} of {} task(s) did not succeed ({}); the next run resubmits only those",
+        failed.len(),
+        todo.len(),
+        failed.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    if states.interrupted {
+        msg = format!("interrupted: cancelled Slurm job {job}");
+    }
+    for i in failed.iter().take(3) {
+        let log = logs.join(format!("{job}_{i}.log"));
+        msg.push_str(&format!("\n── task {i}, log {} ──\n{}", log.display(), tail(&log, 15)));
+    }
+    Err(msg)
+}
+
+/// Removes the shard markers of a published stage.
+pub fn forget_shards(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir.join("done"));
+}
+
+struct Ended {
+    interrupted: bool,
+}
+
+/// Polls the queue until none of the job's tasks is in it.
+fn watch(job: &str, todo: &[usize], progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<Ended, String> {
+    let mut shown = (usize::MAX, usize::MAX, usize::MAX);
+    let mut failures = 0;
+    let mut cancelled = false;
+    loop {
+        if crate::interrupt::requested() && !cancelled {
+            // scancel's own failure (the job just ended) changes nothing: the markers tell.
+            let _ = command("scancel", &[job.to_string()]);
+            cancelled = true;
+        }
+        let queued = match queue(job) {
+            Ok(q) => {
+                failures = 0;
+                q
+            }
+            Err(e) => {
+                failures += 1;
+                if failures > 50 {
+                    return Err(format!("cannot follow Slurm job {job} (the job may still run; `scancel {job}` stops it): {e}"));
+                }
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        let pending = todo.iter().filter(|i| queued.get(i).is_some_and(|s| s == "PD")).count();
+        let running = todo.iter().filter(|i| queued.get(i).is_some_and(|s| s != "PD")).count();
+        let ended = todo.len() - pending - running;
+        if (pending, running, ended) != shown {
+            let line = format!("Slurm job {job}: {pending} pending · {running} running · {ended} ended");
+            progress.message(&line);
+            progress.inc((ended - shown.2.min(ended)) as u64);
+            if shown.0 != usize::MAX {
+                ui.line(&format!("  {stage}: {line}"));
+            }
+            shown = (pending, running, ended);
+        }
+        if pending + running == 0 {
+            return Ok(Ended { interrupted: cancelled });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The job's tasks still in the queue, with their compact state (`PD`, `R`, `CG`, …).
+fn queue(job: &str) -> Result<BTreeMap<usize, String>, String> {
+    let out =
+        Command::new("squeue").args(["-h", "-r", "-j", job, "-o", "%K %t"]).output().map_err(|e| spawn_error("squeue", &e))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // A job that left the queue long ago is unknown to squeue: nothing of it is queued.
+        if stderr.contains("Invalid job id") {
+            return Ok(BTreeMap::new());
+        }
+        return Err(format!("`squeue -j {job}` failed: {}", stderr.trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (task, state) = l.trim().split_once(' ')?;
+            Some((task.parse().ok()?, state.to_string()))
+        })
+        .collect())
+}
+
+/// Runs a Slurm command; its stdout, or an error naming the command and its message.
+fn command(program: &str, args: &[String]) -> Result<String, String> {
+    let out = Command::new(program).args(args).output().map_err(|e| spawn_error(program, &e))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn spawn_error(program: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!("cannot run `{program}`: not found on PATH (is this a Slurm submit host? `--executor local` runs here)")
+    } else {
+        format!("cannot run `{program}`: {e}")
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A path as one single-quoted shell word.
+fn quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// The last `n` lines of a file (or why there are none).
+fn tail(path: &PathBuf, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(t) => {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(no log: {e})"),
+    }
+}

@@ -1,0 +1,180 @@
+//! A stage run, serialised: what `wspace exec-stage SPEC` executes in another process (a Slurm job).
+//!
+//! The runner decides that a stage must run, takes its build lock and creates its build directory, then
+//! writes a [`StageSpec`]: the kind and its code version, the resolved parameters, each input's output
+//! directory and output hash, and the build's `out` and `scratch` directories (absolute paths into the
+//! cache, which every node must see). `exec-stage` runs the kind there and exits; the runner, which
+//! still holds the lock, publishes the result. `exec-stage` never touches the cache otherwise.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wspace_stage_api::{Progress, StageContext, StageKind, Value};
+
+use crate::key::StageKey;
+use crate::registry::Registry;
+
+/// One input slot of a serialised stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpecInput {
+    /// The upstream entry's `out/` directory.
+    pub dir: PathBuf,
+    /// Its output hash (checked against the entry's manifest before the stage runs).
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageSpec {
+    pub pipeline: String,
+    pub stage: String,
+    pub kind: String,
+    pub version: u32,
+    pub key: StageKey,
+    pub params: BTreeMap<String, Value>,
+    pub inputs: BTreeMap<String, SpecInput>,
+    pub out: PathBuf,
+    pub scratch: PathBuf,
+    pub workdir: PathBuf,
+    pub threads: usize,
+    /// 1: one process runs the whole stage; N > 1: N processes each run one shard.
+    pub shards: usize,
+}
+
+/// Runs a kind in `pool` (when given), turning a panic into an error message.
+pub fn run_kind(
+    kind: &dyn StageKind,
+    ctx: &StageContext,
+    pool: Option<&rayon::ThreadPool>,
+    shard: Option<(usize, usize)>,
+) -> Result<(), String> {
+    let call = || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| match shard {
+            Some((index, count)) => kind.run_shard(ctx, index, count),
+            None => kind.run(ctx),
+        }))
+    };
+    let result = match pool {
+        Some(p) => p.install(call),
+        None => call(),
+    };
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
+            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("the stage panicked: {}", msg.unwrap_or_default()))
+        }
+    }
+}
+
+/// `wspace exec-stage SPEC [--shard I]`: runs the stage (or shard `I` of it) that `spec` describes.
+pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Result<(), String> {
+    let text = std::fs::read_to_string(spec).map_err(|e| format!("cannot read {}: {e}", spec.display()))?;
+    let spec: StageSpec = serde_json::from_str(&text).map_err(|e| format!("{}: not a stage spec: {e}", spec.display()))?;
+    let kind = registry.get(&spec.kind).ok_or_else(|| format!("this wspace binary has no stage kind `{}`", spec.kind))?;
+    if kind.version() != spec.version {
+        return Err(format!(
+            "kind `{}` is at code version {} in this binary but {} in the spec: run the same wspace binary everywhere",
+            spec.kind,
+            kind.version(),
+            spec.version
+        ));
+    }
+    let shard = match shard {
+        None | Some(0) if spec.shards == 1 => None,
+        Some(i) if i < spec.shards => Some((i, spec.shards)),
+        _ => {
+            return Err(format!("stage `{}` runs in {} shard(s); --shard {shard:?} names none of them", spec.stage, spec.shards))
+        }
+    };
+    let mut inputs = BTreeMap::new();
+    for (slot, input) in &spec.inputs {
+        check_input(slot, input)?;
+        inputs.insert(slot.clone(), input.dir.clone());
+    }
+    let progress = LogProgress::new(&spec.stage);
+    let ctx = StageContext {
+        stage: &spec.stage,
+        params: &spec.params,
+        inputs: &inputs,
+        out: &spec.out,
+        scratch: &spec.scratch,
+        workdir: &spec.workdir,
+        threads: spec.threads,
+        progress: &progress,
+    };
+    let what = match shard {
+        Some((i, n)) => format!("shard {i} of {n} of stage `{}`", spec.stage),
+        None => format!("stage `{}`", spec.stage),
+    };
+    eprintln!("wspace exec-stage: {what} (kind `{}`, key {}), {} thread(s)", spec.kind, spec.key.short(), spec.threads);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(spec.threads.max(1)).build().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    run_kind(kind.as_ref(), &ctx, Some(&pool), shard).map_err(|e| format!("{what} failed: {e}"))?;
+    eprintln!("wspace exec-stage: {what} done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// An input must be the entry the runner meant: a cache the job's node sees under the same path, with
+/// the same manifest. (The runner verified the files' hashes before it submitted the job.)
+fn check_input(slot: &str, input: &SpecInput) -> Result<(), String> {
+    let manifest = input.dir.with_file_name("entry.json");
+    let found = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m.get("output_hash").and_then(|h| h.as_str()).map(str::to_string));
+    match found {
+        Some(h) if h == input.hash => Ok(()),
+        Some(h) => Err(format!("input `{slot}`: {} holds output {h}, not {}", manifest.display(), input.hash)),
+        None => Err(format!(
+            "input `{slot}`: cannot read {} (is the cache on a file system this node sees at the same path?)",
+            manifest.display()
+        )),
+    }
+}
+
+/// Progress as log lines (a job's output is a file): one line per tenth of the work, and messages.
+struct LogProgress {
+    stage: String,
+    total: AtomicU64,
+    done: AtomicU64,
+    unit: Mutex<String>,
+    started: Instant,
+}
+
+impl LogProgress {
+    fn new(stage: &str) -> Self {
+        LogProgress {
+            stage: stage.to_string(),
+            total: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            unit: Mutex::new(String::new()),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Progress for LogProgress {
+    fn start(&self, total: u64, unit: &str) {
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        *self.unit.lock().unwrap() = unit.to_string();
+    }
+    fn inc(&self, n: u64) {
+        let total = self.total.load(Ordering::Relaxed);
+        let before = self.done.fetch_add(n, Ordering::Relaxed);
+        let now = before + n;
+        if total == 0 || now * 10 / total != before * 10 / total || now == total {
+            let unit = self.unit.lock().unwrap().clone();
+            eprintln!("{}: {now}/{total} {unit} ({:.0} s)", self.stage, self.started.elapsed().as_secs_f64());
+        }
+    }
+    fn message(&self, msg: &str) {
+        eprintln!("{}: {msg}", self.stage);
+    }
+}
