@@ -49,6 +49,23 @@
 //!   dies, so a `kill -9` never leaves a lock that blocks anyone; the dead run's `tmp/` directory is
 //!   removed by the next run that takes the lock.
 //!
+//! //! # A cache shared by cluster nodes (the Slurm executor)
+//! With `--executor slurm` the cache directory must be on a file system every node sees at the same path
+//! (NFS, Lustre, …). The division of labour keeps what the guarantees above rely on in one process:
+//! - the `wspace run` process (on a login node) takes the key's lock, creates `tmp/<key>.*/out` and
+//!   `scratch/<key>/`, and after the job ends hashes, writes the manifest and renames the build into
+//!   `entries/`: publishing is the same atomic rename as locally, done by the lock holder;
+//! - a job (`wspace exec-stage`) only reads its input entries and writes into that build's `out/` or the
+//!   key's `scratch/`; it takes no lock and publishes nothing. Shards of one key share `scratch/<key>/`
+//!   and write disjoint files there, each through a temporary name and a rename;
+//! - the lock is an `flock` held by the `wspace run` process for the whole job. Two runs on the same login
+//!   node exclude each other as locally; two runs on *different* nodes only where `flock` works across
+//!   clients (NFSv4 with its lock manager, Lustre mounted with `-o flock`). Where it does not, run one
+//!   `wspace run` per cache at a time.
+//! - A job's node must see the files the runner wrote (close-to-open consistency: NFS guarantees it for a
+//!   file closed before the job starts, which is how the runner writes `spec.json` and `job.sh`), and the
+//!   runner must see the job's files after the job has ended (it reads them only then).
+//!
 //! # Known limits
 //! - `Path` parameters are re-hashed on every run (blake3, ~1 GB/s): huge data directories cost time.
 //! - `gc` must not run while another run reads the entries it removes (it skips keys being built).

@@ -212,7 +212,55 @@ error: unknown top-level key `stage`
   |
 5 | [stage.a]
   |  ^^^^^
-  = help: a pipeline file has the tables [pipeline], [stages.NAME] and [sweep]
+  = help: a pipeline file has the tables [pipeline], [stages.NAME], [sweep] and [executor]
+"#
+    );
+}
+
+#[test]
+fn executor_settings() {
+    let text = "[stages.a]\nkind = \"command\"\nrun = \"true\"\n\n[executor]\nkind = \"pbs\"\ncpus = 0\nshards = 2\n\n\
+                [executor.stages.a]\nshards = 4\ngpus = 1\n\n[executor.stages.b]\ntime = \"1:00:00\"\n";
+    assert_eq!(
+        rejected(text, &[]),
+        r#"error: `executor.kind` must be "local" or "slurm", found "pbs"
+ --> p.toml:6:8
+  |
+6 | kind = "pbs"
+  |        ^^^^^
+
+error: `cpus` must be a positive integer, found 0
+ --> p.toml:7:8
+  |
+7 | cpus = 0
+  |        ^
+
+error: `shards` is set per stage
+ --> p.toml:8:1
+  |
+8 | shards = 2
+  | ^^^^^^
+  = help: write it in [executor.stages.NAME], e.g. [executor.stages.zoo] shards = 4
+
+error: stage `a` (kind `command`) cannot be split into shards
+  --> p.toml:11:1
+   |
+11 | shards = 4
+   | ^^^^^^
+
+error: unknown executor setting `gpus`
+  --> p.toml:12:1
+   |
+12 | gpus = 1
+   | ^^^^
+   = help: known: partition, time, cpus, memory, gres, sbatch_args and shards
+
+error: [executor.stages.b] names no stage
+  --> p.toml:14:18
+   |
+14 | [executor.stages.b]
+   |                  ^
+   = help: stages: a
 "#
     );
 }

@@ -3,7 +3,8 @@
 
 use std::ops::Range;
 
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeString, DeTable, DeValue};
+use toml::Spanned;
 use wspace_stage_api::Value;
 
 use crate::diag::{Diagnostic, Diagnostics, Source};
@@ -37,11 +38,14 @@ pub struct RawPipeline {
     pub executor: RawExecutor,
 }
 
-/// `[executor]`: its own settings and `[executor.stages.NAME]` tables, every key in file order.
+/// `key = value` pairs in file order.
+pub type Settings = Vec<(Sp<String>, Sp<Value>)>;
+
+/// `[executor]`: its own settings and `[executor.stages.NAME]` tables.
 #[derive(Debug, Clone, Default)]
 pub struct RawExecutor {
-    pub settings: Vec<(Sp<String>, Sp<Value>)>,
-    pub stages: Vec<(Sp<String>, Vec<(Sp<String>, Sp<Value>)>)>,
+    pub settings: Settings,
+    pub stages: Vec<(Sp<String>, Settings)>,
 }
 
 fn sp<T>(value: T, span: Range<usize>) -> Sp<T> {
@@ -201,15 +205,17 @@ fn parse_stage(source: &Source, name: Sp<String>, t: &DeTable<'_>, errors: &mut 
     stage
 }
 
-fn settings(source: &Source, t: &DeTable<'_>, errors: &mut Vec<Diagnostic>) -> Vec<(Sp<String>, Sp<Value>)> {
-    let mut out = Vec::new();
-    for (key, item) in t.iter() {
-        match to_value(item.get_ref(), item.span()) {
-            Ok(value) => out.push((sp(key.get_ref().to_string(), key.span()), sp(value, item.span()))),
-            Err((msg, span)) => errors.push(Diagnostic::at(msg, source, span)),
-        }
+fn setting(
+    source: &Source,
+    key: &Spanned<DeString<'_>>,
+    item: &Spanned<DeValue<'_>>,
+    out: &mut Settings,
+    errors: &mut Vec<Diagnostic>,
+) {
+    match to_value(item.get_ref(), item.span()) {
+        Ok(value) => out.push((sp(key.get_ref().to_string(), key.span()), sp(value, item.span()))),
+        Err((msg, span)) => errors.push(Diagnostic::at(msg, source, span)),
     }
-    out
 }
 
 fn parse_executor(source: &Source, t: &DeTable<'_>, raw: &mut RawExecutor, errors: &mut Vec<Diagnostic>) {
@@ -217,16 +223,19 @@ fn parse_executor(source: &Source, t: &DeTable<'_>, raw: &mut RawExecutor, error
         match (key.get_ref().as_ref(), item.get_ref()) {
             ("stages", DeValue::Table(stages)) => {
                 for (name, st) in stages.iter() {
-                    match st.get_ref() {
-                        DeValue::Table(st) => {
-                            raw.stages.push((sp(name.get_ref().to_string(), name.span()), settings(source, st, errors)))
-                        }
-                        other => errors.push(Diagnostic::at(
-                            format!("`executor.stages.{}` must be a table, found {}", name.get_ref(), other.type_str()),
+                    let DeValue::Table(st) = st.get_ref() else {
+                        errors.push(Diagnostic::at(
+                            format!("`executor.stages.{}` must be a table, found {}", name.get_ref(), st.get_ref().type_str()),
                             source,
                             st.span(),
-                        )),
+                        ));
+                        continue;
+                    };
+                    let mut settings = Settings::new();
+                    for (k, v) in st.iter() {
+                        setting(source, k, v, &mut settings, errors);
                     }
+                    raw.stages.push((sp(name.get_ref().to_string(), name.span()), settings));
                 }
             }
             ("stages", other) => errors.push(Diagnostic::at(
@@ -234,10 +243,7 @@ fn parse_executor(source: &Source, t: &DeTable<'_>, raw: &mut RawExecutor, error
                 source,
                 item.span(),
             )),
-            (k, v) => match to_value(v, item.span()) {
-                Ok(value) => raw.settings.push((sp(k.to_string(), key.span()), sp(value, item.span()))),
-                Err((msg, span)) => errors.push(Diagnostic::at(msg, source, span)),
-            },
+            _ => setting(source, key, item, &mut raw.settings, errors),
         }
     }
 }
