@@ -327,7 +327,6 @@ impl<'a> Runner<'a> {
                     let entry = lock
                         .publish(build, &ingredients, &stage.name, &self.pipeline.name, seconds)
                         .map_err(|e| format!("cannot publish: {e}"))?;
-                    slurm::forget_shards(&self.cache.job_dir(&key));
                     tracing::info!(seconds, output_hash = %entry.manifest.output_hash, "published {}", entry.dir.display());
                     Ok((entry, Status::Ran, reason, seconds))
                 }

@@ -4,16 +4,16 @@
 //! [`run`] writes into the key's job directory (`cache/jobs/<key>/`, see [`crate::cache`]):
 //! - `spec.json`, the [`StageSpec`];
 //! - `job.sh`, which runs `wspace exec-stage spec.json --shard $SLURM_ARRAY_TASK_ID` and, when that
-//!   succeeds, creates `done/<task>`;
+//!   succeeds, creates the marker `<scratch>/.wspace-done/<task>` in the key's scratch directory;
 //! - `logs/<job>_<task>.log`, each task's output (kept).
 //!
-//! and submits the tasks that have no `done/` marker yet (a stage of one shard is always submitted
-//! whole: its output directory is new for each attempt). It then polls `squeue` every 0.2 s, shows
-//! pending / running / done per task in the stage's progress line, and when no task is left in the
+//! and submits the tasks that have no marker yet (a stage of one shard is always submitted whole: its
+//! output directory is new for each attempt). It then polls `squeue` every 0.2 s, shows how many tasks
+//! are pending, running, done and failed in the stage's progress line, and when no task is left in the
 //! queue, checks the markers: a task without one failed, or was cancelled or killed; its log's last
 //! lines are part of the error. The shards that did succeed keep their markers, so the next run
-//! submits only the others (their finished work waits in the stage's scratch directory). The runner
-//! removes the markers when it publishes the stage ([`forget_shards`]).
+//! submits only the others. The markers live and die with the work they vouch for: the scratch
+//! directory is removed when the stage is published (or by `wspace gc`).
 //!
 //! On Ctrl-C ([`crate::interrupt`]) the job is cancelled with `scancel`: only jobs this run submitted.
 
@@ -33,7 +33,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// Runs `spec` as a Slurm array job of `spec.shards` tasks (those not finished by an earlier attempt).
 pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progress: &dyn Progress) -> Result<(), String> {
     let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (logs, done) = (dir.join("logs"), dir.join("done"));
+    let (logs, done) = (dir.join("logs"), spec.scratch.join(".wspace-done"));
     for d in [&logs, &done] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -91,10 +91,13 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
     ui.line(&format!("  {}: Slurm job {job}, {} task(s) [{array}] of {n}", spec.stage, todo.len()));
     progress.start(todo.len() as u64, "tasks");
 
-    let states = watch(&job, &todo, progress, ui, &spec.stage)?;
+    let interrupted = watch(&job, &todo, &done, progress, ui, &spec.stage)?;
     let failed: Vec<usize> = todo.iter().copied().filter(|i| !done.join(i.to_string()).exists()).collect();
     if failed.is_empty() {
         return Ok(());
+    }
+    if interrupted {
+        return Err(format!("interrupted: cancelled Slurm job {job}"));
     }
     let mut msg = format!(
         "Slurm job {job}: {} of {} task(s) did not succeed ({}); the next run resubmits only those",
@@ -102,9 +105,6 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
         todo.len(),
         failed.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
     );
-    if states.interrupted {
-        msg = format!("interrupted: cancelled Slurm job {job}");
-    }
     for i in failed.iter().take(3) {
         let log = logs.join(format!("{job}_{i}.log"));
         msg.push_str(&format!("\n── task {i}, log {} ──\n{}", log.display(), tail(&log, 15)));
@@ -112,18 +112,9 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
     Err(msg)
 }
 
-/// Removes the shard markers of a published stage.
-pub fn forget_shards(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir.join("done"));
-}
-
-struct Ended {
-    interrupted: bool,
-}
-
-/// Polls the queue until none of the job's tasks is in it.
-fn watch(job: &str, todo: &[usize], progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<Ended, String> {
-    let mut shown = (usize::MAX, usize::MAX, usize::MAX);
+/// Polls the queue until none of the job's tasks is in it; whether it was cancelled by an interrupt.
+fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<bool, String> {
+    let mut shown = None;
     let mut failures = 0;
     let mut cancelled = false;
     loop {
@@ -146,20 +137,26 @@ fn watch(job: &str, todo: &[usize], progress: &dyn Progress, ui: &Ui, stage: &st
                 continue;
             }
         };
-        let pending = todo.iter().filter(|i| queued.get(i).is_some_and(|s| s == "PD")).count();
-        let running = todo.iter().filter(|i| queued.get(i).is_some_and(|s| s != "PD")).count();
-        let ended = todo.len() - pending - running;
-        if (pending, running, ended) != shown {
-            let line = format!("Slurm job {job}: {pending} pending · {running} running · {ended} ended");
+        let state = |i: &usize| match queued.get(i).map(String::as_str) {
+            Some("PD") => 0,
+            Some(_) => 1,
+            None if done.join(i.to_string()).exists() => 2,
+            None => 3,
+        };
+        let mut counts = [0usize; 4];
+        todo.iter().for_each(|i| counts[state(i)] += 1);
+        if shown != Some(counts) {
+            let [pending, running, ok, failed] = counts;
+            let line = format!("Slurm job {job}: {pending} pending · {running} running · {ok} done · {failed} failed");
             progress.message(&line);
-            progress.inc((ended - shown.2.min(ended)) as u64);
-            if shown.0 != usize::MAX {
+            progress.inc((ok + failed - shown.map_or(0, |c| c[2] + c[3])) as u64);
+            if shown.is_some() {
                 ui.line(&format!("  {stage}: {line}"));
             }
-            shown = (pending, running, ended);
+            shown = Some(counts);
         }
-        if pending + running == 0 {
-            return Ok(Ended { interrupted: cancelled });
+        if counts[0] + counts[1] == 0 {
+            return Ok(cancelled);
         }
         std::thread::sleep(POLL);
     }

@@ -208,7 +208,7 @@ fn a_shard_killed_with_scancel_is_resubmitted_alone_by_the_next_run() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("zoo: 3 of 4 shards finished in an earlier run"), "{err}");
     assert!(err.contains("1 task(s) [1] of 4"), "only the cancelled shard is resubmitted: {err}");
-    // The published zoo is whole, and its job's done markers are gone.
+    // The published zoo is whole; the scratch directory with the shards' work and markers is gone.
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = summary["variants"][0]["stages"].as_array().unwrap().iter().find(|s| s["name"] == "zoo").unwrap()["key"]
         .as_str()
@@ -216,7 +216,7 @@ fn a_shard_killed_with_scancel_is_resubmitted_alone_by_the_next_run() {
         .to_string();
     let models = std::fs::read_dir(p.path(&format!("cache/entries/{key}/out/models"))).unwrap().count();
     assert_eq!(models, 32, "16 models × 2 checkpoints");
-    assert!(!p.path(&format!("cache/jobs/{key}/done")).exists());
+    assert!(!p.path(&format!("cache/scratch/{key}")).exists());
 }
 
 #[test]

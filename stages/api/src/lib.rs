@@ -215,7 +215,8 @@ pub struct StageContext<'a> {
     /// Empty, private; whatever the stage writes here is its output once it returns `Ok`.
     pub out: &'a Path,
     /// Persistent across attempts of this same stage key (a killed run's finished work survives here,
-    /// so a stage can resume). Removed once the output is published.
+    /// so a stage can resume). Removed once the output is published. Names starting with `.wspace`
+    /// are the runner's.
     pub scratch: &'a Path,
     /// The directory of the pipeline file (commands run there).
     pub workdir: &'a Path,
