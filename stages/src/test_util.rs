@@ -24,6 +24,28 @@ pub(crate) fn run_stage_in(
     out: &Path,
     scratch: &Path,
 ) -> Result<(), StageError> {
+    with_context(kind, params, inputs, out, scratch, |ctx| kind.run(ctx))
+}
+
+/// Shard `index` of `count` of `kind` ([`StageKind::run_shard`]), with a given scratch directory.
+pub(crate) fn run_shard_in(
+    kind: &dyn StageKind,
+    params: &[(&str, Value)],
+    inputs: &[(&str, &Path)],
+    (out, scratch): (&Path, &Path),
+    (index, count): (usize, usize),
+) -> Result<(), StageError> {
+    with_context(kind, params, inputs, out, scratch, |ctx| kind.run_shard(ctx, index, count))
+}
+
+fn with_context(
+    kind: &dyn StageKind,
+    params: &[(&str, Value)],
+    inputs: &[(&str, &Path)],
+    out: &Path,
+    scratch: &Path,
+    call: impl FnOnce(&StageContext) -> Result<(), StageError>,
+) -> Result<(), StageError> {
     let mut resolved: BTreeMap<String, Value> =
         kind.params().into_iter().filter_map(|p| Some((p.name.to_string(), p.default?))).collect();
     for (name, value) in params {
@@ -42,7 +64,7 @@ pub(crate) fn run_stage_in(
         threads: 1,
         progress: &NoProgress,
     };
-    kind.run(&ctx)
+    call(&ctx)
 }
 
 pub(crate) fn s(v: &str) -> Value {

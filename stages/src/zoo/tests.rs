@@ -7,7 +7,7 @@ use wspace_stage_api::Value;
 use super::{Zoo, ZooKind};
 use crate::data::{DatasetKind, TasksKind};
 use crate::nn::{self, CnnS};
-use crate::test_util::{run_stage, run_stage_in};
+use crate::test_util::{run_shard_in, run_stage, run_stage_in};
 
 fn ints(v: &[i64]) -> Value {
     Value::List(v.iter().map(|&x| Value::Int(x)).collect())
@@ -125,6 +125,41 @@ fn an_interrupted_zoo_resumes_without_retraining_finished_models() {
         } else {
             assert_eq!(flat, whole.flat(row).unwrap(), "model {} differs from the uninterrupted run", row.model_id);
         }
+    }
+}
+
+#[test]
+fn shards_train_their_own_rows_into_scratch_and_the_assembled_zoo_is_the_same() {
+    let root = tempfile::tempdir().unwrap();
+    inputs(root.path());
+    let whole = tempfile::tempdir().unwrap();
+    run_zoo(root.path(), "whole", whole.path());
+    let ins = [("data", root.path().join("data")), ("tasks", root.path().join("tasks"))];
+    let ins: Vec<(&str, &Path)> = ins.iter().map(|(k, p)| (*k, p.as_path())).collect();
+    let (scratch, out) = (tempfile::tempdir().unwrap(), root.path().join("sharded"));
+    std::fs::create_dir_all(&out).unwrap();
+    let done = |dir: &Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.join("done")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    // Shard 0 of 3 trains task rows 0 and 3, into the scratch directory only.
+    run_shard_in(&ZooKind, &zoo_params(), &ins, (&out, scratch.path()), (0, 3)).unwrap();
+    assert_eq!(done(scratch.path()), ["m00000.json", "m00003.json"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "a shard writes no output");
+    for index in [2, 1] {
+        run_shard_in(&ZooKind, &zoo_params(), &ins, (&out, scratch.path()), (index, 3)).unwrap();
+    }
+    assert_eq!(done(scratch.path()).len(), 4);
+    run_stage_in(&ZooKind, &zoo_params(), &ins, &out, scratch.path()).unwrap();
+    let (a, b) = (Zoo::load(&root.path().join("whole")).unwrap(), Zoo::load(&out).unwrap());
+    assert_eq!(a.rows, b.rows);
+    for name in ["zoo.csv", "zoo.json", "metrics.json"] {
+        assert!(std::fs::read(root.path().join("whole").join(name)).unwrap() == std::fs::read(out.join(name)).unwrap(), "{name}");
+    }
+    for row in &a.rows {
+        assert!(std::fs::read(root.path().join("whole").join(&row.file)).unwrap() == std::fs::read(out.join(&row.file)).unwrap());
     }
 }
 
