@@ -3,8 +3,10 @@
 //!
 //! For `X` (`n` samples × `d` features), `μ` = the column means, `Xc = X − μ`:
 //! - `n ≤ d`: eigen-decompose the `n × n` matrix `G = Xc Xcᵀ = U Λ Uᵀ`; component `i` is
-//!   `vᵢ = Xcᵀ uᵢ / √λᵢ` (the right singular vector of `Xc` for the singular value `√λᵢ`).
-//! - `n > d`: eigen-decompose the `d × d` scatter matrix `S = Xcᵀ Xc = V Λ Vᵀ`; `vᵢ` is the eigenvector.
+//!   `vᵢ = Xcᵀ uᵢ / √λᵢ` (the right singular vector of `Xc` for the singular value `√λᵢ`), and the
+//!   fitted rows' coefficients on it are `Xc vᵢ = G uᵢ / √λᵢ = √λᵢ uᵢ`, with no second product.
+//! - `n > d`: eigen-decompose the `d × d` scatter matrix `S = Xcᵀ Xc = V Λ Vᵀ`; `vᵢ` is the eigenvector
+//!   and the fitted rows' coefficients are `Xc vᵢ`.
 //!
 //! Either way the explained variance of component `i` is `λᵢ / (n − 1)` and the total variance is
 //! `trace / (n − 1)` (scikit-learn's `explained_variance_`, with `ddof = 1`); the ratio is their
@@ -13,9 +15,10 @@
 //!
 //! The number of components is capped at the rank bound `min(n − 1, d)`, and components whose
 //! eigenvalue is below `1e-12 ×` the largest are dropped (their direction is numerically arbitrary).
-//! All arithmetic is `f64`.
+//! All arithmetic is `f64`. The row-major `n × d` buffer of `Xc`, read column-major, is `Xcᵀ`: the
+//! products take it as a view, and `Xc` is copied once.
 
-use nalgebra::{DMatrix, SymmetricEigen};
+use nalgebra::{DMatrixView, SymmetricEigen};
 
 /// How many components to keep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +40,8 @@ pub struct PcaFit {
     pub explained_variance: Vec<f64>,
     /// Sum of the per-column variances (`ddof = 1`).
     pub total_variance: f64,
+    /// The fitted rows' coefficients `(x − mean) · componentsᵀ`, `n × k`, row-major.
+    pub coefficients: Vec<f64>,
     pub dim: usize,
 }
 
@@ -51,79 +56,97 @@ impl PcaFit {
     }
 }
 
-/// Column means and the total variance (`ddof = 1`) of `x` (`n × d`, row-major).
-pub fn mean_and_total_variance(x: &[f64], n: usize, d: usize) -> (Vec<f64>, f64) {
-    let mut mean = vec![0.0; d];
-    for row in x.chunks_exact(d) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v;
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
-    let mut total = 0.0;
-    for row in x.chunks_exact(d) {
-        for (m, v) in mean.iter().zip(row) {
-            total += (v - m) * (v - m);
-        }
-    }
-    (mean, if n > 1 { total / (n - 1) as f64 } else { 0.0 })
+/// `Xc = X − μ` for `X` (`n × d`, row-major), with the column means `μ` and the total variance (`ddof = 1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Centred {
+    /// `Xc`, `n × d`, row-major.
+    pub rows: Vec<f64>,
+    pub n: usize,
+    pub d: usize,
+    pub mean: Vec<f64>,
+    pub total_variance: f64,
 }
 
-/// Fits a PCA to `x` (`n × d`, row-major). `n ≥ 2` gives at least one component unless `x` is constant.
-pub fn fit(x: &[f64], n: usize, d: usize, rule: ComponentRule) -> PcaFit {
-    assert_eq!(x.len(), n * d, "x must be n × d");
-    let (mean, total_variance) = mean_and_total_variance(x, n, d);
-    let centred = DMatrix::from_fn(n, d, |i, j| x[i * d + j] - mean[j]);
-    let denom = (n.max(2) - 1) as f64;
-
-    // Eigenvalues, largest first, and the eigenvectors of the decomposed matrix (n × n or d × d).
-    let gram_route = n <= d;
-    let centred_t = centred.transpose();
-    let eig = if gram_route { SymmetricEigen::new(&centred * &centred_t) } else { SymmetricEigen::new(&centred_t * &centred) };
-    let order = descending(eig.eigenvalues.as_slice());
-    let values: Vec<f64> = order.iter().map(|&i| eig.eigenvalues[i].max(0.0)).collect();
-
-    let largest = values.first().copied().unwrap_or(0.0);
-    let usable = values.iter().take_while(|&&l| l > 0.0 && l > largest * 1e-12).count().min(n.saturating_sub(1)).min(d);
-    let k = match rule {
-        ComponentRule::Count(k) => k.min(usable),
-        ComponentRule::Fraction(f) => {
-            let total = total_variance * denom;
-            let mut acc = 0.0;
-            let mut k = 0;
-            while k < usable && (total <= 0.0 || acc / total < f) {
-                acc += values[k];
-                k += 1;
+impl Centred {
+    /// Centres `x` (`n × d`, row-major) in place.
+    pub fn new(mut x: Vec<f64>, n: usize, d: usize) -> Self {
+        assert_eq!(x.len(), n * d, "x must be n × d");
+        let mut mean = vec![0.0; d];
+        for row in x.chunks_exact(d) {
+            mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+        }
+        mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+        let mut total = 0.0;
+        for row in x.chunks_exact_mut(d) {
+            for (v, m) in row.iter_mut().zip(&mean) {
+                *v -= m;
+                total += *v * *v;
             }
-            k
         }
-    };
-
-    // The k directions in feature space (d × k): eigenvectors, or vᵢ = Xcᵀ uᵢ / √λᵢ on the Gram route.
-    let rows = eig.eigenvectors.nrows();
-    let top = DMatrix::from_fn(rows, k, |r, c| eig.eigenvectors[(r, order[c])]);
-    let vectors = if gram_route {
-        let mut v = &centred_t * &top;
-        for (c, &l) in values[..k].iter().enumerate() {
-            v.column_mut(c).scale_mut(1.0 / l.sqrt());
-        }
-        v
-    } else {
-        top
-    };
-
-    let mut components = Vec::with_capacity(k * d);
-    for c in 0..k {
-        let col = vectors.column(c);
-        // Unit length exactly (the Gram route divides by √λ, which leaves rounding), then the sign.
-        let norm = col.norm();
-        let (imax, _) =
-            col.iter().enumerate().fold((0, 0.0f64), |(bi, bv), (i, v)| if v.abs() > bv { (i, v.abs()) } else { (bi, bv) });
-        let sign = if col[imax] < 0.0 { -1.0 } else { 1.0 };
-        components.extend(col.iter().map(|v| sign * v / norm));
+        let total_variance = if n > 1 { total / (n - 1) as f64 } else { 0.0 };
+        Centred { rows: x, n, d, mean, total_variance }
     }
-    let explained_variance = values[..k].iter().map(|l| l / denom).collect();
-    PcaFit { mean, components, explained_variance, total_variance, dim: d }
+
+    /// Fits a PCA. `n ≥ 2` gives at least one component unless `X` is constant.
+    pub fn fit(self, rule: ComponentRule) -> PcaFit {
+        let (n, d) = (self.n, self.d);
+        let denom = (n.max(2) - 1) as f64;
+        // The row-major buffer read column-major is `Xcᵀ` (`d × n`). `Xc` is a copy, not a row-major view:
+        // nalgebra 0.35 runs past such a view on the left of a small product (dimforge/nalgebra#1616).
+        let xct = DMatrixView::from_slice(&self.rows, d, n);
+        let xc = xct.transpose();
+
+        // Eigenvalues, largest first, and the eigenvectors of the decomposed matrix (n × n or d × d).
+        let gram_route = n <= d;
+        let eig = SymmetricEigen::new(if gram_route { &xc * xct } else { xct * &xc });
+        let order = descending(eig.eigenvalues.as_slice());
+        let values: Vec<f64> = order.iter().map(|&i| eig.eigenvalues[i].max(0.0)).collect();
+
+        let largest = values.first().copied().unwrap_or(0.0);
+        let usable = values.iter().take_while(|&&l| l > 0.0 && l > largest * 1e-12).count().min(n.saturating_sub(1)).min(d);
+        let k = match rule {
+            ComponentRule::Count(k) => k.min(usable),
+            ComponentRule::Fraction(f) => {
+                let total = self.total_variance * denom;
+                let mut acc = 0.0;
+                let mut k = 0;
+                while k < usable && (total <= 0.0 || acc / total < f) {
+                    acc += values[k];
+                    k += 1;
+                }
+                k
+            }
+        };
+
+        // The k directions in feature space (d × k) and the rows' coefficients on them (k × n).
+        let top = eig.eigenvectors.select_columns(&order[..k]);
+        let (mut vectors, mut coefficients) = if gram_route {
+            let (mut inverse, mut scores) = (top.clone(), top.transpose());
+            for (c, l) in values[..k].iter().enumerate() {
+                inverse.column_mut(c).unscale_mut(l.sqrt());
+                scores.row_mut(c).scale_mut(l.sqrt());
+            }
+            (xct * inverse, scores)
+        } else {
+            let scores = top.transpose() * xct;
+            (top, scores)
+        };
+        for c in 0..k {
+            // Unit length exactly (the Gram route divides by √λ, which leaves rounding), then the sign.
+            let mut v = vectors.column_mut(c);
+            let scale = if v[v.iamax()] < 0.0 { -1.0 } else { 1.0 } / v.norm();
+            v.scale_mut(scale);
+            coefficients.row_mut(c).scale_mut(scale);
+        }
+        PcaFit {
+            mean: self.mean,
+            components: vectors.data.into(),
+            explained_variance: values[..k].iter().map(|l| l / denom).collect(),
+            total_variance: self.total_variance,
+            coefficients: coefficients.data.into(),
+            dim: d,
+        }
+    }
 }
 
 /// Indices of `v` sorted by decreasing value (ties by index, so the order is deterministic).
@@ -136,22 +159,20 @@ fn descending(v: &[f64]) -> Vec<usize> {
 /// `(rows − mean) · componentsᵀ` for `m` rows of `rows` (`m × d`): the `m × k` coefficients, row-major.
 pub fn project(rows: &[f64], m: usize, mean: &[f64], components: &[f64], k: usize) -> Vec<f64> {
     let d = mean.len();
-    if k == 0 || m == 0 {
-        return Vec::new();
-    }
-    let x = DMatrix::from_fn(m, d, |i, j| rows[i * d + j] - mean[j]);
-    let v = DMatrix::from_row_slice(k, d, components);
-    let c = x * v.transpose();
-    let mut out = Vec::with_capacity(m * k);
-    for i in 0..m {
-        out.extend(c.row(i).iter());
-    }
-    out
+    let centred: Vec<f64> = rows.chunks_exact(d).flat_map(|r| r.iter().zip(mean).map(|(v, m)| v - m)).collect();
+    // Both buffers read column-major: `Vᵀ` (`d × k`) and the centred rows transposed (`d × m`); the
+    // product `V Xcᵀ` is `k × m` column-major, i.e. `m × k` row-major.
+    let v = DMatrixView::from_slice(components, d, k).transpose();
+    (v * DMatrixView::from_slice(&centred, d, m)).data.into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fit(x: &[f64], n: usize, d: usize, rule: ComponentRule) -> PcaFit {
+        Centred::new(x.to_vec(), n, d).fit(rule)
+    }
 
     fn matrix(n: usize, d: usize) -> Vec<f64> {
         // A deterministic, anisotropic matrix: a few strong directions plus small structured noise.
@@ -172,8 +193,13 @@ mod tests {
         // Transposed problem size: append rows so n > d is exercised on a 30 × 6 matrix.
         let y = matrix(30, 6);
         let b = fit(&y, 30, 6, ComponentRule::Count(6));
-        for f in [&a, &b] {
+        for (f, x, n) in [(&a, &x, n), (&b, &y, 30)] {
             let k = f.k();
+            // The rows' coefficients taken from the decomposition are their projections.
+            assert_eq!(f.coefficients.len(), n * k);
+            for (c, p) in f.coefficients.iter().zip(project(x, n, &f.mean, &f.components, k)) {
+                assert!((c - p).abs() < 1e-9, "coefficient {c} vs projection {p}");
+            }
             for p in 0..k {
                 for q in 0..k {
                     let dot: f64 = (0..f.dim).map(|j| f.components[p * f.dim + j] * f.components[q * f.dim + j]).sum();

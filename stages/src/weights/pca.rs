@@ -18,7 +18,9 @@
 //! the parameters' coefficients concatenated in `state_dict` order. The autoencoder sees them
 //! normalised per coordinate, `(c − m) / s`, with `m`, `s` the mean and standard deviation (`ddof = 1`,
 //! floored at [`STD_FLOOR`] as the thesis does) over the *train-split* rows: the dataset-wide statistics
-//! are fitted where the PCA is, so no test model informs the encoder.
+//! are fitted where the PCA is, so no test model informs the encoder. They are taken from the fit's own
+//! `f64` coefficients of those rows (for `pca` mode, straight from the eigen-decomposition, see
+//! [`super::linalg`]), not from the stored `f32` ones, which differ in the last bits.
 //!
 //! The thesis's code decides "constant" from the pooled within-tensor variance and fits scikit-learn's
 //! `IncrementalPCA` on ≤ 256 models; we use the across-model total variance and an exact PCA (the
@@ -284,70 +286,61 @@ impl WeightPca {
             .zip(starts)
             .map(|(shape, start)| -> Result<_, StageError> {
                 let d = shape.len();
-                let x: Vec<f64> = train.iter().flat_map(|w| w[start..start + d].iter().map(|&v| v as f64)).collect();
-                let (mean, total) = linalg::mean_and_total_variance(&x, n, d);
-                let fit = if total >= opts.variance_threshold && d > opts.dimension_limit {
-                    Some(linalg::fit(&x, n, d, opts.components.rule(&shape.name)?))
-                } else {
-                    None
+                let mut x = Vec::with_capacity(n * d);
+                train.iter().for_each(|w| x.extend(w[start..start + d].iter().map(|&v| v as f64)));
+                let centred = linalg::Centred::new(x, n, d);
+                let total = centred.total_variance;
+                let mut p = ParamPca {
+                    name: shape.name.clone(),
+                    shape: shape.shape.clone(),
+                    mode: Mode::Centre,
+                    mean: centred.mean.iter().map(|&m| m as f32).collect(),
+                    components: Vec::new(),
+                    explained_variance: Vec::new(),
+                    explained_variance_ratio: Vec::new(),
+                    offset: 0,
                 };
-                Ok((mean, total, fit))
+                // The variance kept, and the train rows' coefficients (`n × coefficient_count`, row-major).
+                let (kept, coefficients) = if total < opts.variance_threshold {
+                    p.mode = Mode::Constant;
+                    (0.0, Vec::new())
+                } else if d <= opts.dimension_limit {
+                    (total, centred.rows)
+                } else {
+                    let fit = centred.fit(opts.components.rule(&shape.name)?);
+                    p.mode = Mode::Pca;
+                    p.components = fit.components.iter().map(|&v| v as f32).collect();
+                    p.explained_variance = fit.explained_variance.iter().map(|&v| v as f32).collect();
+                    p.explained_variance_ratio = fit.explained_variance_ratio().iter().map(|&v| v as f32).collect();
+                    (fit.explained_variance.iter().sum(), fit.coefficients)
+                };
+                let (mean, std) = normalisation(&coefficients, p.coefficient_count());
+                Ok((p, total, kept, mean, std))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut params = Vec::with_capacity(parameters.len());
+        let mut pca =
+            WeightPca { arch: arch.to_string(), params: Vec::new(), coefficient_mean: Vec::new(), coefficient_std: Vec::new() };
         let mut report = FitReport::default();
-        let mut offset = 0;
-        for (shape, (mean, total, fit)) in parameters.iter().zip(fits) {
-            let d = shape.len();
-            let (requested, fraction) = opts.components.requested(&shape.name)?;
-            let mut p = ParamPca {
-                name: shape.name.clone(),
-                shape: shape.shape.clone(),
-                mode: Mode::Centre,
-                mean: mean.iter().map(|&m| m as f32).collect(),
-                components: Vec::new(),
-                explained_variance: Vec::new(),
-                explained_variance_ratio: Vec::new(),
-                offset,
-            };
-            let mut kept = total;
-            if total < opts.variance_threshold {
-                p.mode = Mode::Constant;
-                kept = 0.0;
-            } else if let Some(fit) = fit.filter(|_| d > opts.dimension_limit) {
-                p.mode = Mode::Pca;
-                p.components = fit.components.iter().map(|&v| v as f32).collect();
-                p.explained_variance = fit.explained_variance.iter().map(|&v| v as f32).collect();
-                p.explained_variance_ratio = fit.explained_variance_ratio().iter().map(|&v| v as f32).collect();
-                kept = fit.explained_variance.iter().sum();
-            }
+        for (mut p, total, kept, mean, std) in fits {
+            p.offset = pca.coefficient_dim();
+            let (requested, fraction) = opts.components.requested(&p.name)?;
             report.total_variance += total;
             report.kept_variance += kept;
             report.params.push(ParamReport {
-                name: shape.name.clone(),
-                shape: shape.shape.clone(),
+                name: p.name.clone(),
+                shape: p.shape.clone(),
                 mode: p.mode,
                 requested,
                 fraction,
                 components: p.coefficient_count(),
-                offset,
+                offset: p.offset,
                 total_variance: total,
                 explained_variance_ratio: if total > 0.0 { kept / total } else { 1.0 },
             });
-            offset += p.coefficient_count();
-            params.push(p);
+            pca.coefficient_mean.extend(mean);
+            pca.coefficient_std.extend(std);
+            pca.params.push(p);
         }
-        let mut pca = WeightPca { arch: arch.to_string(), params, coefficient_mean: Vec::new(), coefficient_std: Vec::new() };
-        let dim = pca.coefficient_dim();
-        let coeffs = pca.encode_rows(train);
-        let mut mean = vec![0.0f64; dim];
-        coeffs.chunks(dim.max(1)).for_each(|c| mean.iter_mut().zip(c).for_each(|(m, c)| *m += *c as f64 / n as f64));
-        let mut var = vec![0.0f64; dim];
-        coeffs
-            .chunks(dim.max(1))
-            .for_each(|c| var.iter_mut().zip(c.iter().zip(&mean)).for_each(|(v, (c, m))| *v += (*c as f64 - m).powi(2)));
-        pca.coefficient_mean = mean.iter().map(|&m| m as f32).collect();
-        pca.coefficient_std = var.iter().map(|v| ((v / (n - 1) as f64).sqrt() as f32).max(STD_FLOOR)).collect();
         Ok((pca, report))
     }
 
@@ -470,6 +463,22 @@ impl WeightPca {
         }
         Ok(pca)
     }
+}
+
+/// The normalisation of `k` coefficients from their values on the train rows (`n × k`, row-major, `n ≥ 2`):
+/// per column the mean and the standard deviation (`ddof = 1`, floored at [`STD_FLOOR`]).
+fn normalisation(coefficients: &[f64], k: usize) -> (Vec<f32>, Vec<f32>) {
+    if k == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let n = (coefficients.len() / k) as f64;
+    let mut mean = vec![0.0f64; k];
+    coefficients.chunks_exact(k).for_each(|c| mean.iter_mut().zip(c).for_each(|(m, c)| *m += c / n));
+    let mut var = vec![0.0f64; k];
+    coefficients
+        .chunks_exact(k)
+        .for_each(|c| var.iter_mut().zip(c.iter().zip(&mean)).for_each(|(v, (c, m))| *v += (c - m).powi(2)));
+    (mean.iter().map(|&m| m as f32).collect(), var.iter().map(|v| ((v / (n - 1.0)).sqrt() as f32).max(STD_FLOOR)).collect())
 }
 
 /// What a fit kept, per parameter (the `parameters` list of `pca.json`).
@@ -677,7 +686,7 @@ impl StageKind for PcaKind {
         "pca"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "per-named-parameter PCA of the zoo's weights (Algorithm 3.1), fitted on the train split"

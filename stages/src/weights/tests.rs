@@ -36,7 +36,7 @@ fn pca_matches_scikit_learn() {
     assert_eq!(cases.len(), 2);
     let close = |a: f64, b: f64, scale: f64| (a - b).abs() <= 1e-4 * scale;
     for (name, c) in &cases {
-        let fit = linalg::fit(&c.x, c.n, c.d, ComponentRule::Count(c.k));
+        let fit = linalg::Centred::new(c.x.clone(), c.n, c.d).fit(ComponentRule::Count(c.k));
         assert_eq!(fit.k(), c.k, "{name}");
         for (a, b) in fit.mean.iter().zip(&c.mean) {
             assert!(close(*a, *b, b.abs().max(1e-12)), "{name} mean {a} vs {b}");
