@@ -13,7 +13,7 @@ k = min(components, n − 1, d) components. IncrementalPCA is fed as the thesis'
 (`partial_fit` on batches of 64 models, a last batch smaller than k skipped); scikit-learn's exact
 `PCA(svd_solver="full")` is timed too, for reference. Loading is not timed. Times are the best of
 `--repeats` runs of the whole per-parameter loop. With `--wspace`, the Rust binary is run in the same
-session (`wspace bench pca --zoo … --format json`) and the ratio printed.
+session (`wspace bench pca --zoo … --format json`, before the scikit-learn fits) and the ratio printed.
 """
 import argparse
 import csv
@@ -78,11 +78,10 @@ def main():
     mats = matrices(a.zoo, a.checkpoint)
     n = mats[0][1].shape[0]
     print(f"sklearn {sklearn.__version__}, numpy {np.__version__}; {n} train models, {len(mats)} tensors, k = {a.components}")
-    t_inc = best_time(lambda: fit_all(mats, a.components, True), a.repeats)
-    t_pca = best_time(lambda: fit_all(mats, a.components, False), a.repeats)
-    print(f"IncrementalPCA (batches of 64): {t_inc:.4f} s  (kept variance {fit_all(mats, a.components, True):.6g})")
-    print(f"PCA(svd_solver='full'):         {t_pca:.4f} s  (kept variance {fit_all(mats, a.components, False):.6g})")
+    r = None
     if a.wspace:
+        # wspace first: numpy's OpenBLAS threads keep spinning for a while after the scikit-learn fits
+        # and, on a small machine, would slow down a process started right after them.
         cp = {"final": "final", "early": "early"}[a.checkpoint]
         out = subprocess.run(
             [a.wspace, "bench", "pca", "--zoo", str(a.zoo), "--components", str(a.components), "--checkpoints", cp,
@@ -90,9 +89,13 @@ def main():
             check=True, capture_output=True, text=True,
         ).stdout
         r = json.loads(out.strip().splitlines()[-1])
+    t_inc = best_time(lambda: fit_all(mats, a.components, True), a.repeats)
+    t_pca = best_time(lambda: fit_all(mats, a.components, False), a.repeats)
+    print(f"IncrementalPCA (batches of 64): {t_inc:.4f} s  (kept variance {fit_all(mats, a.components, True):.6g})")
+    print(f"PCA(svd_solver='full'):         {t_pca:.4f} s  (kept variance {fit_all(mats, a.components, False):.6g})")
+    if r:
         print(f"wspace bench pca (best):        {r['best_s']:.4f} s  → {t_inc / r['best_s']:.1f}x faster than IncrementalPCA, "
               f"{t_pca / r['best_s']:.1f}x than PCA")
-
 
 if __name__ == "__main__":
     main()
