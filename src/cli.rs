@@ -2,7 +2,8 @@
 //! `exec-stage` (what a Slurm job runs).
 //!
 //! Exit codes: 0 success; 1 a stage failed (or `verify` found a difference); 2 the command line or the
-//! pipeline file is wrong (nothing ran, nothing in the cache was touched).
+//! pipeline file is wrong (nothing ran, nothing in the cache was touched); 130 a run on Slurm was
+//! interrupted (its jobs cancelled).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,8 @@
 //! [`Ingredients`] and key; a cache hit is done at once (nothing is read or re-hashed). A miss goes to a
 //! worker thread (at most `-j` at a time) that takes the key's build lock, looks again, verifies the
 //! entries it will read (recomputing a corrupt one), runs the stage kind inside the run's rayon pool
-//! (of `-j` threads), and publishes the result. A failed stage fails nothing but its descendants,
+//! (of `-j` threads) — or, with the Slurm executor, as a Slurm job ([`crate::slurm`]) while it holds
+//! the lock — and publishes the result. A failed stage fails nothing but its descendants,
 //! which are reported as skipped; the rest of the run goes on. [`Runner::plan`] answers the same
 //! questions without running anything (`--dry-run`, `status`).
 
@@ -308,17 +309,14 @@ impl<'a> Runner<'a> {
             let started = Instant::now();
             let result = match self.pipeline.executor.kind {
                 ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                ExecutorKind::Slurm => {
-                    let spec = self.spec(i, &ctx, &key, &ingredients, settings.shards)?;
-                    slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar).and_then(|()| {
-                        // Shards leave their work in the scratch directory; `run` assembles the output.
-                        if spec.shards > 1 {
-                            run_kind(stage.kind.as_ref(), &ctx, pool, None)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                }
+                ExecutorKind::Slurm => self.spec(i, &ctx, &key, &ingredients, settings.shards).and_then(|spec| {
+                    slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar)?;
+                    // Shards leave their work in the scratch directory; `run` assembles the output here.
+                    match spec.shards {
+                        1 => Ok(()),
+                        _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+                    }
+                }),
             };
             drop(bar);
             let seconds = started.elapsed().as_secs_f64();

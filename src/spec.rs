@@ -16,6 +16,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Progress, StageContext, StageKind, Value};
 
+use crate::cache::Manifest;
 use crate::key::StageKey;
 use crate::registry::Registry;
 
@@ -88,10 +89,14 @@ pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Res
     let shard = match shard {
         None | Some(0) if spec.shards == 1 => None,
         Some(i) if i < spec.shards => Some((i, spec.shards)),
-        _ => {
-            return Err(format!("stage `{}` runs in {} shard(s); --shard {shard:?} names none of them", spec.stage, spec.shards))
+        Some(i) => {
+            return Err(format!("stage `{}` runs in {} shard(s); --shard {i} names none of them", spec.stage, spec.shards))
         }
+        None => return Err(format!("stage `{}` runs in {} shards: give --shard", spec.stage, spec.shards)),
     };
+    for dir in [&spec.out, &spec.scratch] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let mut inputs = BTreeMap::new();
     for (slot, input) in &spec.inputs {
         check_input(slot, input)?;
@@ -124,10 +129,8 @@ pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Res
 /// the same manifest. (The runner verified the files' hashes before it submitted the job.)
 fn check_input(slot: &str, input: &SpecInput) -> Result<(), String> {
     let manifest = input.dir.with_file_name("entry.json");
-    let found = std::fs::read_to_string(&manifest)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|m| m.get("output_hash").and_then(|h| h.as_str()).map(str::to_string));
+    let found =
+        std::fs::read_to_string(&manifest).ok().and_then(|t| serde_json::from_str::<Manifest>(&t).ok()).map(|m| m.output_hash);
     match found {
         Some(h) if h == input.hash => Ok(()),
         Some(h) => Err(format!("input `{slot}`: {} holds output {h}, not {}", manifest.display(), input.hash)),

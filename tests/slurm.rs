@@ -243,3 +243,30 @@ fn ctrl_c_cancels_the_runs_own_jobs() {
 fn sigint(pid: u32) {
     assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
 }
+
+#[test]
+fn exec_stage_rejects_a_bad_spec_clearly() {
+    // Needs no Slurm: `exec-stage` is an ordinary command.
+    let p = Project::new();
+    let out = p.wspace(&["exec-stage", "missing.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: cannot read missing.json"));
+
+    let spec = |version: u32, shards: usize| {
+        serde_json::json!({
+            "pipeline": "p", "stage": "a", "kind": "command", "version": version, "key": "00",
+            "params": {"run": "true", "outputs": [], "deps": [], "params": {}}, "inputs": {},
+            "out": p.path("out"), "scratch": p.path("scratch"), "workdir": p.path(""), "threads": 1, "shards": shards
+        })
+        .to_string()
+    };
+    p.write("old.json", &spec(999, 1));
+    let err = String::from_utf8(p.wspace(&["exec-stage", "old.json"]).stderr).unwrap();
+    assert!(err.contains("kind `command` is at code version 1 in this binary but 999 in the spec"), "{err}");
+    p.write("one.json", &spec(1, 1));
+    let err = String::from_utf8(p.wspace(&["exec-stage", "one.json", "--shard", "3"]).stderr).unwrap();
+    assert!(err.contains("stage `a` runs in 1 shard(s); --shard 3 names none of them"), "{err}");
+    let out = p.wspace(&["exec-stage", "one.json", "--shard", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(p.path("out").is_dir());
+}

@@ -62,7 +62,7 @@ impl Executor {
 const SETTINGS: &str = "kind, partition, time, cpus, memory, gres, sbatch_args and [executor.stages.NAME] tables";
 const STAGE_SETTINGS: &str = "partition, time, cpus, memory, gres, sbatch_args and shards";
 
-/// Checks `[executor]` against the stages (by their index in the raw file).
+/// Checks `[executor]` against the stages (by name; `None`: a stage that failed its own checks).
 pub fn check(raw: &RawPipeline, stages: &BTreeMap<&str, Option<&Stage>>, errors: &mut Vec<Diagnostic>) -> Executor {
     let src = &raw.source;
     let mut ex = Executor { defaults: JobSettings { shards: 1, ..Default::default() }, ..Default::default() };
@@ -132,7 +132,7 @@ fn apply(src: &Source, key: &Sp<String>, value: &Sp<Value>, job: &mut JobSetting
         "memory" => text(&mut job.memory, errors),
         "gres" => text(&mut job.gres, errors),
         "cpus" => job.cpus = positive(errors).or(job.cpus),
-        "shards" if known == STAGE_SETTINGS => job.shards = positive(errors).unwrap_or(1),
+        "shards" => job.shards = positive(errors).unwrap_or(1),
         "sbatch_args" => {
             match v.as_list().map(|l| l.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()) {
                 Some(Some(args)) => job.sbatch_args = args,
