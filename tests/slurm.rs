@@ -202,6 +202,7 @@ fn a_shard_killed_with_scancel_is_resubmitted_alone_by_the_next_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("Slurm job {job}: 1 of 4 task(s) did not succeed (1)")), "{err}");
+    assert!(err.contains("── task 1, log ") && err.contains("CANCELLED"), "the task's log tail is shown: {err}");
 
     let out = p.wspace(&args);
     let err = String::from_utf8_lossy(&out.stderr);
