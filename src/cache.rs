@@ -324,15 +324,17 @@ impl Cache {
         Ok(true)
     }
 
-    /// Builds and scratch directories that no live run holds: left by killed runs.
+    /// Builds, scratch and job directories that no live run holds and no entry owns: left by killed
+    /// or failed runs.
     pub fn orphans(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for sub in ["tmp", "scratch"] {
+        for sub in ["tmp", "scratch", "jobs"] {
             let Ok(dir) = fs::read_dir(self.root.join(sub)) else { continue };
             for e in dir.filter_map(|e| e.ok()) {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let key = name.split('.').next().unwrap_or("");
-                if !self.is_locked(key) {
+                let published = sub == "jobs" && self.entry_dir(&StageKey(key.to_string())).exists();
+                if !self.is_locked(key) && !published {
                     out.push(e.path());
                 }
             }
