@@ -133,6 +133,9 @@ fn forward_loss_gradients_and_running_stats_match_pytorch() {
     let eval = values(&model.forward_eval(&x).unwrap());
     let eval_err = max_abs_diff(&eval, &f64s(&fx["eval"]["logits"]));
     let g = loss_and_gradients(&model, &x, &y).unwrap();
+    // A gradient that still carried its autograd graph would keep the step's activations alive through
+    // the tensor optimizer's moments, step after step (found on an H200: out of memory in epoch 1).
+    assert!(g.grads.iter().all(|t| !t.track_op()), "gradients must be detached");
     let logit_err = max_abs_diff(&values(&g.logits), &f64s(&fx["train"]["logits"]));
     let loss_err = (g.loss as f64 - fx["train"]["loss"].as_f64().unwrap()).abs();
     let mut grad_err: f64 = 0.0;

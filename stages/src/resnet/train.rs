@@ -163,8 +163,10 @@ pub fn loss_and_gradients(model: &ResNet18, x: &Tensor, labels: &Tensor) -> Resu
     let grads = model
         .parameters()
         .into_iter()
+        // Detached: candle leaves a variable's gradient attached to the forward graph, and the tensor
+        // optimizer's moments, built from it, would then keep every step's activations alive.
         .map(|p| match store.remove(p.as_tensor()) {
-            Some(g) => Ok(g),
+            Some(g) => Ok(g.detach()),
             None => p.zeros_like(),
         })
         .collect::<Result<Vec<_>>>()?;
