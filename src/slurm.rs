@@ -18,7 +18,7 @@
 //! On Ctrl-C ([`crate::interrupt`]) the job is cancelled with `scancel`: only jobs this run submitted.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -215,7 +215,7 @@ fn quote(p: &Path) -> String {
 }
 
 /// The last `n` lines of a file (or why there are none).
-fn tail(path: &PathBuf, n: usize) -> String {
+fn tail(path: &Path, n: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(t) => {
             let lines: Vec<&str> = t.lines().collect();
