@@ -50,6 +50,42 @@ pub struct EpochStats {
     pub diverged: bool,
 }
 
+impl EpochStats {
+    /// An epoch that diverged after `steps` steps.
+    pub fn diverged(steps: usize) -> EpochStats {
+        EpochStats { loss: f64::NAN, accuracy: 0.0, steps, diverged: true }
+    }
+}
+
+/// Running sums over an epoch's steps (both trainers, cnn-s and ResNet-18).
+#[derive(Debug, Default)]
+pub(crate) struct EpochTally {
+    loss: f64,
+    correct: u64,
+    seen: usize,
+    steps: usize,
+}
+
+impl EpochTally {
+    /// Adds a step's statistics; `Err(the diverged epoch's)` when the step diverged.
+    pub(crate) fn add(&mut self, s: &StepStats) -> Result<(), EpochStats> {
+        if s.diverged {
+            return Err(EpochStats::diverged(self.steps));
+        }
+        self.loss += s.loss as f64 * s.n as f64;
+        self.correct += s.correct as u64;
+        self.seen += s.n;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Sample-weighted mean loss and accuracy over the steps added.
+    pub(crate) fn finish(&self) -> EpochStats {
+        let denom = self.seen.max(1) as f64;
+        EpochStats { loss: self.loss / denom, accuracy: self.correct as f64 / denom, steps: self.steps, diverged: false }
+    }
+}
+
 /// Loss and accuracy of a model on a data set.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
@@ -132,26 +168,21 @@ impl Trainer {
         let n = labels.len();
         assert_eq!(images.len(), n * IMAGE_PIXELS, "images must be N × 784");
         if self.diverged {
-            return EpochStats { loss: f64::NAN, accuracy: 0.0, steps: 0, diverged: true };
+            return EpochStats::diverged(0);
         }
         let mut order = std::mem::take(&mut self.order);
         shuffled_order(&mut self.rng, n, &mut order);
-        let (mut loss, mut correct, mut seen, mut steps) = (0.0f64, 0u64, 0usize, 0usize);
+        let mut tally = EpochTally::default();
         for batch in order.chunks(self.batch_size) {
             let s = self.step_indexed(images, labels, batch);
-            if s.diverged {
+            if let Err(diverged) = tally.add(&s) {
                 self.order = order;
-                return EpochStats { loss: f64::NAN, accuracy: 0.0, steps, diverged: true };
+                return diverged;
             }
-            loss += s.loss as f64 * s.n as f64;
-            correct += s.correct as u64;
-            seen += s.n;
-            steps += 1;
         }
         self.order = order;
         self.epochs += 1;
-        let denom = seen.max(1) as f64;
-        EpochStats { loss: loss / denom, accuracy: correct as f64 / denom, steps, diverged: false }
+        tally.finish()
     }
 
     /// One optimizer step on the images `batch` (indices into `images` / `labels`).

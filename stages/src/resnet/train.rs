@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{BatchStats, ResNet18, IN_CHANNELS};
 use super::ops::cross_entropy;
 use super::optim::{InPlaceOptimizer, TensorOptimizer};
+use crate::nn::train::EpochTally;
 use crate::nn::{EpochStats, Evaluation, Optimizer, StepStats};
 
 /// Where to compute.
@@ -280,30 +281,25 @@ impl Trainer {
     pub fn train_epoch(&mut self, data: &ImageSet) -> Result<EpochStats> {
         data.check()?;
         if self.diverged {
-            return Ok(EpochStats { loss: f64::NAN, accuracy: 0.0, steps: 0, diverged: true });
+            return Ok(EpochStats::diverged(0));
         }
         let n = data.len();
         let mut order = std::mem::take(&mut self.order);
         crate::nn::train::shuffled_order(&mut self.rng, n, &mut order);
-        let (mut loss, mut correct, mut seen, mut steps) = (0.0f64, 0u64, 0usize, 0usize);
+        let mut tally = EpochTally::default();
         for batch in order.chunks(self.cfg.batch_size) {
             if batch.len() < 2 {
                 continue;
             }
             let s = self.step_indexed(data, batch)?;
-            if s.diverged {
+            if let Err(diverged) = tally.add(&s) {
                 self.order = order;
-                return Ok(EpochStats { loss: f64::NAN, accuracy: 0.0, steps, diverged: true });
+                return Ok(diverged);
             }
-            loss += s.loss as f64 * s.n as f64;
-            correct += s.correct as u64;
-            seen += s.n;
-            steps += 1;
         }
         self.order = order;
         self.epochs += 1;
-        let denom = seen.max(1) as f64;
-        Ok(EpochStats { loss: loss / denom, accuracy: correct as f64 / denom, steps, diverged: false })
+        Ok(tally.finish())
     }
 
     /// One optimizer step on the images `batch` (indices into `data`).
