@@ -26,6 +26,7 @@
 //! separable problem lowers the loss; divergence is flagged, not a panic.
 
 pub mod cnn_s;
+pub mod distill;
 pub mod kernels;
 pub mod net;
 pub mod optim;
@@ -35,6 +36,7 @@ pub mod train;
 #[cfg(test)]
 mod tests;
 
+pub use distill::distill;
 pub use cnn_s::{CnnS, ParamError, ParamSpec, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS};
 pub use net::{Isa, Workspace};
 pub use optim::{Optimizer, OptimizerState};

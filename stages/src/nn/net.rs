@@ -275,3 +275,35 @@ pub(crate) fn eval_block(isa: Isa, p: &[f32], ws: &mut Workspace, n_valid: usize
         _ => eval_block_portable(p, ws, n_valid),
     }
 }
+
+#[inline(always)]
+fn backward_from_dz_inline<S: Lanes>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    backward::<S>(p, g, ws);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn backward_from_dz_avx512(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    backward_from_dz_inline::<Avx512>(p, g, ws)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn backward_from_dz_avx2(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    backward_from_dz_inline::<Avx2>(p, g, ws)
+}
+
+/// Backward pass of the block last run forward ([`eval_block`]), from an upstream gradient the caller
+/// wrote into `ws.dz` (`∂ℓ/∂z[k]` of lane `l` at `k·L + l`; zero in padding lanes); accumulates the
+/// parameter gradients into `g`. For losses other than cross-entropy (e.g. distillation).
+pub(crate) fn backward_from_dz(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the guard checks that the CPU has the target feature.
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { backward_from_dz_avx512(p, g, ws) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { backward_from_dz_avx2(p, g, ws) },
+        _ => backward_from_dz_inline::<Portable>(p, g, ws),
+    }
+}

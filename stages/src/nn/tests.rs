@@ -243,7 +243,7 @@ fn nn_softmax_xent_backward_matches_finite_differences() {
 // Whole network.
 
 /// `n` images with the fixture formula (see `scripts/reference/cnn_s_reference.py`).
-fn formula_images(n: usize) -> Vec<f32> {
+pub(crate) fn formula_images(n: usize) -> Vec<f32> {
     let mut x = vec![0.0f32; n * IMAGE_PIXELS];
     for (k, v) in x.iter_mut().enumerate() {
         let (img, row) = (k / IMAGE_PIXELS, (k % IMAGE_PIXELS) / IMAGE_SIDE);
@@ -253,7 +253,7 @@ fn formula_images(n: usize) -> Vec<f32> {
 }
 
 /// Weights with the fixture formula.
-fn formula_model() -> CnnS {
+pub(crate) fn formula_model() -> CnnS {
     let mut p = vec![0.0f32; NUM_PARAMS];
     for (t, s) in PARAM_SPECS.iter().enumerate() {
         for (e, v) in p[s.range()].iter_mut().enumerate() {

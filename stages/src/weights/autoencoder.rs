@@ -9,6 +9,22 @@
 //! loss = mean squared error between z and decoder(encoder(z))
 //! ```
 //!
+//! # The behavioural loss (`loss = "behaviour"`)
+//! Weight MSE is not function. With `loss = "behaviour"` (inputs `zoo`, `tasks`, `data` connected) each
+//! batch's loss is
+//!
+//! ```text
+//! β · MSE(z, ẑ) / MSE₀  +  (1 − β) · mean over the batch's models of distill(decode(ẑ)) / distill₀
+//! ```
+//!
+//! where `decode(ẑ)` is the cnn-s whose weights the PCA decodes from `ẑ`, `distill` the distillation loss
+//! of its outputs against the original model's on `probe_images` training images of the model's own task
+//! at temperature `temperature` ([`super::behaviour`], [`crate::nn::distill`]), and `MSE₀`, `distill₀`
+//! the two terms' values on the first batch (Meynent et al. 2025 scale each term by its first value;
+//! their best β is 0.1). The distillation gradient flows decoder → de-normalisation → inverse PCA → the
+//! cnn-s backward pass. Early stopping watches the same combined loss on the val rows. `loss = "mse"`
+//! is the thesis's configuration, byte for byte.
+//!
 //! Each `Linear(in → out)` computes `y = x Wᵀ + b` with `W` `[out, in]`, initialised as PyTorch does
 //! (`W`, `b` ~ U(−1/√in, 1/√in)) from our own seeded ChaCha8 stream (candle's CPU RNG cannot be seeded):
 //! layer by layer, `W` then `b`, element by element, `u = (next_u32 >> 8)·2⁻²⁴`. Optimiser: candle's
@@ -26,7 +42,7 @@
 //! | `latents.safetensors` | `latents` `[N, latent]`: every coefficient row of the `pca` input (rows as in its `pca.json`) |
 //! | `history.csv` | `epoch,train_loss,val_loss` (train loss = mean over the epoch's batches, before each update) |
 //! | `loss.png` | train (blue) and val (orange) loss per epoch, log scale |
-//! | `metrics.json` | `best_epoch`, `epochs_run`, `train_loss`, `val_loss` (at the best epoch), `test_loss` (test rows, normalised coefficients), `input_dim`, `latent_dim`, `parameters` |
+//! | `metrics.json` | `best_epoch`, `epochs_run`, `train_loss`, `val_loss` (at the best epoch; the combined loss with `loss = "behaviour"`), `test_loss` (test rows, coefficient MSE), `input_dim`, `latent_dim`, `parameters`; with `loss = "behaviour"` also `loss`, `beta`, `val_mse`, `val_distillation`, `test_mse`, `test_distillation`, `first_batch_mse`, `first_batch_distillation` |
 
 use std::path::Path;
 
@@ -37,11 +53,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
 
+use rayon::prelude::*;
+
+use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
 use super::plot::{self, Series};
 use crate::data::files::{self, TensorFile};
-use crate::data::TaskSplit;
-use crate::zoo::store::NamedTensors;
+use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::zoo::store::{NamedTensors, Zoo};
 
 /// The hidden-unit nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +286,17 @@ pub struct AutoencoderOptions {
     pub batch_size: usize,
     pub patience: usize,
     pub seed: u64,
+    /// `None`: the thesis's coefficient MSE alone; `Some`: the behavioural loss.
+    pub behaviour: Option<BehaviourOptions>,
+}
+
+/// `loss = "behaviour"`: `beta · MSE / MSE₀ + (1 − beta) · distillation / distillation₀`, each term
+/// divided by its value on the first batch (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BehaviourOptions {
+    pub beta: f64,
+    pub probe_images: usize,
+    pub temperature: f32,
 }
 
 impl Default for AutoencoderOptions {
@@ -281,6 +311,7 @@ impl Default for AutoencoderOptions {
             batch_size: 32,
             patience: 30,
             seed: 0,
+            behaviour: None,
         }
     }
 }
@@ -300,6 +331,8 @@ pub struct Trained {
     pub history: Vec<EpochLoss>,
     /// 1-based; the epoch whose weights were kept.
     pub best_epoch: usize,
+    /// With the behavioural loss: the first batch's MSE and distillation loss (the terms' scales).
+    pub behaviour_scales: Option<(f64, f64)>,
 }
 
 fn batch_loss(ae: &Autoencoder, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -316,8 +349,60 @@ fn full_loss(ae: &Autoencoder, rows: &[f32], d: usize) -> Result<f64, StageError
     batch_loss(ae, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)
 }
 
-/// Trains on `train` (`n × d`, normalised), early-stopping on `val` (see the module doc).
-pub fn train(train: &[f32], val: &[f32], d: usize, opts: &AutoencoderOptions) -> Result<Trained, StageError> {
+/// The behavioural term's data: the PCA that decodes coefficients into weights, and one probe set per
+/// train and val row (in the order of the rows given to [`train`]).
+pub struct BehaviourData<'a> {
+    pub pca: &'a WeightPca,
+    pub train: &'a [Probe],
+    pub val: &'a [Probe],
+    pub options: BehaviourOptions,
+}
+
+/// The behavioural loss and the batch's combined loss, in terms the first batch fixed.
+struct Scales {
+    mse: f64,
+    behaviour: f64,
+}
+
+impl BehaviourData<'_> {
+    /// Per row of `y` (`rows × d`, decoded normalised coefficients): the mean behavioural loss, and
+    /// when `grad` the gradient of that mean with respect to `y` (`rows × d`).
+    fn evaluate(&self, y: &[f32], d: usize, probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
+        let n = probes.len();
+        let t = self.options.temperature;
+        let per_row: Vec<(f64, Option<Vec<f32>>)> =
+            probes.par_iter().enumerate().map(|(i, p)| behaviour::loss_and_gradient(self.pca, &y[i * d..(i + 1) * d], p, t, grad)).collect();
+        let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n as f64;
+        let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
+        (loss, g)
+    }
+
+    /// The combined loss of the val rows (NaN without val rows).
+    fn val_loss(&self, ae: &Autoencoder, val: &[f32], d: usize, scales: &Scales) -> Result<(f64, f64, f64), StageError> {
+        if val.is_empty() {
+            return Ok((f64::NAN, f64::NAN, f64::NAN));
+        }
+        let e = cerr("autoencoder");
+        let x = Tensor::from_slice(val, (val.len() / d, d), &Device::Cpu).map_err(&e)?;
+        let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
+        let mse = candle_nn::loss::mse(&y, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)?;
+        let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
+        let probes: Vec<&Probe> = self.val.iter().collect();
+        let (kl, _) = self.evaluate(&yv, d, &probes, false);
+        let beta = self.options.beta;
+        Ok((beta * mse / scales.mse + (1.0 - beta) * kl / scales.behaviour, mse, kl))
+    }
+}
+
+/// Trains on `train` (`n × d`, normalised), early-stopping on `val` (see the module doc); with
+/// `behaviour`, on the behavioural loss.
+pub fn train(
+    train: &[f32],
+    val: &[f32],
+    d: usize,
+    opts: &AutoencoderOptions,
+    behaviour: Option<&BehaviourData>,
+) -> Result<Trained, StageError> {
     let n = train.len() / d.max(1);
     if n == 0 || d == 0 {
         return Err(StageError::msg(format!("autoencoder: no train-split coefficient rows to train on ({n} rows of {d})")));
@@ -333,6 +418,7 @@ pub fn train(train: &[f32], val: &[f32], d: usize, opts: &AutoencoderOptions) ->
     let mut history = Vec::new();
     let (mut best, mut best_epoch, mut best_val) = (ae.snapshot()?, 0, f64::INFINITY);
     let mut batch = Vec::with_capacity(opts.batch_size * d);
+    let mut scales: Option<Scales> = None;
     for epoch in 1..=opts.epochs {
         for i in (1..n).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -343,8 +429,23 @@ pub fn train(train: &[f32], val: &[f32], d: usize, opts: &AutoencoderOptions) ->
             batch.clear();
             chunk.iter().for_each(|&r| batch.extend_from_slice(&train[r * d..(r + 1) * d]));
             let x = Tensor::from_slice(&batch, (chunk.len(), d), &Device::Cpu).map_err(&e)?;
-            let loss = batch_loss(&ae, &x).map_err(&e)?;
-            sum += loss.to_scalar::<f32>().map_err(&e)? as f64 * chunk.len() as f64;
+            let Some(b) = behaviour else {
+                let loss = batch_loss(&ae, &x).map_err(&e)?;
+                sum += loss.to_scalar::<f32>().map_err(&e)? as f64 * chunk.len() as f64;
+                opt.backward_step(&loss).map_err(&e)?;
+                continue;
+            };
+            let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
+            let mse = candle_nn::loss::mse(&y, &x).map_err(&e)?;
+            let mse_value = mse.to_scalar::<f32>().map_err(&e)? as f64;
+            let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
+            let probes: Vec<&Probe> = chunk.iter().map(|&r| &b.train[r]).collect();
+            let (kl, g) = b.evaluate(&yv, d, &probes, true);
+            let sc = scales.get_or_insert(Scales { mse: mse_value.max(1e-12), behaviour: kl.max(1e-12) });
+            let beta = b.options.beta;
+            let g: Vec<f32> = g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - beta) / sc.behaviour) as f32).collect();
+            let loss = ((mse * (beta / sc.mse)).map_err(&e)? + behaviour::surrogate(&y, &g).map_err(&e)?).map_err(&e)?;
+            sum += (beta * mse_value / sc.mse + (1.0 - beta) * kl / sc.behaviour) * chunk.len() as f64;
             opt.backward_step(&loss).map_err(&e)?;
         }
         let train_loss = sum / n as f64;
@@ -353,7 +454,10 @@ pub fn train(train: &[f32], val: &[f32], d: usize, opts: &AutoencoderOptions) ->
                 "autoencoder: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)"
             )));
         }
-        let val_loss = full_loss(&ae, val, d)?;
+        let val_loss = match (behaviour, &scales) {
+            (Some(b), Some(sc)) => b.val_loss(&ae, val, d, sc)?.0,
+            _ => full_loss(&ae, val, d)?,
+        };
         history.push(EpochLoss { epoch, train: train_loss, val: val_loss });
         if val.is_empty() || val_loss < best_val {
             best_val = if val.is_empty() { best_val } else { val_loss };
@@ -364,11 +468,21 @@ pub fn train(train: &[f32], val: &[f32], d: usize, opts: &AutoencoderOptions) ->
         }
     }
     ae.set_from(&best)?;
-    Ok(Trained { model: ae, history, best_epoch })
+    let behaviour_scales = scales.map(|s| (s.mse, s.behaviour));
+    Ok(Trained { model: ae, history, best_epoch, behaviour_scales })
 }
 
 /// Trains on a `pca` output and writes the stage output into `out`.
-pub fn run_autoencoder(pca_dir: &Path, opts: &AutoencoderOptions, out: &Path) -> Result<serde_json::Value, StageError> {
+/// The zoo a `pca` output was fitted on, with its tasks and data: where the behavioural loss finds each
+/// model's probes.
+pub type ZooSources<'a> = (&'a Zoo, &'a Tasks, &'a Dataset);
+
+pub fn run_autoencoder(
+    pca_dir: &Path,
+    sources: Option<ZooSources>,
+    opts: &AutoencoderOptions,
+    out: &Path,
+) -> Result<serde_json::Value, StageError> {
     let pca = WeightPca::load(pca_dir)?;
     let coefficients = Coefficients::load(pca_dir)?;
     let d = pca.coefficient_dim();
@@ -376,7 +490,20 @@ pub fn run_autoencoder(pca_dir: &Path, opts: &AutoencoderOptions, out: &Path) ->
         coefficients.split(split).into_iter().flat_map(|i| pca.normalise(coefficients.row(i))).collect()
     };
     let (tr, va, te) = (gather(TaskSplit::Train), gather(TaskSplit::Val), gather(TaskSplit::Test));
-    let trained = train(&tr, &va, d, opts)?;
+    let probes = |split: TaskSplit| -> Result<Vec<Probe>, StageError> {
+        let (Some(b), Some((zoo, tasks, data))) = (opts.behaviour, sources) else { return Ok(Vec::new()) };
+        let rows: Vec<_> = coefficients.split(split).into_iter().map(|i| coefficients.meta.rows[i].clone()).collect();
+        behaviour::load_probes(&rows, zoo, tasks, data, b.probe_images)
+    };
+    let (p_train, p_val, p_test) = (probes(TaskSplit::Train)?, probes(TaskSplit::Val)?, probes(TaskSplit::Test)?);
+    let behaviour_data = match (opts.behaviour, sources) {
+        (Some(options), Some(_)) => Some(BehaviourData { pca: &pca, train: &p_train, val: &p_val, options }),
+        (Some(_), None) => {
+            return Err(StageError::msg("`loss = \"behaviour\"` needs the `zoo`, `tasks` and `data` inputs (the models' probe images)"))
+        }
+        (None, _) => None,
+    };
+    let trained = train(&tr, &va, d, opts, behaviour_data.as_ref())?;
     let ae = &trained.model;
 
     files::write_f32_safetensors(&out.join("autoencoder.safetensors"), &ae.named_tensors()?)?;
@@ -414,6 +541,27 @@ pub fn run_autoencoder(pca_dir: &Path, opts: &AutoencoderOptions, out: &Path) ->
         "latent_dim": ae.config.latent_dim,
         "parameters": ae.parameter_count(),
     });
+    let mut metrics = metrics;
+    if let (Some(b), Some((mse0, kl0))) = (&behaviour_data, trained.behaviour_scales) {
+        // The two terms apart, on the val and test rows (distillation at the training temperature).
+        let sc = Scales { mse: mse0, behaviour: kl0 };
+        let (_, val_mse, val_kl) = b.val_loss(ae, &va, d, &sc)?;
+        let test_b = BehaviourData { val: &p_test, ..*b };
+        let (_, test_mse, test_kl) = test_b.val_loss(ae, &te, d, &sc)?;
+        let extra = serde_json::json!({
+            "loss": "behaviour",
+            "beta": b.options.beta,
+            "val_mse": num(val_mse),
+            "val_distillation": num(val_kl),
+            "test_mse": num(test_mse),
+            "test_distillation": num(test_kl),
+            "first_batch_mse": mse0,
+            "first_batch_distillation": kl0,
+        });
+        if let (Some(m), Some(x)) = (metrics.as_object_mut(), extra.as_object()) {
+            m.extend(x.clone());
+        }
+    }
     files::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
@@ -453,6 +601,20 @@ impl AutoencoderOptions {
             batch_size: positive("batch_size")?,
             patience: positive("patience")?,
             seed: ctx.int("seed")? as u64,
+            behaviour: match ctx.str("loss")? {
+                "behaviour" => {
+                    let beta = ctx.float("beta")?;
+                    if !(0.0..=1.0).contains(&beta) {
+                        return Err(StageError::msg(format!("parameter `beta` must be in [0, 1], found {beta}")));
+                    }
+                    let temperature = ctx.float("temperature")?;
+                    if !(temperature > 0.0 && temperature.is_finite()) {
+                        return Err(StageError::msg(format!("parameter `temperature` must be > 0, found {temperature}")));
+                    }
+                    Some(BehaviourOptions { beta, probe_images: positive("probe_images")?, temperature: temperature as f32 })
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -485,15 +647,44 @@ impl StageKind for AutoencoderKind {
             ParamSpec::optional("batch_size", Int, Value::Int(d.batch_size as i64), "mini-batch size"),
             ParamSpec::optional("patience", Int, Value::Int(d.patience as i64), "epochs without val improvement before stopping"),
             ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
+            ParamSpec::optional(
+                "loss",
+                Choice(&["mse", "behaviour"]),
+                Value::Str("mse".into()),
+                "mse: the thesis's coefficient MSE; behaviour: beta·MSE + (1 − beta)·distillation of the decoded model's outputs (needs the zoo, tasks and data inputs)",
+            ),
+            ParamSpec::optional("beta", Float, Value::Float(0.1), "loss = behaviour: weight of the coefficient MSE, in [0, 1]"),
+            ParamSpec::optional(
+                "probe_images",
+                Int,
+                Value::Int(128),
+                "loss = behaviour: training images of each model's own task on which outputs are matched",
+            ),
+            ParamSpec::optional("temperature", Float, Value::Float(2.0), "loss = behaviour: distillation temperature T"),
         ]
     }
     fn inputs(&self) -> Inputs {
-        Inputs::Slots(vec![("pca", true, "a `pca` stage")])
+        Inputs::Slots(vec![
+            ("pca", true, "a `pca` stage"),
+            ("zoo", false, "the zoo the `pca` stage encoded (loss = behaviour)"),
+            ("tasks", false, "its `tasks` stage (loss = behaviour)"),
+            ("data", false, "its `dataset` stage (loss = behaviour)"),
+        ])
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let opts = AutoencoderOptions::from_params(ctx)?;
         ctx.progress.message("training the weight autoencoder");
-        run_autoencoder(ctx.input("pca")?, &opts, ctx.out)?;
+        let loaded = match (opts.behaviour, ctx.inputs.get("zoo"), ctx.inputs.get("tasks"), ctx.inputs.get("data")) {
+            (Some(_), Some(z), Some(t), Some(d)) => Some((Zoo::load(z)?, Tasks::load(t)?, Dataset::load(d)?)),
+            (Some(_), ..) => {
+                return Err(StageError::msg(format!(
+                    "stage `{}`: parameter `loss` = \"behaviour\" needs the inputs `zoo`, `tasks` and `data`",
+                    ctx.stage
+                )))
+            }
+            _ => None,
+        };
+        run_autoencoder(ctx.input("pca")?, loaded.as_ref().map(|(z, t, d)| (z, t, d)), &opts, ctx.out)?;
         Ok(())
     }
 }

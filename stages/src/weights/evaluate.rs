@@ -2,11 +2,15 @@
 //! in weight space and in function (the thesis's Table 4.1).
 //!
 //! # What is compared
-//! For every coefficient row of the `pca` input whose split is `test`, the original model (the zoo's
-//! weights) against three reconstructions:
+//! For every coefficient row of the `pca` input whose split is `split` (default `test`: models no fit
+//! has seen), the original model (the zoo's weights) against its reconstructions:
 //! - `pca`: inverse PCA of its own coefficients (the loss of the PCA alone);
 //! - `pca_ae`: encoder → latent → decoder → inverse PCA (the whole weight encoder; present when the
 //!   `autoencoder` input is connected), so the two losses can be told apart;
+//! - `pca_ae_refined` (with `refine_steps` > 0): the `pca_ae` latent after latent refinement
+//!   ([`super::behaviour::refine`]: Adam steps on the latent through the frozen decoder, matching the
+//!   original's outputs on `probe_images` of its task's *training* images — never the test images
+//!   scored here). It uses the original model's outputs, so it is reported apart from pure decoding;
 //! - `mean`: the decoded mean train coefficient vector, ≈ the train models' mean weights — the
 //!   reference a reconstruction must beat to carry any model-specific information.
 //!
@@ -28,7 +32,8 @@
 //! # Output (a directory)
 //! | file | content |
 //! | --- | --- |
-//! | `reconstruction.csv` | one row per (model, reconstruction): `model_id, checkpoint, task_id, variant, weight_mse, synthetic_agreement, synthetic_correlation, synthetic_cosine, synthetic_output_mse, real_agreement, real_correlation, real_cosine, real_output_mse, original_accuracy, accuracy` |
+//! | `decoded/m<id>-<checkpoint>-<variant>.safetensors` | every reconstruction's weights, with the zoo's tensor names and shapes (`decoded/mean.safetensors`: the `mean` reference) |
+//! | `reconstruction.csv` | one row per (model, reconstruction): `model_id, checkpoint, task_id, variant, file (its weights, relative to the output), weight_mse, synthetic_agreement, synthetic_correlation, synthetic_cosine, synthetic_output_mse, real_agreement, real_correlation, real_cosine, real_output_mse, original_accuracy, accuracy` |
 //! | `metrics.json` | `models`, `original_accuracy`, and per variant `weight_mse`, `synthetic.{agreement, correlation, cosine}`, `real.{agreement, correlation, cosine, accuracy}` (means); the per-model values as arrays under `distributions` (arrays are not sweep-table columns) |
 //! | `agreement.png` | real-data agreement per model, sorted (x = rank, y = agreement): `pca` blue, `pca_ae` orange, `mean` grey |
 //! | `correlation.png` | the same for the real-data output correlation |
@@ -42,6 +47,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
 
+use super::behaviour;
 use super::decode::{Network, WeightCodec};
 use super::pca::{mse, Coefficients};
 use super::plot::{self, Series};
@@ -106,6 +112,8 @@ pub fn compare_outputs(a: &[[f32; 3]], b: &[[f32; 3]]) -> OutputAgreement {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
     pub variant: &'static str,
+    /// The decoded weights, relative to the stage output (`decoded/…`).
+    pub file: String,
     pub weight_mse: f64,
     pub synthetic: OutputAgreement,
     pub real: OutputAgreement,
@@ -124,6 +132,20 @@ pub fn synthetic_images(n: usize, len: usize, seed: u64) -> Vec<f32> {
 pub struct EvaluateOptions {
     pub synthetic_images: usize,
     pub seed: u64,
+    /// Whose models are compared: `test` (held out from every fit; the default), or `train` / `val`
+    /// (to measure how much of a gap is generalisation).
+    pub split: TaskSplit,
+    /// Latent refinement (the `pca_ae_refined` variant); `steps = 0` turns it off.
+    pub refine: RefineOptions,
+}
+
+/// Latent refinement's settings ([`super::behaviour::refine`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefineOptions {
+    pub steps: usize,
+    pub lr: f64,
+    pub probe_images: usize,
+    pub temperature: f32,
 }
 
 /// A task's test images (u8) with labels `0..3` in the model's output order.
@@ -179,6 +201,7 @@ fn decoded(arch: &str, weights: &NamedTensors, data: &Dataset, calibration: &[u8
 /// Compares one original network with one reconstruction.
 fn compare(
     variant: &'static str,
+    file: String,
     original: (&[f32], &Network),
     reconstruction: (&[f32], &Network),
     synthetic: &[f32],
@@ -190,6 +213,7 @@ fn compare(
     let real_b = rec.logits_u8(real.0)?;
     Ok(Comparison {
         variant,
+        file,
         weight_mse: mse(w, w_hat),
         synthetic: compare_outputs(&net.logits_f32(synthetic)?, &rec.logits_f32(synthetic)?),
         real: compare_outputs(&real_a, &real_b),
@@ -215,16 +239,33 @@ pub fn run_evaluation(
     let codec = WeightCodec::load(pca_dir, autoencoder_dir)?;
     let coefficients = Coefficients::load(pca_dir)?;
     let pca = &codec.pca;
-    let test = coefficients.split(TaskSplit::Test);
+    let test = coefficients.split(opts.split);
     if test.is_empty() {
-        return Err(StageError::msg("evaluate-reconstruction: the `pca` input has no test-split models"));
+        return Err(StageError::msg(format!(
+            "evaluate-reconstruction: the `pca` input has no {}-split models",
+            opts.split.as_str()
+        )));
     }
     // Batched through the autoencoder: latents, then back.
     let normalised: Vec<f32> = test.iter().flat_map(|&i| pca.normalise(coefficients.row(i))).collect();
+    let latents = match &codec.autoencoder {
+        Some(ae) => ae.encode(&normalised)?,
+        None => Vec::new(),
+    };
     let ae_back = match &codec.autoencoder {
-        Some(ae) => Some(ae.decode(&ae.encode(&normalised)?)?),
+        Some(ae) => Some(ae.decode(&latents)?),
         None => None,
     };
+    if opts.refine.steps > 0 {
+        if codec.autoencoder.is_none() {
+            return Err(StageError::msg("parameter `refine_steps` > 0 needs the `autoencoder` input (it refines latents)"));
+        }
+        behaviour::check_arch(codec.arch(), "latent refinement")?;
+    }
+    let out_dir = out;
+    let decoded_dir = out.join("decoded");
+    std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
+    files::write_f32_safetensors(&decoded_dir.join("mean.safetensors"), &pca.decode(&pca.coefficient_mean)?)?;
     let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.into_iter().flat_map(|(_, _, v)| v).collect();
     let arch = codec.arch();
     let mean_net =
@@ -243,7 +284,8 @@ pub fn run_evaluation(
         .par_iter()
         .enumerate()
         .map(|(t, &i)| -> Result<_, StageError> {
-            let r = &coefficients.meta.rows[i];
+            let r_ref = &coefficients.meta.rows[i];
+            let r = r_ref;
             let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
                 StageError::msg(format!(
                     "model {} ({}) of the `pca` input is not in the `zoo` input",
@@ -258,38 +300,45 @@ pub fn run_evaluation(
             let calibration = calibration_images(row, tasks, data);
             let real = (real.0.as_slice(), real.1.as_slice());
             let mut out = Vec::new();
-            let pca_w = pca.decode(coefficients.row(i))?;
             let flat =
                 |t: &crate::zoo::store::NamedTensors| t.iter().flat_map(|(_, _, v)| v.iter().copied()).collect::<Vec<f32>>();
-            out.push(compare("pca", (&w, &net), (&flat(&pca_w), &decoded(arch, &pca_w, data, &calibration)?), &synthetic, real)?);
-            if let Some(back) = &ae_back {
-                let ae_w = codec.normalised_to_weights(&back[t * dim..(t + 1) * dim])?;
-                out.push(compare(
-                    "pca_ae",
-                    (&w, &net),
-                    (&flat(&ae_w), &decoded(arch, &ae_w, data, &calibration)?),
-                    &synthetic,
-                    real,
-                )?);
+            let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
+                let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
+                files::write_f32_safetensors(&out_dir.join(&file), weights)?;
+                let rec = decoded(arch, weights, data, &calibration)?;
+                out.push(compare(variant, file, (&w, &net), (&flat(weights), &rec), &synthetic, real)?);
+                Ok(())
+            };
+            push("pca", &pca.decode(coefficients.row(i))?)?;
+            if let (Some(back), Some(ae)) = (&ae_back, &codec.autoencoder) {
+                push("pca_ae", &codec.normalised_to_weights(&back[t * dim..(t + 1) * dim])?)?;
+                if opts.refine.steps > 0 {
+                    let r = opts.refine;
+                    let probe = behaviour::load_probes(std::slice::from_ref(r_ref), zoo, tasks, data, r.probe_images)?.remove(0);
+                    let latent = &latents[t * ae.config.latent_dim..(t + 1) * ae.config.latent_dim];
+                    let refined = behaviour::refine(ae, pca, latent, &probe, r.temperature, r.steps, r.lr)?;
+                    push("pca_ae_refined", &codec.normalised_to_weights(&ae.decode(&refined.latent)?)?)?;
+                }
             }
-            out.push(compare("mean", (&w, &net), (&mean_weights, &mean_net), &synthetic, real)?);
+            out.push(compare("mean", "decoded/mean.safetensors".into(), (&w, &net), (&mean_weights, &mean_net), &synthetic, real)?);
             Ok((row, out))
         })
         .collect::<Result<_, _>>()?;
 
     // reconstruction.csv
     let mut csv = String::from(
-        "model_id,checkpoint,task_id,variant,weight_mse,synthetic_agreement,synthetic_correlation,synthetic_cosine,synthetic_output_mse,real_agreement,real_correlation,real_cosine,real_output_mse,original_accuracy,accuracy\n",
+        "model_id,checkpoint,task_id,variant,file,weight_mse,synthetic_agreement,synthetic_correlation,synthetic_cosine,synthetic_output_mse,real_agreement,real_correlation,real_cosine,real_output_mse,original_accuracy,accuracy\n",
     );
     for (row, cs) in &results {
         for c in cs {
             let (s, r) = (c.synthetic, c.real);
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 row.model_id,
                 row.checkpoint.as_str(),
                 row.task_id,
                 c.variant,
+                c.file,
                 c.weight_mse,
                 s.agreement,
                 s.correlation,
@@ -383,7 +432,7 @@ impl StageKind for EvaluateReconstructionKind {
         "evaluate-reconstruction"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "weight-space and functional agreement of test-split models with their PCA / PCA+AE reconstructions"
@@ -397,6 +446,26 @@ impl StageKind for EvaluateReconstructionKind {
                 "random U(0,1) images for the synthetic comparison",
             ),
             ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "seeds the synthetic images"),
+            ParamSpec::optional(
+                "split",
+                ParamType::Choice(&["test", "val", "train"]),
+                Value::Str("test".into()),
+                "whose models are compared: test (held out from every fit), or val / train (the fit's own, to measure the generalisation gap)",
+            ),
+            ParamSpec::optional(
+                "refine_steps",
+                ParamType::Int,
+                Value::Int(0),
+                "latent refinement: Adam steps on each test model's latent to match its outputs on probe images (0: off; adds the `pca_ae_refined` variant)",
+            ),
+            ParamSpec::optional("refine_lr", ParamType::Float, Value::Float(0.05), "latent refinement: Adam learning rate"),
+            ParamSpec::optional(
+                "probe_images",
+                ParamType::Int,
+                Value::Int(128),
+                "latent refinement: training images of each model's own task whose outputs are matched",
+            ),
+            ParamSpec::optional("temperature", ParamType::Float, Value::Float(2.0), "latent refinement: distillation temperature"),
         ]
     }
     fn inputs(&self) -> Inputs {
@@ -413,7 +482,23 @@ impl StageKind for EvaluateReconstructionKind {
         if n < 1 {
             return Err(StageError::msg(format!("parameter `synthetic_images` must be ≥ 1, found {n}")));
         }
-        let opts = EvaluateOptions { synthetic_images: n as usize, seed: ctx.int("seed")? as u64 };
+        let count = |name: &str, min: i64| -> Result<usize, StageError> {
+            match ctx.int(name)? {
+                v if v >= min => Ok(v as usize),
+                v => Err(StageError::msg(format!("parameter `{name}` must be ≥ {min}, found {v}"))),
+            }
+        };
+        let (lr, temperature) = (ctx.float("refine_lr")?, ctx.float("temperature")?);
+        if !(lr > 0.0 && lr.is_finite() && temperature > 0.0 && temperature.is_finite()) {
+            return Err(StageError::msg("parameters `refine_lr` and `temperature` must be finite and > 0"));
+        }
+        let refine = RefineOptions { steps: count("refine_steps", 0)?, lr, probe_images: count("probe_images", 1)?, temperature: temperature as f32 };
+        let split = match ctx.str("split")? {
+            "train" => TaskSplit::Train,
+            "val" => TaskSplit::Val,
+            _ => TaskSplit::Test,
+        };
+        let opts = EvaluateOptions { synthetic_images: n as usize, seed: ctx.int("seed")? as u64, split, refine };
         let zoo = Zoo::load(ctx.input("zoo")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
         let data = Dataset::load(ctx.input("data")?)?;

@@ -17,6 +17,7 @@
 //! `status` is `ok`, in `zoo.csv` order ([`select_rows`]). Fitting uses the train split only.
 
 pub mod autoencoder;
+pub mod behaviour;
 pub mod bench;
 pub mod decode;
 pub mod evaluate;

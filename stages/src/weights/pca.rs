@@ -267,6 +267,42 @@ impl WeightPca {
         z.iter().zip(self.coefficient_mean.iter().zip(&self.coefficient_std)).map(|(z, (m, s))| z * s + m).collect()
     }
 
+    /// The flat weights (parameters concatenated in `params` order) decoded from normalised
+    /// coefficients `z`: the linear map `z → w` of [`Self::denormalise`] then [`Self::decode`].
+    pub fn normalised_to_flat(&self, z: &[f32]) -> Vec<f32> {
+        let c = self.denormalise(z);
+        self.params.iter().flat_map(|p| p.decode(&c[p.offset..p.offset + p.coefficient_count()])).collect()
+    }
+
+    /// Pulls a gradient with respect to the flat weights back to the normalised coefficients: the
+    /// transpose of [`Self::normalised_to_flat`]'s linear part, `∂ℓ/∂z_j = s_j · (V_p ∂ℓ/∂w_p)_j`
+    /// (`pca` mode), `s_j · ∂ℓ/∂w_j` (`centre`), nothing (`constant`).
+    pub fn flat_gradient_to_normalised(&self, grad: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.coefficient_dim()];
+        let mut at = 0;
+        for p in &self.params {
+            let g = &grad[at..at + p.len()];
+            at += p.len();
+            let o = &mut out[p.offset..p.offset + p.coefficient_count()];
+            match p.mode {
+                Mode::Constant => {}
+                Mode::Centre => o.copy_from_slice(g),
+                Mode::Pca => {
+                    for (o, v) in o.iter_mut().zip(p.components.chunks_exact(p.len())) {
+                        *o = v.iter().zip(g).map(|(v, g)| *v as f64 * *g as f64).sum::<f64>() as f32;
+                    }
+                }
+            }
+        }
+        out.iter_mut().zip(&self.coefficient_std).for_each(|(o, s)| *o *= s);
+        out
+    }
+
+    /// Total element count of the weights (all parameters).
+    pub fn weight_count(&self) -> usize {
+        self.params.iter().map(ParamPca::len).sum()
+    }
+
     /// Fits Algorithm 3.1 on the rows of `train` (each a model's weights, flat, in `parameters` order)
     /// and the normalisation on their coefficients.
     pub fn fit(

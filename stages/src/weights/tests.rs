@@ -290,3 +290,125 @@ fn resnet18_decodes_without_buffers_and_refits_batch_norm() {
     assert!(corr > 0.95, "eval/train output correlation {corr}");
     assert!(Network::build("vgg", &params).unwrap_err().to_string().contains("vgg"));
 }
+
+/// `flat_gradient_to_normalised` is the transpose of the linear part of `normalised_to_flat`:
+/// ⟨g, A z⟩ = ⟨Aᵀ g, z⟩ with `A z = normalised_to_flat(z) − normalised_to_flat(0)`.
+#[test]
+fn pca_gradient_pullback_is_the_transpose_of_decoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, zoo_dir) = tiny_zoo(tmp.path());
+    let pca_dir = tmp.path().join("pca");
+    run_stage(&PcaKind, &[("components", Value::Int(3))], &[("zoo", &zoo_dir)], &pca_dir).unwrap();
+    let pca = WeightPca::load(&pca_dir).unwrap();
+    let (d, n) = (pca.coefficient_dim(), pca.weight_count());
+    let z: Vec<f32> = (0..d).map(|j| (0.7 * j as f32 + 0.3).sin()).collect();
+    let g: Vec<f32> = (0..n).map(|i| (1.3 * i as f32 + 0.1).cos()).collect();
+    let (wz, w0) = (pca.normalised_to_flat(&z), pca.normalised_to_flat(&vec![0.0; d]));
+    let lhs: f64 = g.iter().zip(wz.iter().zip(&w0)).map(|(g, (a, b))| *g as f64 * (*a as f64 - *b as f64)).sum();
+    let rhs: f64 = pca.flat_gradient_to_normalised(&g).iter().zip(&z).map(|(a, b)| *a as f64 * *b as f64).sum();
+    // Both sides are sums of ~2,300 f32 products of O(0.1) terms: 1e-4 relative covers their rounding.
+    assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "⟨g, Az⟩ = {lhs}, ⟨Aᵀg, z⟩ = {rhs}");
+}
+
+#[test]
+fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
+    use super::behaviour;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data_dir, tasks_dir, zoo_dir) = tiny_zoo(tmp.path());
+    let zoo = crate::zoo::Zoo::load(&zoo_dir).unwrap();
+    let pca_dir = tmp.path().join("pca");
+    run_stage(&PcaKind, &[("components", Value::Int(4))], &[("zoo", &zoo_dir)], &pca_dir).unwrap();
+    let sources: [(&str, &Path); 4] = [("pca", &pca_dir), ("zoo", &zoo_dir), ("tasks", &tasks_dir), ("data", &data_dir)];
+    let base = |loss: &str| {
+        vec![
+            ("hidden", Value::List(vec![Value::Int(16)])),
+            ("latent_dim", Value::Int(6)),
+            ("epochs", Value::Int(12)),
+            ("batch_size", Value::Int(4)),
+            ("patience", Value::Int(12)),
+            ("loss", Value::Str(loss.into())),
+            ("probe_images", Value::Int(16)),
+        ]
+    };
+
+    // Bad input: the behavioural loss without the zoo, β outside [0, 1], more probes than images.
+    let e = run_stage(&AutoencoderKind, &base("behaviour"), &sources[..1], &tmp.path().join("x1")).unwrap_err().to_string();
+    assert!(e.contains("`zoo`") && e.contains("`loss`"), "{e}");
+    let mut bad = base("behaviour");
+    bad.push(("beta", Value::Float(1.5)));
+    let e = run_stage(&AutoencoderKind, &bad, &sources, &tmp.path().join("x2")).unwrap_err().to_string();
+    assert!(e.contains("`beta`"), "{e}");
+    let mut bad = base("behaviour");
+    bad[6].1 = Value::Int(10_000);
+    let e = run_stage(&AutoencoderKind, &bad, &sources, &tmp.path().join("x3")).unwrap_err().to_string();
+    assert!(e.contains("`probe_images`"), "{e}");
+
+    // The behavioural autoencoder decodes the train models into networks closer in *function* to the
+    // originals (distillation loss on their probes) than the MSE autoencoder does: that is its objective.
+    let (mse_dir, beh_dir) = (tmp.path().join("ae-mse"), tmp.path().join("ae-behaviour"));
+    run_stage(&AutoencoderKind, &base("mse"), &sources, &mse_dir).unwrap();
+    run_stage(&AutoencoderKind, &base("behaviour"), &sources, &beh_dir).unwrap();
+    let bm = read_metrics(&beh_dir);
+    assert_eq!(bm["loss"], "behaviour");
+    assert!(bm["val_distillation"].as_f64().unwrap().is_finite() && bm["first_batch_distillation"].as_f64().unwrap() > 0.0);
+    let coefficients = Coefficients::load(&pca_dir).unwrap();
+    let train = coefficients.split(crate::data::TaskSplit::Train);
+    let rows: Vec<_> = train.iter().map(|&i| coefficients.meta.rows[i].clone()).collect();
+    let tasks = crate::data::Tasks::load(&tasks_dir).unwrap();
+    let data = crate::data::Dataset::load(&data_dir).unwrap();
+    let probes = behaviour::load_probes(&rows, &zoo, &tasks, &data, 16).unwrap();
+    let distill_after = |ae_dir: &Path| -> f64 {
+        let codec = WeightCodec::load(&pca_dir, Some(ae_dir)).unwrap();
+        let ae = codec.autoencoder.as_ref().unwrap();
+        let z: Vec<f32> = train.iter().flat_map(|&i| codec.pca.normalise(coefficients.row(i))).collect();
+        let back = ae.decode(&ae.encode(&z).unwrap()).unwrap();
+        let d = codec.pca.coefficient_dim();
+        let sum: f64 =
+            probes.iter().enumerate().map(|(r, p)| behaviour::loss_and_gradient(&codec.pca, &back[r * d..(r + 1) * d], p, 2.0, false).0).sum();
+        sum / probes.len() as f64
+    };
+    let (with_mse, with_behaviour) = (distill_after(&mse_dir), distill_after(&beh_dir));
+    assert!(with_behaviour < with_mse, "train distillation: behaviour {with_behaviour} vs mse {with_mse}");
+
+    // Refinement lowers the behavioural loss of the latent it starts from (it keeps the best step).
+    let codec = WeightCodec::load(&pca_dir, Some(&mse_dir)).unwrap();
+    let ae = codec.autoencoder.as_ref().unwrap();
+    let latent = ae.encode(&codec.pca.normalise(coefficients.row(train[0]))).unwrap();
+    let r = behaviour::refine(ae, &codec.pca, &latent, &probes[0], 2.0, 10, 0.05).unwrap();
+    assert!(r.loss_after < r.loss_before, "{} → {}", r.loss_before, r.loss_after);
+
+    // evaluate-reconstruction with refinement: a fourth variant, and every reconstruction's weights on
+    // disk under the zoo's names, as `reconstruction.csv`'s `file` column says.
+    let ev_dir = tmp.path().join("eval");
+    let inputs = [("zoo", zoo_dir.as_path()), ("pca", &pca_dir), ("autoencoder", &mse_dir), ("tasks", &tasks_dir), ("data", &data_dir)];
+    let params = [("synthetic_images", Value::Int(16)), ("refine_steps", Value::Int(5)), ("probe_images", Value::Int(16))];
+    run_stage(&EvaluateReconstructionKind, &params, &inputs, &ev_dir).unwrap();
+    let em = read_metrics(&ev_dir);
+    assert!(em["pca_ae_refined"]["real"]["agreement"].as_f64().is_some(), "{em}");
+    let mut reader = csv::Reader::from_path(ev_dir.join("reconstruction.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let (vcol, fcol) = (header.iter().position(|h| h == "variant").unwrap(), header.iter().position(|h| h == "file").unwrap());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 4 * em["models"].as_u64().unwrap() as usize);
+    for rec in &records {
+        let tensors = files::TensorFile::open(&ev_dir.join(&rec[fcol])).unwrap().f32_all().unwrap();
+        crate::nn::CnnS::from_named_tensors(tensors.iter().map(|(n, s, v)| (n, s, v))).unwrap();
+    }
+    // The `pca` file holds exactly the PCA decoding of the model's coefficients.
+    let first_pca = records.iter().find(|r| &r[vcol] == "pca").unwrap();
+    let mut stored = files::TensorFile::open(&ev_dir.join(&first_pca[fcol])).unwrap().f32_all().unwrap();
+    let test = coefficients.split(crate::data::TaskSplit::Test);
+    let mut want = codec.pca.decode(coefficients.row(test[0])).unwrap();
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(stored == want, "the stored `pca` reconstruction is not the PCA decoding of the model's coefficients");
+    let e = run_stage(
+        &EvaluateReconstructionKind,
+        &[("refine_steps", Value::Int(3))],
+        &[("zoo", zoo_dir.as_path()), ("pca", &pca_dir), ("tasks", &tasks_dir), ("data", &data_dir)],
+        &tmp.path().join("eval-bad"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`refine_steps`") && e.contains("`autoencoder`"), "{e}");
+}

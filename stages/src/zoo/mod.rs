@@ -3,7 +3,9 @@
 //! # Brief overview
 //! For task row `i` (input `tasks`), model `i` draws its recipe from [`sample::Recipe`] (optimizer
 //! Adam or SGD with momentum, learning rate, batch size, the "early" and "final" checkpoint epochs),
-//! initialises its weights from its own seed (PyTorch's default init, our RNG), trains on the task's
+//! initialises its weights (PyTorch's default init, our RNG) from its own seed, or with `init = "shared"`
+//! from one seed common to every model, or with `init = K` from one of K seeds (model `i` takes seed
+//! group `i mod K`; `zoo.csv`'s `init` column says which), trains on the task's
 //! training images (input `data`; pixels/255, class `k` of the task ↔ output unit `k`), and at both
 //! checkpoint epochs records the mean training loss of that epoch and the loss and accuracy on the
 //! task's validation and test images. Models train in parallel, one thread each, inside the run's
@@ -59,7 +61,7 @@ impl StageKind for ZooKind {
         "zoo"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "trains one model per task row (early and final checkpoints), recording losses and accuracies"
@@ -77,6 +79,12 @@ impl StageKind for ZooKind {
                 "where resnet18 trains (cuda needs the `cuda` cargo feature); cnn-s always trains on the CPU kernel",
             ),
             ParamSpec::optional("seed", Int, Value::Int(0), "seeds every model's recipe, weights and data order"),
+            ParamSpec::optional(
+                "init",
+                Any,
+                Value::Str("random".into()),
+                "initial weights: \"random\" (one seeded init per model), \"shared\" (every model starts from one seeded init) or an integer K (K seeded inits, model i takes i mod K)",
+            ),
             ParamSpec::optional("adam_fraction", Float, Value::Float(0.5), "probability that a model uses Adam (else SGD)"),
             ParamSpec::optional("momentum", Float, Value::Float(0.9), "SGD momentum"),
             ParamSpec::optional(
@@ -397,6 +405,7 @@ fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch
             lr: plan.lr,
             batch_size: plan.batch_size,
             seed: plan.init_seed,
+            init: plan.init.clone(),
             train_loss: if diverged { f64::NAN } else { train_loss },
             val_loss: val.loss,
             val_acc: val.accuracy,

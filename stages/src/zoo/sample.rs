@@ -15,10 +15,55 @@ pub enum LrDistribution {
     LogNormal,
 }
 
+/// Where a model's initial weights come from (`init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitScheme {
+    /// `"random"`: each model its own seeded initialisation (drawn with the rest of its recipe).
+    Random,
+    /// `"shared"`: every model starts from one seeded initialisation.
+    Shared,
+    /// An integer K: K seeded initialisations, model `i` takes number `i mod K`.
+    Groups(usize),
+}
+
+impl InitScheme {
+    /// Parses the `init` parameter: `"random"`, `"shared"` or an integer K ≥ 1.
+    pub fn parse(v: &Value) -> Result<InitScheme, StageError> {
+        match v {
+            Value::Str(s) if s == "random" => Ok(InitScheme::Random),
+            Value::Str(s) if s == "shared" => Ok(InitScheme::Shared),
+            Value::Int(k) if *k >= 1 => Ok(InitScheme::Groups(*k as usize)),
+            other => Err(StageError::msg(format!(
+                "parameter `init` must be \"random\", \"shared\" or an integer K ≥ 1 (K seeded inits, round-robin), found {other}"
+            ))),
+        }
+    }
+
+    /// The shared initialisation model `id` starts from (`None` for its own), as recorded in `zoo.csv`'s
+    /// `init` column: `random`, `shared`, or the group index `0..K`.
+    pub fn group(self, id: usize) -> Option<usize> {
+        match self {
+            InitScheme::Random => None,
+            InitScheme::Shared => Some(0),
+            InitScheme::Groups(k) => Some(id % k),
+        }
+    }
+
+    /// `zoo.csv`'s `init` value for model `id`.
+    pub fn label(self, id: usize) -> String {
+        match (self, self.group(id)) {
+            (InitScheme::Shared, _) => "shared".into(),
+            (_, Some(g)) => g.to_string(),
+            (_, None) => "random".into(),
+        }
+    }
+}
+
 /// The distributions (all stage parameters; see [`super::ZooKind`]'s parameter docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     pub seed: u64,
+    pub init: InitScheme,
     pub adam_fraction: f64,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -41,8 +86,10 @@ pub struct ModelPlan {
     pub batch_size: usize,
     pub early_epoch: usize,
     pub final_epoch: usize,
-    /// Seeds the weights' initialisation.
+    /// Seeds the weights' initialisation (shared by the models of one init group).
     pub init_seed: u64,
+    /// `zoo.csv`'s `init` column: `random`, `shared` or the init group's index.
+    pub init: String,
     /// Seeds the data order.
     pub data_seed: u64,
 }
@@ -85,6 +132,7 @@ impl Recipe {
         }
         let r = Recipe {
             seed: ctx.int("seed")? as u64,
+            init: InitScheme::parse(ctx.param("init")?)?,
             adam_fraction: ctx.float("adam_fraction")?,
             momentum: ctx.float("momentum")?,
             weight_decay: ctx.float("weight_decay")?,
@@ -124,7 +172,15 @@ impl Recipe {
         let [lo, hi] = self.final_epoch_range;
         let drawn = (self.final_epoch[0] + self.final_epoch[1] * normal(&mut rng)).round();
         let final_epoch = (drawn.clamp(lo as f64, hi as f64) as usize).max(early_epoch + 1);
-        ModelPlan { adam, lr, batch_size, early_epoch, final_epoch, init_seed: rng.next_u64(), data_seed: rng.next_u64() }
+        let own_init = rng.next_u64();
+        let data_seed = rng.next_u64();
+        // A group's seed is drawn from a stream of its own, so "random" models keep the exact draws
+        // (and bytes) they had before `init` existed.
+        let init_seed = match self.init.group(id) {
+            None => own_init,
+            Some(g) => ChaCha8Rng::seed_from_u64(self.seed ^ 0x1417_5eed ^ (g as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64(),
+        };
+        ModelPlan { adam, lr, batch_size, early_epoch, final_epoch, init_seed, init: self.init.label(id), data_seed }
     }
 }
 
@@ -147,6 +203,7 @@ mod tests {
     fn recipe() -> Recipe {
         Recipe {
             seed: 3,
+            init: InitScheme::Random,
             adam_fraction: 0.5,
             momentum: 0.9,
             weight_decay: 0.0,
@@ -179,6 +236,34 @@ mod tests {
         assert!((median.log10() + 3.0).abs() < 0.15, "median lr {median}");
         for size in [32, 64] {
             assert!(plans.iter().any(|p| p.batch_size == size));
+        }
+    }
+
+    #[test]
+    fn init_schemes_share_seeds_as_documented_and_leave_the_rest_of_the_draw_alone() {
+        let random = recipe();
+        let shared = Recipe { init: InitScheme::Shared, ..recipe() };
+        let groups = Recipe { init: InitScheme::Groups(3), ..recipe() };
+        let seeds = |r: &Recipe| (0..9).map(|i| r.plan(i).init_seed).collect::<Vec<_>>();
+        let own = seeds(&random);
+        // Random: all different. Shared: one seed, not any model's own. Groups: i and i + 3 share.
+        assert_eq!(own.iter().collect::<std::collections::BTreeSet<_>>().len(), 9);
+        let s = seeds(&shared);
+        assert!(s.iter().all(|&x| x == s[0]) && !own.contains(&s[0]));
+        let g = seeds(&groups);
+        assert_eq!(g.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+        assert!((0..6).all(|i| g[i] == g[i + 3]));
+        assert_eq!(g[0], s[0], "group 0 of K is the shared init (same seed, same stream)");
+        // Only the init seed and its label change: the optimizer, lr, batch size, epochs and data order stay.
+        for i in 0..9 {
+            let (a, b) = (random.plan(i), groups.plan(i));
+            assert_eq!((a.adam, a.lr, a.batch_size, a.early_epoch, a.final_epoch, a.data_seed), (b.adam, b.lr, b.batch_size, b.early_epoch, b.final_epoch, b.data_seed));
+            assert_eq!((a.init.as_str(), b.init.clone()), ("random", (i % 3).to_string()));
+        }
+        assert_eq!(shared.plan(4).init, "shared");
+        for bad in [Value::Str("same".into()), Value::Int(0), Value::Float(2.0)] {
+            let e = InitScheme::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains("parameter `init`"), "{e}");
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! | file | content |
 //! | --- | --- |
-//! | `zoo.csv` | one row per (model, checkpoint): `model_id, checkpoint (early|final), epoch, arch, class_0, class_1, class_2, split (train|val|test), optimizer, lr, batch_size, seed, train_loss, val_loss, val_acc, test_loss, test_acc, status (ok|diverged), file, task_id` |
+//! | `zoo.csv` | one row per (model, checkpoint): `model_id, checkpoint (early|final), epoch, arch, class_0, class_1, class_2, split (train|val|test), optimizer, lr, batch_size, seed, init, train_loss, val_loss, val_acc, test_loss, test_acc, status (ok|diverged), file, task_id` |
 //! | `models/m<id>-<checkpoint>.safetensors` | the weights, `F32`, PyTorch names and shapes (`conv1.weight` `[8,1,5,5]`, …): `model.load_state_dict(safetensors.torch.load_file(f))` |
 //! | `zoo.json` | `arch`, `parameters` (`name`, `shape`, in PyTorch `state_dict` order), `models`, `checkpoints`, `recipe` (the stage's resolved parameters) |
 //! | `metrics.json` | mean / min / max test accuracy and loss of the final and early checkpoints, diverged count |
@@ -48,7 +48,11 @@ pub struct ZooRow {
     pub optimizer: String,
     pub lr: f64,
     pub batch_size: usize,
+    /// The weights' initialisation seed.
     pub seed: u64,
+    /// `random` (the model's own init), `shared`, or the index of its init group (`zoo.init = K`).
+    #[serde(default = "own_init")]
+    pub init: String,
     pub train_loss: f64,
     pub val_loss: f64,
     pub val_acc: f64,
@@ -59,6 +63,10 @@ pub struct ZooRow {
     /// Relative to the zoo directory.
     pub file: String,
     pub task_id: usize,
+}
+
+fn own_init() -> String {
+    "random".into()
 }
 
 impl ZooRow {

@@ -193,3 +193,32 @@ fn a_resnet18_zoo_saves_torchvision_names_with_batchnorm_buffers() {
     assert_eq!(weights.last().unwrap().1, vec![3], "fc.bias: three outputs");
     assert!(zoo.rows.iter().all(|r| r.ok() && r.test_loss.is_finite()));
 }
+
+#[test]
+fn init_shared_and_groups_are_recorded_per_model() {
+    let root = tempfile::tempdir().unwrap();
+    inputs(root.path());
+    let ins = [("data", root.path().join("data")), ("tasks", root.path().join("tasks"))];
+    let ins: Vec<(&str, &Path)> = ins.iter().map(|(k, p)| (*k, p.as_path())).collect();
+    let run = |init: Value, out: &str| {
+        let mut params = zoo_params();
+        params.push(("init", init));
+        run_stage(&ZooKind, &params, &ins, &root.path().join(out)).unwrap();
+        Zoo::load(&root.path().join(out)).unwrap()
+    };
+    let shared = run(Value::Str("shared".into()), "shared");
+    assert!(shared.rows.iter().all(|r| r.init == "shared" && r.seed == shared.rows[0].seed), "{:?}", shared.rows);
+    assert_eq!(shared.meta.recipe["init"], Value::Str("shared".into()), "zoo.json records the scheme");
+    let groups = run(Value::Int(2), "groups");
+    for r in &groups.rows {
+        assert_eq!(r.init, (r.model_id % 2).to_string());
+        assert!(groups.rows.iter().filter(|o| o.model_id % 2 == r.model_id % 2).all(|o| o.seed == r.seed));
+    }
+    assert_ne!(groups.rows[0].seed, groups.rows.iter().find(|r| r.model_id % 2 == 1).unwrap().seed);
+    // Every model of one group really started from the same weights: the seed is the init.
+    assert_eq!(CnnS::init(shared.rows[0].seed), CnnS::init(shared.rows[2].seed));
+    let mut params = zoo_params();
+    params.push(("init", Value::Str("same".into())));
+    let e = run_stage(&ZooKind, &params, &ins, &root.path().join("bad")).unwrap_err().to_string();
+    assert!(e.contains("`init`"), "{e}");
+}

@@ -1,0 +1,170 @@
+//! What a model *does*, as a loss on decoded weights: the behavioural term of the weight autoencoder
+//! (Meynent et al. 2025, "Structure is not enough") and latent refinement.
+//!
+//! # Probes
+//! For every encoded model, `count` *training* images of its own task (never test images): the task's
+//! sorted training indices taken at evenly spaced positions `⌊j·n/count⌋`, so every class of the task
+//! is represented whatever the dataset's order; pixels/255. The teacher outputs are the original
+//! model's logits on them ([`Probe`]).
+//!
+//! # The loss and its gradient
+//! A decoded model's behavioural loss is the distillation loss of [`crate::nn::distill`] (KL between
+//! the teacher's and the decoded model's softened outputs at temperature `T`, times `T²`). Its gradient
+//! with respect to the normalised PCA coefficients `z` flows back through the cnn-s backward pass
+//! (∂ℓ/∂w) and the transpose of the linear decoding `z → w`
+//! ([`WeightPca::flat_gradient_to_normalised`]); the autoencoder's candle graph takes it from there as
+//! the upstream gradient of its output ([`surrogate`]).
+//!
+//! # Latent refinement ([`refine`])
+//! At encode time the latent `h` of a model can be moved to match the model's outputs better:
+//! `steps` Adam steps (β = 0.9, 0.999, ε = 1e-8, learning rate `lr`) on `h` alone, minimising the
+//! behavioural loss of `decode(h)` on the model's probes; the decoder is frozen. It needs the original
+//! model's outputs, so it is an encoder-side improvement (a better `encode`), reported apart from pure
+//! decoding.
+
+use candle_core::{Device, Tensor, Var};
+use rayon::prelude::*;
+use wspace_stage_api::StageError;
+
+use super::autoencoder::Autoencoder;
+use super::pca::{RowRef, WeightPca};
+use crate::data::{Dataset, Tasks};
+use crate::nn::{self, CnnS, Workspace, IMAGE_PIXELS, NUM_CLASSES, NUM_PARAMS};
+use crate::zoo::store::Zoo;
+
+/// One model's probe images and its own outputs on them.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `n × 784`, pixels/255.
+    pub images: Vec<f32>,
+    /// The original model's logits, one per image.
+    pub teacher: Vec<[f32; NUM_CLASSES]>,
+}
+
+/// The positions `⌊j·n/count⌋`, `j < min(count, n)`, of a list of `n` indices.
+pub fn spread(n: usize, count: usize) -> impl Iterator<Item = usize> {
+    let take = count.min(n);
+    (0..take).map(move |j| j * n / take)
+}
+
+/// The architectures whose weights the behavioural term can run.
+pub fn check_arch(arch: &str, what: &str) -> Result<(), StageError> {
+    if arch == "cnn-s" {
+        Ok(())
+    } else {
+        Err(StageError::msg(format!("{what} runs `cnn-s` models (the fast kernel's gradient); this zoo's arch is `{arch}`")))
+    }
+}
+
+/// The probes of every row (in order): `count` training images of the row's task, and the original
+/// model's outputs on them. Fails when a task has fewer than `count` training images.
+pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, count: usize) -> Result<Vec<Probe>, StageError> {
+    check_arch(&zoo.meta.arch, "the behavioural term")?;
+    rows.par_iter()
+        .map(|r| {
+            let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
+                StageError::msg(format!("model {} ({}) of the `pca` input is not in the `zoo` input", r.model_id, r.checkpoint.as_str()))
+            })?;
+            let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
+                StageError::msg(format!("zoo model {}: task {} is not in the `tasks` input", row.model_id, row.task_id))
+            })?;
+            if task.train.len() < count {
+                return Err(StageError::msg(format!(
+                    "parameter `probe_images` = {count} is more than task {}'s {} training images",
+                    task.id,
+                    task.train.len()
+                )));
+            }
+            let mut images = Vec::with_capacity(count * IMAGE_PIXELS);
+            for j in spread(task.train.len(), count) {
+                let i = task.train[j];
+                if i >= data.train.len() || data.train.image_len != IMAGE_PIXELS {
+                    return Err(StageError::msg(format!("task {}: training image {i} is missing or not 28×28 grey", task.id)));
+                }
+                images.extend(data.train.image(i).iter().map(|&p| p as f32 / 255.0));
+            }
+            let weights = CnnS::from_flat(zoo.flat(row)?);
+            let teacher = nn::logits_f32(&weights, &images);
+            Ok(Probe { images, teacher })
+        })
+        .collect()
+}
+
+/// The behavioural loss of the model decoded from normalised coefficients `z` and, when `grad`, its
+/// gradient with respect to `z`.
+pub fn loss_and_gradient(pca: &WeightPca, z: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
+    let w = pca.normalised_to_flat(z);
+    debug_assert_eq!(w.len(), NUM_PARAMS);
+    let mut ws = Workspace::new();
+    if grad {
+        let mut g = vec![0.0f32; NUM_PARAMS];
+        let loss = nn::distill(&w, &probe.images, &probe.teacher, temperature, Some(&mut g), &mut ws);
+        (loss, Some(pca.flat_gradient_to_normalised(&g)))
+    } else {
+        (nn::distill(&w, &probe.images, &probe.teacher, temperature, None, &mut ws), None)
+    }
+}
+
+/// `Σ y ⊙ G` with `G` a constant: its gradient with respect to `y` is `G`, which is how a gradient
+/// computed outside candle (here: through the cnn-s kernel) enters candle's backward pass.
+pub fn surrogate(y: &Tensor, upstream: &[f32]) -> candle_core::Result<Tensor> {
+    let g = Tensor::from_slice(upstream, y.shape(), y.device())?;
+    (y * g)?.sum_all()
+}
+
+/// The result of [`refine`].
+#[derive(Debug, Clone)]
+pub struct Refined {
+    pub latent: Vec<f32>,
+    /// The behavioural loss before the first and after the last step.
+    pub loss_before: f64,
+    pub loss_after: f64,
+}
+
+/// Latent refinement (see the module doc): `steps` Adam steps on `latent` through the frozen decoder.
+/// Keeps the best latent seen (the loss is measured before each step and after the last).
+pub fn refine(
+    ae: &Autoencoder,
+    pca: &WeightPca,
+    latent: &[f32],
+    probe: &Probe,
+    temperature: f32,
+    steps: usize,
+    lr: f64,
+) -> Result<Refined, StageError> {
+    let e = |e: candle_core::Error| StageError::msg(format!("latent refinement: {e}"));
+    let dim = latent.len();
+    let h = Var::from_slice(latent, (1, dim), &Device::Cpu).map_err(e)?;
+    let (mut m, mut v) = (vec![0.0f64; dim], vec![0.0f64; dim]);
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let mut best: Option<(f64, Vec<f32>)> = None;
+    let mut first = f64::NAN;
+    for step in 0..=steps {
+        let z_t = ae.decode_tensor(h.as_tensor()).map_err(e)?;
+        let z: Vec<f32> = z_t.flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
+        let (loss, g) = loss_and_gradient(pca, &z, probe, temperature, step < steps);
+        let current: Vec<f32> = h.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
+        if step == 0 {
+            first = loss;
+        }
+        if best.as_ref().is_none_or(|(b, _)| loss < *b) {
+            best = Some((loss, current.clone()));
+        }
+        let Some(g) = g else { break };
+        let grads = surrogate(&z_t, &g).and_then(|s| s.backward()).map_err(e)?;
+        let gh: Vec<f32> = grads.get(&h).ok_or_else(|| StageError::msg("latent refinement: no gradient"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
+        let t = (step + 1) as i32;
+        let next: Vec<f32> = (0..dim)
+            .map(|i| {
+                let gi = gh[i] as f64;
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let (mh, vh) = (m[i] / (1.0 - b1.powi(t)), v[i] / (1.0 - b2.powi(t)));
+                (current[i] as f64 - lr * mh / (vh.sqrt() + eps)) as f32
+            })
+            .collect();
+        h.set(&Tensor::from_slice(&next, (1, dim), &Device::Cpu).map_err(e)?).map_err(e)?;
+    }
+    let (loss_after, latent) = best.expect("at least one evaluation");
+    Ok(Refined { latent, loss_before: first, loss_after })
+}
