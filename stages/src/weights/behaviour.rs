@@ -93,16 +93,21 @@ pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, co
 /// The behavioural loss of the model decoded from normalised coefficients `z` and, when `grad`, its
 /// gradient with respect to `z`.
 pub fn loss_and_gradient(pca: &WeightPca, z: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
+    thread_local! {
+        // One kernel workspace (≈ 0.5 MB) per worker thread, not one per call.
+        static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
+    }
     let w = pca.normalised_to_flat(z);
     debug_assert_eq!(w.len(), NUM_PARAMS);
-    let mut ws = Workspace::new();
-    if grad {
-        let mut g = vec![0.0f32; NUM_PARAMS];
-        let loss = nn::distill(&w, &probe.images, &probe.teacher, temperature, Some(&mut g), &mut ws);
-        (loss, Some(pca.flat_gradient_to_normalised(&g)))
-    } else {
-        (nn::distill(&w, &probe.images, &probe.teacher, temperature, None, &mut ws), None)
-    }
+    WORKSPACE.with_borrow_mut(|ws| {
+        if grad {
+            let mut g = vec![0.0f32; NUM_PARAMS];
+            let loss = nn::distill(&w, &probe.images, &probe.teacher, temperature, Some(&mut g), ws);
+            (loss, Some(pca.flat_gradient_to_normalised(&g)))
+        } else {
+            (nn::distill(&w, &probe.images, &probe.teacher, temperature, None, ws), None)
+        }
+    })
 }
 
 /// `Σ y ⊙ G` with `G` a constant: its gradient with respect to `y` is `G`, which is how a gradient
