@@ -35,7 +35,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::pca::{Coefficients, WeightPca};
 use super::plot::{self, Series};
@@ -422,13 +422,8 @@ pub fn run_autoencoder(pca_dir: &Path, opts: &AutoencoderOptions, out: &Path) ->
 pub struct AutoencoderKind;
 
 impl AutoencoderOptions {
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
-        let positive = |name: &str| -> Result<usize, StageError> {
-            match ctx.int(name)? {
-                v if v >= 1 => Ok(v as usize),
-                v => Err(StageError::msg(format!("parameter `{name}` must be ≥ 1, found {v}"))),
-            }
-        };
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
+        let positive = |name: &str| ctx.positive(name);
         let mut hidden = Vec::new();
         for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
             match v.as_i64() {
@@ -490,8 +485,12 @@ impl StageKind for AutoencoderKind {
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![("pca", true, "a `pca` stage")])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        AutoencoderOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = AutoencoderOptions::from_params(ctx)?;
+        let opts = AutoencoderOptions::from_params(ctx.view())?;
         ctx.progress.message("training the weight autoencoder");
         run_autoencoder(ctx.input("pca")?, &opts, ctx.out)?;
         Ok(())

@@ -40,7 +40,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::decode::{Network, WeightCodec};
 use super::pca::{mse, Coefficients};
@@ -408,12 +408,11 @@ impl StageKind for EvaluateReconstructionKind {
             ("data", true, "the zoo's `dataset` stage"),
         ])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        params.positive("synthetic_images").map(|_| ())
+    }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let n = ctx.int("synthetic_images")?;
-        if n < 1 {
-            return Err(StageError::msg(format!("parameter `synthetic_images` must be ≥ 1, found {n}")));
-        }
-        let opts = EvaluateOptions { synthetic_images: n as usize, seed: ctx.int("seed")? as u64 };
+        let opts = EvaluateOptions { synthetic_images: ctx.view().positive("synthetic_images")?, seed: ctx.int("seed")? as u64 };
         let zoo = Zoo::load(ctx.input("zoo")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
         let data = Dataset::load(ctx.input("data")?)?;
