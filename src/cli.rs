@@ -641,8 +641,7 @@ fn gc(cache: &Cache, keep: &crate::gc::Keep, dry_run: bool) -> Result<u8, Fail> 
 }
 
 fn fsck(cache: &Cache, repair: bool) -> Result<u8, Fail> {
-    let findings = crate::gc::fsck(cache);
-    let entries = cache.scan().entries.len();
+    let (entries, findings) = crate::gc::fsck(cache);
     for f in &findings {
         println!("{:<9} {}: {}", f.what, f.path.display(), f.detail);
     }

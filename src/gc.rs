@@ -102,9 +102,10 @@ pub struct Finding {
 }
 
 /// Hashes every entry against its manifest; lists unreadable manifests, unfinished builds and
-/// leftovers of dead runs.
-pub fn fsck(cache: &Cache) -> Vec<Finding> {
+/// leftovers of dead runs. Also returns how many entries were hashed.
+pub fn fsck(cache: &Cache) -> (usize, Vec<Finding>) {
     let scan = cache.scan();
+    let hashed = scan.entries.len();
     let mut out = Vec::new();
     for (path, why) in scan.unreadable {
         let key = path.file_name().map(|n| StageKey(n.to_string_lossy().into_owned()));
@@ -126,5 +127,5 @@ pub fn fsck(cache: &Cache) -> Vec<Finding> {
         };
         out.push(Finding { what, path, detail: detail.into(), key: None });
     }
-    out
+    (hashed, out)
 }
