@@ -166,6 +166,14 @@ fn mutated_pipelines_never_panic() {
             Ok(ok) => accepted += ok as u64,
             Err(_) => panics.push((i, text)),
         }
+        if (i + 1) % 100_000 == 0 {
+            eprintln!(
+                "… {} files, {accepted} accepted, {} panics, {:.0} s",
+                i + 1,
+                panics.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     eprintln!(
         "{iterations} mutated pipeline files (seed {seed:#x}): {accepted} accepted, {} refused, {} panics, {:.1} s",

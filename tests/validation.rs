@@ -357,3 +357,18 @@ fn stage_names_are_letters_digits_dashes_and_underscores() {
 "#
     );
 }
+
+#[test]
+fn a_sweep_of_more_than_10000_variants_is_refused() {
+    let axes: String = (1..=5).map(|i| format!("\"a.p{i}\" = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n")).collect();
+    assert_eq!(
+        rejected(&format!("[stages.a]\nkind = \"command\"\nrun = \"true\"\n[sweep]\n{axes}"), &[]),
+        r#"error: the sweep has 100000 variants, more than 10000
+ --> p.toml:5:1
+  |
+5 | "a.p1" = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  | ^^^^^^
+  = help: split it into several pipeline files, or sweep fewer values
+"#
+    );
+}
