@@ -1,4 +1,4 @@
-//! The command line: `wspace run | status | explain | dag | show | ls | gc | verify | bench | kinds`, and
+//! The command line: `wspace run | status | explain | dag | show | ls | gc | fsck | verify | bench | kinds`, and
 //! `exec-stage` (what a Slurm job runs).
 //!
 //! Exit codes: 0 success; 1 a stage failed (or `verify` found a difference); 2 the command line or the
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, HistoryLine};
 use crate::diag::Diagnostics;
 use crate::exec::{Runner, StageReport, Status};
 use crate::pipeline::{self, check::parse_set, ExecutorKind, Override, Pipeline};
@@ -113,16 +113,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Remove entries not used by the last N runs, and what killed runs left behind
+    /// Remove entries no recent run of any pipeline needs (or, given pipeline files, all but what they
+    /// resolve to now), and what killed runs left behind
     Gc {
+        /// Keep exactly what these pipeline files resolve to now (every sweep variant), nothing else
+        pipelines: Vec<PathBuf>,
         #[command(flatten)]
         cache: CacheArg,
-        /// Keep every entry used by the last N runs
-        #[arg(long, default_value_t = 1)]
+        /// Keep every entry used by the last N runs of each pipeline file
+        #[arg(long, default_value_t = 1, conflicts_with = "pipelines")]
         keep_last: usize,
         /// Say what would be removed; remove nothing
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Hash every entry against its manifest; report corrupt, partial and orphaned ones (exit 1 if any)
+    Fsck {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Remove what was found
+        #[arg(long)]
+        repair: bool,
     },
     /// Recompute a cached stage and compare output hashes (proves reproducibility)
     Verify {
@@ -174,8 +185,10 @@ fn load(p: &PipelineArgs, registry: &Registry) -> Result<(Pipeline, Vec<Override
     for arg in &p.set {
         overrides.push(parse_set(arg).map_err(|e| Fail(format!("error: {e}"), 2))?);
     }
-    // Check the overrides now, so a bad `--set` fails before anything runs.
-    pipeline.with_overrides(&overrides).map_err(|d| Fail(d.to_string(), 2))?;
+    // Check the overrides now (with every sweep variant), so a bad `--set` fails before anything runs.
+    if !overrides.is_empty() {
+        pipeline.validate(&overrides)?;
+    }
     Ok((pipeline, overrides))
 }
 
@@ -232,7 +245,16 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
         }
         Command::Show { p, stage, format } => show(&p, registry, &stage, format),
         Command::Ls { cache, format } => ls(&Cache::new(cache.cache), format),
-        Command::Gc { cache, keep_last, dry_run } => gc(&Cache::new(cache.cache), keep_last, dry_run),
+        Command::Gc { pipelines, cache, keep_last, dry_run } => {
+            let cache = Cache::new(cache.cache);
+            let keep = if pipelines.is_empty() {
+                crate::gc::Keep::History(keep_last)
+            } else {
+                crate::gc::Keep::Exactly(resolved_keys(&pipelines, registry, &cache)?)
+            };
+            gc(&cache, &keep, dry_run)
+        }
+        Command::Fsck { cache, repair } => fsck(&Cache::new(cache.cache), repair),
         Command::Verify { p, stage, jobs } => verify(&p, registry, &stage, jobs.max(1)),
         Command::Kinds { kind } => kinds(registry, kind.as_deref()),
         Command::Bench { name, args } => {
@@ -268,6 +290,7 @@ fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptio
     let ui = Ui::new(dry_run);
     let variants = pipeline.variants();
     let mut results: Vec<(Vec<Override>, Vec<StageReport>)> = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
     for (n, variant) in variants.iter().enumerate() {
         // `--set` applies on top of every sweep variant.
         let all: Vec<Override> = variant.iter().chain(&overrides).cloned().collect();
@@ -278,6 +301,14 @@ fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptio
         }
         let runner = Runner { pipeline: &vp, cache: &cache, ui: &ui, jobs };
         let reports = if dry_run { runner.plan(&mask) } else { runner.run(&mask) };
+        if !dry_run {
+            used.extend(reports.iter().filter_map(|r| r.key.clone()));
+            if mask.contains(&false) {
+                // The stages left out are still the pipeline's: what they resolve to stays wanted.
+                let all = runner.plan(&vec![true; vp.stages.len()]);
+                used.extend(all.into_iter().filter(|r| r.status == Status::Cached).filter_map(|r| r.key));
+            }
+        }
         if format == Format::Text {
             if variants.len() > 1 {
                 println!(
@@ -290,6 +321,18 @@ fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptio
             println!("{}", report::summary(&reports));
         }
         results.push((variant.clone(), reports));
+    }
+    if !dry_run {
+        let file = std::fs::canonicalize(&p.file).unwrap_or_else(|_| p.file.clone());
+        let line = HistoryLine {
+            time: crate::cache::now(),
+            pipeline: pipeline.name.clone(),
+            file: Some(file.display().to_string()),
+            keys: used.into_iter().collect(),
+        };
+        if let Err(e) = cache.append_history(&line) {
+            ui.line(&format!("warning: cannot append to the run history: {e}"));
+        }
     }
     let mut table_path = None;
     if variants.len() > 1 && !dry_run {
@@ -430,6 +473,9 @@ fn show(p: &PipelineArgs, registry: &Registry, stage: &str, format: Format) -> R
     let ui = Ui::new(true);
     let runner = Runner { pipeline: &pipeline, cache: &cache, ui: &ui, jobs: 1 };
     let (entry, _) = runner.cached_entry(i).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    cache.verify(&entry).map_err(|bad| {
+        Fail(format!("error: the cached result of stage `{stage}` is corrupt ({bad}); the next `wspace run` recomputes it"), 1)
+    })?;
     let out = std::fs::canonicalize(entry.out()).unwrap_or(entry.out());
     let metrics: serde_json::Value =
         std::fs::read(out.join("metrics.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
@@ -480,15 +526,16 @@ fn last_use(cache: &Cache) -> std::collections::HashMap<String, u64> {
 
 fn ls(cache: &Cache, format: Format) -> Result<u8, Fail> {
     let used = last_use(cache);
-    let entries = cache.entries();
+    let crate::cache::Scan { entries, unreadable } = cache.scan();
     if format == Format::Json {
-        let rows: Vec<_> = entries
+        let mut rows: Vec<_> = entries
             .iter()
             .map(|e| {
                 let m = &e.manifest;
                 json!({"key": m.key, "stage": m.stage, "pipeline": m.pipeline, "kind": m.ingredients.kind, "size": m.size(), "created": m.created, "last_used": used.get(&m.key.0).copied().unwrap_or(m.created)})
             })
             .collect();
+        rows.extend(unreadable.iter().map(|(dir, why)| json!({"path": dir, "unreadable": why})));
         println!("{}", json!(rows));
         return Ok(0);
     }
@@ -509,7 +556,14 @@ fn ls(cache: &Cache, format: Format) -> Result<u8, Fail> {
     println!("{}", report::table(&["key", "kind", "pipeline/stage", "size", "last used"], &rows));
     let total: u64 = entries.iter().map(|e| e.manifest.size()).sum();
     println!("{} entries, {} in {}", entries.len(), human_size(total), cache.root().display());
+    report_unreadable(&unreadable);
     Ok(0)
+}
+
+fn report_unreadable(unreadable: &[(PathBuf, String)]) {
+    for (dir, why) in unreadable {
+        eprintln!("warning: unreadable entry {}: {why} (`wspace fsck --repair` removes it)", dir.display());
+    }
 }
 
 fn ago(t: u64) -> String {
@@ -522,38 +576,96 @@ fn ago(t: u64) -> String {
     }
 }
 
-fn gc(cache: &Cache, keep_last: usize, dry_run: bool) -> Result<u8, Fail> {
-    let history = cache.history();
-    let keep: std::collections::HashSet<String> =
-        history.iter().rev().take(keep_last).flat_map(|h| h.keys.iter().map(|k| k.0.clone())).collect();
+/// The keys the pipeline files resolve to now, over every sweep variant (stages not computed yet
+/// have no entry to keep).
+fn resolved_keys(
+    files: &[PathBuf],
+    registry: &Registry,
+    cache: &Cache,
+) -> Result<std::collections::HashSet<crate::key::StageKey>, Fail> {
+    let ui = Ui::new(true);
+    let mut keys = std::collections::HashSet::new();
+    for file in files {
+        let pipeline = pipeline::load(file, registry)?;
+        for variant in pipeline.variants() {
+            let vp = pipeline.with_overrides(&variant).map_err(|d| Fail(d.to_string(), 2))?;
+            let runner = Runner { pipeline: &vp, cache, ui: &ui, jobs: 1 };
+            let plan = runner.plan(&vec![true; vp.stages.len()]);
+            keys.extend(plan.into_iter().filter(|r| r.status == Status::Cached).filter_map(|r| r.key));
+        }
+    }
+    Ok(keys)
+}
+
+fn gc(cache: &Cache, keep: &crate::gc::Keep, dry_run: bool) -> Result<u8, Fail> {
+    let plan = crate::gc::plan(cache, keep);
+    let describe = |e: &Entry| {
+        let m = &e.manifest;
+        format!("{} ({}/{}, {}, {})", m.key.short(), m.pipeline, m.stage, m.ingredients.kind, human_size(m.size()))
+    };
+    let (n, size) = (plan.remove.len(), human_size(plan.size()));
+    println!(
+        "{} {n} entries ({size}) and {} leftovers of dead runs:",
+        if dry_run { "would remove" } else { "removing" },
+        plan.leftovers.len()
+    );
+    for e in &plan.remove {
+        println!("  {}", describe(e));
+    }
+    for path in &plan.leftovers {
+        println!("  {}", path.display());
+    }
+    for e in &plan.unfinished {
+        println!("keeping {}: made by a run that did not finish", describe(e));
+    }
+    report_unreadable(&plan.unreadable);
+    if dry_run {
+        return Ok(0);
+    }
     let mut freed = 0;
     let mut removed = 0;
-    for e in cache.entries() {
+    for e in &plan.remove {
         let m = &e.manifest;
-        if keep.contains(&m.key.0) {
-            continue;
-        }
-        if dry_run {
-            println!("would remove {} ({}/{}, {})", m.key.short(), m.pipeline, m.stage, human_size(m.size()));
-        } else if cache.remove(&m.key).map_err(|e| Fail(format!("error: {e}"), 1))? {
-            println!("removed {} ({}/{}, {})", m.key.short(), m.pipeline, m.stage, human_size(m.size()));
+        if cache.remove(&m.key).map_err(|e| Fail(format!("error: {e}"), 1))? {
+            freed += m.size();
+            removed += 1;
         } else {
             println!("kept {}: a run is building it", m.key.short());
-            continue;
-        }
-        freed += m.size();
-        removed += 1;
-    }
-    for orphan in cache.orphans() {
-        if dry_run {
-            println!("would remove {}", orphan.display());
-        } else {
-            crate::cache::remove_tree(&orphan).map_err(|e| Fail(format!("error: {e}"), 1))?;
-            println!("removed {}", orphan.display());
         }
     }
-    println!("{} {removed} entries ({})", if dry_run { "would remove" } else { "removed" }, human_size(freed));
+    for orphan in &plan.leftovers {
+        crate::cache::remove_tree(orphan).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    }
+    println!("removed {removed} entries, freed {}", human_size(freed));
     Ok(0)
+}
+
+fn fsck(cache: &Cache, repair: bool) -> Result<u8, Fail> {
+    let (entries, findings) = crate::gc::fsck(cache);
+    for f in &findings {
+        println!("{:<9} {}: {}", f.what, f.path.display(), f.detail);
+    }
+    if findings.is_empty() {
+        println!("fsck: {entries} entries hashed, all match their manifests; nothing partial or orphaned");
+        return Ok(0);
+    }
+    if !repair {
+        println!("fsck: {} problem(s); `wspace fsck --repair` removes them (the next run recomputes)", findings.len());
+        return Ok(1);
+    }
+    let mut left = 0;
+    for f in &findings {
+        let gone = match &f.key {
+            Some(key) => cache.remove(key).map_err(|e| Fail(format!("error: {e}"), 1))?,
+            None => crate::cache::remove_tree(&f.path).map(|_| true).map_err(|e| Fail(format!("error: {e}"), 1))?,
+        };
+        if !gone {
+            println!("kept {}: a run is building it", f.path.display());
+            left += 1;
+        }
+    }
+    println!("fsck: removed {} of {} problem(s)", findings.len() - left, findings.len());
+    Ok(if left == 0 { 0 } else { 1 })
 }
 
 fn verify(p: &PipelineArgs, registry: &Registry, stage: &str, jobs: usize) -> Result<u8, Fail> {

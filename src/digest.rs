@@ -40,12 +40,45 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), PathError> {
 /// Every regular file below `root`, sorted by relative path, with its hash.
 pub fn list_tree(root: &Path) -> Result<Vec<FileRecord>, PathError> {
     let mut out = Vec::new();
-    walk(root, "", &mut out)?;
+    visit(root, "", &mut |rel, path, _| {
+        let (blake3, size) = hash_file(path)?;
+        out.push(FileRecord { path: rel, size, blake3 });
+        Ok(())
+    })?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<FileRecord>) -> Result<(), PathError> {
+/// A file's size and modification time, as `stat` reports them: what [`list_stamps`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp { size: meta.len(), mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128 }
+    }
+}
+
+/// Every regular file below `root`, sorted by relative path, with its [`Stamp`] (no file is read).
+pub fn list_stamps(root: &Path) -> Result<Vec<(String, Stamp)>, PathError> {
+    let mut out = Vec::new();
+    visit(root, "", &mut |rel, _, meta| {
+        out.push((rel, Stamp::of(meta)));
+        Ok(())
+    })?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+type Visitor<'a> = dyn FnMut(String, &Path, &std::fs::Metadata) -> Result<(), PathError> + 'a;
+
+/// Calls `f(relative path, path, metadata)` for every regular file below `dir` (symlinks followed).
+fn visit(dir: &Path, rel: &str, f: &mut Visitor) -> Result<(), PathError> {
     for entry in std::fs::read_dir(dir).map_err(path_err(dir))? {
         let entry = entry.map_err(path_err(dir))?;
         let path = entry.path();
@@ -53,10 +86,9 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<FileRecord>) -> Result<(), PathErro
         let rel_path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
         let meta = std::fs::metadata(&path).map_err(path_err(&path))?;
         if meta.is_dir() {
-            walk(&path, &rel_path, out)?;
+            visit(&path, &rel_path, f)?;
         } else if meta.is_file() {
-            let (blake3, size) = hash_file(&path)?;
-            out.push(FileRecord { path: rel_path, size, blake3 });
+            f(rel_path, &path, &meta)?;
         }
     }
     Ok(())

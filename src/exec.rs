@@ -2,7 +2,8 @@
 //!
 //! # Brief overview
 //! [`Runner::run`] walks the stages in topological order. A stage whose inputs are all done gets its
-//! [`Ingredients`] and key; a cache hit is done at once (nothing is read or re-hashed). A miss goes to a
+//! [`Ingredients`] and key; a cache hit is checked cheaply ([`Cache::verify_fast`]: sizes and mtimes,
+//! re-hashed only when they changed) and then done; a corrupt or unreadable hit is recomputed. A miss goes to a
 //! worker thread (at most `-j` at a time) that takes the key's build lock, looks again, verifies the
 //! entries it will read (recomputing a corrupt one), runs the stage kind inside the run's rayon pool
 //! (of `-j` threads) — or, with the Slurm executor, as a Slurm job ([`crate::slurm`]) while it holds
@@ -16,9 +17,9 @@ use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use wspace_stage_api::{ParamType, StageContext, Value};
+use wspace_stage_api::StageContext;
 
-use crate::cache::{now, Cache, Corruption, Entry, HistoryLine, RunRecord};
+use crate::cache::{now, Cache, Corruption, Entry, RunRecord};
 use crate::key::{Ingredients, SlotInput, StageKey};
 use crate::pipeline::{ExecutorKind, Pipeline, Stage};
 use crate::progress::Ui;
@@ -178,6 +179,14 @@ impl<'a> Runner<'a> {
                     let key = ingredients.key();
                     let found = self.cache.lookup(&key);
                     tracing::debug!(stage = %stage.name, key = %key, hit = matches!(found, Ok(Some(_))), "cache lookup");
+                    // A hit is served only once checked; a bad one is recomputed like a miss.
+                    let (found, distrust) = match found {
+                        Ok(Some(entry)) => match self.cache.verify_fast(&entry) {
+                            Ok(()) => (Ok(Some(entry)), None),
+                            Err(bad) => (Ok(None), Some(bad)),
+                        },
+                        other => (other, None),
+                    };
                     match found {
                         Ok(Some(entry)) => {
                             self.record(i, &key, &ingredients);
@@ -189,14 +198,20 @@ impl<'a> Runner<'a> {
                             progressed = true;
                         }
                         Ok(None) | Err(_) if running < self.jobs => {
-                            let last = self.cache.last_run(&self.pipeline.name, &stage.name);
-                            let reason = rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients);
+                            let reason = match (&found, &distrust) {
+                                (_, Some(bad)) => format!("cached output was corrupt ({bad}); recomputed"),
+                                (Err(e), _) => format!("cached entry was unreadable ({e}); recomputed"),
+                                _ => {
+                                    let last = self.cache.last_run(&self.pipeline.name, &stage.name);
+                                    rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
+                                }
+                            };
                             self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
                             state[i] = State::Running;
                             running += 1;
                             let (tx, shared, pool) = (tx.clone(), &shared, pool.as_ref());
                             scope.spawn(move || {
-                                let outcome = self.ensure(i, shared, None, reason, pool);
+                                let outcome = self.ensure(i, shared, distrust.as_ref(), reason, pool);
                                 let _ = tx.send((i, outcome));
                             });
                         }
@@ -229,12 +244,7 @@ impl<'a> Runner<'a> {
             }
         });
 
-        let reports: Vec<StageReport> = shared.reports.into_inner().unwrap().into_iter().flatten().collect();
-        let keys = reports.iter().filter_map(|r| r.key.clone()).collect();
-        if let Err(e) = self.cache.append_history(&HistoryLine { time: now(), pipeline: self.pipeline.name.clone(), keys }) {
-            self.ui.line(&format!("warning: cannot append to the run history: {e}"));
-        }
-        reports
+        shared.reports.into_inner().unwrap().into_iter().flatten().collect()
     }
 
     /// Makes stage `i`'s result exist: waits for another run building it, verifies the entries it
@@ -257,7 +267,16 @@ impl<'a> Runner<'a> {
                 .cache
                 .lock(&key, || self.ui.line(&format!("… {}: another run is computing it; waiting", stage.name)))
                 .map_err(|e| e.to_string())?;
-            if let Some(entry) = lock.lookup().map_err(|e| e.to_string())? {
+            let found = match lock.lookup() {
+                Ok(found) => found,
+                // An unreadable manifest is a corrupt entry: moved away and recomputed.
+                Err(e) if e.source.kind() == std::io::ErrorKind::InvalidData => {
+                    lock.discard().map_err(|e| e.to_string())?;
+                    None
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            if let Some(entry) = found {
                 match distrust {
                     None => return Ok((entry, Status::Cached, "computed meanwhile by another run".into(), 0.0)),
                     Some(_) if self.cache.verify(&entry).is_ok() => {
@@ -289,7 +308,7 @@ impl<'a> Runner<'a> {
                     (slot.clone(), shared.entries.lock().unwrap()[up].as_ref().map(Entry::out).unwrap_or_default())
                 })
                 .collect();
-            let params = absolute_paths(stage, &self.pipeline.workdir);
+            let params = stage.resolved_params(&self.pipeline.workdir);
             let bar = self.ui.stage_bar(&stage.name);
             let settings = self.pipeline.executor.settings(&stage.name);
             let threads = match self.pipeline.executor.kind {
@@ -398,12 +417,22 @@ impl<'a> Runner<'a> {
                     Ok(ingredients) => {
                         let key = ingredients.key();
                         match self.cache.lookup(&key) {
-                            Ok(Some(e)) => {
-                                let out = e.out();
-                                entries[i] = Some(e);
-                                self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out))
+                            Ok(Some(e)) => match self.cache.verify_fast(&e) {
+                                Ok(()) => {
+                                    let out = e.out();
+                                    entries[i] = Some(e);
+                                    self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out))
+                                }
+                                Err(bad) => {
+                                    let why = format!("cached output is corrupt ({bad})");
+                                    self.report(i, Status::WouldRun, Some(key), 0.0, why, None)
+                                }
+                            },
+                            Err(e) => {
+                                let why = format!("cached entry is unreadable ({e})");
+                                self.report(i, Status::WouldRun, Some(key), 0.0, why, None)
                             }
-                            _ => {
+                            Ok(None) => {
                                 let why = rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients);
                                 self.report(i, Status::WouldRun, Some(key), 0.0, why, None)
                             }
@@ -457,7 +486,7 @@ impl<'a> Runner<'a> {
         for d in [&out, &scratch] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let params = absolute_paths(stage, &self.pipeline.workdir);
+        let params = stage.resolved_params(&self.pipeline.workdir);
         let bar = self.ui.stage_bar(&stage.name);
         let ctx = StageContext {
             stage: &stage.name,
@@ -482,29 +511,4 @@ fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
     let dir = root.join("tmp").join(format!("verify.{}.{}", std::process::id(), now()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// The stage's parameters with `Path` values resolved against the pipeline's directory, absolute.
-fn absolute_paths(stage: &Stage, workdir: &Path) -> BTreeMap<String, Value> {
-    let abs = |v: &Value| match v {
-        Value::Str(p) if !p.is_empty() => {
-            let path = workdir.join(p);
-            Value::Str(std::path::absolute(&path).unwrap_or(path).to_string_lossy().into_owned())
-        }
-        other => other.clone(),
-    };
-    stage
-        .params
-        .iter()
-        .map(|(name, v)| {
-            let v = match (stage.spec(name).map(|s| s.ty), v) {
-                (Some(ParamType::Path), v) => abs(v),
-                (Some(ParamType::List(t)), Value::List(items)) if *t == ParamType::Path => {
-                    Value::List(items.iter().map(abs).collect())
-                }
-                (_, v) => v.clone(),
-            };
-            (name.clone(), v)
-        })
-        .collect()
 }

@@ -11,6 +11,7 @@
 //! - where stages run: in-process, or [`slurm`] jobs that run a serialised [`spec`] (`wspace exec-stage`);
 //!   [`interrupt`]: Ctrl-C cancels those jobs.
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
+//! - [`gc`]: what `gc` keeps, and `fsck`.
 //! - [`cli`]: the commands; [`report`]: tables, JSON and sweep CSV; [`progress`]: bars and lines.
 
 pub mod builtin;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod diag;
 pub mod digest;
 pub mod exec;
+pub mod gc;
 pub mod interrupt;
 pub mod key;
 pub mod pipeline;

@@ -8,10 +8,13 @@
 //! - `logs/<job>_<task>.log`, each task's output (kept).
 //!
 //! and submits the tasks that have no marker yet (a stage of one shard is always submitted whole: its
-//! output directory is new for each attempt). It then polls `squeue` every 0.2 s, shows how many tasks
-//! are pending, running, done and failed in the stage's progress line, and when no task is left in the
-//! queue, checks the markers: a task without one failed, or was cancelled or killed; its log's last
-//! lines are part of the error. The shards that did succeed keep their markers, so the next run
+//! output directory is new for each attempt). Every value `job.sh` interpolates is one single-quoted
+//! shell word. It then polls `squeue`, first every 0.2 s, backing off to every 5 s while nothing
+//! changes (a long job costs the controller little), shows how many tasks are pending, running, done
+//! and failed in the stage's progress line, and when no task is left in the queue, checks the
+//! markers. A missing marker is looked for again for a few seconds (NFS caches directory
+//! attributes: a marker a node just wrote may not be visible yet); a task still without one failed,
+//! or was cancelled or killed; its log's last lines are part of the error. The shards that did succeed keep their markers, so the next run
 //! submits only the others. The markers live and die with the work they vouch for: the scratch
 //! directory is removed when the stage is published (or by `wspace gc`).
 //!
@@ -28,7 +31,12 @@ use crate::pipeline::JobSettings;
 use crate::progress::Ui;
 use crate::spec::StageSpec;
 
+/// The first interval between two `squeue` polls, and the longest.
 const POLL: Duration = Duration::from_millis(200);
+const POLL_MAX: Duration = Duration::from_secs(5);
+/// How long a missing done marker is looked for again before its task is declared failed.
+const MARKER_GRACE: [Duration; 4] =
+    [Duration::from_millis(250), Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
 
 /// Runs `spec` as a Slurm array job of `spec.shards` tasks (those not finished by an earlier attempt).
 pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progress: &dyn Progress) -> Result<(), String> {
@@ -41,18 +49,7 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
     write(&spec_path, &serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the wspace binary: {e}"))?;
     let script = dir.join("job.sh");
-    write(
-        &script,
-        &format!(
-            "#!/bin/sh\n# wspace: stage `{}` of pipeline `{}`, key {}\nset -e\n{} exec-stage {} --shard \"$SLURM_ARRAY_TASK_ID\"\ntouch {}/\"$SLURM_ARRAY_TASK_ID\"\n",
-            spec.stage,
-            spec.pipeline,
-            spec.key,
-            quote(&exe),
-            quote(&spec_path),
-            quote(&done)
-        ),
-    )?;
+    write(&script, &job_script(spec, &exe, &spec_path, &done))?;
 
     let n = spec.shards;
     if n == 1 {
@@ -92,7 +89,14 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
     progress.start(todo.len() as u64, "tasks");
 
     let interrupted = watch(&job, &todo, &done, progress, ui, &spec.stage)?;
-    let failed: Vec<usize> = todo.iter().copied().filter(|i| !done.join(i.to_string()).exists()).collect();
+    let mut failed: Vec<usize> = todo.iter().copied().filter(|&i| !marked(&done, i)).collect();
+    for pause in MARKER_GRACE {
+        if failed.is_empty() || interrupted {
+            break;
+        }
+        std::thread::sleep(pause);
+        failed.retain(|&i| !marked(&done, i));
+    }
     if failed.is_empty() {
         return Ok(());
     }
@@ -112,11 +116,31 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
     Err(msg)
 }
 
+/// `job.sh`: runs the task's shard and, when it succeeds, writes its done marker. Every interpolated
+/// value is one single-quoted shell word; the comment line holds no newline.
+fn job_script(spec: &StageSpec, exe: &Path, spec_path: &Path, done: &Path) -> String {
+    let about = format!("stage {:?} of pipeline {:?}, key {}", spec.stage, spec.pipeline, spec.key).replace(['\n', '\r'], " ");
+    format!(
+        "#!/bin/sh\n# wspace: {about}\nset -e\n{} exec-stage {} --shard \"$SLURM_ARRAY_TASK_ID\"\ntouch {}/\"$SLURM_ARRAY_TASK_ID\"\n",
+        quote(exe),
+        quote(spec_path),
+        quote(done)
+    )
+}
+
+/// Whether task `i`'s done marker exists. Opening the directory and the file (not only `stat`)
+/// makes an NFS client revalidate what it cached.
+fn marked(done: &Path, i: usize) -> bool {
+    let _ = std::fs::read_dir(done).map(|d| d.count());
+    std::fs::File::open(done.join(i.to_string())).is_ok()
+}
+
 /// Polls the queue until none of the job's tasks is in it; whether it was cancelled by an interrupt.
 fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<bool, String> {
     let mut shown = None;
     let mut failures = 0;
     let mut cancelled = false;
+    let mut pause = POLL;
     loop {
         if crate::interrupt::requested() && !cancelled {
             // scancel's own failure (the job just ended) changes nothing: the markers tell.
@@ -130,17 +154,18 @@ fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &U
             }
             Err(e) => {
                 failures += 1;
-                if failures > 50 {
+                if failures > 20 {
                     return Err(format!("cannot follow Slurm job {job} (the job may still run; `scancel {job}` stops it): {e}"));
                 }
-                std::thread::sleep(POLL);
+                pause = (pause * 2).min(POLL_MAX);
+                std::thread::sleep(pause);
                 continue;
             }
         };
         let state = |i: &usize| match queued.get(i).map(String::as_str) {
             Some("PD") => 0,
             Some(_) => 1,
-            None if done.join(i.to_string()).exists() => 2,
+            None if marked(done, *i) => 2,
             None => 3,
         };
         let mut counts = [0usize; 4];
@@ -154,11 +179,14 @@ fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &U
                 ui.line(&format!("  {stage}: {line}"));
             }
             shown = Some(counts);
+            pause = POLL;
+        } else {
+            pause = (pause * 3 / 2).min(POLL_MAX);
         }
         if counts[0] + counts[1] == 0 {
             return Ok(cancelled);
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
     }
 }
 

@@ -229,37 +229,6 @@ fn unsafe_kill_group(pid: u32) {
 }
 
 #[test]
-fn two_concurrent_runs_compute_each_stage_once() {
-    let p = Project::new();
-    p.write(
-        "p.toml",
-        r#"[stages.a]
-kind = "command"
-run = "echo a >> a.log; sleep 1; echo a > $WSPACE_OUT/a"
-[stages.b]
-kind = "command"
-inputs = { a = "a" }
-run = "echo b >> b.log; sleep 0.5; cat $WSPACE_IN_A/a > $WSPACE_OUT/b"
-"#,
-    );
-    let spawn = || p.cmd(&["run", "p.toml", "--format", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let (one, two) = (spawn(), spawn());
-    let outs = [one.wait_with_output().unwrap(), two.wait_with_output().unwrap()];
-    let mut ran = 0;
-    for out in &outs {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        for st in v["variants"][0]["stages"].as_array().unwrap() {
-            ran += (st["status"] == "ran") as usize;
-        }
-    }
-    assert_eq!((p.count_lines("a.log"), p.count_lines("b.log")), (1, 1), "each stage ran once in all");
-    assert_eq!(ran, 2);
-    let again = p.run_json("p.toml", &[], 0);
-    assert_eq!(again.statuses(0), expect(&[("a", "cached"), ("b", "cached")]));
-}
-
-#[test]
 fn dry_run_and_status_execute_nothing() {
     let p = chain();
     p.run_json("p.toml", &[], 0);

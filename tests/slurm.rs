@@ -1,6 +1,7 @@
 //! The Slurm executor against a live Slurm (`.ci/run` starts a one-node cluster with
 //! `scripts/slurm/up.sh` and exports `SLURM_CONF`). Each test that needs Slurm first asks `sinfo`;
-//! where no Slurm answers it prints why and returns (skipped), so `cargo test` passes on a laptop.
+//! where no Slurm answers it prints why and returns (skipped), so `cargo test` passes on a laptop —
+//! except under `CI=true`, where an unreachable Slurm fails the test: CI cannot pass by skipping.
 
 mod common;
 
@@ -19,6 +20,9 @@ fn slurm_reachable(test: &str) -> bool {
         Ok(o) if !String::from_utf8_lossy(&o.stdout).contains("up") => "no partition is up".to_string(),
         Ok(_) => return true,
     };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: no Slurm reachable ({why}), and CI=true forbids skipping; `.ci/run` starts one (scripts/slurm/up.sh)");
+    }
     eprintln!("skipped {test}: no Slurm reachable ({why}); `.ci/run` starts one (scripts/slurm/up.sh)");
     false
 }
@@ -270,4 +274,43 @@ fn exec_stage_rejects_a_bad_spec_clearly() {
     let out = p.wspace(&["exec-stage", "one.json", "--shard", "0"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(p.path("out").is_dir());
+}
+
+/// `sbatch` and `squeue` stand-ins that run each job at once, in the foreground, as its one task 0:
+/// the Slurm executor's files and quoting are exercised without a cluster.
+fn inline_slurm(p: &Project) -> String {
+    p.write("inline-bin/sbatch", "#!/bin/sh\nfor last; do :; done\nSLURM_ARRAY_TASK_ID=0 sh \"$last\" >/dev/null 2>&1\necho 7\n");
+    p.write("inline-bin/squeue", "#!/bin/sh\nexit 0\n");
+    for f in ["sbatch", "squeue"] {
+        Command::new("chmod").arg("+x").arg(p.path("inline-bin").join(f)).status().unwrap();
+    }
+    format!("{}:{}", p.path("inline-bin").display(), std::env::var("PATH").unwrap_or_default())
+}
+
+#[test]
+fn job_scripts_quote_every_path_a_cache_with_spaces_and_quotes_works() {
+    let p = Project::new();
+    // COMMANDS with its variables quoted: the cache's path has spaces.
+    p.write(
+        "p.toml",
+        &COMMANDS
+            .replace("$WSPACE_OUT/", "\\\"$WSPACE_OUT\\\"/")
+            .replace("$WSPACE_IN_A/", "\\\"$WSPACE_IN_A\\\"/")
+            .replace("$WSPACE_IN_B/", "\\\"$WSPACE_IN_B\\\"/"),
+    );
+    let path = inline_slurm(&p);
+    let rel = "a cache/it's \"here\" $(touch pwned)";
+    let cache = p.path(rel);
+    let cache = cache.to_str().unwrap();
+    let args = ["run", "p.toml", "--format", "json", "--executor", "slurm", "--cache", cache];
+    let out = p.cmd(&args).env("PATH", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = common::Summary(serde_json::from_slice(&out.stdout).unwrap());
+    assert_eq!(s.statuses(0), common::expect(&[("a", "ran"), ("b", "ran"), ("c", "ran")]));
+    assert!(!p.path("pwned").exists() && !p.path("a cache/pwned").exists(), "nothing in a path ran as a command");
+    let key = s.stage(0, "a")["key"].as_str().unwrap().to_string();
+    let script = std::fs::read_to_string(Path::new(cache).join("jobs").join(&key).join("job.sh")).unwrap();
+    assert!(script.contains(r#"/a cache/it'\''s "here" $(touch pwned)/jobs/"#), "{script}");
+    let local = p.run_json("p.toml", &["--cache", "local"], 0);
+    assert_eq!(keys_and_hashes(&p, &local, "local"), keys_and_hashes(&p, &s, rel));
 }

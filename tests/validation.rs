@@ -264,3 +264,111 @@ error: [executor.stages.b] names no stage
 "#
     );
 }
+
+const DATA_TASKS: &str = "[stages.a]\nkind = \"command\"\nrun = \"echo ran > ran.txt\"\n\n[stages.d]\nkind = \"dataset\"\n\n[stages.t]\nkind = \"tasks\"\ninputs = { data = \"d\" }\n";
+
+#[test]
+fn a_parameter_out_of_range_is_refused_before_anything_runs() {
+    let text = format!("{DATA_TASKS}val_tasks = 1.5\n");
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: stage `t` (kind `tasks`): parameter `val_tasks` must be in [0, 1], got 1.5
+  --> p.toml:11:13
+   |
+11 | val_tasks = 1.5
+   |             ^^^
+"#
+    );
+}
+
+#[test]
+fn every_sweep_variant_is_validated_and_the_bad_value_pointed_at() {
+    let text = format!("{DATA_TASKS}\n[sweep]\n\"t.val_fraction\" = [0.1, 1.0]\n");
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: stage `t` (kind `tasks`): parameter `val_fraction` must be in [0, 1), got 1 (sweep `t.val_fraction = 1.0`)
+  --> p.toml:13:26
+   |
+13 | "t.val_fraction" = [0.1, 1.0]
+   |                          ^^^
+"#
+    );
+}
+
+#[test]
+fn a_set_out_of_range_is_refused_with_its_origin() {
+    assert_eq!(
+        rejected(DATA_TASKS, &["--set", "t.count=0"]),
+        "error: stage `t` (kind `tasks`): parameter `count` must be ≥ 1\n  (from `--set t.count=0`)\n"
+    );
+}
+
+#[test]
+fn a_missing_path_in_a_sweep_is_refused() {
+    let text = "[stages.d]\nkind = \"dataset\"\nformat = \"idx\"\npath = \".\"\n\n[sweep]\n\"d.path\" = [\".\", \"nowhere\"]\n";
+    assert_eq!(
+        rejected(text, &[]),
+        r#"error: sweep `d.path`: no file or directory ./nowhere
+ --> p.toml:7:18
+  |
+7 | "d.path" = [".", "nowhere"]
+  |                  ^^^^^^^^^
+"#
+    );
+}
+
+#[test]
+fn non_finite_numbers_are_refused_where_they_are_written() {
+    assert_eq!(
+        rejected("[stages.a]\nkind = \"command\"\nrun = \"true\"\nparams = { x = -inf }\n", &[]),
+        r#"error: `-inf` is not allowed: parameter values must be finite numbers
+ --> p.toml:4:16
+  |
+4 | params = { x = -inf }
+  |                ^^^^
+"#
+    );
+    let ok = "[stages.a]\nkind = \"command\"\nrun = \"true\"\n";
+    assert_eq!(
+        rejected(ok, &["--set", "a.x=nan"]),
+        "error: --set a.x=nan: `nan` is not allowed: parameter values must be finite numbers\n"
+    );
+    assert_eq!(
+        rejected(&format!("{ok}[sweep]\n\"a.x\" = [1e400]\n"), &[]),
+        r#"error: `1e400` is out of range for a 64-bit float
+ --> p.toml:5:10
+  |
+5 | "a.x" = [1e400]
+  |          ^^^^^
+"#
+    );
+}
+
+#[test]
+fn stage_names_are_letters_digits_dashes_and_underscores() {
+    assert_eq!(
+        rejected("[stages.\"../x\"]\nkind = \"command\"\nrun = \"true\"\n", &[]),
+        r#"error: stage name `../x` is not allowed
+ --> p.toml:1:9
+  |
+1 | [stages."../x"]
+  |         ^^^^^^
+  = help: stage names are letters, digits, `-` and `_` (they name files and Slurm jobs)
+"#
+    );
+}
+
+#[test]
+fn a_sweep_of_more_than_10000_variants_is_refused() {
+    let axes: String = (1..=5).map(|i| format!("\"a.p{i}\" = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n")).collect();
+    assert_eq!(
+        rejected(&format!("[stages.a]\nkind = \"command\"\nrun = \"true\"\n[sweep]\n{axes}"), &[]),
+        r#"error: the sweep has 100000 variants, more than 10000
+ --> p.toml:5:1
+  |
+5 | "a.p1" = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  | ^^^^^^
+  = help: split it into several pipeline files, or sweep fewer values
+"#
+    );
+}

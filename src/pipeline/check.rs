@@ -1,16 +1,19 @@
 //! The checked layer: a [`raw::RawPipeline`] resolved against the [`Registry`] into a [`Pipeline`].
 //!
-//! Everything that can be wrong with a pipeline file is found here, before anything runs: unknown kind,
-//! unknown / ill-typed / missing parameter, unknown input slot, input naming a missing stage, a cycle,
-//! a sweep key naming a missing stage or parameter, a `Path` parameter naming no file. Each error names
-//! `file:line:col` and quotes the offending text; all of them are reported at once.
+//! Everything that can be wrong with a pipeline file is found here, before anything runs: a stage name
+//! that is not letters, digits, `-` and `_`, unknown kind, unknown / ill-typed / missing parameter,
+//! unknown input slot, input naming a missing stage, a cycle, a sweep key naming a missing stage or
+//! parameter, a `Path` parameter (in the file or in a sweep) naming no file, and whatever each kind's
+//! [`StageKind::validate`] refuses (ranges, relations between parameters), for every sweep variant.
+//! Each error names `file:line:col` and quotes the offending text; all of them are reported at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use petgraph::graph::DiGraph;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageError, StageKind, Value};
 
 use super::executor::{self, Executor};
 use super::raw::{self, RawPipeline};
@@ -31,6 +34,50 @@ impl Stage {
     pub fn spec(&self, param: &str) -> Option<ParamSpec> {
         self.kind.params().into_iter().find(|p| p.name == param)
     }
+
+    /// The parameters as the kind sees them: `Path` values resolved against `workdir`, absolute.
+    pub fn resolved_params(&self, workdir: &Path) -> BTreeMap<String, Value> {
+        let abs = |v: &Value| match v {
+            Value::Str(p) if !p.is_empty() => {
+                let path = workdir.join(p);
+                Value::Str(std::path::absolute(&path).unwrap_or(path).to_string_lossy().into_owned())
+            }
+            other => other.clone(),
+        };
+        let specs = self.kind.params();
+        self.params
+            .iter()
+            .map(|(name, v)| {
+                let v = match (specs.iter().find(|s| s.name == name).map(|s| &s.ty), v) {
+                    (Some(ParamType::Path), v) => abs(v),
+                    (Some(ParamType::List(t)), Value::List(items)) if **t == ParamType::Path => {
+                        Value::List(items.iter().map(abs).collect())
+                    }
+                    (_, v) => v.clone(),
+                };
+                (name.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// The most variants a sweep may have (each is checked, run and tabled).
+pub const MAX_VARIANTS: usize = 10_000;
+
+/// A stage name is a file name and a Slurm job name: letters, digits, `-` and `_`.
+pub fn valid_stage_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Where the file wrote what the checker resolved, so that later checks can point at it.
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    /// stage → its name in `[stages.NAME]`.
+    pub stages: BTreeMap<String, Range<usize>>,
+    /// (stage, param) → the value.
+    pub params: BTreeMap<(String, String), Range<usize>>,
+    /// (sweep address, value index) → the value.
+    pub sweep: BTreeMap<(String, usize), Range<usize>>,
 }
 
 /// One `[sweep]` key: the parameter it addresses and its values (already type-checked).
@@ -66,6 +113,7 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     pub sweep: Vec<SweepAxis>,
     pub executor: Executor,
+    pub spans: Arc<Spans>,
 }
 
 /// Reads and checks a pipeline file. I/O errors and every validation error come back as diagnostics.
@@ -86,10 +134,25 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
     let mut errors = Vec::new();
     let names: BTreeMap<&str, usize> = raw.stages.iter().enumerate().map(|(i, s)| (s.name.value.as_str(), i)).collect();
     if let Some(name) = &raw.name {
-        if name.value.is_empty() || !name.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        let v = &name.value;
+        if !v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             errors.push(
-                Diagnostic::at(format!("pipeline name `{}` is not usable as a file name", name.value), src, name.span.clone())
-                    .with_help("use letters, digits, `-`, `_` and `.`"),
+                Diagnostic::at(format!("pipeline name `{v}` is not usable as a file name"), src, name.span.clone())
+                    .with_help("use letters, digits, `-`, `_` and `.`, starting with a letter or digit"),
+            );
+        }
+    }
+    for rs in &raw.stages {
+        if !valid_stage_name(&rs.name.value) {
+            errors.push(
+                Diagnostic::at(
+                    format!("stage name `{}` is not allowed", rs.name.value.escape_debug()),
+                    src,
+                    rs.name.span.clone(),
+                )
+                .with_help("stage names are letters, digits, `-` and `_` (they name files and Slurm jobs)"),
             );
         }
     }
@@ -124,7 +187,12 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
         let mut ok = Vec::new();
         for v in values {
             match override_param(stage, param, v.value.clone()) {
-                Ok(_) => ok.push(v.value.clone()),
+                Ok(params) => {
+                    if let Some(e) = stage.spec(param).and_then(|spec| missing_path(&spec.ty, &params[param], workdir)) {
+                        errors.push(Diagnostic::at(format!("sweep `{}`: {e}", key.value), src, v.span.clone()));
+                    }
+                    ok.push(v.value.clone())
+                }
                 Err(OverrideError::NoSuchParam(help)) => {
                     errors.push(
                         Diagnostic::at(
@@ -146,6 +214,16 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
             }
         }
         sweep.push(SweepAxis { address: key.value.clone(), values: ok });
+    }
+
+    let variants = sweep.iter().fold(1usize, |n, axis| n.saturating_mul(axis.values.len()));
+    if variants > MAX_VARIANTS {
+        if let Some((key, _)) = raw.sweep.first() {
+            errors.push(
+                Diagnostic::at(format!("the sweep has {variants} variants, more than {MAX_VARIANTS}"), src, key.span.clone())
+                    .with_help("split it into several pipeline files, or sweep fewer values"),
+            );
+        }
     }
 
     let by_name = raw.stages.iter().zip(&stages).map(|(rs, st)| (rs.name.value.as_str(), st.as_ref())).collect();
@@ -184,7 +262,19 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
             *up = position[up];
         }
     }
-    Ok(Pipeline {
+    let mut spans = Spans::default();
+    for rs in &raw.stages {
+        spans.stages.insert(rs.name.value.clone(), rs.name.span.clone());
+        for (k, v) in &rs.params {
+            spans.params.insert((rs.name.value.clone(), k.value.clone()), v.span.clone());
+        }
+    }
+    for (key, values) in &raw.sweep {
+        for (i, v) in values.iter().enumerate() {
+            spans.sweep.insert((key.value.clone(), i), v.span.clone());
+        }
+    }
+    let pipeline = Pipeline {
         source: raw.source.clone(),
         workdir: workdir.to_path_buf(),
         name: raw.name.map(|n| n.value).unwrap_or_else(|| default_name.to_string()),
@@ -193,7 +283,10 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
         stages: sorted,
         sweep,
         executor,
-    })
+        spans: Arc::new(spans),
+    };
+    pipeline.validate(&[])?;
+    Ok(pipeline)
 }
 
 fn check_stage(
@@ -507,6 +600,68 @@ impl Pipeline {
             }
         }
         Ok(p)
+    }
+
+    /// Asks each stage's kind to [`StageKind::validate`] its parameters, for every sweep variant with
+    /// `overrides` (from `--set`) on top. Errors point at the value at fault: the `--set`, the sweep
+    /// value, the parameter in the file, or else the stage; each distinct error is reported once.
+    pub fn validate(&self, overrides: &[Override]) -> Result<(), Diagnostics> {
+        let mut seen = BTreeSet::new();
+        let mut errors = Vec::new();
+        for variant in self.variants() {
+            let all: Vec<Override> = variant.iter().chain(overrides).cloned().collect();
+            let vp = match self.with_overrides(&all) {
+                Ok(vp) => vp,
+                Err(d) => {
+                    if seen.insert(d.to_string()) {
+                        errors.push(d);
+                    }
+                    continue;
+                }
+            };
+            for stage in &vp.stages {
+                let params = stage.resolved_params(&self.workdir);
+                let Err(e) = stage.kind.validate(Params(&params)) else { continue };
+                let d = self.locate(stage, &e, &variant, overrides);
+                if seen.insert(d.to_string()) {
+                    errors.push(d);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Diagnostics(errors))
+        }
+    }
+
+    /// A diagnostic for `stage`'s refusal `e`, at the value the error names.
+    fn locate(&self, stage: &Stage, e: &StageError, variant: &[Override], overrides: &[Override]) -> Diagnostic {
+        let param = match e {
+            StageError::Param { name, .. } => Some(name.clone()),
+            other => {
+                let text = other.to_string();
+                stage.params.keys().find(|p| text.contains(&format!("`{p}`"))).cloned()
+            }
+        };
+        let message = format!("stage `{}` (kind `{}`): {e}", stage.name, stage.kind.name());
+        let is = |o: &&Override| o.stage == stage.name && Some(&o.param) == param.as_ref();
+        if let Some(o) = overrides.iter().rev().find(is) {
+            return Diagnostic::new(format!("{message}\n  (from `--set {}={}`)", o.address(), o.value));
+        }
+        let (src, spans) = (&self.source, &self.spans);
+        if let Some(o) = variant.iter().find(is) {
+            let axis = self.sweep.iter().find(|a| a.address == o.address());
+            let i = axis.and_then(|a| a.values.iter().position(|v| *v == o.value)).unwrap_or(0);
+            if let Some(span) = spans.sweep.get(&(o.address(), i)) {
+                return Diagnostic::at(format!("{message} (sweep `{} = {}`)", o.address(), o.value), src, span.clone());
+            }
+        }
+        let at = param.and_then(|p| spans.params.get(&(stage.name.clone(), p))).or_else(|| spans.stages.get(&stage.name));
+        match at {
+            Some(span) => Diagnostic::at(message, src, span.clone()),
+            None => Diagnostic::new(message),
+        }
     }
 
     /// Every combination of the sweep's values (their cartesian product, in file order); one empty

@@ -63,12 +63,15 @@ pub fn to_value(v: &DeValue<'_>, span: Range<usize>) -> Result<Value, (String, R
         }
         DeValue::Float(x) => {
             let t = x.as_str().replace('_', "");
-            let f = match t.trim_start_matches(['+', '-']) {
-                "inf" => f64::INFINITY,
-                "nan" => f64::NAN,
-                _ => t.parse::<f64>().map_err(|_| ("malformed float".to_string(), span.clone()))?,
-            };
-            Value::Float(if t.starts_with('-') && !f.is_sign_negative() { -f } else { f })
+            if matches!(t.trim_start_matches(['+', '-']), "inf" | "nan") {
+                // Parameters are stored in JSON manifests and hashed into keys: only finite numbers.
+                return Err((format!("`{t}` is not allowed: parameter values must be finite numbers"), span));
+            }
+            let f = t.parse::<f64>().map_err(|_| ("malformed float".to_string(), span.clone()))?;
+            if !f.is_finite() {
+                return Err((format!("`{t}` is out of range for a 64-bit float"), span));
+            }
+            Value::Float(f)
         }
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(_) => return Err(("dates and times are not supported as parameter values".into(), span)),

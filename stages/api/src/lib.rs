@@ -225,9 +225,13 @@ pub struct StageContext<'a> {
     pub progress: &'a dyn Progress,
 }
 
-impl StageContext<'_> {
-    pub fn param(&self, name: &str) -> Result<&Value, StageError> {
-        self.params.get(name).ok_or_else(|| StageError::msg(format!("parameter `{name}` missing")))
+impl<'a> StageContext<'a> {
+    /// The parameters as a [`Params`] view (what [`StageKind::validate`] gets).
+    pub fn view(&self) -> Params<'a> {
+        Params(self.params)
+    }
+    pub fn param(&self, name: &str) -> Result<&'a Value, StageError> {
+        self.view().param(name)
     }
     pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
         self.inputs
@@ -236,16 +240,66 @@ impl StageContext<'_> {
             .ok_or_else(|| StageError::msg(format!("input slot `{slot}` is not connected")))
     }
     pub fn int(&self, name: &str) -> Result<i64, StageError> {
-        self.param(name)?.as_i64().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be an integer")))
+        self.view().int(name)
     }
     pub fn float(&self, name: &str) -> Result<f64, StageError> {
-        self.param(name)?.as_f64().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be a number")))
+        self.view().float(name)
     }
-    pub fn str(&self, name: &str) -> Result<&str, StageError> {
-        self.param(name)?.as_str().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be a string")))
+    pub fn str(&self, name: &str) -> Result<&'a str, StageError> {
+        self.view().str(name)
     }
     pub fn bool(&self, name: &str) -> Result<bool, StageError> {
-        self.param(name)?.as_bool().ok_or_else(|| StageError::msg(format!("parameter `{name}` must be a boolean")))
+        self.view().bool(name)
+    }
+}
+
+/// A stage's resolved parameters (defaults filled in, `Path` values absolute), with typed accessors
+/// whose errors name the parameter. [`StageKind::validate`] gets one before anything runs; a running
+/// stage gets the same through [`StageContext::view`], so one `from_params(Params)` per kind serves both.
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a>(pub &'a BTreeMap<String, Value>);
+
+impl<'a> Params<'a> {
+    pub fn param(&self, name: &str) -> Result<&'a Value, StageError> {
+        self.0.get(name).ok_or_else(|| StageError::param(name, "is missing"))
+    }
+    pub fn int(&self, name: &str) -> Result<i64, StageError> {
+        self.param(name)?.as_i64().ok_or_else(|| StageError::param(name, "must be an integer"))
+    }
+    /// A finite number (integers are accepted).
+    pub fn float(&self, name: &str) -> Result<f64, StageError> {
+        match self.param(name)?.as_f64() {
+            Some(x) if x.is_finite() => Ok(x),
+            Some(x) => Err(StageError::param(name, format!("must be a finite number, got {x}"))),
+            None => Err(StageError::param(name, "must be a number")),
+        }
+    }
+    pub fn str(&self, name: &str) -> Result<&'a str, StageError> {
+        self.param(name)?.as_str().ok_or_else(|| StageError::param(name, "must be a string"))
+    }
+    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
+        self.param(name)?.as_bool().ok_or_else(|| StageError::param(name, "must be a boolean"))
+    }
+    /// An integer ≥ 0.
+    pub fn count(&self, name: &str) -> Result<usize, StageError> {
+        let v = self.int(name)?;
+        usize::try_from(v).map_err(|_| StageError::param(name, format!("must be ≥ 0, got {v}")))
+    }
+    /// An integer ≥ 1.
+    pub fn positive(&self, name: &str) -> Result<usize, StageError> {
+        match self.int(name)? {
+            v if v >= 1 => usize::try_from(v).map_err(|_| StageError::param(name, format!("is out of range: {v}"))),
+            v => Err(StageError::param(name, format!("must be ≥ 1, got {v}"))),
+        }
+    }
+    /// A number in [0, 1] (or [0, 1) when `max_exclusive`).
+    pub fn fraction(&self, name: &str, max_exclusive: bool) -> Result<f64, StageError> {
+        let f = self.float(name)?;
+        if f >= 0.0 && if max_exclusive { f < 1.0 } else { f <= 1.0 } {
+            return Ok(f);
+        }
+        let range = if max_exclusive { "[0, 1)" } else { "[0, 1]" };
+        Err(StageError::param(name, format!("must be in {range}, got {f}")))
     }
 }
 
@@ -256,11 +310,18 @@ pub enum StageError {
     Msg(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A parameter's value is wrong: `message` completes "parameter `name` …".
+    #[error("parameter `{name}` {message}")]
+    Param { name: String, message: String },
 }
 
 impl StageError {
     pub fn msg(m: impl Into<String>) -> Self {
         StageError::Msg(m.into())
+    }
+    /// "parameter `name` {message}": the runner points at that parameter in the pipeline file.
+    pub fn param(name: &str, message: impl Into<String>) -> Self {
+        StageError::Param { name: name.to_string(), message: message.into() }
     }
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -282,6 +343,15 @@ pub trait StageKind: Send + Sync {
     /// (`--set` and `[sweep]`); the `command` kind says `Some("params")`.
     fn open_table(&self) -> Option<&'static str> {
         None
+    }
+    /// Checks the parameters before anything runs (ranges, relations between parameters, files a
+    /// `Path` names): the runner calls it for every stage and sweep variant while it checks the
+    /// pipeline file, and refuses the file (exit 2, nothing runs) on an error. Checks that need the
+    /// inputs' contents (data sizes) belong in [`StageKind::run`]. Errors should name the parameter
+    /// ([`StageError::param`], or a message that quotes it as "`name`"), so the runner can point at it.
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        let _ = params;
+        Ok(())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError>;
     /// Whether the kind's work splits into shards that can run as separate processes at once (a Slurm

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::files::{self, RawDataset, TensorFile};
 use super::{cifar, folder, idx};
@@ -99,14 +99,9 @@ impl Default for DatasetOptions {
     }
 }
 
-fn count_param(ctx: &StageContext, name: &str) -> Result<usize, StageError> {
-    let v = ctx.int(name)?;
-    usize::try_from(v).map_err(|_| StageError::msg(format!("parameter `{name}` must be ≥ 0, got {v}")))
-}
-
 impl DatasetOptions {
     /// Reads and checks the stage's parameters.
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let format_name = ctx.str("format")?;
         let format = Format::parse(format_name).ok_or_else(|| {
             StageError::msg(format!("parameter `format` must be one of {}, got \"{format_name}\"", Format::NAMES.join(", ")))
@@ -143,15 +138,15 @@ impl DatasetOptions {
                 )))
             }
         };
-        let channels = count_param(ctx, "channels")?;
+        let channels = ctx.count("channels")?;
         if ![0, 1, 3].contains(&channels) {
             return Err(StageError::msg(format!("parameter `channels` must be 0 (auto), 1 or 3, got {channels}")));
         }
         Ok(DatasetOptions {
             format,
             path,
-            train_per_class: count_param(ctx, "train_per_class")?,
-            test_per_class: count_param(ctx, "test_per_class")?,
+            train_per_class: ctx.count("train_per_class")?,
+            test_per_class: ctx.count("test_per_class")?,
             class_names,
             channels,
         })
@@ -441,8 +436,12 @@ impl StageKind for DatasetKind {
         Inputs::Slots(Vec::new())
     }
 
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        DatasetOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = DatasetOptions::from_params(ctx)?;
+        let opts = DatasetOptions::from_params(ctx.view())?;
         ctx.progress.message(&format!("reading {} data", opts.format.as_str()));
         let dataset = opts.build()?;
         dataset.write(ctx.out)?;

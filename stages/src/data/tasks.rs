@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::dataset::Dataset;
 use super::files::{self, TensorFile};
@@ -151,35 +151,20 @@ impl Default for TasksOptions {
     }
 }
 
-fn fraction(ctx: &StageContext, name: &str, max_exclusive: bool) -> Result<f64, StageError> {
-    let f = ctx.float(name)?;
-    let ok = f >= 0.0 && if max_exclusive { f < 1.0 } else { f <= 1.0 };
-    if !ok {
-        let range = if max_exclusive { "[0, 1)" } else { "[0, 1]" };
-        return Err(StageError::msg(format!("parameter `{name}` must be in {range}, got {f}")));
-    }
-    Ok(f)
-}
-
-fn count(ctx: &StageContext, name: &str) -> Result<usize, StageError> {
-    let v = ctx.int(name)?;
-    usize::try_from(v).map_err(|_| StageError::msg(format!("parameter `{name}` must be ≥ 0, got {v}")))
-}
-
 impl TasksOptions {
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let opts = TasksOptions {
-            count: count(ctx, "count")?,
+            count: ctx.count("count")?,
             // Negative seeds are fine: the bits are the seed.
             seed: ctx.int("seed")? as u64,
-            val_tasks: fraction(ctx, "val_tasks", false)?,
-            test_tasks: fraction(ctx, "test_tasks", false)?,
-            val_fraction: fraction(ctx, "val_fraction", true)?,
-            train_per_class: count(ctx, "train_per_class")?,
-            test_per_class: count(ctx, "test_per_class")?,
+            val_tasks: ctx.fraction("val_tasks", false)?,
+            test_tasks: ctx.fraction("test_tasks", false)?,
+            val_fraction: ctx.fraction("val_fraction", true)?,
+            train_per_class: ctx.count("train_per_class")?,
+            test_per_class: ctx.count("test_per_class")?,
         };
         if opts.count == 0 {
-            return Err(StageError::msg("parameter `count` must be ≥ 1"));
+            return Err(StageError::param("count", "must be ≥ 1"));
         }
         Ok(opts)
     }
@@ -508,8 +493,12 @@ impl StageKind for TasksKind {
         Inputs::Slots(vec![("data", true, "a `dataset` stage")])
     }
 
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        TasksOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = TasksOptions::from_params(ctx)?;
+        let opts = TasksOptions::from_params(ctx.view())?;
         let dataset = Dataset::load(ctx.input("data")?)?;
         ctx.progress.message(&format!("sampling {} tasks", opts.count));
         let tasks = opts.sample(&dataset)?;

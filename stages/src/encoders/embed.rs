@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::Device;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::encoder::{Encoder, ImageShape, ENCODER_NAMES};
 use super::{heatmap, probe};
@@ -34,7 +34,7 @@ pub struct EmbedOptions {
 }
 
 impl EmbedOptions {
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let count = |name: &str, min: i64| -> Result<usize, StageError> {
             let v = ctx.int(name)?;
             if v < min {
@@ -311,8 +311,12 @@ impl StageKind for DatasetEmbedKind {
         Inputs::Slots(vec![("data", true, "a `dataset` stage"), ("tasks", true, "a `tasks` stage sampled from that dataset")])
     }
 
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        EmbedOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = EmbedOptions::from_params(ctx)?;
+        let opts = EmbedOptions::from_params(ctx.view())?;
         let dataset = Dataset::load(ctx.input("data")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
         if tasks.class_names != dataset.meta.classes {

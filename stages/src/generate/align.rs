@@ -32,7 +32,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::model::{cerr, AlignConfig, Aligner};
 use super::ntxent::{self, cosine_matrix};
@@ -397,15 +397,8 @@ pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde
 /// `kind = "align"`: see the [module doc](self).
 pub struct AlignKind;
 
-pub(crate) fn positive(ctx: &StageContext, name: &str) -> Result<usize, StageError> {
-    match ctx.int(name)? {
-        v if v >= 1 => Ok(v as usize),
-        v => Err(StageError::msg(format!("parameter `{name}` must be ≥ 1, found {v}"))),
-    }
-}
-
 impl AlignOptions {
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let mut hidden = Vec::new();
         for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
             match v.as_i64() {
@@ -417,18 +410,18 @@ impl AlignOptions {
         if !(lr > 0.0 && weight_decay >= 0.0 && tau > 0.0) {
             return Err(StageError::msg("parameters `lr` and `tau` must be > 0 and `weight_decay` ≥ 0"));
         }
-        let batch_size = positive(ctx, "batch_size")?;
+        let batch_size = ctx.positive("batch_size")?;
         if batch_size < 2 {
             return Err(StageError::msg("parameter `batch_size` must be ≥ 2 (NT-Xent needs negatives)"));
         }
         Ok(AlignOptions {
-            bins: positive(ctx, "bins")?,
-            results_dim: positive(ctx, "results_dim")?,
+            bins: ctx.positive("bins")?,
+            results_dim: ctx.positive("results_dim")?,
             hidden,
             tau,
             batch_size,
-            epochs: positive(ctx, "epochs")?,
-            patience: positive(ctx, "patience")?,
+            epochs: ctx.positive("epochs")?,
+            patience: ctx.positive("patience")?,
             lr,
             weight_decay,
             seed: ctx.int("seed")? as u64,
@@ -471,8 +464,12 @@ impl StageKind for AlignKind {
             ("embed", true, "a `dataset-embed` stage of the zoo's tasks"),
         ])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        AlignOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = AlignOptions::from_params(ctx)?;
+        let opts = AlignOptions::from_params(ctx.view())?;
         let pairs = Pairs::load(ctx.input("zoo")?, ctx.input("pca")?, ctx.input("autoencoder")?, ctx.input("embed")?)?;
         ctx.progress.message("training the shared encoder (NT-Xent)");
         run_align(&pairs, &opts, ctx.out)?;

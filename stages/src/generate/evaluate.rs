@@ -38,7 +38,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::align::task_embeddings;
 use super::model::{normal, uniform, Aligner};
@@ -399,6 +399,13 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     Ok(metrics)
 }
 
+fn noise(params: Params) -> Result<f64, StageError> {
+    match params.float("noise")? {
+        x if x >= 0.0 => Ok(x),
+        x => Err(StageError::param("noise", format!("must be ≥ 0, got {x}"))),
+    }
+}
+
 /// `kind = "evaluate-samples"`: see the [module doc](self).
 pub struct EvaluateSamplesKind;
 
@@ -430,11 +437,11 @@ impl StageKind for EvaluateSamplesKind {
             ("autoencoder", false, "the `autoencoder` stage the align stage used"),
         ])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        noise(params).map(|_| ())
+    }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let noise = ctx.float("noise")?;
-        if noise.is_nan() || noise < 0.0 {
-            return Err(StageError::msg("parameter `noise` must be ≥ 0"));
-        }
+        let noise = noise(ctx.view())?;
         let dirs = Inputs6 {
             samples: ctx.input("samples")?,
             align: ctx.input("align")?,

@@ -16,9 +16,9 @@
 use std::path::Path;
 
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
-use super::align::{positive, task_embeddings};
+use super::align::task_embeddings;
 use super::model::Aligner;
 use crate::data::files;
 use crate::data::{TaskSplit, Tasks};
@@ -164,8 +164,11 @@ impl StageKind for SampleKind {
             ("tasks", true, "the `tasks` stage (which tasks are test tasks)"),
         ])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        params.positive("targets").map(|_| ())
+    }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let targets = positive(ctx, "targets")?;
+        let targets = ctx.view().positive("targets")?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
         ctx.progress.message("decoding samples");
         run_sample(

@@ -51,7 +51,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use rayon::prelude::*;
 
@@ -570,13 +570,8 @@ pub fn run_autoencoder(
 pub struct AutoencoderKind;
 
 impl AutoencoderOptions {
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
-        let positive = |name: &str| -> Result<usize, StageError> {
-            match ctx.int(name)? {
-                v if v >= 1 => Ok(v as usize),
-                v => Err(StageError::msg(format!("parameter `{name}` must be ≥ 1, found {v}"))),
-            }
-        };
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
+        let positive = |name: &str| ctx.positive(name);
         let mut hidden = Vec::new();
         for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
             match v.as_i64() {
@@ -603,15 +598,15 @@ impl AutoencoderOptions {
             seed: ctx.int("seed")? as u64,
             behaviour: match ctx.str("loss")? {
                 "behaviour" => {
-                    let beta = ctx.float("beta")?;
-                    if !(0.0..=1.0).contains(&beta) {
-                        return Err(StageError::msg(format!("parameter `beta` must be in [0, 1], found {beta}")));
-                    }
                     let temperature = ctx.float("temperature")?;
-                    if !(temperature > 0.0 && temperature.is_finite()) {
-                        return Err(StageError::msg(format!("parameter `temperature` must be > 0, found {temperature}")));
+                    if temperature <= 0.0 {
+                        return Err(StageError::param("temperature", format!("must be > 0, got {temperature}")));
                     }
-                    Some(BehaviourOptions { beta, probe_images: positive("probe_images")?, temperature: temperature as f32 })
+                    Some(BehaviourOptions {
+                        beta: ctx.fraction("beta", false)?,
+                        probe_images: positive("probe_images")?,
+                        temperature: temperature as f32,
+                    })
                 }
                 _ => None,
             },
@@ -671,8 +666,12 @@ impl StageKind for AutoencoderKind {
             ("data", false, "its `dataset` stage (loss = behaviour)"),
         ])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        AutoencoderOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = AutoencoderOptions::from_params(ctx)?;
+        let opts = AutoencoderOptions::from_params(ctx.view())?;
         ctx.progress.message("training the weight autoencoder");
         let loaded = match (opts.behaviour, ctx.inputs.get("zoo"), ctx.inputs.get("tasks"), ctx.inputs.get("data")) {
             (Some(_), Some(z), Some(t), Some(d)) => Some((Zoo::load(z)?, Tasks::load(t)?, Dataset::load(d)?)),

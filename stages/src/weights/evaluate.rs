@@ -45,7 +45,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::behaviour;
 use super::decode::{Network, WeightCodec};
@@ -137,6 +137,29 @@ pub struct EvaluateOptions {
     pub split: TaskSplit,
     /// Latent refinement (the `pca_ae_refined` variant); `steps = 0` turns it off.
     pub refine: RefineOptions,
+}
+
+impl EvaluateOptions {
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
+        let positive_finite = |name: &str| -> Result<f64, StageError> {
+            match p.float(name)? {
+                x if x > 0.0 => Ok(x),
+                x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
+            }
+        };
+        let refine = RefineOptions {
+            steps: p.count("refine_steps")?,
+            lr: positive_finite("refine_lr")?,
+            probe_images: p.positive("probe_images")?,
+            temperature: positive_finite("temperature")? as f32,
+        };
+        let split = match p.str("split")? {
+            "train" => TaskSplit::Train,
+            "val" => TaskSplit::Val,
+            _ => TaskSplit::Test,
+        };
+        Ok(EvaluateOptions { synthetic_images: p.positive("synthetic_images")?, seed: p.int("seed")? as u64, split, refine })
+    }
 }
 
 /// Latent refinement's settings ([`super::behaviour::refine`]).
@@ -477,28 +500,11 @@ impl StageKind for EvaluateReconstructionKind {
             ("data", true, "the zoo's `dataset` stage"),
         ])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        EvaluateOptions::from_params(params).map(|_| ())
+    }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let n = ctx.int("synthetic_images")?;
-        if n < 1 {
-            return Err(StageError::msg(format!("parameter `synthetic_images` must be ≥ 1, found {n}")));
-        }
-        let count = |name: &str, min: i64| -> Result<usize, StageError> {
-            match ctx.int(name)? {
-                v if v >= min => Ok(v as usize),
-                v => Err(StageError::msg(format!("parameter `{name}` must be ≥ {min}, found {v}"))),
-            }
-        };
-        let (lr, temperature) = (ctx.float("refine_lr")?, ctx.float("temperature")?);
-        if !(lr > 0.0 && lr.is_finite() && temperature > 0.0 && temperature.is_finite()) {
-            return Err(StageError::msg("parameters `refine_lr` and `temperature` must be finite and > 0"));
-        }
-        let refine = RefineOptions { steps: count("refine_steps", 0)?, lr, probe_images: count("probe_images", 1)?, temperature: temperature as f32 };
-        let split = match ctx.str("split")? {
-            "train" => TaskSplit::Train,
-            "val" => TaskSplit::Val,
-            _ => TaskSplit::Test,
-        };
-        let opts = EvaluateOptions { synthetic_images: n as usize, seed: ctx.int("seed")? as u64, split, refine };
+        let opts = EvaluateOptions::from_params(ctx.view())?;
         let zoo = Zoo::load(ctx.input("zoo")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
         let data = Dataset::load(ctx.input("data")?)?;

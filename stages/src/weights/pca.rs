@@ -40,7 +40,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::linalg::{self, ComponentRule};
 use super::{select_rows, split_rows};
@@ -687,7 +687,7 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
 pub struct PcaKind;
 
 impl PcaOptions {
-    pub fn from_params(ctx: &StageContext) -> Result<Self, StageError> {
+    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let limit = ctx.int("dimension_limit")?;
         let threshold = ctx.float("variance_threshold")?;
         if limit < 0 || threshold.is_nan() || threshold < 0.0 {
@@ -759,8 +759,12 @@ impl StageKind for PcaKind {
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![("zoo", true, "a `zoo` stage")])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        PcaOptions::from_params(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = PcaOptions::from_params(ctx)?;
+        let opts = PcaOptions::from_params(ctx.view())?;
         let zoo = Zoo::load(ctx.input("zoo")?)?;
         ctx.progress.message("fitting per-parameter PCA");
         run_pca(&zoo, &opts, ctx.out)?;

@@ -35,7 +35,7 @@ pub mod store;
 use std::path::Path;
 
 use rayon::prelude::*;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::data::files;
 use crate::data::{Dataset, Task, Tasks};
@@ -132,6 +132,12 @@ impl StageKind for ZooKind {
         Inputs::Slots(vec![("data", true, "a `dataset` stage"), ("tasks", true, "a `tasks` stage (one model per task row)")])
     }
 
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        Recipe::from_params(params)?;
+        Arch::from_params(params)?;
+        params.fraction("max_diverged_fraction", false).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let job = Job::prepare(ctx)?;
         job.train(ctx, |_| true)?;
@@ -160,10 +166,10 @@ struct Job {
 
 impl Job {
     fn prepare(ctx: &StageContext) -> Result<Job, StageError> {
-        let recipe = Recipe::from_params(ctx)?;
+        let recipe = Recipe::from_params(ctx.view())?;
         let data = Dataset::load(ctx.input("data")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
-        let arch = Arch::from_params(ctx)?;
+        let arch = Arch::from_params(ctx.view())?;
         if arch == Arch::CnnS && data.image_shape() != [1, 28, 28] {
             return Err(StageError::msg(format!(
                 "stage `{}`: arch `cnn-s` needs 1×28×28 grey images; the dataset has {:?} (C, H, W)",
@@ -270,7 +276,7 @@ enum Arch {
 }
 
 impl Arch {
-    fn from_params(ctx: &StageContext) -> Result<Arch, StageError> {
+    fn from_params(ctx: Params) -> Result<Arch, StageError> {
         Ok(match (ctx.str("arch")?, ctx.str("device")?) {
             ("resnet18", "cuda") => Arch::Resnet18(resnet::DeviceChoice::Cuda(0)),
             ("resnet18", _) => Arch::Resnet18(resnet::DeviceChoice::Cpu),

@@ -6,7 +6,7 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{StageContext, StageError, Value};
+use wspace_stage_api::{Params, StageError, Value};
 
 /// Where the learning rate comes from: `log-uniform` on [a, b], or `log-normal` with ln(lr) ~ N(a, b).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,9 +33,10 @@ impl InitScheme {
             Value::Str(s) if s == "random" => Ok(InitScheme::Random),
             Value::Str(s) if s == "shared" => Ok(InitScheme::Shared),
             Value::Int(k) if *k >= 1 => Ok(InitScheme::Groups(*k as usize)),
-            other => Err(StageError::msg(format!(
-                "parameter `init` must be \"random\", \"shared\" or an integer K ≥ 1 (K seeded inits, round-robin), found {other}"
-            ))),
+            other => Err(StageError::param(
+                "init",
+                format!("must be \"random\", \"shared\" or an integer K ≥ 1 (K seeded inits, round-robin), got {other}"),
+            )),
         }
     }
 
@@ -94,7 +95,7 @@ pub struct ModelPlan {
     pub data_seed: u64,
 }
 
-fn pair_f64(ctx: &StageContext, name: &str) -> Result<[f64; 2], StageError> {
+fn pair_f64(ctx: Params, name: &str) -> Result<[f64; 2], StageError> {
     match ctx.param(name)?.as_list() {
         Some([a, b]) => match (a.as_f64(), b.as_f64()) {
             (Some(a), Some(b)) if a.is_finite() && b.is_finite() => Ok([a, b]),
@@ -104,7 +105,7 @@ fn pair_f64(ctx: &StageContext, name: &str) -> Result<[f64; 2], StageError> {
     }
 }
 
-fn pair_usize(ctx: &StageContext, name: &str) -> Result<[usize; 2], StageError> {
+fn pair_usize(ctx: Params, name: &str) -> Result<[usize; 2], StageError> {
     let [a, b] = pair_f64(ctx, name)?;
     if a < 1.0 || b < a || a.fract() != 0.0 || b.fract() != 0.0 {
         return Err(StageError::msg(format!("parameter `{name}` must be whole numbers [min, max] with 1 ≤ min ≤ max")));
@@ -113,7 +114,7 @@ fn pair_usize(ctx: &StageContext, name: &str) -> Result<[usize; 2], StageError> 
 }
 
 impl Recipe {
-    pub fn from_params(ctx: &StageContext) -> Result<Recipe, StageError> {
+    pub fn from_params(ctx: Params) -> Result<Recipe, StageError> {
         let lr_distribution = match ctx.str("lr_distribution")? {
             "log-normal" => LrDistribution::LogNormal,
             _ => LrDistribution::LogUniform,
