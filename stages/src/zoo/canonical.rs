@@ -127,10 +127,7 @@ fn signed(v: f32, neg: bool) -> f32 {
 
 impl Alignment {
     pub fn identity() -> Self {
-        Alignment {
-            perm: LAYERS.map(|l| (0..l.units).collect()),
-            flip: LAYERS.map(|l| vec![false; l.units]),
-        }
+        Alignment { perm: LAYERS.map(|l| (0..l.units).collect()), flip: LAYERS.map(|l| vec![false; l.units]) }
     }
 
     /// The aligned weights: `p` (flat, [`PARAM_SPECS`] order) transformed. Only copies and negations,
@@ -301,7 +298,14 @@ pub struct Aligned {
 }
 
 /// The best `(perm, flip, value)` for layer `l` given the other layers of `current`.
-fn solve_layer(model: &[f32], reference: &[f32], current: &Alignment, l: usize, outgoing: bool, signs: bool) -> (Vec<usize>, Vec<bool>, f64) {
+fn solve_layer(
+    model: &[f32],
+    reference: &[f32],
+    current: &Alignment,
+    l: usize,
+    outgoing: bool,
+    signs: bool,
+) -> (Vec<usize>, Vec<bool>, f64) {
     let n = LAYERS[l].units;
     let q = current.apply_except(model, Some(l));
     let (mut rv, mut mv) = (Vec::new(), Vec::new());
@@ -522,7 +526,12 @@ impl StageKind for CanonicaliseKind {
                 Value::Str("final".into()),
                 "the checkpoint whose rows form the mean, or of the reference model",
             ),
-            ParamSpec::optional("iterations", Int, Value::Int(3), "rounds of align-to-mean / recompute-mean (reference = \"mean\")"),
+            ParamSpec::optional(
+                "iterations",
+                Int,
+                Value::Int(3),
+                "rounds of align-to-mean / recompute-mean (reference = \"mean\")",
+            ),
             ParamSpec::optional(
                 "max_sweeps",
                 Int,
@@ -549,7 +558,11 @@ fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(),
     let weights: Vec<Vec<f32>> = zoo.rows.par_iter().map(|r| zoo.flat(r)).collect::<Result<_, _>>()?;
     for (r, w) in zoo.rows.iter().zip(&weights) {
         if w.len() != NUM_PARAMS {
-            return Err(StageError::msg(format!("{}: {} values, cnn-s has {NUM_PARAMS}", zoo.dir.join(&r.file).display(), w.len())));
+            return Err(StageError::msg(format!(
+                "{}: {} values, cnn-s has {NUM_PARAMS}",
+                zoo.dir.join(&r.file).display(),
+                w.len()
+            )));
         }
     }
     let finite: Vec<bool> = weights.iter().map(|w| w.iter().all(|v| v.is_finite())).collect();
@@ -672,8 +685,11 @@ fn write_output(
     }
     let count = aligned.len().max(1) as f64;
     let sign_units: usize = LAYERS.iter().filter(|l| l.signs).map(|l| l.units).sum();
-    let by_layer: serde_json::Map<String, serde_json::Value> =
-        LAYERS.iter().zip(moved).map(|(l, m)| (l.name.to_string(), serde_json::json!(m as f64 / (count * l.units as f64)))).collect();
+    let by_layer: serde_json::Map<String, serde_json::Value> = LAYERS
+        .iter()
+        .zip(moved)
+        .map(|(l, m)| (l.name.to_string(), serde_json::json!(m as f64 / (count * l.units as f64))))
+        .collect();
     let sweeps: Vec<usize> = aligned.iter().map(|a| a.sweeps).collect();
     let zoo_metrics: serde_json::Value = files::read_json(&zoo.dir.join("metrics.json")).unwrap_or(serde_json::Value::Null);
     let reference_name = match opts.reference {

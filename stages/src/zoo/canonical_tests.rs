@@ -77,7 +77,11 @@ fn linear_assignment_equals_brute_force_on_random_matrices() {
             sorted.sort_unstable();
             assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "a permutation");
             let best = perms.iter().map(|p| total(&c, n, p)).fold(f64::NEG_INFINITY, f64::max);
-            assert!((total(&c, n, &got) - best).abs() < 1e-9, "n = {n}, case {case}: {} vs brute force {best}", total(&c, n, &got));
+            assert!(
+                (total(&c, n, &got) - best).abs() < 1e-9,
+                "n = {n}, case {case}: {} vs brute force {best}",
+                total(&c, n, &got)
+            );
             if case % 2 == 0 {
                 // Continuous entries: the optimum is unique, so the assignment itself must match.
                 let arg = perms.iter().find(|p| (total(&c, n, p) - best).abs() < 1e-12).unwrap();
