@@ -29,6 +29,7 @@ pub fn kinds() -> Vec<Box<dyn StageKind>> {
         Box::new(data::DatasetKind),
         Box::new(data::TasksKind),
         Box::new(zoo::ZooKind),
+        Box::new(zoo::canonical::CanonicaliseKind),
         Box::new(encoders::DatasetEmbedKind),
         Box::new(weights::PcaKind),
         Box::new(weights::AutoencoderKind),

@@ -29,6 +29,7 @@
 //! ResNet-18 checkpoint also holds the BatchNorm buffers, under torchvision's names.
 
 pub mod bench;
+pub mod canonical;
 pub mod sample;
 pub mod store;
 
