@@ -66,11 +66,15 @@
 //! | `metrics.json` | the input zoo's metrics under `zoo`, and: `rows`, `fit_rows`, `distance_to_reference.{before,after}` (mean L2 over rows), `rms_pairwise_distance.{before,after}` (over the `reference_checkpoint` ok rows), `units_moved` (fraction of hidden units not at their own index), `units_moved_by_layer.{conv1,…}`, `signs_flipped` (fraction of sign-symmetric units negated), `sweeps.{mean,max}`, `not_converged`, `skipped_non_finite` |
 //!
 //! Only `arch = "cnn-s"` is supported; any other zoo is refused before a weight is read.
+//!
+//! `method = "none"` writes the input zoo unchanged (models, `zoo.csv`; `zoo.json` with
+//! `canonicalisation.method = "none"`; `metrics.json` = `{method, zoo}`), for any arch: a sweep over
+//! `method` switches canonicalisation off without changing the pipeline's shape.
 
 use std::path::Path;
 
 use rayon::prelude::*;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
 use crate::data::files;
@@ -444,37 +448,55 @@ struct Options {
 }
 
 impl Options {
-    fn from_params(ctx: &StageContext) -> Result<Options, StageError> {
-        let stage = ctx.stage;
-        let iterations = ctx.int("iterations")?;
-        let reference = match ctx.param("reference")? {
+    /// `None` for `method = "none"`.
+    fn from_params(p: Params) -> Result<Option<Options>, StageError> {
+        if p.str("method")? == "none" {
+            return Ok(None);
+        }
+        let iterations = p.int("iterations")?;
+        let reference = match p.param("reference")? {
             Value::Str(s) if s == "mean" => {
                 if !(1..=1000).contains(&iterations) {
-                    return Err(StageError::msg(format!(
-                        "stage `{stage}`: parameter `iterations` must be in 1..=1000 with reference = \"mean\", found {iterations}"
-                    )));
+                    return Err(StageError::param("iterations", format!("must be in 1..=1000 with reference = \"mean\", got {iterations}")));
                 }
                 Reference::Mean { iterations: iterations as usize }
             }
             Value::Int(id) if *id >= 0 => Reference::Model(*id as usize),
-            other => {
-                return Err(StageError::msg(format!(
-                    "stage `{stage}`: parameter `reference` must be \"mean\" or a model_id (an integer ≥ 0), found {other}"
-                )))
-            }
+            other => return Err(StageError::param("reference", format!("must be \"mean\" or a model_id (an integer ≥ 0), got {other}"))),
         };
-        let max_sweeps = ctx.int("max_sweeps")?;
+        let max_sweeps = p.int("max_sweeps")?;
         if !(0..=10_000).contains(&max_sweeps) {
-            return Err(StageError::msg(format!(
-                "stage `{stage}`: parameter `max_sweeps` must be in 0..=10000, found {max_sweeps}"
-            )));
+            return Err(StageError::param("max_sweeps", format!("must be in 0..=10000, got {max_sweeps}")));
         }
-        let checkpoint = match ctx.str("reference_checkpoint")? {
+        let checkpoint = match p.str("reference_checkpoint")? {
             "early" => Checkpoint::Early,
             _ => Checkpoint::Final,
         };
-        Ok(Options { reference, checkpoint, align: AlignOptions { signs: ctx.bool("signs")?, max_sweeps: max_sweeps as usize } })
+        Ok(Some(Options { reference, checkpoint, align: AlignOptions { signs: p.bool("signs")?, max_sweeps: max_sweeps as usize } }))
     }
+}
+
+/// `method = "none"`: the zoo as it is (weights and tables copied, `zoo.json` saying so), so that a sweep
+/// can switch canonicalisation off without changing the pipeline's shape.
+fn pass_through(ctx: &StageContext, zoo_dir: &Path) -> Result<(), StageError> {
+    let zoo = Zoo::load(zoo_dir)?;
+    let out = ctx.out;
+    for row in &zoo.rows {
+        let (from, to) = (zoo_dir.join(&row.file), out.join(&row.file));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent, e))?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| StageError::io(&from, e))?;
+    }
+    let csv_in = zoo_dir.join("zoo.csv");
+    std::fs::copy(&csv_in, out.join("zoo.csv")).map_err(|e| StageError::io(&csv_in, e))?;
+    let mut meta: serde_json::Value = files::read_json(&zoo_dir.join("zoo.json"))?;
+    if let Some(obj) = meta.as_object_mut() {
+        obj.insert("canonicalisation".into(), serde_json::json!({ "kind": "canonicalise", "method": "none" }));
+    }
+    files::write_json(&out.join("zoo.json"), &meta)?;
+    let zoo_metrics: serde_json::Value = files::read_json(&zoo_dir.join("metrics.json"))?;
+    files::write_json(&out.join("metrics.json"), &serde_json::json!({ "method": "none", "zoo": zoo_metrics }))
 }
 
 /// Refuses a zoo this stage cannot canonicalise, naming the stage and the zoo's `arch`.
@@ -515,6 +537,12 @@ impl StageKind for CanonicaliseKind {
         use ParamType::*;
         vec![
             ParamSpec::optional(
+                "method",
+                Choice(&["weight-matching", "none"]),
+                Value::Str("weight-matching".into()),
+                "weight-matching (below), or none: the zoo passes through unchanged (a sweep's off switch)",
+            ),
+            ParamSpec::optional(
                 "reference",
                 Any,
                 Value::Str("mean".into()),
@@ -544,10 +572,13 @@ impl StageKind for CanonicaliseKind {
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![("zoo", true, "a `zoo` stage (arch = \"cnn-s\")")])
     }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        Options::from_params(params).map(|_| ())
+    }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let zoo_dir = ctx.input("zoo")?;
+        let Some(opts) = Options::from_params(ctx.view())? else { return pass_through(ctx, zoo_dir) };
         check_arch(ctx.stage, zoo_dir)?;
-        let opts = Options::from_params(ctx)?;
         let zoo = Zoo::load(zoo_dir)?;
         run_canonicalise(ctx, &zoo, &opts)
     }
