@@ -11,7 +11,8 @@
 //! - where stages run: in-process, or [`slurm`] jobs that run a serialised [`spec`] (`wspace exec-stage`);
 //!   [`interrupt`]: Ctrl-C cancels those jobs.
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
-//! - [`cli`]: the commands; [`report`]: tables, JSON and sweep CSV; [`progress`]: bars and lines.
+//! - [`cli`]: the commands; [`report`]: tables, JSON, documents and headlines, sweep CSV; [`sweep_page`]: the
+//!   sweep's page of plots; [`progress`]: bars, or lines off a terminal.
 
 pub mod builtin;
 pub mod cache;
@@ -28,3 +29,4 @@ pub mod registry;
 pub mod report;
 pub mod slurm;
 pub mod spec;
+pub mod sweep_page;

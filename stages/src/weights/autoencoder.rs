@@ -25,7 +25,7 @@
 //! | `autoencoder.json` | [`AutoencoderConfig`] (`input_dim`, `hidden`, `latent_dim`, `activation`) plus `best_epoch`, `epochs_run` |
 //! | `latents.safetensors` | `latents` `[N, latent]`: every coefficient row of the `pca` input (rows as in its `pca.json`) |
 //! | `history.csv` | `epoch,train_loss,val_loss` (train loss = mean over the epoch's batches, before each update) |
-//! | `loss.png` | train (blue) and val (orange) loss per epoch, log scale |
+//! | `loss.svg` | train and val loss (MSE of normalised coefficients) per epoch, log y, titled axes and a legend |
 //! | `metrics.json` | `best_epoch`, `epochs_run`, `train_loss`, `val_loss` (at the best epoch), `test_loss` (test rows, normalised coefficients), `input_dim`, `latent_dim`, `parameters` |
 
 use std::path::Path;
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
 
 use super::pca::{Coefficients, WeightPca};
-use super::plot::{self, Series};
+use crate::plot::{self, Chart, Series};
 use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
 use crate::zoo::store::NamedTensors;
@@ -395,11 +395,12 @@ pub fn run_autoencoder(pca_dir: &Path, opts: &AutoencoderOptions, out: &Path) ->
     }
     files::write(&out.join("history.csv"), csv.as_bytes())?;
     let xy = |f: fn(&EpochLoss) -> f64| trained.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
-    plot::write_lines(
-        &out.join("loss.png"),
-        &[Series { points: xy(|h| h.train), colour: plot::BLUE }, Series { points: xy(|h| h.val), colour: plot::ORANGE }],
-        plot::Scale::Linear,
-        plot::Scale::Log,
+    plot::write_chart(
+        &out.join("loss.svg"),
+        &Chart::new("Autoencoder loss per epoch", "epoch", "MSE (normalised PCA coefficients, log scale)")
+            .y_log()
+            .series(Series::line("train", plot::BLUE, xy(|h| h.train)))
+            .series(Series::line("val", plot::ORANGE, xy(|h| h.val))),
     )?;
 
     let at_best = trained.history.get(trained.best_epoch.saturating_sub(1)).copied();
@@ -462,7 +463,7 @@ impl StageKind for AutoencoderKind {
         "autoencoder"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "MLP autoencoder on the normalised PCA coefficients, early-stopped on the val split"
