@@ -183,7 +183,11 @@ mod tests {
         let now = Arc::new(Mutex::new(Duration::ZERO));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (n, l) = (now.clone(), lines.clone());
-        let p = LineProgress::new("zoo", Box::new(move || *n.lock().unwrap()), Box::new(move |s: &str| l.lock().unwrap().push(s.into())));
+        let p = LineProgress::new(
+            "zoo",
+            Box::new(move || *n.lock().unwrap()),
+            Box::new(move |s: &str| l.lock().unwrap().push(s.into())),
+        );
         (p, now, lines)
     }
 

@@ -127,8 +127,7 @@ pub fn documents(reports: &[StageReport]) -> String {
         let Some(doc) = &r.document else { continue };
         out.push_str(&format!("{}: {}\n", r.name, doc.display()));
         if let Some(h) = &r.headline {
-            let rows: Vec<Vec<String>> =
-                h.iter().take(5).map(|(k, v)| vec![format!("  {k}"), headline_value(v)]).collect();
+            let rows: Vec<Vec<String>> = h.iter().take(5).map(|(k, v)| vec![format!("  {k}"), headline_value(v)]).collect();
             if !rows.is_empty() {
                 let t = table(&["", ""], &rows);
                 out.push_str(t.split_once('\n').map_or("", |x| x.1));

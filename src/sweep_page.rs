@@ -67,14 +67,19 @@ pub fn page(pipeline: &str, table: &Path, params: usize, headers: &[String], row
     }
     let numeric = |c: usize| rows.iter().all(|r| number(cell(r, c)).is_some());
     let x_col = (0..params).find(|&c| numeric(c));
-    let xs: Vec<f64> = rows.iter().enumerate().map(|(i, r)| x_col.and_then(|c| number(cell(r, c))).unwrap_or(i as f64 + 1.0)).collect();
+    let xs: Vec<f64> =
+        rows.iter().enumerate().map(|(i, r)| x_col.and_then(|c| number(cell(r, c))).unwrap_or(i as f64 + 1.0)).collect();
     let x_title = x_col.map_or("variant".to_string(), |c| headers[c].clone());
     let positive = xs.iter().all(|&x| x > 0.0);
     let (lo, hi) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let log_x = x_col.is_some() && positive && hi / lo >= 8.0;
     // Series split: the other swept parameters' values.
     let split = |r: &Vec<String>| -> String {
-        (0..params).filter(|&c| Some(c) != x_col).map(|c| format!("{} = {}", headers[c], cell(r, c))).collect::<Vec<_>>().join(", ")
+        (0..params)
+            .filter(|&c| Some(c) != x_col)
+            .map(|c| format!("{} = {}", headers[c], cell(r, c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let mut metric_cols = Vec::new();
     let mut constant = Vec::new();
@@ -151,7 +156,14 @@ mod tests {
 
     #[test]
     fn one_plot_per_changing_metric_variants_share_one() {
-        let headers = s(&["pca.components", "ev.pca.real.agreement", "ev.pca_ae.real.agreement", "ae.val_loss", "zoo.models", "r.document"]);
+        let headers = s(&[
+            "pca.components",
+            "ev.pca.real.agreement",
+            "ev.pca_ae.real.agreement",
+            "ae.val_loss",
+            "zoo.models",
+            "r.document",
+        ]);
         let rows = vec![
             s(&["2", "0.34", "0.33", "0.9", "100", "report.html"]),
             s(&["16", "0.5", "0.4", "0.5", "100", "report.html"]),

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use wspace_stage_api::StageError;
 pub use wspace_plot::{short_number, viridis, Axis, Chart, Heatmap, Mark, PlotError, Scale, Series};
 pub use wspace_plot::{BLUE, CYCLE, GREEN, GREY, ORANGE, PURPLE, RED};
+use wspace_stage_api::StageError;
 
 use crate::data::files;
 

@@ -219,7 +219,9 @@ impl Chart {
                         Mark::LinePoints => legend
                             .draw(&PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2)))
                             .and_then(|_| legend.draw(&Circle::new((x + 12, y), 4, colour.filled()))),
-                        Mark::Bars { .. } => legend.draw(&Rectangle::new([(x + 4, y - 6), (x + 20, y + 6)], colour.mix(0.5).filled())),
+                        Mark::Bars { .. } => {
+                            legend.draw(&Rectangle::new([(x + 4, y - 6), (x + 20, y + 6)], colour.mix(0.5).filled()))
+                        }
                     }
                     .map_err(err)?;
                     let style = TextStyle::from((FONT, TICK_PX).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
@@ -278,7 +280,9 @@ impl Chart {
                 }
                 segments.push(segment);
                 chart
-                    .draw_series(segments.into_iter().filter(|s| s.len() > 1).map(|s| PathElement::new(s, colour.stroke_width(2))))
+                    .draw_series(
+                        segments.into_iter().filter(|s| s.len() > 1).map(|s| PathElement::new(s, colour.stroke_width(2))),
+                    )
                     .map_err(err)?;
             }
             if matches!(s.mark, Mark::Points | Mark::LinePoints) {
@@ -313,8 +317,8 @@ fn span(values: impl Iterator<Item = f64>, scale: Scale) -> (f64, f64) {
         return if scale == Scale::Log { (0.1, 1.0) } else { (0.0, 1.0) };
     }
     match scale {
-        Scale::Log if hi / lo < 1.0 + 1e-9 => (lo / 2.0, hi * 2.0),
-        Scale::Log => (lo / (hi / lo).powf(0.04), hi * (hi / lo).powf(0.04)),
+        // Whole decades, so that a log axis always has at least two labelled ticks.
+        Scale::Log => (10f64.powf(lo.log10().floor()), 10f64.powf((hi.log10() - 1e-9).ceil().max(lo.log10().floor() + 1.0))),
         Scale::Linear if hi - lo <= hi.abs().max(lo.abs()) * 1e-12 => {
             let pad = (hi.abs() * 0.1).max(0.5);
             (lo - pad, hi + pad)
@@ -406,8 +410,8 @@ impl Heatmap {
                     .build_cartesian_2d((0..k).into_segmented(), (0..k).into_segmented())
                     .map_err(err)?;
                 let centre = |v: &SegmentValue<i32>| match v {
-                    SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => Some(*i),
-                    SegmentValue::Last => None,
+                    SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if (0..k).contains(i) => Some(*i),
+                    _ => None,
                 };
                 let x_fmt = |v: &SegmentValue<i32>| centre(v).map(|i| labels(&self.col_labels, i)).unwrap_or_default();
                 let y_fmt = |v: &SegmentValue<i32>| centre(v).map(|i| labels(&self.row_labels, k - 1 - i)).unwrap_or_default();
@@ -429,7 +433,10 @@ impl Heatmap {
                         let (x, y) = (j as i32, k - 1 - i as i32);
                         let c = rgb(viridis((v - self.lo) / span));
                         Rectangle::new(
-                            [(SegmentValue::Exact(x), SegmentValue::Exact(y + 1)), (SegmentValue::Exact(x + 1), SegmentValue::Exact(y))],
+                            [
+                                (SegmentValue::Exact(x), SegmentValue::Exact(y + 1)),
+                                (SegmentValue::Exact(x + 1), SegmentValue::Exact(y)),
+                            ],
                             c.filled(),
                         )
                     })
@@ -459,10 +466,7 @@ impl Heatmap {
             chart
                 .draw_series((0..steps).map(|s| {
                     let (a, b) = (s as f64 / steps as f64, (s + 1) as f64 / steps as f64);
-                    Rectangle::new(
-                        [(0.0, self.lo + a * span), (1.0, self.lo + b * span)],
-                        rgb(viridis((a + b) / 2.0)).filled(),
-                    )
+                    Rectangle::new([(0.0, self.lo + a * span), (1.0, self.lo + b * span)], rgb(viridis((a + b) / 2.0)).filled())
                 }))
                 .map_err(err)?;
             root.present().map_err(err)?;
@@ -502,7 +506,10 @@ mod tests {
     use super::*;
 
     fn texts(svg: &str) -> Vec<String> {
-        svg.split("<text").skip(1).filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim().to_string())).collect()
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim().to_string()))
+            .collect()
     }
 
     #[test]
@@ -546,7 +553,19 @@ mod tests {
     fn empty_and_degenerate_charts_still_render() {
         Chart::new("empty", "x", "y").to_svg().unwrap();
         Chart::new("one point", "x", "y").x_log().series(Series::points("p", RED, vec![(3.0, 3.0)])).to_svg().unwrap();
-        Chart::new("all bad", "x", "y").y_log().series(Series::line("l", RED, vec![(1.0, -1.0), (2.0, f64::NAN)])).to_svg().unwrap();
+        Chart::new("all bad", "x", "y")
+            .y_log()
+            .series(Series::line("l", RED, vec![(1.0, -1.0), (2.0, f64::NAN)]))
+            .to_svg()
+            .unwrap();
+    }
+
+    #[test]
+    fn log_axes_span_whole_decades() {
+        assert_eq!(span([0.12, 0.9].into_iter(), Scale::Log), (0.1, 1.0));
+        assert_eq!(span([2.0, 64.0].into_iter(), Scale::Log), (1.0, 100.0));
+        assert_eq!(span([5.0].into_iter(), Scale::Log), (1.0, 10.0));
+        assert_eq!(span([1.0, 2.0].into_iter(), Scale::Linear), (0.95, 2.05));
     }
 
     #[test]

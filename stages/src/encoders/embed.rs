@@ -19,8 +19,8 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, S
 
 use super::encoder::{Encoder, ImageShape, ENCODER_NAMES};
 use super::probe;
-use crate::plot::{self, Heatmap};
 use crate::data::{Dataset, Tasks};
+use crate::plot::{self, Heatmap};
 
 /// The checked parameters of a `dataset-embed` stage.
 #[derive(Debug, Clone)]

@@ -38,8 +38,8 @@ use super::model::{cerr, AlignConfig, Aligner};
 use super::ntxent::{self, cosine_matrix};
 use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
-use crate::weights::pca::PcaMeta;
 use crate::plot::{self, Chart, Heatmap, Series};
+use crate::weights::pca::PcaMeta;
 use crate::zoo::store::{Checkpoint, Zoo};
 
 /// One (prompt, weight latent) pair.

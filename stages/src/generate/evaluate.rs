@@ -345,9 +345,13 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let hi = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     plot::write_chart(
         &out.join("target_vs_achieved.svg"),
-        &Chart::new("Prompted (target) vs achieved test loss of each sample", "target loss (cross-entropy, nats)", "achieved test loss (cross-entropy, nats)")
-            .series(Series::line("achieved = target", plot::GREY, vec![(lo, lo), (hi, hi)]))
-            .series(Series::points("sample", plot::BLUE, targets.iter().copied().zip(achieved.iter().copied()).collect())),
+        &Chart::new(
+            "Prompted (target) vs achieved test loss of each sample",
+            "target loss (cross-entropy, nats)",
+            "achieved test loss (cross-entropy, nats)",
+        )
+        .series(Series::line("achieved = target", plot::GREY, vec![(lo, lo), (hi, hi)]))
+        .series(Series::points("sample", plot::BLUE, targets.iter().copied().zip(achieved.iter().copied()).collect())),
     )?;
     let sorted = |name: &str, f: fn(&SampleEval) -> f64, colour| {
         let mut v: Vec<f64> = evals.iter().map(f).filter(|x| x.is_finite()).collect();

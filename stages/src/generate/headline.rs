@@ -57,7 +57,11 @@ pub struct Column {
 pub const COLUMNS: [Column; 5] = [
     Column { title: "test accuracy", unit: Unit::Percent, help: "mean accuracy on each task's real test images (chance 33.3 %)" },
     Column { title: "test loss", unit: Unit::Plain, help: "mean cross-entropy on the same images (nats)" },
-    Column { title: "prompt R²", unit: Unit::Plain, help: "R² of achieved = target loss over the samples (1 is perfect control)" },
+    Column {
+        title: "prompt R²",
+        unit: Unit::Plain,
+        help: "R² of achieved = target loss over the samples (1 is perfect control)",
+    },
     Column { title: "order gap", unit: Unit::Percent, help: "accuracy with the prompt's class order minus with permuted labels" },
     Column { title: "diversity", unit: Unit::Plain, help: "how different the samples of one prompt are from each other" },
 ];
@@ -147,10 +151,11 @@ pub fn verdict(m: &Json) -> String {
     };
     let Some(s) = acc("sample") else { return String::new() };
     let mut out = format!("Sampled models score {} test accuracy on held-out tasks", pct(s));
-    let refs: Vec<String> = [("trained_final", "trained models"), ("nn", "nearest-neighbour retrieval"), ("random", "random weights")]
-        .iter()
-        .filter_map(|(k, name)| acc(k).map(|x| format!("{} for {name}", pct(x))))
-        .collect();
+    let refs: Vec<String> =
+        [("trained_final", "trained models"), ("nn", "nearest-neighbour retrieval"), ("random", "random weights")]
+            .iter()
+            .filter_map(|(k, name)| acc(k).map(|x| format!("{} for {name}", pct(x))))
+            .collect();
     if !refs.is_empty() {
         out.push_str(&format!(", against {}", join_and(&refs)));
     }

@@ -184,6 +184,7 @@ fn headline_cell(c: &Cell, unit: Unit, section: &str) -> String {
         Cell::Value(x) => {
             let text = match unit {
                 Unit::Percent => format!("{:.1} %", 100.0 * x),
+                Unit::Plain if x.abs() >= 1e4 => format!("{x:.2e}"),
                 Unit::Plain => format!("{x:.3}"),
             };
             format!("<td><a href=\"#{section}\">{text}</a></td>")
@@ -240,7 +241,8 @@ fn zoo_section(page: &mut Page, z: &Path, params: &mut Vec<(String, String)>) ->
     let zoo = Zoo::load(z)?;
     page.section(ZOO, "Model zoo");
     let ok: Vec<&ZooRow> = zoo.rows.iter().filter(|r| r.ok()).collect();
-    let col = |c: Checkpoint, f: fn(&ZooRow) -> f64| -> Vec<f64> { ok.iter().filter(|r| r.checkpoint == c).map(|r| f(r)).collect() };
+    let col =
+        |c: Checkpoint, f: fn(&ZooRow) -> f64| -> Vec<f64> { ok.iter().filter(|r| r.checkpoint == c).map(|r| f(r)).collect() };
     page.p(&format!(
         "{} models of architecture <code>{}</code>, {} rows (checkpoints {:?}), {} diverged.",
         zoo.meta.models,
@@ -252,7 +254,12 @@ fn zoo_section(page: &mut Page, z: &Path, params: &mut Vec<(String, String)>) ->
     type Field = fn(&ZooRow) -> f64;
     let figures: [(&str, Field, &str, &str); 2] = [
         ("zoo_val_loss.svg", |r| r.val_loss, "Validation loss of the zoo's models", "validation loss (cross-entropy, nats)"),
-        ("zoo_test_acc.svg", |r| r.test_acc, "Test accuracy of the zoo's models on their own tasks", "test accuracy (fraction of test images)"),
+        (
+            "zoo_test_acc.svg",
+            |r| r.test_acc,
+            "Test accuracy of the zoo's models on their own tasks",
+            "test accuracy (fraction of test images)",
+        ),
     ];
     for (name, f, title, x_title) in figures {
         let (e, fi) = (col(Checkpoint::Early, f), col(Checkpoint::Final, f));
@@ -337,7 +344,11 @@ fn alignment_section(page: &mut Page, a: &Path, m: &Json, params: &mut Vec<(Stri
         }
     }
     page.raw(&(h + "</table>"));
-    page.svg_file(&a.join("loss.svg"), "align_loss.svg", "NT-Xent per epoch, with the untrained model's val loss and chance (ln N_val).")?;
+    page.svg_file(
+        &a.join("loss.svg"),
+        "align_loss.svg",
+        "NT-Xent per epoch, with the untrained model's val loss and chance (ln N_val).",
+    )?;
     page.svg_file(
         &a.join("heatmap.svg"),
         "align_heatmap.svg",
@@ -362,12 +373,15 @@ fn latent_map_section(page: &mut Page, p: &Path, a: &Path, align: Option<&Path>,
         let c: Vec<f64> = r.iter().zip(&mean).map(|(x, m)| *x as f64 - m).collect();
         (c.iter().zip(&ax1).map(|(a, b)| a * b).sum(), c.iter().zip(&ax2).map(|(a, b)| a * b).sum())
     };
-    let (x_title, y_title) = ("principal component 1 of the weight latents (latent units)", "principal component 2 (latent units)");
+    let (x_title, y_title) =
+        ("principal component 1 of the weight latents (latent units)", "principal component 2 (latent units)");
     let points = |c: Checkpoint| -> Vec<(f64, f64)> {
         lat.chunks_exact(k).zip(&meta.rows).filter(|(_, m)| m.checkpoint == c).map(|(r, _)| proj(r)).collect()
     };
     let mut chart = Chart::new("Weight latents on their first two principal components", x_title, y_title);
-    for (c, name, colour) in [(Checkpoint::Early, "early checkpoint", plot::ORANGE), (Checkpoint::Final, "final checkpoint", plot::BLUE)] {
+    for (c, name, colour) in
+        [(Checkpoint::Early, "early checkpoint", plot::ORANGE), (Checkpoint::Final, "final checkpoint", plot::BLUE)]
+    {
         let pts = points(c);
         if !pts.is_empty() {
             chart = chart.series(Series::points(name, colour, pts));
@@ -382,7 +396,11 @@ fn latent_map_section(page: &mut Page, p: &Path, a: &Path, align: Option<&Path>,
             .collect();
         chart = chart.series(Series::points("z_proj of test pairs (align)", plot::RED, pts));
     }
-    page.chart("latent_map.svg", &chart, "Each dot is one zoo model's weight latent (or one test prompt's projection), in the latents' own principal axes.")?;
+    page.chart(
+        "latent_map.svg",
+        &chart,
+        "Each dot is one zoo model's weight latent (or one test prompt's projection), in the latents' own principal axes.",
+    )?;
     // The same map in quartiles of each model's validation loss.
     let Some(zoo) = zoo.and_then(|z| Zoo::load(z).ok()) else { return Ok(()) };
     let loss = |m: &crate::weights::pca::RowRef| {
@@ -401,7 +419,7 @@ fn latent_map_section(page: &mut Page, p: &Path, a: &Path, align: Option<&Path>,
     for b in 0..4 {
         let inside = |l: f64| l >= edges[b] && (l < edges[b + 1] || b == 3 && l <= edges[4]);
         let pts: Vec<(f64, f64)> = lat.chunks_exact(k).zip(&losses).filter(|(_, &l)| inside(l)).map(|(r, _)| proj(r)).collect();
-        let name = format!("val loss {}–{}", plot::short_number(edges[b]), plot::short_number(edges[b + 1]));
+        let name = format!("val loss {:.3}–{:.3}", edges[b], edges[b + 1]);
         chart = chart.series(Series::points(name, colours[b], pts));
     }
     page.chart(
@@ -477,13 +495,19 @@ pub fn run_report(inputs: &std::collections::BTreeMap<String, std::path::PathBuf
         }
         page.raw(&table(&rows));
         if let Some(a) = dir("autoencoder") {
-            page.svg_file(&a.join("loss.svg"), "autoencoder_loss.svg", "Autoencoder reconstruction loss per epoch (train and val).")?;
+            page.svg_file(
+                &a.join("loss.svg"),
+                "autoencoder_loss.svg",
+                "Autoencoder reconstruction loss per epoch (train and val).",
+            )?;
             if let Some(j) = read_json(&a.join("autoencoder.json")) {
                 flatten("autoencoder", &j, &mut params);
             }
         }
         if let Some(j) = dir("pca").and_then(|d| read_json(&d.join("pca.json"))) {
-            for k in ["checkpoints", "variance_threshold", "dimension_limit", "coefficient_dim", "fit_models", "explained_variance"] {
+            for k in
+                ["checkpoints", "variance_threshold", "dimension_limit", "coefficient_dim", "fit_models", "explained_variance"]
+            {
                 params.push((format!("pca.{k}"), fmt(get(&j, k))));
             }
         }
@@ -604,7 +628,10 @@ mod tests {
         let m = json!({"samples": 10, "tasks": 2, "sample": {"accuracy": 0.4, "loss": 1.0}, "nn": {"accuracy": 0.7, "loss": 0.8},
             "random": {"accuracy": 0.33, "loss": 1.1}, "trained_final": {"accuracy": 0.9, "loss": 0.3}, "prompt_r2": 0.1});
         files::write_json(&samples.join("metrics.json"), &m).unwrap();
-        let svg = Chart::new("t", "target loss", "achieved loss").series(Series::points("s", plot::BLUE, vec![(1.0, 1.0)])).to_svg().unwrap();
+        let svg = Chart::new("t", "target loss", "achieved loss")
+            .series(Series::points("s", plot::BLUE, vec![(1.0, 1.0)]))
+            .to_svg()
+            .unwrap();
         files::write(&samples.join("target_vs_achieved.svg"), svg.as_bytes()).unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).unwrap();

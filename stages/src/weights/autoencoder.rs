@@ -38,9 +38,9 @@ use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
 
 use super::pca::{Coefficients, WeightPca};
-use crate::plot::{self, Chart, Series};
 use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
+use crate::plot::{self, Chart, Series};
 use crate::zoo::store::NamedTensors;
 
 /// The hidden-unit nonlinearity.

@@ -44,9 +44,9 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, S
 
 use super::decode::{Network, WeightCodec};
 use super::pca::{mse, Coefficients};
-use crate::plot::{self, Chart, Series};
 use crate::data::files;
 use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
 use crate::zoo::store::{NamedTensors, Zoo, ZooRow};
 
@@ -362,8 +362,18 @@ pub fn run_evaluation(
         _ => plot::GREY,
     };
     for (file, key, title, y) in [
-        ("agreement.svg", "real.agreement", "Real-data agreement with the original, per model", "agreement (fraction of test images)"),
-        ("correlation.svg", "real.correlation", "Real-data output correlation with the original, per model", "output correlation (Pearson r)"),
+        (
+            "agreement.svg",
+            "real.agreement",
+            "Real-data agreement with the original, per model",
+            "agreement (fraction of test images)",
+        ),
+        (
+            "correlation.svg",
+            "real.correlation",
+            "Real-data output correlation with the original, per model",
+            "output correlation (Pearson r)",
+        ),
     ] {
         let series = per_variant.iter().map(|(v, cols)| {
             let mut vals = cols[key].clone();
