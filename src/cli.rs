@@ -76,6 +76,9 @@ pub enum Command {
         /// Where stages run (default: the pipeline's `[executor] kind`, else local)
         #[arg(long, value_enum)]
         executor: Option<ExecutorKind>,
+        /// No progress on stderr (bars, progress lines, stage start and end lines); the summary stays
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// What would run and why, executing nothing
     Status {
@@ -226,11 +229,11 @@ fn init_tracing(verbose: u8) {
 
 fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
     match command {
-        Command::Run { p, stages, dry_run, jobs, format, sweep_table, executor } => {
-            run(&p, registry, &stages, RunOptions { dry_run, jobs: jobs.max(1), format, sweep_table, executor })
+        Command::Run { p, stages, dry_run, jobs, format, sweep_table, executor, quiet } => {
+            run(&p, registry, &stages, RunOptions { dry_run, jobs: jobs.max(1), format, sweep_table, executor, quiet })
         }
         Command::Status { p, stages, format } => {
-            let opts = RunOptions { dry_run: true, jobs: 1, format, sweep_table: None, executor: None };
+            let opts = RunOptions { dry_run: true, jobs: 1, format, sweep_table: None, executor: None, quiet: true };
             run(&p, registry, &stages, opts)
         }
         Command::ExecStage { spec, shard } => match crate::spec::exec_stage(&spec, shard, registry) {
@@ -274,10 +277,11 @@ struct RunOptions {
     format: Format,
     sweep_table: Option<PathBuf>,
     executor: Option<ExecutorKind>,
+    quiet: bool,
 }
 
 fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptions) -> Result<u8, Fail> {
-    let RunOptions { dry_run, jobs, format, sweep_table, executor } = opts;
+    let RunOptions { dry_run, jobs, format, sweep_table, executor, quiet } = opts;
     let (mut pipeline, overrides) = load(p, registry)?;
     if let Some(kind) = executor {
         pipeline.executor.kind = kind;
@@ -287,7 +291,7 @@ fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptio
     }
     let mask = pipeline.select(targets).map_err(|d| Fail(d.to_string(), 2))?;
     let cache = Cache::new(&p.cache.cache);
-    let ui = Ui::new(dry_run);
+    let ui = Ui::new(dry_run || quiet);
     let variants = pipeline.variants();
     let mut results: Vec<(Vec<Override>, Vec<StageReport>)> = Vec::new();
     let mut used = std::collections::BTreeSet::new();
@@ -319,6 +323,7 @@ fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptio
                 );
             }
             println!("{}", report::summary(&reports));
+            print!("{}", report::documents(&reports));
         }
         results.push((variant.clone(), reports));
     }
@@ -342,18 +347,25 @@ fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opts: RunOptio
             std::fs::create_dir_all(dir).map_err(|e| Fail(format!("error: {}: {e}", dir.display()), 1))?;
         }
         std::fs::write(&path, report::csv(&headers, &rows)).map_err(|e| Fail(format!("error: {}: {e}", path.display()), 1))?;
+        let params: std::collections::BTreeSet<String> =
+            results.iter().flat_map(|(o, _)| o.iter().map(Override::address)).collect();
+        let page_path = path.with_extension("html");
+        let page = crate::sweep_page::page(&pipeline.name, &path, params.len(), &headers, &rows);
+        std::fs::write(&page_path, page).map_err(|e| Fail(format!("error: {}: {e}", page_path.display()), 1))?;
         if format == Format::Text {
             let h: Vec<&str> = headers.iter().map(String::as_str).collect();
             println!("\nsweep table ({}):\n{}", path.display(), report::table(&h, &rows));
+            println!("sweep plots: {}", page_path.display());
         }
-        table_path = Some(path);
+        table_path = Some((path, page_path));
     }
     if format == Format::Json {
         let variants: Vec<_> =
             results.iter().map(|(o, r)| json!({"overrides": pipeline::check::overrides_json(o), "stages": r})).collect();
         let mut obj = json!({"pipeline": pipeline.name, "variants": variants});
-        if let Some(path) = table_path {
-            obj["sweep_table"] = json!(path);
+        if let Some((table, page)) = table_path {
+            obj["sweep_table"] = json!(table);
+            obj["sweep_page"] = json!(page);
         }
         println!("{obj}");
     }

@@ -65,6 +65,25 @@ pub struct StageReport {
     /// The result's `out/` directory, when there is one.
     #[serde(skip)]
     pub output: Option<PathBuf>,
+    /// The stage's document (its `metrics.json` `"document"`, a path inside its output), absolute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<PathBuf>,
+    /// The stage's headline numbers (its `metrics.json` `"headline"` object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headline: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl StageReport {
+    /// Fills `document` and `headline` from the output's `metrics.json` (see [`crate::report::document`]).
+    fn with_document(mut self) -> StageReport {
+        if let Some(out) = &self.output {
+            if let Some((document, headline)) = crate::report::document(out) {
+                self.document = Some(document);
+                self.headline = headline;
+            }
+        }
+        self
+    }
 }
 
 enum State {
@@ -114,7 +133,19 @@ impl<'a> Runner<'a> {
         output: Option<PathBuf>,
     ) -> StageReport {
         let stage = self.stage(i);
-        StageReport { name: stage.name.clone(), kind: stage.kind.name().to_string(), status, key, seconds, reason, output }
+        let name = stage.name.clone();
+        StageReport {
+            name,
+            kind: stage.kind.name().to_string(),
+            status,
+            key,
+            seconds,
+            reason,
+            output,
+            document: None,
+            headline: None,
+        }
+        .with_document()
     }
 
     /// Records the ingredients of a finished stage for `explain`, unless the record already says so.

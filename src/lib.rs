@@ -12,7 +12,8 @@
 //!   [`interrupt`]: Ctrl-C cancels those jobs.
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
 //! - [`gc`]: what `gc` keeps, and `fsck`.
-//! - [`cli`]: the commands; [`report`]: tables, JSON and sweep CSV; [`progress`]: bars and lines.
+//! - [`cli`]: the commands; [`report`]: tables, JSON, documents and headlines, sweep CSV; [`sweep_page`]: the
+//!   sweep's page of plots; [`progress`]: bars, or lines off a terminal.
 
 pub mod builtin;
 pub mod cache;
@@ -30,3 +31,4 @@ pub mod registry;
 pub mod report;
 pub mod slurm;
 pub mod spec;
+pub mod sweep_page;

@@ -1,7 +1,8 @@
-//! What a run prints: the summary table, the `--format json` object, and the sweep table (CSV).
+//! What a run prints: the summary table, the `--format json` object, the documents stages name with
+//! their headline numbers, and the sweep table (CSV; its page of plots is [`crate::sweep_page`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::exec::StageReport;
 use crate::pipeline::Override;
@@ -84,6 +85,59 @@ pub fn scalar_metrics(out: &Path) -> BTreeMap<String, String> {
     out_map
 }
 
+/// A stage's document and headline, from its output's `metrics.json`: `"document"` is a relative path
+/// inside the output (a file that exists; anything else is ignored), `"headline"` an object of a few
+/// named values. Any stage kind may write them (the `report` kind does); the runner names the document
+/// and prints the headline at the end of `wspace run`.
+pub fn document(out: &Path) -> Option<(PathBuf, Option<serde_json::Map<String, serde_json::Value>>)> {
+    let bytes = std::fs::read(out.join("metrics.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let rel = Path::new(v.get("document")?.as_str()?);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return None;
+    }
+    let path = out.join(rel);
+    if !path.is_file() {
+        return None;
+    }
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    Some((path, v.get("headline").and_then(|h| h.as_object()).cloned()))
+}
+
+/// A headline value as printed: numbers to 4 significant digits, strings as they are.
+fn headline_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(x) if n.is_f64() && x != 0.0 && x.is_finite() => {
+                let digits = (3 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
+                format!("{x:.digits$}")
+            }
+            _ => n.to_string(),
+        },
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `STAGE: PATH` for every report that names a document, each followed by its headline values
+/// (at most five), indented; empty when no stage names one.
+pub fn documents(reports: &[StageReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let Some(doc) = &r.document else { continue };
+        out.push_str(&format!("{}: {}\n", r.name, doc.display()));
+        if let Some(h) = &r.headline {
+            let rows: Vec<Vec<String>> = h.iter().take(5).map(|(k, v)| vec![format!("  {k}"), headline_value(v)]).collect();
+            if !rows.is_empty() {
+                let t = table(&["", ""], &rows);
+                out.push_str(t.split_once('\n').map_or("", |x| x.1));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// One row per variant: its overrides, then `stage.metric` for every scalar metric its stages published.
 pub fn sweep_rows(variants: &[(Vec<Override>, Vec<StageReport>)]) -> (Vec<String>, Vec<Vec<String>>) {
     let mut rows: Vec<BTreeMap<String, String>> = Vec::new();
@@ -134,6 +188,35 @@ pub fn csv(headers: &[String], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_is_named_with_its_headline() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("page.html"), "<p>hi</p>").unwrap();
+        let metrics = r#"{"document": "page.html", "headline": {"accuracy": 0.38214, "models": 100, "best": "nn"}}"#;
+        std::fs::write(out.join("metrics.json"), metrics).unwrap();
+        let (path, headline) = document(out).unwrap();
+        assert!(path.ends_with("page.html") && path.is_absolute());
+        let report = StageReport {
+            name: "report".into(),
+            kind: "report".into(),
+            status: crate::exec::Status::Ran,
+            key: None,
+            seconds: 0.0,
+            reason: String::new(),
+            output: Some(out.to_path_buf()),
+            document: Some(path.clone()),
+            headline,
+        };
+        let text = documents(std::slice::from_ref(&report));
+        assert_eq!(text, format!("report: {}\n  accuracy  0.3821\n  best      nn\n  models    100\n", path.display()));
+        // A path outside the output, or a missing file, names nothing.
+        for bad in [r#"{"document": "../x.html"}"#, r#"{"document": "/etc/passwd"}"#, r#"{"document": "none.html"}"#] {
+            std::fs::write(out.join("metrics.json"), bad).unwrap();
+            assert!(document(out).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn table_aligns_and_csv_quotes() {

@@ -6,6 +6,7 @@ pub mod data;
 pub mod encoders;
 pub mod generate;
 pub mod nn;
+pub mod plot;
 pub mod resnet;
 pub mod weights;
 pub mod zoo;

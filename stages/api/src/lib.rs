@@ -10,7 +10,12 @@
 //! Stage code knows nothing of the cache: it reads its input directories, writes files into
 //! `ctx.out`, and returns. Whatever it wrote is the stage's output. A `metrics.json` (a JSON object) at
 //! the top of the output is special only in that the runner reports its scalar values (sweep tables,
-//! `wspace show`).
+//! `wspace show`), and two optional keys:
+//! - `"document"`: the path, relative to the output, of the file a person should open (e.g.
+//!   `"report.html"`); the runner names it at the end of `wspace run` (`STAGE: /abs/path`) and gives it as
+//!   `document` under `--format json`;
+//! - `"headline"`: an object of a few (at most five are printed) named numbers or strings, printed under
+//!   the document's path and given as `headline` under `--format json`.
 //!
 //! Determinism is part of the contract: given the same parameters and input bytes, a stage must write
 //! the same bytes (on CPU), so that `wspace verify` can prove a cached result reproducible.

@@ -18,8 +18,9 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::encoder::{Encoder, ImageShape, ENCODER_NAMES};
-use super::{heatmap, probe};
+use super::probe;
 use crate::data::{Dataset, Tasks};
+use crate::plot::{self, Heatmap};
 
 /// The checked parameters of a `dataset-embed` stage.
 #[derive(Debug, Clone)]
@@ -228,7 +229,20 @@ pub fn write_output(
         (0..k).flat_map(move |i| (0..k).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[i][j]).collect::<Vec<_>>()
     };
     let lo = off(&e.cosine_encoder).into_iter().chain(off(&e.cosine_pixels)).fold(1.0f64, f64::min);
-    heatmap::write(&out.join("class_cosine.png"), &[&e.cosine_encoder, &e.cosine_pixels], lo, 1.0)?;
+    plot::write_heatmap(
+        &out.join("class_cosine.svg"),
+        &Heatmap {
+            title: "Cosine between class-mean embeddings".into(),
+            panels: vec![("encoder features".into(), e.cosine_encoder.clone()), ("raw pixels".into(), e.cosine_pixels.clone())],
+            x_title: "class (index, as in the rows)".into(),
+            y_title: "class".into(),
+            row_labels: Some(class_names.to_vec()),
+            col_labels: None,
+            lo,
+            hi: 1.0,
+            value_title: "cosine similarity".into(),
+        },
+    )?;
 
     let (enc_euc, enc_cos) = e.ncm_encoder;
     let (pix_euc, pix_cos) = e.ncm_pixels;
@@ -264,7 +278,7 @@ impl StageKind for DatasetEmbedKind {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {

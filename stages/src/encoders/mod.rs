@@ -21,7 +21,7 @@
 //! | `embeddings.safetensors` | `class_embeddings` F32 `[K, d]` (row `k` = dataset class `k`); `task_embeddings` F32 `[T, 3d]` (row `i` = task id `i`, `[e_{c0}; e_{c1}; e_{c2}]`); `task_classes` I64 `[T, 3]` |
 //! | `embeddings.json` | `encoder`, `weights` (`"embedded"` or the file name), `dim`, `task_dim`, `image_size`, `preprocessing`, `classes`, `images_per_class` (per class, as used), `tasks` |
 //! | `class_cosine.csv` | `class_a,class_b,cosine_encoder,cosine_pixels`: cosine similarity of class means, every ordered pair |
-//! | `class_cosine.png` | heat maps of those two `K × K` matrices (left: encoder, right: pixels; class order; viridis from `heatmap_cosine_min` (dark) to 1 (yellow), colour bar at the right) |
+//! | `class_cosine.svg` | heat maps of those two `K × K` matrices (left: encoder, right: pixels; class order, class names on the rows; viridis from `heatmap_cosine_min` (dark) to 1 (yellow), titled colour bar at the right) |
 //! | `metrics.json` | `ncm_accuracy_encoder`, `ncm_accuracy_pixels` (Euclidean NCM), `…_cosine` (cosine NCM), `ncm_encoder_minus_pixels`, `ncm_chance`, `mean_class_cosine_encoder`, `mean_class_cosine_pixels`, `dim`, `task_dim`, `classes`, `tasks`, `image_size`, `embedded_images`, `eval_images`, `heatmap_cosine_min` |
 //!
 //! In Python: `safetensors.numpy.load_file("embeddings.safetensors")["task_embeddings"]`.
@@ -34,7 +34,6 @@ pub mod depthwise;
 pub mod efficientnet;
 pub mod embed;
 pub mod encoder;
-pub mod heatmap;
 pub mod preprocess;
 pub mod probe;
 mod weights;

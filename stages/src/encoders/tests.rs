@@ -213,7 +213,7 @@ fn dataset_embed_stage_writes_class_and_task_embeddings() {
     let (a, b) = (p.join("a"), p.join("b"));
     run_stage(&DatasetEmbedKind, &clip_params, &inputs, &a).unwrap();
     run_stage(&DatasetEmbedKind, &clip_params, &inputs, &b).unwrap();
-    for f in ["embeddings.safetensors", "embeddings.json", "class_cosine.csv", "class_cosine.png", "metrics.json"] {
+    for f in ["embeddings.safetensors", "embeddings.json", "class_cosine.csv", "class_cosine.svg", "metrics.json"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs between runs");
     }
     let st = a.join("embeddings.safetensors");

@@ -21,8 +21,8 @@
 //! | `pairs.csv` | `row,model_id,checkpoint,split,task_id,val_loss,bin` (the `pca` rows) |
 //! | `projections.safetensors` | `projections` `[N, latent]`: `z_proj` of every pair (best weights) |
 //! | `history.csv` | `epoch,train_loss,val_loss` (train = mean over the epoch's batches) |
-//! | `loss.png` | train (blue), val (orange) NT-Xent per epoch; val of the untrained model (grey), ln(N_val) (red) |
-//! | `heatmap.png` | cosine between weight latents (rows) and projections (columns) of up to 12 val pairs (sorted by task, then checkpoint), left after epoch 1, right at the best epoch; viridis −1 (dark) … 1 (yellow) |
+//! | `loss.svg` | NT-Xent per epoch: train (blue), val (orange), val of the untrained model (grey), ln(N_val) (red); titled axes, legend |
+//! | `heatmap.svg` | cosine between weight latents (rows) and projections (columns) of up to 12 val pairs (sorted by task, then checkpoint), left after epoch 1, right at the best epoch; viridis −1 (dark) … 1 (yellow), colour bar |
 //! | `metrics.json` | `val_loss` (best), `train_loss`, `test_loss`, `val_loss_untrained`, `val_loss_shuffled` (trained model, latents of the val pairs cyclically shifted by one), `val_loss_chance` (ln N_val), `{val,test}_top1`, `{val,test}_top5`, `{val,test}_top1_chance`, `…_top5_chance` (retrieval of each pair's own latent among all latents of the split by cosine to its projection), `best_epoch`, `epochs_run`, pair counts, `parameters` |
 
 use std::path::Path;
@@ -38,9 +38,8 @@ use super::model::{cerr, AlignConfig, Aligner};
 use super::ntxent::{self, cosine_matrix};
 use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
-use crate::encoders::heatmap;
+use crate::plot::{self, Chart, Heatmap, Series};
 use crate::weights::pca::PcaMeta;
-use crate::weights::plot::{self, Series};
 use crate::zoo::store::{Checkpoint, Zoo};
 
 /// One (prompt, weight latent) pair.
@@ -350,19 +349,29 @@ pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde
     let chance = |n: usize| if n >= 2 { (n as f64).ln() } else { f64::NAN };
     let last = t.history.len() as f64;
     let flat = |y: f64| vec![(1.0, y), (last.max(2.0), y)];
-    plot::write_lines(
-        &out.join("loss.png"),
-        &[
-            Series { points: t.history.iter().map(|h| (h.0 as f64, h.1)).collect(), colour: plot::BLUE },
-            Series { points: t.history.iter().map(|h| (h.0 as f64, h.2)).collect(), colour: plot::ORANGE },
-            Series { points: flat(t.val_untrained), colour: plot::GREY },
-            Series { points: flat(chance(va.len())), colour: plot::RED },
-        ],
-        plot::Scale::Linear,
-        plot::Scale::Linear,
+    plot::write_chart(
+        &out.join("loss.svg"),
+        &Chart::new("Alignment loss per epoch", "epoch", "NT-Xent loss (nats)")
+            .series(Series::line("train", plot::BLUE, t.history.iter().map(|h| (h.0 as f64, h.1)).collect()))
+            .series(Series::line("val", plot::ORANGE, t.history.iter().map(|h| (h.0 as f64, h.2)).collect()))
+            .series(Series::line("val, untrained model", plot::GREY, flat(t.val_untrained)))
+            .series(Series::line("chance, ln N_val", plot::RED, flat(chance(va.len())))),
     )?;
     if !t.heat_best.is_empty() {
-        heatmap::write(&out.join("heatmap.png"), &[&t.heat_first, &t.heat_best], -1.0, 1.0)?;
+        plot::write_heatmap(
+            &out.join("heatmap.svg"),
+            &Heatmap {
+                title: "Cosine of weight latents and projections (val pairs)".into(),
+                panels: vec![("after epoch 1".into(), t.heat_first.clone()), ("best epoch".into(), t.heat_best.clone())],
+                x_title: "projection z_proj (val pair)".into(),
+                y_title: "weight latent (val pair)".into(),
+                row_labels: None,
+                col_labels: None,
+                lo: -1.0,
+                hi: 1.0,
+                value_title: "cosine similarity".into(),
+            },
+        )?;
     }
     let shifted: Vec<usize> = (0..va.len()).map(|i| va[(i + 1) % va.len()]).collect();
     let val_shuffled = nt(al, pairs, &va, &pairs.latents_of(&shifted))?;
@@ -434,7 +443,7 @@ impl StageKind for AlignKind {
         "align"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "results encoder + shared encoder: (dataset, loss) → weight latent, trained with NT-Xent"

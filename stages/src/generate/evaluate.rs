@@ -27,8 +27,8 @@
 //! | file | content |
 //! | --- | --- |
 //! | `evaluation.csv` | one row per sample: `sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy` |
-//! | `target_vs_achieved.png` | x = target loss, y = achieved test loss: samples (blue dots), identity (grey) |
-//! | `accuracy.png` | per-sample accuracy sorted (x = rank): sample blue, nn orange, nn_noise green, random grey, trained_final red |
+//! | `target_vs_achieved.svg` | x = target loss, y = achieved test loss: samples (blue dots), identity (grey line); titled axes, legend |
+//! | `accuracy.svg` | per-sample accuracy sorted (x = rank): sample blue, nn orange, nn_noise green, random grey, trained_final red; legend |
 //! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy`; `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ use super::model::{normal, uniform, Aligner};
 use super::sample::{load_samples, SampleRow};
 use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
-use crate::weights::plot::{self, Series};
+use crate::plot::{self, Chart, Series};
 use crate::weights::{Network, WeightCodec};
 use crate::zoo::store::{Checkpoint, NamedTensors, Zoo, ZooRow};
 
@@ -343,25 +343,29 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let (r2, pearson) = r2_and_pearson(&targets, &achieved);
     let lo = targets.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut scatter: Vec<Series> = vec![Series { points: vec![(lo, lo), (hi, hi)], colour: plot::GREY }];
-    scatter.extend(targets.iter().zip(&achieved).map(|(&t, &a)| Series { points: vec![(t, a)], colour: plot::BLUE }));
-    plot::write_lines(&out.join("target_vs_achieved.png"), &scatter, plot::Scale::Linear, plot::Scale::Linear)?;
-    let sorted = |f: fn(&SampleEval) -> f64, colour| {
+    plot::write_chart(
+        &out.join("target_vs_achieved.svg"),
+        &Chart::new(
+            "Prompted (target) vs achieved test loss of each sample",
+            "target loss (cross-entropy, nats)",
+            "achieved test loss (cross-entropy, nats)",
+        )
+        .series(Series::line("achieved = target", plot::GREY, vec![(lo, lo), (hi, hi)]))
+        .series(Series::points("sample", plot::BLUE, targets.iter().copied().zip(achieved.iter().copied()).collect())),
+    )?;
+    let sorted = |name: &str, f: fn(&SampleEval) -> f64, colour| {
         let mut v: Vec<f64> = evals.iter().map(f).filter(|x| x.is_finite()).collect();
         v.sort_by(f64::total_cmp);
-        Series { points: v.into_iter().enumerate().map(|(i, y)| (i as f64, y)).collect(), colour }
+        Series::line(name, colour, v.into_iter().enumerate().map(|(i, y)| (i as f64 + 1.0, y)).collect())
     };
-    plot::write_lines(
-        &out.join("accuracy.png"),
-        &[
-            sorted(|e| e.trained_final.accuracy, plot::RED),
-            sorted(|e| e.random.accuracy, plot::GREY),
-            sorted(|e| e.nn_noise.accuracy, plot::GREEN),
-            sorted(|e| e.nn.accuracy, plot::ORANGE),
-            sorted(|e| e.sample.accuracy, plot::BLUE),
-        ],
-        plot::Scale::Linear,
-        plot::Scale::Linear,
+    plot::write_chart(
+        &out.join("accuracy.svg"),
+        &Chart::new("Test accuracy per sample and per baseline, sorted", "rank (sorted by accuracy)", "test accuracy (fraction)")
+            .series(sorted("trained (final)", |e| e.trained_final.accuracy, plot::RED))
+            .series(sorted("random init", |e| e.random.accuracy, plot::GREY))
+            .series(sorted("NN + noise", |e| e.nn_noise.accuracy, plot::GREEN))
+            .series(sorted("nearest neighbour", |e| e.nn.accuracy, plot::ORANGE))
+            .series(sorted("sample", |e| e.sample.accuracy, plot::BLUE)),
     )?;
 
     let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
@@ -414,7 +418,7 @@ impl StageKind for EvaluateSamplesKind {
         "evaluate-samples"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "sampled models on their tasks' test images vs trained, nearest-neighbour, noisy-neighbour and random baselines"

@@ -11,10 +11,12 @@
 //!   `z_proj` → the autoencoder's decoder → inverse PCA → weights ([`sample`]).
 //! - [`EvaluateSamplesKind`] (`kind = "evaluate-samples"`): the samples on their tasks' real test images
 //!   against trained, nearest-neighbour, noisy-neighbour and random-init baselines ([`evaluate`]).
-//! - [`ReportKind`] (`kind = "report"`, all inputs optional): one self-contained HTML page ([`report`]).
+//! - [`ReportKind`] (`kind = "report"`, all inputs optional): one self-contained HTML page ([`report`]),
+//!   opening with the headline table ([`headline`]).
 
 pub mod align;
 pub mod evaluate;
+pub mod headline;
 pub mod model;
 pub mod ntxent;
 pub mod report;

@@ -41,7 +41,7 @@
 //! | `autoencoder.json` | [`AutoencoderConfig`] (`input_dim`, `hidden`, `latent_dim`, `activation`) plus `best_epoch`, `epochs_run` |
 //! | `latents.safetensors` | `latents` `[N, latent]`: every coefficient row of the `pca` input (rows as in its `pca.json`) |
 //! | `history.csv` | `epoch,train_loss,val_loss` (train loss = mean over the epoch's batches, before each update) |
-//! | `loss.png` | train (blue) and val (orange) loss per epoch, log scale |
+//! | `loss.svg` | train and val loss per epoch (the combined loss with `loss = "behaviour"`), log y, titled axes and a legend |
 //! | `metrics.json` | `best_epoch`, `epochs_run`, `train_loss`, `val_loss` (at the best epoch; the combined loss with `loss = "behaviour"`), `test_loss` (test rows, coefficient MSE), `input_dim`, `latent_dim`, `parameters`; with `loss = "behaviour"` also `loss`, `beta`, `val_mse`, `val_distillation`, `test_mse`, `test_distillation`, `first_batch_mse`, `first_batch_distillation` |
 
 use std::path::Path;
@@ -57,9 +57,9 @@ use rayon::prelude::*;
 
 use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
-use super::plot::{self, Series};
 use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::plot::{self, Chart, Series};
 use crate::zoo::store::{NamedTensors, Zoo};
 
 /// The hidden-unit nonlinearity.
@@ -522,11 +522,20 @@ pub fn run_autoencoder(
     }
     files::write(&out.join("history.csv"), csv.as_bytes())?;
     let xy = |f: fn(&EpochLoss) -> f64| trained.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
-    plot::write_lines(
-        &out.join("loss.png"),
-        &[Series { points: xy(|h| h.train), colour: plot::BLUE }, Series { points: xy(|h| h.val), colour: plot::ORANGE }],
-        plot::Scale::Linear,
-        plot::Scale::Log,
+    plot::write_chart(
+        &out.join("loss.svg"),
+        &Chart::new(
+            "Autoencoder loss per epoch",
+            "epoch",
+            if behaviour_data.is_some() {
+                "β·MSE/MSE₀ + (1−β)·distillation/distillation₀ (log scale)"
+            } else {
+                "MSE (normalised PCA coefficients, log scale)"
+            },
+        )
+            .y_log()
+            .series(Series::line("train", plot::BLUE, xy(|h| h.train)))
+            .series(Series::line("val", plot::ORANGE, xy(|h| h.val))),
     )?;
 
     let at_best = trained.history.get(trained.best_epoch.saturating_sub(1)).copied();
@@ -619,7 +628,7 @@ impl StageKind for AutoencoderKind {
         "autoencoder"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "MLP autoencoder on the normalised PCA coefficients, early-stopped on the val split"

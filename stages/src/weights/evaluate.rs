@@ -35,8 +35,8 @@
 //! | `decoded/m<id>-<checkpoint>-<variant>.safetensors` | every reconstruction's weights, with the zoo's tensor names and shapes (`decoded/mean.safetensors`: the `mean` reference) |
 //! | `reconstruction.csv` | one row per (model, reconstruction): `model_id, checkpoint, task_id, variant, file (its weights, relative to the output), weight_mse, synthetic_agreement, synthetic_correlation, synthetic_cosine, synthetic_output_mse, real_agreement, real_correlation, real_cosine, real_output_mse, original_accuracy, accuracy` |
 //! | `metrics.json` | `models`, `original_accuracy`, and per variant `weight_mse`, `synthetic.{agreement, correlation, cosine}`, `real.{agreement, correlation, cosine, accuracy}` (means); the per-model values as arrays under `distributions` (arrays are not sweep-table columns) |
-//! | `agreement.png` | real-data agreement per model, sorted (x = rank, y = agreement): `pca` blue, `pca_ae` orange, `mean` grey |
-//! | `correlation.png` | the same for the real-data output correlation |
+//! | `agreement.svg` | real-data agreement per model, sorted (x = rank, y = agreement), one line per variant (`pca` blue, `pca_ae` orange, `pca_ae_refined` green, `mean` grey), legend |
+//! | `correlation.svg` | the same for the real-data output correlation |
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,9 +50,9 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 use super::behaviour;
 use super::decode::{Network, WeightCodec};
 use super::pca::{mse, Coefficients};
-use super::plot::{self, Series};
 use crate::data::files;
 use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
 use crate::zoo::store::{NamedTensors, Zoo, ZooRow};
 
@@ -431,18 +431,29 @@ pub fn run_evaluation(
     let colour = |v: &str| match v {
         "pca" => plot::BLUE,
         "pca_ae" => plot::ORANGE,
+        "pca_ae_refined" => plot::GREEN,
         _ => plot::GREY,
     };
-    for (file, key) in [("agreement.png", "real.agreement"), ("correlation.png", "real.correlation")] {
-        let series: Vec<Series> = per_variant
-            .iter()
-            .map(|(v, cols)| {
-                let mut vals = cols[key].clone();
-                vals.sort_by(f64::total_cmp);
-                Series { points: vals.into_iter().enumerate().map(|(i, y)| (i as f64 + 1.0, y)).collect(), colour: colour(v) }
-            })
-            .collect();
-        plot::write_lines(&out.join(file), &series, plot::Scale::Linear, plot::Scale::Linear)?;
+    for (file, key, title, y) in [
+        (
+            "agreement.svg",
+            "real.agreement",
+            "Real-data agreement with the original, per model",
+            "agreement (fraction of test images)",
+        ),
+        (
+            "correlation.svg",
+            "real.correlation",
+            "Real-data output correlation with the original, per model",
+            "output correlation (Pearson r)",
+        ),
+    ] {
+        let series = per_variant.iter().map(|(v, cols)| {
+            let mut vals = cols[key].clone();
+            vals.sort_by(f64::total_cmp);
+            Series::line(*v, colour(v), vals.into_iter().enumerate().map(|(i, y)| (i as f64 + 1.0, y)).collect())
+        });
+        plot::write_chart(&out.join(file), &Chart::new(title, "model rank (sorted by value)", y).with_series(series))?;
     }
     Ok(metrics)
 }

@@ -11,7 +11,6 @@
 //! - [`EvaluateReconstructionKind`] (`kind = "evaluate-reconstruction"`, inputs `zoo`, `pca`,
 //!   `autoencoder`, `tasks`, `data`): weight-space MSE and functional agreement of the test-split
 //!   models with their PCA-only and PCA + autoencoder reconstructions ([`evaluate`]).
-//! - [`plot`]: the small PNG line charts these stages draw.
 //!
 //! Which models: the rows of the zoo whose checkpoint is in the `pca` stage's `checkpoints` and whose
 //! `status` is `ok`, in `zoo.csv` order ([`select_rows`]). Fitting uses the train split only.
@@ -23,7 +22,6 @@ pub mod decode;
 pub mod evaluate;
 pub mod linalg;
 pub mod pca;
-pub mod plot;
 
 #[cfg(test)]
 mod tests;

@@ -182,7 +182,7 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     run_stage(&AutoencoderKind, &ae_params, &[("pca", &pca_dir)], &ae_dir).unwrap();
     let again = tmp.path().join("ae-again");
     run_stage(&AutoencoderKind, &ae_params, &[("pca", &pca_dir)], &again).unwrap();
-    for f in ["autoencoder.safetensors", "latents.safetensors", "history.csv", "metrics.json", "loss.png"] {
+    for f in ["autoencoder.safetensors", "latents.safetensors", "history.csv", "metrics.json", "loss.svg"] {
         assert_eq!(std::fs::read(ae_dir.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs between runs");
     }
     let history = std::fs::read_to_string(ae_dir.join("history.csv")).unwrap();
@@ -223,7 +223,7 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     assert!(pca_mse <= em["mean"]["weight_mse"].as_f64().unwrap() * (1.0 + 1e-4), "a projection is closer than the mean");
     let csv = std::fs::read_to_string(ev_dir.join("reconstruction.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 3 * em["models"].as_u64().unwrap() as usize);
-    assert!(ev_dir.join("agreement.png").exists() && ev_dir.join("correlation.png").exists());
+    assert!(ev_dir.join("agreement.svg").exists() && ev_dir.join("correlation.svg").exists());
 
     // PCA-only evaluation (no autoencoder input) has no `pca_ae` block; full PCA is closer than 4 components.
     let ev_full = tmp.path().join("eval-full");
