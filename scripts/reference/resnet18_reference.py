@@ -151,9 +151,12 @@ def two_steps_raw(make_opt, dtype=torch.float32, channels_last=False):
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    # The state after two steps, copied before the third forward (train mode: it updates the running
+    # statistics again).
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         after = F.cross_entropy(model(x), y).item()
-    return losses, after, model.state_dict()
+    return losses, after, sd
 
 
 def two_steps(make_opt, dtype=torch.float32):
