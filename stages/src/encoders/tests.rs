@@ -86,7 +86,8 @@ fn efficientnet_lite0_matches_the_reference_features_and_top5() {
     let logits = model.logits(&feats).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    let ext_top5: Vec<u64> = external["pattern64"]["logits_top5"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
+    let ext_top5: Vec<u64> =
+        external["pattern64"]["logits_top5"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
     for (rank, pair) in r["logits_top5"].as_array().unwrap().iter().enumerate() {
         let (class, logit) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
         assert_eq!(order[rank], class, "top-5 rank {rank}: got class {}, float64 reference {class}", order[rank]);

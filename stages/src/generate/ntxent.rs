@@ -67,7 +67,8 @@ mod tests {
             // (|S| ≤ 1/τ), each cross-entropy a logsumexp over n terms, plus ~8 elementwise operations
             // (normalising, exp, log, the means), so |error| ≤ (k + n + 8)·u/τ per side, times 1/min|p|
             // for the gradient (∂P/∂p scales as 1/|p|); K = 4 for the two sides and libm's 1-ulp exp/log.
-            let min_norm = (0..n).map(|i| vals("p")[i * k..(i + 1) * k].iter().map(|v| v * v).sum::<f64>().sqrt()).fold(1.0, f64::min);
+            let min_norm =
+                (0..n).map(|i| vals("p")[i * k..(i + 1) * k].iter().map(|v| v * v).sum::<f64>().sqrt()).fold(1.0, f64::min);
             let budget = 4.0 * (k + n + 8) as f64 * (f64::EPSILON / 2.0) / tau;
             assert!((got - want).abs() <= budget * want.abs().max(1.0), "loss {got} vs PyTorch {want} (bound {budget:.2e})");
             let grads = loss.backward().unwrap();

@@ -392,7 +392,12 @@ fn assert_budget(what: &str, got: &[f32], want: &[f64], spread: f64, tanh: f64) 
         .enumerate()
         .fold((0, 0.0f64), |m, (i, e)| if e > m.1 { (i, e) } else { m });
     eprintln!("{what}: error {err:.3e}, bound {bound:.3e} (float32 spread {spread:.2e}, tanh_fast {tanh:.2e})");
-    assert!(err <= bound, "{what}: element {i}: got {}, PyTorch float64 {} (error {err:.3e} > bound {bound:.3e})", got[i], want[i]);
+    assert!(
+        err <= bound,
+        "{what}: element {i}: got {}, PyTorch float64 {} (error {err:.3e} > bound {bound:.3e})",
+        got[i],
+        want[i]
+    );
 }
 
 /// The variants this CPU can run.
@@ -462,14 +467,14 @@ fn nn_sgd_momentum_steps_match_pytorch() {
 #[cfg(target_arch = "x86_64")]
 fn cpu_vector_isas() -> Vec<Isa> {
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
-    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the maximum leaf allows it.
-    let (max_leaf, leaf1) = unsafe { (__cpuid(0).eax, __cpuid(1)) };
+    // CPUID exists on every x86-64 CPU; leaf 7 is read only when the maximum leaf allows it.
+    let (max_leaf, leaf1) = (__cpuid(0).eax, __cpuid(1));
     if max_leaf < 7 || leaf1.ecx & (1 << 27) == 0 {
         return Vec::new(); // no leaf 7, or the OS has not enabled XSAVE: no AVX state at all
     }
     // SAFETY: OSXSAVE (CPUID.1:ECX[27]) is set, so XGETBV is available.
     let xcr0 = unsafe { _xgetbv(0) };
-    let ebx = unsafe { __cpuid_count(7, 0) }.ebx;
+    let ebx = __cpuid_count(7, 0).ebx;
     let mut out = Vec::new();
     if ebx & (1 << 5) != 0 && xcr0 & 0b110 == 0b110 {
         out.push(Isa::Avx2);
@@ -579,7 +584,8 @@ fn nn_evaluate_agrees_with_logits() {
         loss += zl.iter().map(|v| v.exp()).sum::<f64>().ln() - zl[t as usize];
     }
     assert_eq!(e.n, 37);
-    assert!((e.accuracy - correct as f64 / 37.0).abs() < 1e-12); // ratios of small integers in f64: 1 ulp
+    // A ratio of small integers in f64: exact to 1 ulp.
+    assert!((e.accuracy - correct as f64 / 37.0).abs() < 1e-12);
     // The same f32 logits; the evaluation sums its f32 lane losses (u·|ℓ| ≈ 1e-7 each) in f64: ≪ 1e-5.
     assert!((e.loss - loss / 37.0).abs() < 1e-5);
 }
