@@ -297,7 +297,7 @@ fn two_steps_match_pytorch(key: &str, opt: Optimizer) {
 /// Issue 16 reported, from an AVX-512 machine, errors of 3.56e-5 (losses), 1.11e-4 (weights) and
 /// 9.99e-6 (running statistics) against the earlier float32 fixture; this code reproduces those three
 /// numbers to every printed digit on an AVX2 machine (candle's gemm runs its FMA kernel on both), and
-/// against float64 the same computation is 6.6e-6, 1.1e-5 and 4.3e-6: 40–110× inside the bounds.
+/// against float64 the same computation is 6.6e-6, 1.1e-5 and 4.3e-6: 10–110× inside the bounds.
 #[test]
 fn two_sgd_momentum_steps_match_pytorch() {
     let fx = fixture();
