@@ -4,7 +4,17 @@
 Writes stages/tests/fixtures/cnn_s_reference.json, which `nn::tests` compares against:
   * logits, mean cross-entropy and every parameter gradient for a fixed batch and fixed weights;
   * the weights after two Adam steps and after two SGD-momentum steps (same batch each step);
-  * max-pool's tie-breaking (input gradient of a 2x2 pool over tied windows).
+  * max-pool's tie-breaking (input gradient of a 2x2 pool over tied windows);
+  * `f64`: the logits, loss, gradients and two-step weights computed in float64 (same float32 inputs
+    and weights), which the Rust tests compare with;
+  * `f32_spread`: for each of those quantities, the largest |float32 - float64| over several
+    legitimate PyTorch float32 reduction orders (oneDNN or native im2col + BLAS convolutions, NCHW or
+    channels-last, 1 or 4 threads): per parameter tensor for gradients and weights (lists in
+    state_dict order), one number for the logits and the loss. This measured float32 sensitivity is
+    what the Rust tests' bounds are derived from (see `stages/src/nn/tests.rs`);
+  * `tanh_fast_sensitivity`: the same per-quantity maxima for a float64 run in which every tanh output
+    is off by up to 5e-7 (the bound of the kernel's `tanh_fast` approximation), over 8 random draws:
+    the approximation's share of the budget.
 
 Inputs and weights come from closed formulas that the Rust test evaluates too (in f64, cast to f32):
   image n (0..4), pixel p = 28*i + j:  x = 0.5 + 0.5 * sin(0.37 * (784 n + p) + 0.1)
@@ -12,7 +22,7 @@ Inputs and weights come from closed formulas that the Rust test evaluates too (i
   labels: [0, 1, 2, 1]
   tensor t (state_dict order, 0..9), element e:  w = 2 sin(0.91 e + 1.7 t + 0.3) / sqrt(fan_in)
 
-Run:  /work/pyref/bin/python scripts/reference/cnn_s_reference.py   (torch 2.x, CPU, float32)
+Run:  /work/pyref/bin/python scripts/reference/cnn_s_reference.py   (torch 2.x, CPU, float32 and float64)
 """
 import json
 import math
@@ -39,11 +49,26 @@ class CnnS(nn.Module):
         self.fc2 = nn.Linear(20, 3)
 
     def forward(self, x):
-        x = torch.tanh(F.max_pool2d(self.conv1(x), 2))
-        x = torch.tanh(F.max_pool2d(self.conv2(x), 2))
-        x = torch.tanh(self.conv3(x))
-        x = torch.tanh(self.fc1(x.flatten(1)))
+        x = tanh(F.max_pool2d(self.conv1(x), 2))
+        x = tanh(F.max_pool2d(self.conv2(x), 2))
+        x = tanh(self.conv3(x))
+        x = tanh(self.fc1(x.flatten(1)))
         return self.fc2(x)
+
+
+# When set (a torch.Generator), every tanh output gets an independent error uniform in
+# [-TANH_FAST_ERROR, TANH_FAST_ERROR]: the bound that `nn::tests::nn_tanh_fast_is_accurate` asserts for
+# the kernel's rational approximation `tanh_fast`. Used to measure how far that approximation can move
+# each compared quantity (`tanh_fast_sensitivity`).
+TANH_NOISE = None
+TANH_FAST_ERROR = 5e-7
+
+
+def tanh(x):
+    y = torch.tanh(x)
+    if TANH_NOISE is not None:
+        y = y + TANH_FAST_ERROR * (2.0 * torch.rand(y.shape, generator=TANH_NOISE, dtype=y.dtype) - 1.0)
+    return y
 
 
 N = 4
@@ -51,7 +76,7 @@ LABELS = [0, 1, 2, 1]
 FAN_IN = {"conv1": 25, "conv2": 200, "conv3": 24, "fc1": 36, "fc2": 20}
 
 
-def inputs():
+def inputs(dtype=torch.float32):
     x = torch.empty(N, 1, 28, 28, dtype=torch.float32)
     for n in range(N):
         for i in range(28):
@@ -60,7 +85,7 @@ def inputs():
                 if n == 3 and i < 10:
                     v = 0.0
                 x[n, 0, i, j] = v
-    return x
+    return x.to(dtype)
 
 
 def set_weights(model):
@@ -75,16 +100,128 @@ def flat_params(model):
     return [v for p in model.state_dict().values() for v in p.flatten().tolist()]
 
 
-def two_steps(make_opt):
+def params_by_tensor(model):
+    return [p.detach().double().flatten() for p in model.state_dict().values()]
+
+
+def make(dtype=torch.float32, channels_last=False):
+    """The formula model (float32 weights) cast to `dtype`, and the formula batch."""
     model = CnnS()
     set_weights(model)
+    model = model.to(dtype)
+    x = inputs(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, x, torch.tensor(LABELS)
+
+
+def two_steps(make_opt, dtype=torch.float32, channels_last=False, flat=True):
+    model, x, y = make(dtype, channels_last)
     opt = make_opt(model.parameters())
-    x, y = inputs(), torch.tensor(LABELS)
     for _ in range(2):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    return flat_params(model)
+    return flat_params(model) if flat else params_by_tensor(model)
+
+
+def adam(p):
+    return torch.optim.Adam(p, lr=0.01)
+
+
+def sgd(p):
+    return torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.001)
+
+
+def forward(dtype=torch.float32, channels_last=False):
+    """Logits, loss and per-tensor gradients of the formula batch."""
+    model, x, y = make(dtype, channels_last)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    return logits.detach().double().flatten(), loss.item(), [p.grad.double().flatten() for p in model.parameters()]
+
+
+# Legitimate float32 reduction orders in PyTorch itself.
+ORDERS = {
+    "onednn_nchw_1thread": dict(mkldnn=True, channels_last=False, threads=1),
+    "native_im2col_blas_1thread": dict(mkldnn=False, channels_last=False, threads=1),
+    "onednn_channels_last_1thread": dict(mkldnn=True, channels_last=True, threads=1),
+    "onednn_nchw_4threads": dict(mkldnn=True, channels_last=False, threads=4),
+}
+
+
+def max_abs(a, b):
+    return (a - b).abs().max().item()
+
+
+def spread():
+    """Largest |float32 - float64| over ORDERS, per quantity (per tensor for gradients and weights)."""
+    lg64, loss64, g64 = forward(torch.float64)
+    adam64 = two_steps(adam, torch.float64, flat=False)
+    sgd64 = two_steps(sgd, torch.float64, flat=False)
+    ref64 = {
+        "logits": lg64.tolist(),
+        "loss": loss64,
+        "grads": [v for g in g64 for v in g.tolist()],
+        "adam_after_2_steps": [v for t in adam64 for v in t.tolist()],
+        "sgd_after_2_steps": [v for t in sgd64 for v in t.tolist()],
+    }
+    worst = {"logits": 0.0, "loss": 0.0, "grads": [0.0] * len(g64),
+             "adam_after_2_steps": [0.0] * len(adam64), "sgd_after_2_steps": [0.0] * len(sgd64)}
+    per_order = {}
+    for order, o in ORDERS.items():
+        torch.set_num_threads(o["threads"])
+        with torch.backends.mkldnn.flags(enabled=o["mkldnn"]):
+            lg, loss, g = forward(torch.float32, o["channels_last"])
+            e = {
+                "logits": max_abs(lg, lg64),
+                "loss": abs(loss - loss64),
+                "grads": [max_abs(a, b) for a, b in zip(g, g64)],
+                "adam_after_2_steps": [max_abs(a, b) for a, b in zip(two_steps(adam, torch.float32, o["channels_last"], False), adam64)],
+                "sgd_after_2_steps": [max_abs(a, b) for a, b in zip(two_steps(sgd, torch.float32, o["channels_last"], False), sgd64)],
+            }
+        per_order[order] = e
+        for k, v in e.items():
+            worst[k] = [max(a, b) for a, b in zip(worst[k], v)] if isinstance(v, list) else max(worst[k], v)
+        print(order, json.dumps(e))
+    torch.set_num_threads(1)
+    per_order["max"] = worst
+    return ref64, per_order, tanh_sensitivity(ref64)
+
+
+def tanh_sensitivity(ref64):
+    """Largest |change| of each quantity (float64) when every tanh output is off by up to
+    TANH_FAST_ERROR (uniform, independent), over 8 seeds: the kernel's tanh approximation's share."""
+    global TANH_NOISE
+    worst = None
+    for seed in range(8):
+        TANH_NOISE = torch.Generator().manual_seed(seed)
+        lg, loss, g = forward(torch.float64)
+        e = {
+            "logits": max_abs(lg, torch.tensor(ref64["logits"], dtype=torch.float64)),
+            "loss": abs(loss - ref64["loss"]),
+            "grads": per_tensor(g, ref64["grads"]),
+            "adam_after_2_steps": per_tensor(two_steps(adam, torch.float64, flat=False), ref64["adam_after_2_steps"]),
+            "sgd_after_2_steps": per_tensor(two_steps(sgd, torch.float64, flat=False), ref64["sgd_after_2_steps"]),
+        }
+        worst = e if worst is None else {
+            k: [max(a, b) for a, b in zip(worst[k], v)] if isinstance(v, list) else max(worst[k], v) for k, v in e.items()
+        }
+    TANH_NOISE = None
+    print("tanh_fast sensitivity", json.dumps(worst))
+    return worst
+
+
+def per_tensor(tensors, flat):
+    """Max |a - b| per tensor, `flat` the float64 reference flattened in the same order."""
+    out, at = [], 0
+    for t in tensors:
+        ref = torch.tensor(flat[at:at + t.numel()], dtype=torch.float64)
+        out.append(max_abs(t, ref))
+        at += t.numel()
+    return out
 
 
 def f32s(values):
@@ -115,15 +252,16 @@ def main():
         "loss": loss.item(),
         "grads": f32s(grads),
         "adam_lr": 0.01,
-        "adam_after_2_steps": f32s(two_steps(lambda p: torch.optim.Adam(p, lr=0.01))),
+        "adam_after_2_steps": f32s(two_steps(adam)),
         "sgd_lr": 0.05,
         "sgd_momentum": 0.9,
         "sgd_weight_decay": 0.001,
-        "sgd_after_2_steps": f32s(two_steps(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.001))),
+        "sgd_after_2_steps": f32s(two_steps(sgd)),
         "maxpool_tie_input": xp.detach().flatten().tolist(),
         "maxpool_tie_upstream": [1.0, 2.0],
         "maxpool_tie_input_grad": xp.grad.flatten().tolist(),
     }
+    fixture["f64"], fixture["f32_spread"], fixture["tanh_fast_sensitivity"] = spread()
     with open(out_path, "w") as f:
         json.dump(fixture, f, separators=(",", ":"))
         f.write("\n")

@@ -8,7 +8,15 @@ Writes stages/tests/fixtures/resnet18_reference.json, which `resnet::tests` comp
     that forward, and eval-mode logits;
   * two SGD (momentum 0.9) steps and two Adam steps on that batch: the loss of each step, the loss of
     a third forward, and for a few tensors the weights after the two steps (sum, norm, entries);
-  * MaxPool2d(3, stride=2, padding=1) on a small input with ties: output and input gradient, in full.
+  * MaxPool2d(3, stride=2, padding=1) on a small input with ties: output and input gradient, in full;
+  * the same forward/backward and the same two-step runs in float64 (`f64`): the values the Rust tests
+    compare with, both for wspace in float32 and for wspace in float64;
+  * `f32_spread`: how far PyTorch's own float32 runs land from that float64 run, for several legitimate
+    float32 reduction orders (oneDNN convolutions or the native im2col + BLAS path, NCHW or
+    channels-last, 1 or 4 threads), each error measured exactly as the Rust test measures its own.
+    This is the measured float32 sensitivity of these computations (rounding error amplified by the
+    network and the training steps), from which the Rust tests derive their bounds (see
+    `stages/src/resnet/tests.rs`). `f32_spread.max` is the maximum over the orders.
 
 Inputs and weights come from an integer hash that the Rust test evaluates too (exactly; then f64
 arithmetic in the same order, cast to f32). u(t, e, salt) in [0, 1):
@@ -25,7 +33,8 @@ arithmetic in the same order, cast to f32). u(t, e, salt) in [0, 1):
   max-pool input (1, 2, 7, 6), flat index f:  v = round(4 sin(1.3 f + 0.2)) / 4  (many ties);
     upstream gradient at output flat index k: 1 + 0.1 k
 
-Run:  /work/pyref/bin/python scripts/reference/resnet18_reference.py   (CPU, float32)
+Run:  /work/pyref/bin/python scripts/reference/resnet18_reference.py   (CPU; float32 and float64)
+      (from the repository root or anywhere; never in CI: the fixture is committed)
 """
 import json
 import math
@@ -65,7 +74,8 @@ def hash_u(t, numel, salt):
     return h.to(torch.float64) / 4294967296.0
 
 
-def make_model():
+def make_model(dtype=torch.float32):
+    """The formula weights, rounded to float32 (what the Rust test builds), then cast to `dtype`."""
     model = torchvision.models.resnet18(num_classes=3)
     sd = model.state_dict()
     new = {}
@@ -88,12 +98,12 @@ def make_model():
             v = 0.1 * s
         new[name] = v.to(torch.float32).reshape(p.shape)
     model.load_state_dict(new)
-    return model
+    return model.to(dtype)
 
 
-def inputs():
+def inputs(dtype=torch.float32):
     x = hash_u(0, N * 3 * H * W, 2).to(torch.float32).reshape(N, 3, H, W)
-    return x, torch.tensor(LABELS)
+    return x.to(dtype), torch.tensor(LABELS)
 
 
 def sample_idx(numel):
@@ -111,7 +121,10 @@ def summary(t):
 
 
 def stats_of(model):
-    sd = model.state_dict()
+    return stats_of_sd(model.state_dict())
+
+
+def stats_of_sd(sd):
     out = {}
     for bn in STAT_TRACKED:
         out[bn] = {
@@ -122,11 +135,15 @@ def stats_of(model):
     return out
 
 
-def two_steps(make_opt):
-    model = make_model()
+def two_steps_raw(make_opt, dtype=torch.float32, channels_last=False):
+    """Two steps on the formula batch: (losses, loss after, state_dict)."""
+    model = make_model(dtype)
+    x, y = inputs(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     model.train()
     opt = make_opt(model.parameters())
-    x, y = inputs()
     losses = []
     for _ in range(2):
         opt.zero_grad()
@@ -134,12 +151,112 @@ def two_steps(make_opt):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    sd = model.state_dict()
-    params = {name: summary(sd[name]) for name in TRACKED}
-    stats = stats_of(model)
+    # The state after two steps, copied before the third forward (train mode: it updates the running
+    # statistics again).
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         after = F.cross_entropy(model(x), y).item()
-    return {"losses": losses, "loss_after": after, "params": params, "running": stats}
+    return losses, after, sd
+
+
+def two_steps(make_opt, dtype=torch.float32):
+    losses, after, sd = two_steps_raw(make_opt, dtype)
+    params = {name: summary(sd[name]) for name in TRACKED}
+    return {"losses": losses, "loss_after": after, "params": params, "running": stats_of_sd(sd)}
+
+
+def forward_raw(dtype=torch.float32, channels_last=False):
+    """Eval logits, then train-mode logits, loss, gradients and state_dict after one forward."""
+    model = make_model(dtype)
+    x, y = inputs(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.eval()
+    with torch.no_grad():
+        eval_logits = model(x)
+    model.train()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return eval_logits, logits.detach(), loss.item(), grads, model.state_dict()
+
+
+# The Rust tests' error measures (stages/src/resnet/tests.rs: `rel`, `summary_error`, `running_error`).
+def rel(got, want, scale):
+    return abs(got - want) / max(abs(want), scale)
+
+
+def summary_error(t, s):
+    v = t.detach().double().flatten()
+    n = v.numel()
+    l1 = max(s["abs_sum"], 1e-30)
+    rms = s["norm"] / math.sqrt(n)
+    err = max(rel(v.sum().item(), s["sum"], l1), rel(v.norm().item(), s["norm"], 1e-30),
+              rel(v.abs().sum().item(), s["abs_sum"], 1e-30))
+    for i, want in s["entries"]:
+        err = max(err, rel(v[i].item(), want, max(rms, 1e-30)))
+    return err
+
+
+def running_error(sd, want):
+    err = 0.0
+    for bn, w in want.items():
+        err = max(err, summary_error(sd[bn + ".running_mean"], w["running_mean"]))
+        err = max(err, summary_error(sd[bn + ".running_var"], w["running_var"]))
+    return err
+
+
+def max_abs(a, b):
+    return (a.double().flatten() - torch.tensor(b, dtype=torch.float64)).abs().max().item()
+
+
+# Legitimate float32 reduction orders in PyTorch itself.
+ORDERS = {
+    "onednn_nchw_1thread": dict(mkldnn=True, channels_last=False, threads=1),
+    "native_im2col_blas_1thread": dict(mkldnn=False, channels_last=False, threads=1),
+    "onednn_channels_last_1thread": dict(mkldnn=True, channels_last=True, threads=1),
+    "onednn_nchw_4threads": dict(mkldnn=True, channels_last=False, threads=4),
+}
+
+
+def spread(ref64, optimizers):
+    """Errors of each float32 order against the float64 reference, as the Rust tests measure them."""
+    out = {}
+    for order, o in ORDERS.items():
+        torch.set_num_threads(o["threads"])
+        with torch.backends.mkldnn.flags(enabled=o["mkldnn"]):
+            ev, lg, loss, grads, sd = forward_raw(torch.float32, o["channels_last"])
+            e = {
+                "eval_logits": max_abs(ev, ref64["eval"]["logits"]),
+                "train_logits": max_abs(lg, ref64["train"]["logits"]),
+                "loss": abs(loss - ref64["train"]["loss"]),
+                "grads": max(summary_error(g, ref64["train"]["grads"][n]) for n, g in grads.items()),
+                "running": running_error(sd, ref64["train"]["running"]),
+            }
+            for key, make_opt in optimizers.items():
+                want = ref64[key]
+                losses, after, sd = two_steps_raw(make_opt, torch.float32, o["channels_last"])
+                loss_err = max(rel(l, w, 1e-3) for l, w in zip(losses + [after], want["losses"] + [want["loss_after"]]))
+                e[key] = {
+                    "losses": loss_err,
+                    "params": max(summary_error(sd[n], w) for n, w in want["params"].items()),
+                    "running": running_error(sd, want["running"]),
+                }
+        out[order] = e
+        print(order, json.dumps(e))
+    torch.set_num_threads(1)
+    worst = {}
+    for e in out.values():
+        for k, v in e.items():
+            if isinstance(v, dict):
+                for k2, v2 in v.items():
+                    worst.setdefault(k, {})[k2] = max(worst.get(k, {}).get(k2, 0.0), v2)
+            else:
+                worst[k] = max(worst.get(k, 0.0), v)
+    out["max"] = worst
+    return out
 
 
 def maxpool_case():
@@ -188,6 +305,24 @@ def main():
     ref["sgd"] = {"lr": 0.01, "momentum": 0.9, **two_steps(lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9))}
     ref["adam"] = {"lr": 1e-4, **two_steps(lambda p: torch.optim.Adam(p, lr=1e-4))}
     ref["maxpool"] = maxpool_case()
+
+    # The float64 reference and the measured float32 spread around it.
+    ev, lg, loss, grads, sd = forward_raw(torch.float64)
+    sgd = lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)
+    adam = lambda p: torch.optim.Adam(p, lr=1e-4)
+    ref64 = {
+        "eval": {"logits": ev.flatten().tolist()},
+        "train": {
+            "logits": lg.flatten().tolist(),
+            "loss": loss,
+            "grads": {name: summary(g) for name, g in grads.items()},
+            "running": stats_of_sd(sd),
+        },
+        "sgd": two_steps(sgd, torch.float64),
+        "adam": two_steps(adam, torch.float64),
+    }
+    ref["f64"] = ref64
+    ref["f32_spread"] = spread(ref64, {"sgd": sgd, "adam": adam})
 
     out = os.path.join(os.path.dirname(__file__), "..", "..", "stages", "tests", "fixtures", "resnet18_reference.json")
     with open(out, "w") as fh:

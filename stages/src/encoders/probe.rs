@@ -87,6 +87,7 @@ mod tests {
         // Cosine: (1, 0) and (4, 0) have cos = 1 with μ0 (0.9998 with μ1) → class 0; (9, 1): 0.9959 with μ1
         // vs 0.9939 with μ0 → class 1; 2/3 right.
         let (euc, cos) = ncm_accuracy(&means, &queries, &[0, 1, 1]);
+        // Counts over 3 in f64: 2/3 to within 1 ulp (1.1e-16); 1e-12 only tolerates the order of division.
         assert!((euc - 2.0 / 3.0).abs() < 1e-12);
         assert!((cos - 2.0 / 3.0).abs() < 1e-12, "{cos}");
     }
@@ -94,6 +95,8 @@ mod tests {
     #[test]
     fn cosine_matrix_is_symmetric_with_unit_diagonal() {
         let m = cosine_matrix(&[vec![1.0, 0.0], vec![1.0, 1.0], vec![0.0, 2.0]]);
+        // f64 dot products of 2 terms, a square root and a division: a few ulps (≤ 1e-15) of values ≤ 1;
+        // 1e-12 is a thousandfold margin; symmetry is one product order apart (≤ 1e-15).
         assert!((m[0][1] - 0.5f64.sqrt()).abs() < 1e-12 && (m[1][0] - m[0][1]).abs() < 1e-15);
         assert!((m[2][2] - 1.0).abs() < 1e-12 && m[0][2].abs() < 1e-12);
         assert!((mean_off_diagonal(&m) - (2.0 * 0.5f64.sqrt()) / 3.0).abs() < 1e-12);

@@ -113,6 +113,8 @@ mod tests {
         let mut p = vec![1.0f32, -2.0, 0.5];
         st.step(&mut p, &[0.3, -4.0, 1e-3]);
         // m̂ = g, v̂ = g² ⇒ Δ = −lr·g/(|g| + ε) ≈ −lr·sign(g)
+        // Exact rule: Δ = lr·g/(|g| + ε), off from lr·sign(g) by lr·ε/|g| ≤ 1e-7, plus f32 rounding of |p| ≤ 2
+        // (ulp 2.4e-7): < 1e-6. A wrong bias correction would move by ≥ 1e-3.
         for (a, b) in p.iter().zip([0.99f32, -1.99, 0.49]) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
@@ -123,8 +125,8 @@ mod tests {
         let mut st = OptimizerState::new(Optimizer::sgd(0.1, 0.9), 1);
         let mut p = vec![1.0f32];
         st.step(&mut p, &[2.0]); // b = 2, p = 1 − 0.2
-        assert!((p[0] - 0.8).abs() < 1e-7);
+        assert!((p[0] - 0.8).abs() < 1e-7); // f32: 0.2 and 1 − 0.2 each rounded, ≤ ulp(0.8) = 6e-8
         st.step(&mut p, &[1.0]); // b = 0.9·2 + 1 = 2.8, p = 0.8 − 0.28
-        assert!((p[0] - 0.52).abs() < 1e-6);
+        assert!((p[0] - 0.52).abs() < 1e-6); // ≤ 5 f32 roundings of values < 3 (≤ 1.2e-7 each): 6e-7
     }
 }

@@ -280,7 +280,7 @@ fn bounded(rng: &mut ChaCha8Rng, n: u32) -> u32 {
     }
 }
 
-fn evaluate_with(isa: Isa, model: &CnnS, ws: &mut Workspace, images: &[u8], labels: &[u8]) -> Evaluation {
+pub(crate) fn evaluate_with(isa: Isa, model: &CnnS, ws: &mut Workspace, images: &[u8], labels: &[u8]) -> Evaluation {
     let n = labels.len();
     assert_eq!(images.len(), n * IMAGE_PIXELS, "images must be N × 784");
     let (mut loss, mut correct) = (0.0f64, 0u64);
@@ -309,9 +309,13 @@ pub fn evaluate(model: &CnnS, images: &[u8], labels: &[u8]) -> Evaluation {
 
 /// Logits of `model` for f32 images (`n × 784`, already scaled), one `[f32; 3]` per image.
 pub fn logits_f32(model: &CnnS, images: &[f32]) -> Vec<[f32; 3]> {
+    logits_f32_with(Isa::detect(), model, images)
+}
+
+/// [`logits_f32`] with a given kernel variant.
+pub fn logits_f32_with(isa: Isa, model: &CnnS, images: &[f32]) -> Vec<[f32; 3]> {
     let n = images.len() / IMAGE_PIXELS;
     assert_eq!(images.len(), n * IMAGE_PIXELS);
-    let isa = Isa::detect();
     let mut ws = Workspace::new();
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(L) {

@@ -28,7 +28,8 @@
 //!
 //! Evidence (tests in this module): forward logits (train and eval mode), loss, every parameter's
 //! gradient (sum, norm, sampled entries), running statistics, two SGD-momentum and two Adam steps
-//! against PyTorch + torchvision (`scripts/reference/resnet18_reference.py` writes
+//! against PyTorch + torchvision in float64, in f32 within a budget derived from PyTorch's own float32
+//! spread and in f64 (`scripts/reference/resnet18_reference.py` writes
 //! `stages/tests/fixtures/resnet18_reference.json`); the max-pool's forward and input gradient (with
 //! ties) against PyTorch and against central finite differences; the whole network's gradient against
 //! finite differences in f64; names and shapes against torchvision's `state_dict`; bit-identical

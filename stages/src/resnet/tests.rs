@@ -123,38 +123,105 @@ fn names_and_shapes_match_torchvision_state_dict() {
     assert_eq!(ResNet18::parameter_names().len(), 62);
 }
 
-#[test]
-fn forward_loss_gradients_and_running_stats_match_pytorch() {
-    let fx = fixture();
-    let dev = Device::Cpu;
-    let mut model = formula_model(&dev);
-    let (x, y) = formula_input(&fx, &dev);
+// ----------------------------------------------------------------------------------------------------
+// Against PyTorch: tolerances from an error budget.
+//
+// The reference is PyTorch in float64 (`fx["f64"]`), not PyTorch in float32: a float32 result depends
+// on the order of its reductions, which every library picks by instruction set, cache sizes, layout and
+// threads (PyTorch's own float32 output differs between the machine that first wrote the fixture and
+// this one). Each comparison has two bounds:
+//
+// * wspace in float32 vs PyTorch float64: ≤ K × the measured float32 spread. The spread
+//   (`fx["f32_spread"]["max"]`, written by the script) is the largest error, measured exactly as here,
+//   of four legitimate PyTorch float32 orders (oneDNN or im2col + BLAS convolutions, NCHW or
+//   channels-last, 1 or 4 threads) against the same float64 run. It is this computation's sensitivity
+//   to float32 rounding (unit roundoff 2⁻²⁴ amplified by the network and, for the optimizer tests, by
+//   two training steps; an a-priori bound, u × reduction length × layers × steps, is ≥ 1e-2 here and
+//   would test nothing). Another correct float32 order (candle's gemm: FMA or scalar kernel, blocking
+//   from the cache sizes) is another draw of the same size. The four PyTorch draws differ by ×1.5–3.7
+//   (largest/smallest; ×6 and ×12 where the smallest is within a few ulps of zero), so their maximum is
+//   no ceiling: K = 4 leaves room for a draw as far above the largest as the largest is above the rest.
+// * wspace in float64 vs PyTorch float64: ≤ K × spread × 2⁻²⁹ (the same amplification of float64's
+//   unit roundoff, 2²⁹ times smaller: first-order error propagation is linear in u), floored at
+//   4608 u₆₄ ≈ 5e-13 (the worst-case error of one dot product of length 4608 = 512·3·3, the longest
+//   reduction). This is the test that the computation is PyTorch's: a wrong formula (an unbiased
+//   variance where PyTorch normalises by n, a missing bias-correction) is ≥ 1e-4, eight orders above.
 
-    let eval = values(&model.forward_eval(&x).unwrap());
-    let eval_err = max_abs_diff(&eval, &f64s(&fx["eval"]["logits"]));
+/// Safety factor over the measured float32 spread (see above).
+const K: f64 = 4.0;
+/// Unit roundoff of f32 and f64.
+const U32: f64 = f32::EPSILON as f64 / 2.0;
+const U64: f64 = f64::EPSILON / 2.0;
+/// The longest reduction in the network: a 3×3 convolution over 512 channels (layer4).
+const LONGEST_REDUCTION: f64 = 512.0 * 9.0;
+
+/// The bound for an error whose measured float32 spread is `spread`, at `dtype` (see above).
+fn bound(spread: f64, dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => K * (spread * (U64 / U32)).max(LONGEST_REDUCTION * U64),
+        _ => K * spread.max(U32),
+    }
+}
+
+/// Asserts `err ≤ bound(spread, dtype)`, printing both.
+fn check(what: &str, err: f64, spread: f64, dtype: DType) {
+    let b = bound(spread, dtype);
+    eprintln!("{what} ({dtype:?}): error {err:.3e}, bound {b:.3e} (PyTorch float32 spread {spread:.3e})");
+    assert!(err <= b, "{what} ({dtype:?}): error {err:.3e} vs PyTorch float64 exceeds {b:.3e} (K = {K} × spread {spread:.3e})");
+}
+
+fn spread(fx: &Json, path: &[&str]) -> f64 {
+    path.iter().fold(&fx["f32_spread"]["max"], |v, k| &v[*k]).as_f64().expect("spread in the fixture")
+}
+
+/// Eval logits, train logits, loss, gradients (worst tensor) and running statistics of the formula
+/// model at `dtype`, each against PyTorch float64; also the name of the worst gradient.
+fn forward_errors(fx: &Json, dtype: DType) -> ([f64; 5], String) {
+    let want = &fx["f64"];
+    let dev = Device::Cpu;
+    let mut model = formula_model(&dev).to(&dev, dtype).unwrap();
+    let (x, y) = formula_input(fx, &dev);
+    let x = x.to_dtype(dtype).unwrap();
+
+    let eval_err = max_abs_diff(&values(&model.forward_eval(&x).unwrap()), &f64s(&want["eval"]["logits"]));
     let g = loss_and_gradients(&model, &x, &y).unwrap();
     // A gradient that still carried its autograd graph would keep the step's activations alive through
     // the tensor optimizer's moments, step after step (found on an H200: out of memory in epoch 1).
     assert!(g.grads.iter().all(|t| !t.track_op()), "gradients must be detached");
-    let logit_err = max_abs_diff(&values(&g.logits), &f64s(&fx["train"]["logits"]));
-    let loss_err = (g.loss as f64 - fx["train"]["loss"].as_f64().unwrap()).abs();
+    let logit_err = max_abs_diff(&values(&g.logits), &f64s(&want["train"]["logits"]));
+    // `Gradients::loss` is an f32; in f64 the loss is recomputed from the f64 logits.
+    let loss = match dtype {
+        DType::F64 => super::ops::cross_entropy(&g.logits, &y).unwrap().to_scalar::<f64>().unwrap(),
+        _ => g.loss as f64,
+    };
+    let loss_err = (loss - want["train"]["loss"].as_f64().unwrap()).abs();
     let mut grad_err: f64 = 0.0;
     let mut worst = String::new();
     for (name, grad) in ResNet18::parameter_names().iter().zip(&g.grads) {
-        let e = summary_error(grad, &fx["train"]["grads"][name]);
+        let e = summary_error(grad, &want["train"]["grads"][name]);
         if e > grad_err {
             grad_err = e;
             worst = name.clone();
         }
     }
     model.update_running_stats(&g.stats).unwrap();
-    let stat_err = running_error(&model, &fx["train"]["running"]);
-    eprintln!("eval logits {eval_err:.2e}, train logits {logit_err:.2e}, loss {loss_err:.2e}, grads {grad_err:.2e} ({worst}), running {stat_err:.2e}");
-    assert!(eval_err < 2e-5, "eval logits differ by {eval_err}");
-    assert!(logit_err < 5e-5, "train logits differ by {logit_err}");
-    assert!(loss_err < 2e-5, "loss differs by {loss_err}");
-    assert!(grad_err < 5e-4, "gradient of {worst} differs by {grad_err} (relative)");
-    assert!(stat_err < 1e-4, "running statistics differ by {stat_err} (relative)");
+    let stat_err = running_error(&model, &want["train"]["running"]);
+    ([eval_err, logit_err, loss_err, grad_err, stat_err], worst)
+}
+
+#[test]
+fn forward_loss_gradients_and_running_stats_match_pytorch() {
+    let fx = fixture();
+    for dtype in [DType::F32, DType::F64] {
+        let ([eval, logits, loss, grads, running], worst) = forward_errors(&fx, dtype);
+        // Logits and the loss: absolute errors (logits are O(1)); gradients and running statistics:
+        // relative errors of `summary_error`.
+        check("eval logits", eval, spread(&fx, &["eval_logits"]), dtype);
+        check("train logits", logits, spread(&fx, &["train_logits"]), dtype);
+        check("loss", loss, spread(&fx, &["loss"]), dtype);
+        check(&format!("gradients (worst: {worst})"), grads, spread(&fx, &["grads"]), dtype);
+        check("running statistics", running, spread(&fx, &["running"]), dtype);
+    }
 }
 
 fn running_error(model: &ResNet18, want: &Json) -> f64 {
@@ -170,23 +237,35 @@ fn running_error(model: &ResNet18, want: &Json) -> f64 {
     err
 }
 
-/// Two steps on the script's batch; `tensor_path` picks the device-generic optimizer (what CUDA runs)
-/// instead of the CPU's in-place one.
-fn two_steps_error(opt: Optimizer, want: &Json, tensor_path: bool) -> (f64, f64, f64) {
+/// Two steps on the script's batch at `dtype`; `tensor_path` picks the device-generic optimizer (what
+/// CUDA runs; the only one for f64) instead of the CPU's in-place one. Returns the errors (losses,
+/// tracked weights, running statistics) against `want`, PyTorch float64.
+fn two_steps_error(opt: Optimizer, want: &Json, dtype: DType, tensor_path: bool) -> (f64, f64, f64) {
     let fx = fixture();
     let dev = Device::Cpu;
     let (x, y) = formula_input(&fx, &dev);
+    let x = x.to_dtype(dtype).unwrap();
     let cfg = ResnetTrainConfig::new(opt, 2, 0);
-    let mut t = Trainer::new(formula_model(&dev), &cfg).unwrap();
+    let mut t = Trainer::new(formula_model(&dev).to(&dev, dtype).unwrap(), &cfg).unwrap();
     if tensor_path {
         t = t.with_tensor_optimizer();
     }
+    // `StepStats::loss` is an f32: in f64 the loss is recomputed from the f64 logits (same weights).
+    let loss_at = |t: &Trainer| -> f64 {
+        let g = loss_and_gradients(t.model(), &x, &y).unwrap();
+        match dtype {
+            DType::F64 => super::ops::cross_entropy(&g.logits, &y).unwrap().to_scalar::<f64>().unwrap(),
+            _ => g.loss as f64,
+        }
+    };
     let mut loss_err: f64 = 0.0;
     for (k, want_loss) in f64s(&want["losses"]).into_iter().enumerate() {
+        let before = if dtype == DType::F64 { Some(loss_at(&t)) } else { None };
         let s = t.step(&x, &y).unwrap();
         assert!(!s.diverged);
-        loss_err = loss_err.max(rel(s.loss as f64, want_loss, 1e-3));
-        eprintln!("step {k}: loss {} (PyTorch {want_loss})", s.loss);
+        let loss = before.unwrap_or(s.loss as f64);
+        loss_err = loss_err.max(rel(loss, want_loss, 1e-3));
+        eprintln!("step {k}: loss {loss} (PyTorch float64 {want_loss})");
     }
     let named: Vec<(String, Tensor)> = tensor_specs().into_iter().map(|s| s.name).zip(t.model().tensors().unwrap()).collect();
     let mut param_err: f64 = 0.0;
@@ -195,32 +274,41 @@ fn two_steps_error(opt: Optimizer, want: &Json, tensor_path: bool) -> (f64, f64,
         param_err = param_err.max(summary_error(tensor, w));
     }
     let stat_err = running_error(t.model(), &want["running"]);
-    let after = loss_and_gradients(t.model(), &x, &y).unwrap().loss as f64;
-    loss_err = loss_err.max(rel(after, want["loss_after"].as_f64().unwrap(), 1e-3));
+    loss_err = loss_err.max(rel(loss_at(&t), want["loss_after"].as_f64().unwrap(), 1e-3));
     (loss_err, param_err, stat_err)
 }
 
+/// Both optimizer paths in f32, the tensor path in f64 (the in-place one is f32 only), against
+/// PyTorch float64 within the budget of the section comment. Two steps amplify rounding: the SGD
+/// loss falls from 1.25 to 0.13 to 0.03, so the float32 spread is ~1e-4 (PyTorch's own orders:
+/// 5e-5–1.9e-4), against ~1e-6 for one forward.
+fn two_steps_match_pytorch(key: &str, opt: Optimizer) {
+    let fx = fixture();
+    let want = &fx["f64"][key];
+    for (dtype, tensor_path) in [(DType::F32, false), (DType::F32, true), (DType::F64, true)] {
+        let (loss, params, stats) = two_steps_error(opt, want, dtype, tensor_path);
+        let what = format!("{key}, tensor path {tensor_path}");
+        check(&format!("{what}: losses"), loss, spread(&fx, &[key, "losses"]), dtype);
+        check(&format!("{what}: weights"), params, spread(&fx, &[key, "params"]), dtype);
+        check(&format!("{what}: running statistics"), stats, spread(&fx, &[key, "running"]), dtype);
+    }
+}
+
+/// Issue 16 reported, from an AVX-512 machine, errors of 3.56e-5 (losses), 1.11e-4 (weights) and
+/// 9.99e-6 (running statistics) against the earlier float32 fixture; this code reproduces those three
+/// numbers to every printed digit on an AVX2 machine (candle's gemm runs its FMA kernel on both), and
+/// against float64 the same computation is 6.6e-6, 1.1e-5 and 4.3e-6: 10–110× inside the bounds.
 #[test]
 fn two_sgd_momentum_steps_match_pytorch() {
     let fx = fixture();
-    let want = &fx["sgd"];
-    let opt = Optimizer::sgd(want["lr"].as_f64().unwrap(), want["momentum"].as_f64().unwrap());
-    for tensor_path in [false, true] {
-        let (loss, params, stats) = two_steps_error(opt, want, tensor_path);
-        eprintln!("SGD (tensor path {tensor_path}): losses {loss:.2e}, weights {params:.2e}, running {stats:.2e} (relative)");
-        assert!(loss < 1e-4 && params < 1e-4 && stats < 1e-4, "SGD differs: loss {loss}, weights {params}, running {stats}");
-    }
+    let opt = Optimizer::sgd(fx["sgd"]["lr"].as_f64().unwrap(), fx["sgd"]["momentum"].as_f64().unwrap());
+    two_steps_match_pytorch("sgd", opt);
 }
 
 #[test]
 fn two_adam_steps_match_pytorch() {
     let fx = fixture();
-    let want = &fx["adam"];
-    for tensor_path in [false, true] {
-        let (loss, params, stats) = two_steps_error(Optimizer::adam(want["lr"].as_f64().unwrap()), want, tensor_path);
-        eprintln!("Adam (tensor path {tensor_path}): losses {loss:.2e}, weights {params:.2e}, running {stats:.2e} (relative)");
-        assert!(loss < 1e-4 && params < 1e-5 && stats < 1e-4, "Adam differs: loss {loss}, weights {params}, running {stats}");
-    }
+    two_steps_match_pytorch("adam", Optimizer::adam(fx["adam"]["lr"].as_f64().unwrap()));
 }
 
 #[test]
@@ -240,6 +328,8 @@ fn max_pool_matches_pytorch_including_ties() {
     let grads = (&out * &g).unwrap().sum_all().unwrap().backward().unwrap();
     let gi = values(grads.get(x.as_tensor()).unwrap());
     let err = max_abs_diff(&gi, &f64s(&mp["grad_input"]));
+    // An input gets the upstream gradients (≤ 3.4) of at most 4 overlapping windows: ≤ 3 f32 additions of
+    // sums < 16 (half an ulp, 4.8e-7, each) on either side, in any order: ≤ 2 × 1.4e-6 = 2.9e-6 < 1e-5.
     assert!(err < 1e-5, "max-pool input gradient differs from PyTorch by {err}");
 }
 
@@ -273,6 +363,9 @@ fn max_pool_gradient_equals_finite_differences() {
             p[i] += eps;
             m[i] -= eps;
             let fd = (f(&p) - f(&m)) / (2.0 * eps);
+            // Piecewise linear, no argmax change within ±1e-6 (noise has no ties that close), so the quotient
+            // is exact up to f64 rounding: the ≤ 4·ho·wo-term sums (|terms| < 1) change only where x[i]
+            // enters, ~√(terms)·u₆₄ ≈ 1e-15 each over 2e-6: ~1e-9; 1e-7 is 100× that (a wrong routing is O(0.1)).
             assert!((fd - g[i]).abs() < 1e-7, "{h}x{w} input {i}: autodiff {} vs finite differences {fd}", g[i]);
         }
     }
@@ -322,6 +415,8 @@ fn network_gradient_equals_finite_differences_in_f64() {
         let (central, fwd, bwd) = ((lp - lm) / (2.0 * h), (lp - l0) / h, (l0 - lm) / h);
         let err = [central, fwd, bwd].iter().map(|q| (q - ad).abs()).fold(f64::INFINITY, f64::min);
         eprintln!("{name}[{i}]: autodiff {ad:.9e}, finite differences {central:.9e} (one-sided {fwd:.9e}, {bwd:.9e})");
+        // 1e-8 absolute: 3× the quotients' rounding (3e-9 above); 2e-6 relative: the one-sided quotients'
+        // truncation h·|f''|/2 with h = 1e-7 for curvatures up to ~40 (central: h²-small).
         assert!(err <= 2e-6 * ad.abs() + 1e-8, "{name}[{i}]: autodiff {ad} vs finite differences {central} / {fwd} / {bwd}");
     }
 }
@@ -358,6 +453,9 @@ fn init_follows_torchvision_and_is_bit_identical() {
                 let want = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
                 let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
                 let sd = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+                // A sample s.d. of n normal draws has relative standard error 1/√(2n): 3/√n is 4.2 of them;
+                // + 5% still catches a wrong fan mode (fan_in vs fan_out differ by ≥ √2 in every
+                // non-square layer) or gain (√2).
                 assert!((sd / want - 1.0).abs() < 0.05 + 3.0 / n.sqrt(), "{name}: sd {sd} vs {want}");
             }
             TensorKind::BnWeight | TensorKind::RunningVar => assert!(v.iter().all(|&x| x == 1.0), "{name}"),

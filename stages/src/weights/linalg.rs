@@ -195,7 +195,9 @@ mod tests {
         let b = fit(&y, 30, 6, ComponentRule::Count(6));
         for (f, x, n) in [(&a, &x, n), (&b, &y, 30)] {
             let k = f.k();
-            // The rows' coefficients taken from the decomposition are their projections.
+            // The rows' coefficients taken from the decomposition are their projections. f64 (u = 1.1e-16)
+            // throughout: coefficients ≤ ~30 from sums of ≤ 40 products, eigenvectors orthonormal to ~d·u
+            // times the condition of the smallest kept eigenvalue gap; 1e-9 leaves ≥ 1e3 over n·d·u·|x|².
             assert_eq!(f.coefficients.len(), n * k);
             for (c, p) in f.coefficients.iter().zip(project(x, n, &f.mean, &f.components, k)) {
                 assert!((c - p).abs() < 1e-9, "coefficient {c} vs projection {p}");
@@ -208,10 +210,11 @@ mod tests {
                 }
             }
             let ratio: f64 = f.explained_variance_ratio().iter().sum();
-            assert!(ratio <= 1.0 + 1e-12);
+            assert!(ratio <= 1.0 + 1e-12); // a sum of ≤ 6 ratios ≤ 1: ≤ 6 ulps above 1 (6.7e-16)
             assert!(f.explained_variance.windows(2).all(|w| w[0] >= w[1]));
         }
         // All 6 components of a 6-column matrix explain everything.
+        // Eigenvalues sum to the trace up to the eigensolver's ~d·u·‖S‖ (and the trace's own sum): ≪ 1e-9.
         assert!((b.explained_variance_ratio().iter().sum::<f64>() - 1.0).abs() < 1e-9);
     }
 
@@ -222,7 +225,7 @@ mod tests {
         assert_eq!(fit(&x, n, d, ComponentRule::Count(64)).k(), 4, "centred rank is n − 1");
         let full = fit(&x, n, d, ComponentRule::Count(4));
         let ratios = full.explained_variance_ratio();
-        let k = fit(&x, n, d, ComponentRule::Fraction(ratios[0] + 1e-9)).k();
+        let k = fit(&x, n, d, ComponentRule::Fraction(ratios[0] + 1e-9)).k(); // just above: not a tolerance
         assert_eq!(k, 2);
         assert_eq!(fit(&x, n, d, ComponentRule::Fraction(ratios[0] * 0.5)).k(), 1);
         let constant = vec![1.5; 6 * 3];
@@ -238,6 +241,8 @@ mod tests {
         for i in 0..n {
             for j in 0..d {
                 let back: f64 = f.mean[j] + (0..f.k()).map(|p| c[i * f.k() + p] * f.components[p * d + j]).sum::<f64>();
+                // Rank-complete reconstruction in f64: ~(k + d)·u·|x| (|x| ≤ 5) ≈ 1e-14; 1e-9 is a wide margin
+                // that a missing component (error ~|x|) can never meet.
                 assert!((back - x[i * d + j]).abs() < 1e-9, "{i} {j}");
             }
         }
