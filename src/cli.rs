@@ -130,7 +130,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Hash every entry against its manifest; report corrupt, partial and orphaned ones (exit 1 if any)
+    /// Hash every entry against its manifest; report corrupt, partial and orphaned ones (exit 1 if any;
+    /// with --repair, exit 1 only if some could not be removed)
     Fsck {
         #[command(flatten)]
         cache: CacheArg,
