@@ -83,13 +83,13 @@ pub fn page(pipeline: &str, table: &Path, params: usize, headers: &[String], row
     };
     let mut metric_cols = Vec::new();
     let mut constant = Vec::new();
-    for c in params..headers.len() {
+    for (c, header) in headers.iter().enumerate().skip(params) {
         let values: Vec<&str> = rows.iter().map(|r| cell(r, c)).filter(|v| !v.is_empty()).collect();
         if values.is_empty() || !values.iter().all(|v| number(v).is_some()) {
             continue;
         }
         if values.iter().all(|v| *v == values[0]) {
-            constant.push((headers[c].clone(), values[0].to_string()));
+            constant.push((header.clone(), values[0].to_string()));
         } else {
             metric_cols.push(c);
         }
