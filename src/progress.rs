@@ -178,8 +178,10 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    type Shared<T> = Arc<Mutex<T>>;
+
     /// A clock the test moves, and the lines printed.
-    fn fixture() -> (LineProgress, Arc<Mutex<Duration>>, Arc<Mutex<Vec<String>>>) {
+    fn fixture() -> (LineProgress, Shared<Duration>, Shared<Vec<String>>) {
         let now = Arc::new(Mutex::new(Duration::ZERO));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (n, l) = (now.clone(), lines.clone());

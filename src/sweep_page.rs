@@ -8,7 +8,7 @@
 //! - y: every metric column whose values are numbers (empty cells are gaps) and not all equal. Columns
 //!   `stage.VARIANT.rest` of three or more segments that differ only in their second segment (e.g.
 //!   `evaluate.pca.real.agreement` and `evaluate.pca_ae.real.agreement`) share one plot, one series per
-//!   variant, titled `stage.*.rest`; every other metric has a plot of its own.
+//!   variant, titled `stage.*.rest`, and come first; every other metric has a plot of its own.
 //! - Metrics equal in every variant are listed in a table instead; text columns are left out.
 //!
 //! The page is generic: the runner knows nothing of what a metric means, so an axis title is the
@@ -55,7 +55,8 @@ fn groups(headers: &[String], metrics: &[usize]) -> Vec<Group> {
     for &c in metrics.iter().filter(|&&c| !grouped[c]) {
         out.push(Group { title: headers[c].clone(), members: vec![(String::new(), c)] });
     }
-    out.sort_by(|a, b| a.title.cmp(&b.title));
+    // Plots comparing variants of one metric first (e.g. agreement of pca vs pca_ae), then the rest.
+    out.sort_by(|a, b| (a.members.len() == 1, &a.title).cmp(&(b.members.len() == 1, &b.title)));
     out
 }
 
@@ -83,13 +84,13 @@ pub fn page(pipeline: &str, table: &Path, params: usize, headers: &[String], row
     };
     let mut metric_cols = Vec::new();
     let mut constant = Vec::new();
-    for c in params..headers.len() {
+    for (c, header) in headers.iter().enumerate().skip(params) {
         let values: Vec<&str> = rows.iter().map(|r| cell(r, c)).filter(|v| !v.is_empty()).collect();
         if values.is_empty() || !values.iter().all(|v| number(v).is_some()) {
             continue;
         }
         if values.iter().all(|v| *v == values[0]) {
-            constant.push((headers[c].clone(), values[0].to_string()));
+            constant.push((header.clone(), values[0].to_string()));
         } else {
             metric_cols.push(c);
         }
@@ -176,7 +177,7 @@ mod tests {
             assert!(all.iter().any(|t| t == want), "{want} in {all:?}");
         }
         assert_eq!(texts(&html, Some("x-title")), ["pca.components", "pca.components"], "the x axis is the swept parameter");
-        assert_eq!(texts(&html, Some("y-title")), ["ae.val_loss", "ev.*.real.agreement"]);
+        assert_eq!(texts(&html, Some("y-title")), ["ev.*.real.agreement", "ae.val_loss"], "grouped plots first");
         assert!(html.contains("<th>zoo.models</th><td>100</td>"), "constants are listed");
         assert!(!html.contains("document"), "text columns are left out");
         assert!(html.contains("<a href=\"ablation.csv\">"));

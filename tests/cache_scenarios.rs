@@ -126,8 +126,34 @@ params = { x = 0 }
 sq.x = [2, 3]
 "#,
     );
-    p.run_json("p.toml", &[], 0);
+    let s = p.run_json("p.toml", &[], 0);
     assert_eq!(p.read("sweeps/m.csv"), "sq.x,sq.nested.x,sq.square\n2,2,4\n3,3,9\n");
+    // Beside it, a page with one plot per metric against the swept parameter.
+    assert_eq!(s.0["sweep_page"], "sweeps/m.html");
+    let page = p.read("sweeps/m.html");
+    assert_eq!(page.matches("<svg").count(), 2, "{page}");
+    assert!(page.contains("sq.square vs sq.x") && page.contains("sq.nested.x vs sq.x"), "{page}");
+}
+
+#[test]
+fn a_stage_that_names_a_document_is_named_at_the_end_of_the_run() {
+    let p = Project::new();
+    p.write(
+        "p.toml",
+        r#"[pipeline]
+name = "doc"
+[stages.page]
+kind = "command"
+run = "echo '<p>hi</p>' > $WSPACE_OUT/index.html; echo '{\"document\": \"index.html\", \"headline\": {\"score\": 0.25}}' > $WSPACE_OUT/metrics.json"
+"#,
+    );
+    let s = p.run_json("p.toml", &[], 0);
+    let doc = s.stage(0, "page")["document"].as_str().expect("document in the JSON summary").to_string();
+    assert!(doc.ends_with("out/index.html") && std::path::Path::new(&doc).is_file(), "{doc}");
+    assert_eq!(s.stage(0, "page")["headline"]["score"], 0.25);
+    let out = p.wspace(&["run", "p.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.ends_with(&format!("page: {doc}\n  score  0.2500\n")), "{stdout}");
 }
 
 #[test]
