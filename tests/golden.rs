@@ -1,4 +1,5 @@
-//! The whole science end to end on a tiny zoo — dataset → tasks → zoo → pca → autoencoder →
+//! The whole science end to end on a tiny zoo — dataset → tasks → zoo (shared init) → canonicalise → pca →
+//! autoencoder (behavioural loss) →
 //! dataset-embed → align → sample → evaluate-samples → report (and evaluate-reconstruction) — and
 //! every stage kind's output bytes pinned to its code version.
 //!
@@ -17,15 +18,16 @@ use common::Project;
 const GOLDEN: &[(&str, u32, &str)] = &[
     ("dataset", 1, "d7cb01f7c02d832df96f2141b8375c92201784991c189b40ef4fa34e47e23a88"),
     ("tasks", 1, "1fbbbd46792634842833c98356e5f8cd0f1e02ac790ea41751c3975d98465982"),
-    ("zoo", 2, "4299629842dda87c0690171ef05f0c0a771883cd92a70f1a28e92a9448622220"),
-    ("dataset-embed", 1, "1bc1f1582d8e0a70495a4d82a2e98af025b3058a814f1c1b8241cdcea7092fcc"),
-    ("pca", 2, "782d7e1c18795ed91da1ba91c7fafb814627f1c90e55fd05b8fc4d4f151af1a7"),
-    ("autoencoder", 1, "b01c2a15e9209c16a4bd4a2128427acc92649a0987e593bcbee2d83c7490f702"),
-    ("evaluate-reconstruction", 1, "0101cfd34203b5fe97d582227364c311e3c916e4a1f1ced1e4a3dd6013ee5c63"),
-    ("align", 1, "3250e4df2f476ba6758cdf48a1f3de455ea26d578e30bf412296f14bbcbb1212"),
-    ("sample", 1, "74feb256c24c09bdd964620b45cd79fbfeade8592b49e9478a352d64db042bef"),
-    ("evaluate-samples", 1, "ed885e270f7ee4abc86af8047b5b347f6f785ccba2406d38fa7c16712eaae11e"),
-    ("report", 2, "d5cdee8cd124d504f0757ba3a02118509f487de8917f2eb4f49c88ae0d6edfc6"),
+    ("zoo", 3, "15116ec07adbe950b918cd52ec7647fc02fbe76292462ef8bcad9fe7332732fe"),
+    ("canonicalise", 1, "b69fe222c87c4c20a26edb9a6673ca36ba2de11699c2cdbddb45e05a691252b5"),
+    ("dataset-embed", 2, "d4d766076e00f66a6c4ab2d9e0974547165afbcde673f0712c0dd569b5afda2b"),
+    ("pca", 2, "5467488a0a5cbca6f83238b49c23889ea9c11a39e1c0f3036f6ca100384b8670"),
+    ("autoencoder", 2, "c71df5805edd72615227670f4b1fc609ec775ce02cc10711a635060af4cd0735"),
+    ("evaluate-reconstruction", 2, "67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27"),
+    ("align", 2, "e6e150339c21afd56bfa357a247d5e77ac97e87cd33010cff4db6c3a2c23cf74"),
+    ("sample", 1, "4eac54901aca550feb2fd5795b80cb2afa9488df01f4bdb33f744297ab46dc88"),
+    ("evaluate-samples", 2, "daf1290bdb2c740eca9f48bbade87381a3e1a7478326b297716bdb50471de7ea"),
+    ("report", 3, "d5563be0570520e9624569b35c201e99352c3dc2a85ef4e5ab4d5feb1166be1f"),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).
@@ -52,6 +54,11 @@ batch_sizes = [16]
 early_epoch = [1, 1]
 final_epoch = [2.0, 0.0]
 final_epoch_range = [2, 2]
+init = "shared"
+
+[stages.canonical]
+kind = "canonicalise"
+inputs = { zoo = "zoo" }
 
 [stages.dataset_embed]
 kind = "dataset-embed"
@@ -62,23 +69,27 @@ eval_per_class = 2
 
 [stages.pca]
 kind = "pca"
-inputs = { zoo = "zoo" }
+inputs = { zoo = "canonical" }
 components = 4
 checkpoints = ["early", "final"]
 
 [stages.autoencoder]
 kind = "autoencoder"
-inputs = { pca = "pca" }
+inputs = { pca = "pca", zoo = "canonical", tasks = "tasks", data = "data" }
 hidden = [16]
 latent_dim = 4
 epochs = 5
 batch_size = 4
 patience = 5
+loss = "behaviour"
+probe_images = 8
 
 [stages.reconstruction]
 kind = "evaluate-reconstruction"
-inputs = { zoo = "zoo", pca = "pca", autoencoder = "autoencoder", tasks = "tasks", data = "data" }
+inputs = { zoo = "canonical", pca = "pca", autoencoder = "autoencoder", tasks = "tasks", data = "data" }
 synthetic_images = 8
+refine_steps = 2
+probe_images = 8
 
 [stages.align]
 kind = "align"
@@ -110,7 +121,7 @@ fn tiny_pipeline_runs_end_to_end_and_every_kinds_output_matches_its_golden_hash(
     p.write("tiny.toml", TINY);
     let s = p.run_json("tiny.toml", &[], 0);
     let stages = s.variants()[0]["stages"].as_array().unwrap().clone();
-    assert_eq!(stages.len(), 11);
+    assert_eq!(stages.len(), GOLDEN.len(), "one stage of every kind in the golden table");
     assert!(stages.iter().all(|st| st["status"] == "ran"), "{stages:?}");
     let report = p.wspace(&["show", "tiny.toml", "report"]);
     assert!(String::from_utf8_lossy(&report.stdout).lines().next().unwrap_or("").ends_with("report.html"));

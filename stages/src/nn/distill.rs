@@ -112,7 +112,14 @@ mod tests {
         let teacher: Vec<[f32; 3]> = f("teacher").chunks(3).map(|c| [c[0] as f32, c[1] as f32, c[2] as f32]).collect();
         let (student, images) = (crate::nn::tests::formula_model(), crate::nn::tests::formula_images(4));
         let mut g = vec![0.0f32; NUM_PARAMS];
-        let loss = distill(student.flat(), &images, &teacher, fx["temperature"].as_f64().unwrap() as f32, Some(&mut g), &mut Workspace::new());
+        let loss = distill(
+            student.flat(),
+            &images,
+            &teacher,
+            fx["temperature"].as_f64().unwrap() as f32,
+            Some(&mut g),
+            &mut Workspace::new(),
+        );
         let want_loss = fx["loss"].as_f64().unwrap();
         // The loss is a sum of 12 f64 terms of f32 logits: each logit carries ~1e-6 relative f32 error
         // from its reductions (≤ 200 products), so 1e-5 relative is ample and still far below any real bug.
@@ -124,7 +131,14 @@ mod tests {
             // products summed in a different order than torch; its worst-case f32 error is
             // 2,304 · ε_f32 (6e-8) ≈ 1.4e-4 of the tensor's scale.
             for i in s.range() {
-                assert!((g[i] as f64 - want[i]).abs() <= 1.4e-4 * scale + 1e-9, "{} [{}]: {} vs torch {}", s.name, i - s.offset, g[i], want[i]);
+                assert!(
+                    (g[i] as f64 - want[i]).abs() <= 1.4e-4 * scale + 1e-9,
+                    "{} [{}]: {} vs torch {}",
+                    s.name,
+                    i - s.offset,
+                    g[i],
+                    want[i]
+                );
             }
         }
     }
@@ -152,7 +166,13 @@ mod tests {
                 // ≈ ε_f32·|ℓ|/h ≈ 1e-7·0.1/1e-3 = 1e-5 (the loss is ~0.1); a max-pool argmax that
                 // flips inside ±h can add more, so the bound is 1e-4 absolute + 2 % relative.
                 let tol = 1e-4 + 0.02 * fd.abs();
-                assert!((g[i] as f64 - fd).abs() <= tol, "{} [{}]: analytic {} vs finite differences {fd}", s.name, i - s.offset, g[i]);
+                assert!(
+                    (g[i] as f64 - fd).abs() <= tol,
+                    "{} [{}]: analytic {} vs finite differences {fd}",
+                    s.name,
+                    i - s.offset,
+                    g[i]
+                );
             }
         }
     }

@@ -36,8 +36,8 @@ pub mod train;
 #[cfg(test)]
 mod tests;
 
-pub use distill::distill;
 pub use cnn_s::{CnnS, ParamError, ParamSpec, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS};
+pub use distill::distill;
 pub use net::{Isa, Workspace};
 pub use optim::{Optimizer, OptimizerState};
 pub use train::{evaluate, logits_f32, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};

@@ -370,8 +370,11 @@ impl BehaviourData<'_> {
     fn evaluate(&self, y: &[f32], d: usize, probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
         let n = probes.len();
         let t = self.options.temperature;
-        let per_row: Vec<(f64, Option<Vec<f32>>)> =
-            probes.par_iter().enumerate().map(|(i, p)| behaviour::loss_and_gradient(self.pca, &y[i * d..(i + 1) * d], p, t, grad)).collect();
+        let per_row: Vec<(f64, Option<Vec<f32>>)> = probes
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| behaviour::loss_and_gradient(self.pca, &y[i * d..(i + 1) * d], p, t, grad))
+            .collect();
         let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n as f64;
         let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
         (loss, g)
@@ -499,7 +502,9 @@ pub fn run_autoencoder(
     let behaviour_data = match (opts.behaviour, sources) {
         (Some(options), Some(_)) => Some(BehaviourData { pca: &pca, train: &p_train, val: &p_val, options }),
         (Some(_), None) => {
-            return Err(StageError::msg("`loss = \"behaviour\"` needs the `zoo`, `tasks` and `data` inputs (the models' probe images)"))
+            return Err(StageError::msg(
+                "`loss = \"behaviour\"` needs the `zoo`, `tasks` and `data` inputs (the models' probe images)",
+            ))
         }
         (None, _) => None,
     };
@@ -533,9 +538,9 @@ pub fn run_autoencoder(
                 "MSE (normalised PCA coefficients, log scale)"
             },
         )
-            .y_log()
-            .series(Series::line("train", plot::BLUE, xy(|h| h.train)))
-            .series(Series::line("val", plot::ORANGE, xy(|h| h.val))),
+        .y_log()
+        .series(Series::line("train", plot::BLUE, xy(|h| h.train)))
+        .series(Series::line("val", plot::ORANGE, xy(|h| h.val))),
     )?;
 
     let at_best = trained.history.get(trained.best_epoch.saturating_sub(1)).copied();

@@ -63,7 +63,11 @@ pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, co
     rows.par_iter()
         .map(|r| {
             let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
-                StageError::msg(format!("model {} ({}) of the `pca` input is not in the `zoo` input", r.model_id, r.checkpoint.as_str()))
+                StageError::msg(format!(
+                    "model {} ({}) of the `pca` input is not in the `zoo` input",
+                    r.model_id,
+                    r.checkpoint.as_str()
+                ))
             })?;
             let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
                 StageError::msg(format!("zoo model {}: task {} is not in the `tasks` input", row.model_id, row.task_id))
@@ -157,7 +161,12 @@ pub fn refine(
         }
         let Some(g) = g else { break };
         let grads = surrogate(&z_t, &g).and_then(|s| s.backward()).map_err(e)?;
-        let gh: Vec<f32> = grads.get(&h).ok_or_else(|| StageError::msg("latent refinement: no gradient"))?.flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
+        let gh: Vec<f32> = grads
+            .get(&h)
+            .ok_or_else(|| StageError::msg("latent refinement: no gradient"))?
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(e)?;
         let t = (step + 1) as i32;
         let next: Vec<f32> = (0..dim)
             .map(|i| {

@@ -343,7 +343,14 @@ pub fn run_evaluation(
                     push("pca_ae_refined", &codec.normalised_to_weights(&ae.decode(&refined.latent)?)?)?;
                 }
             }
-            out.push(compare("mean", "decoded/mean.safetensors".into(), (&w, &net), (&mean_weights, &mean_net), &synthetic, real)?);
+            out.push(compare(
+                "mean",
+                "decoded/mean.safetensors".into(),
+                (&w, &net),
+                (&mean_weights, &mean_net),
+                &synthetic,
+                real,
+            )?);
             Ok((row, out))
         })
         .collect::<Result<_, _>>()?;

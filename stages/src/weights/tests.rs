@@ -417,8 +417,11 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
         let z: Vec<f32> = train.iter().flat_map(|&i| codec.pca.normalise(coefficients.row(i))).collect();
         let back = ae.decode(&ae.encode(&z).unwrap()).unwrap();
         let d = codec.pca.coefficient_dim();
-        let sum: f64 =
-            probes.iter().enumerate().map(|(r, p)| behaviour::loss_and_gradient(&codec.pca, &back[r * d..(r + 1) * d], p, 2.0, false).0).sum();
+        let sum: f64 = probes
+            .iter()
+            .enumerate()
+            .map(|(r, p)| behaviour::loss_and_gradient(&codec.pca, &back[r * d..(r + 1) * d], p, 2.0, false).0)
+            .sum();
         sum / probes.len() as f64
     };
     let (with_mse, with_behaviour) = (distill_after(&mse_dir), distill_after(&beh_dir));
@@ -434,7 +437,8 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     // evaluate-reconstruction with refinement: a fourth variant, and every reconstruction's weights on
     // disk under the zoo's names, as `reconstruction.csv`'s `file` column says.
     let ev_dir = tmp.path().join("eval");
-    let inputs = [("zoo", zoo_dir.as_path()), ("pca", &pca_dir), ("autoencoder", &mse_dir), ("tasks", &tasks_dir), ("data", &data_dir)];
+    let inputs =
+        [("zoo", zoo_dir.as_path()), ("pca", &pca_dir), ("autoencoder", &mse_dir), ("tasks", &tasks_dir), ("data", &data_dir)];
     let params = [("synthetic_images", Value::Int(16)), ("refine_steps", Value::Int(5)), ("probe_images", Value::Int(16))];
     run_stage(&EvaluateReconstructionKind, &params, &inputs, &ev_dir).unwrap();
     let em = read_metrics(&ev_dir);

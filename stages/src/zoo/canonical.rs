@@ -457,12 +457,20 @@ impl Options {
         let reference = match p.param("reference")? {
             Value::Str(s) if s == "mean" => {
                 if !(1..=1000).contains(&iterations) {
-                    return Err(StageError::param("iterations", format!("must be in 1..=1000 with reference = \"mean\", got {iterations}")));
+                    return Err(StageError::param(
+                        "iterations",
+                        format!("must be in 1..=1000 with reference = \"mean\", got {iterations}"),
+                    ));
                 }
                 Reference::Mean { iterations: iterations as usize }
             }
             Value::Int(id) if *id >= 0 => Reference::Model(*id as usize),
-            other => return Err(StageError::param("reference", format!("must be \"mean\" or a model_id (an integer ≥ 0), got {other}"))),
+            other => {
+                return Err(StageError::param(
+                    "reference",
+                    format!("must be \"mean\" or a model_id (an integer ≥ 0), got {other}"),
+                ))
+            }
         };
         let max_sweeps = p.int("max_sweeps")?;
         if !(0..=10_000).contains(&max_sweeps) {
@@ -472,7 +480,11 @@ impl Options {
             "early" => Checkpoint::Early,
             _ => Checkpoint::Final,
         };
-        Ok(Some(Options { reference, checkpoint, align: AlignOptions { signs: p.bool("signs")?, max_sweeps: max_sweeps as usize } }))
+        Ok(Some(Options {
+            reference,
+            checkpoint,
+            align: AlignOptions { signs: p.bool("signs")?, max_sweeps: max_sweeps as usize },
+        }))
     }
 }
 

@@ -179,7 +179,9 @@ impl Recipe {
         // (and bytes) they had before `init` existed.
         let init_seed = match self.init.group(id) {
             None => own_init,
-            Some(g) => ChaCha8Rng::seed_from_u64(self.seed ^ 0x1417_5eed ^ (g as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64(),
+            Some(g) => {
+                ChaCha8Rng::seed_from_u64(self.seed ^ 0x1417_5eed ^ (g as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+            }
         };
         ModelPlan { adam, lr, batch_size, early_epoch, final_epoch, init_seed, init: self.init.label(id), data_seed }
     }
@@ -258,7 +260,10 @@ mod tests {
         // Only the init seed and its label change: the optimizer, lr, batch size, epochs and data order stay.
         for i in 0..9 {
             let (a, b) = (random.plan(i), groups.plan(i));
-            assert_eq!((a.adam, a.lr, a.batch_size, a.early_epoch, a.final_epoch, a.data_seed), (b.adam, b.lr, b.batch_size, b.early_epoch, b.final_epoch, b.data_seed));
+            assert_eq!(
+                (a.adam, a.lr, a.batch_size, a.early_epoch, a.final_epoch, a.data_seed),
+                (b.adam, b.lr, b.batch_size, b.early_epoch, b.final_epoch, b.data_seed)
+            );
             assert_eq!((a.init.as_str(), b.init.clone()), ("random", (i % 3).to_string()));
         }
         assert_eq!(shared.plan(4).init, "shared");
