@@ -62,13 +62,7 @@ pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, co
     check_arch(&zoo.meta.arch, "the behavioural term")?;
     rows.par_iter()
         .map(|r| {
-            let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
-                StageError::msg(format!(
-                    "model {} ({}) of the `pca` input is not in the `zoo` input",
-                    r.model_id,
-                    r.checkpoint.as_str()
-                ))
-            })?;
+            let row = zoo.row_of(r)?;
             let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
                 StageError::msg(format!("zoo model {}: task {} is not in the `tasks` input", row.model_id, row.task_id))
             })?;

@@ -307,15 +307,8 @@ pub fn run_evaluation(
         .par_iter()
         .enumerate()
         .map(|(t, &i)| -> Result<_, StageError> {
-            let r_ref = &coefficients.meta.rows[i];
-            let r = r_ref;
-            let row = zoo.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
-                StageError::msg(format!(
-                    "model {} ({}) of the `pca` input is not in the `zoo` input",
-                    r.model_id,
-                    r.checkpoint.as_str()
-                ))
-            })?;
+            let r = &coefficients.meta.rows[i];
+            let row = zoo.row_of(r)?;
             let weights = zoo.weights(row)?;
             let w: Vec<f32> = weights.iter().flat_map(|(_, _, v)| v.iter().copied()).collect();
             let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
@@ -336,10 +329,10 @@ pub fn run_evaluation(
             if let (Some(back), Some(ae)) = (&ae_back, &codec.autoencoder) {
                 push("pca_ae", &codec.normalised_to_weights(&back[t * dim..(t + 1) * dim])?)?;
                 if opts.refine.steps > 0 {
-                    let r = opts.refine;
-                    let probe = behaviour::load_probes(std::slice::from_ref(r_ref), zoo, tasks, data, r.probe_images)?.remove(0);
+                    let o = opts.refine;
+                    let probe = behaviour::load_probes(std::slice::from_ref(r), zoo, tasks, data, o.probe_images)?.remove(0);
                     let latent = &latents[t * ae.config.latent_dim..(t + 1) * ae.config.latent_dim];
-                    let refined = behaviour::refine(ae, pca, latent, &probe, r.temperature, r.steps, r.lr)?;
+                    let refined = behaviour::refine(ae, pca, latent, &probe, o.temperature, o.steps, o.lr)?;
                     push("pca_ae_refined", &codec.normalised_to_weights(&ae.decode(&refined.latent)?)?)?;
                 }
             }

@@ -163,6 +163,17 @@ impl Zoo {
         Ok(self.weights(row)?.into_iter().flat_map(|(_, _, v)| v).collect())
     }
 
+    /// The row of a `pca` coefficient row's model (the same `model_id` and checkpoint).
+    pub fn row_of(&self, r: &crate::weights::pca::RowRef) -> Result<&ZooRow, StageError> {
+        self.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
+            StageError::msg(format!(
+                "model {} ({}) of the `pca` input is not in the `zoo` input",
+                r.model_id,
+                r.checkpoint.as_str()
+            ))
+        })
+    }
+
     /// The rows of one checkpoint kind, in model order.
     pub fn checkpoint(&self, c: Checkpoint) -> impl Iterator<Item = &ZooRow> {
         self.rows.iter().filter(move |r| r.checkpoint == c)
