@@ -26,8 +26,8 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ("evaluate-reconstruction", 2, "67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27"),
     ("align", 2, "e6e150339c21afd56bfa357a247d5e77ac97e87cd33010cff4db6c3a2c23cf74"),
     ("sample", 1, "4eac54901aca550feb2fd5795b80cb2afa9488df01f4bdb33f744297ab46dc88"),
-    ("evaluate-samples", 2, "daf1290bdb2c740eca9f48bbade87381a3e1a7478326b297716bdb50471de7ea"),
-    ("report", 3, "d5563be0570520e9624569b35c201e99352c3dc2a85ef4e5ab4d5feb1166be1f"),
+    ("evaluate-samples", 3, "0b292e153b897eb8b3e56cefa215bd4f4a48b3c74fc4e633e0d3c3097f9c9b18"),
+    ("report", 3, "ca5ad6e183d74fc0e6bd1c5529e2741ccb5e47ddf2351b7ba6defafa79277ec9"),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).

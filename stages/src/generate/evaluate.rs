@@ -29,7 +29,7 @@
 //! | `evaluation.csv` | one row per sample: `sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy` |
 //! | `target_vs_achieved.svg` | x = target loss, y = achieved test loss: samples (blue dots), identity (grey line); titled axes, legend |
 //! | `accuracy.svg` | per-sample accuracy sorted (x = rank): sample blue, nn orange, nn_noise green, random grey, trained_final red; legend |
-//! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy`; `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
+//! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy`; `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `order_gap` (their difference), `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -395,6 +395,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         "prompt_r2": num(r2),
         "prompt_pearson": num(pearson),
         "order": { "accuracy": num(mean(&|e| e.sample.accuracy)), "permuted_accuracy": num(mean(&|e| e.permuted_accuracy)) },
+        "order_gap": num(mean(&|e| e.sample.accuracy) - mean(&|e| e.permuted_accuracy)),
         "sample_beats_nn": beats,
         "non_finite_sample_losses": achieved.iter().filter(|x| !x.is_finite()).count(),
         "noise": noise,
@@ -418,7 +419,7 @@ impl StageKind for EvaluateSamplesKind {
         "evaluate-samples"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "sampled models on their tasks' test images vs trained, nearest-neighbour, noisy-neighbour and random baselines"
