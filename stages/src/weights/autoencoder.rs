@@ -332,7 +332,7 @@ pub struct Trained {
     /// 1-based; the epoch whose weights were kept.
     pub best_epoch: usize,
     /// With the behavioural loss: the first batch's MSE and distillation loss (the terms' scales).
-    pub behaviour_scales: Option<(f64, f64)>,
+    pub behaviour_scales: Option<Scales>,
 }
 
 fn batch_loss(ae: &Autoencoder, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -358,10 +358,11 @@ pub struct BehaviourData<'a> {
     pub options: BehaviourOptions,
 }
 
-/// The behavioural loss and the batch's combined loss, in terms the first batch fixed.
-struct Scales {
-    mse: f64,
-    behaviour: f64,
+/// The two terms' values on the first batch, which scale them for the rest of training.
+#[derive(Debug, Clone, Copy)]
+pub struct Scales {
+    pub mse: f64,
+    pub behaviour: f64,
 }
 
 impl BehaviourData<'_> {
@@ -380,17 +381,25 @@ impl BehaviourData<'_> {
         (loss, g)
     }
 
-    /// The combined loss of the val rows (NaN without val rows).
-    fn val_loss(&self, ae: &Autoencoder, val: &[f32], d: usize, scales: &Scales) -> Result<(f64, f64, f64), StageError> {
-        if val.is_empty() {
+    /// `(combined loss, MSE, distillation)` of `rows` (`n × d`, normalised) with their `probes`
+    /// (NaN without rows).
+    fn loss_on(
+        &self,
+        ae: &Autoencoder,
+        rows: &[f32],
+        probes: &[Probe],
+        d: usize,
+        scales: &Scales,
+    ) -> Result<(f64, f64, f64), StageError> {
+        if rows.is_empty() {
             return Ok((f64::NAN, f64::NAN, f64::NAN));
         }
         let e = cerr("autoencoder");
-        let x = Tensor::from_slice(val, (val.len() / d, d), &Device::Cpu).map_err(&e)?;
+        let x = Tensor::from_slice(rows, (rows.len() / d, d), &Device::Cpu).map_err(&e)?;
         let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
         let mse = candle_nn::loss::mse(&y, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)?;
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
-        let probes: Vec<&Probe> = self.val.iter().collect();
+        let probes: Vec<&Probe> = probes.iter().collect();
         let (kl, _) = self.evaluate(&yv, d, &probes, false);
         let beta = self.options.beta;
         Ok((beta * mse / scales.mse + (1.0 - beta) * kl / scales.behaviour, mse, kl))
@@ -458,7 +467,7 @@ pub fn train(
             )));
         }
         let val_loss = match (behaviour, &scales) {
-            (Some(b), Some(sc)) => b.val_loss(&ae, val, d, sc)?.0,
+            (Some(b), Some(sc)) => b.loss_on(&ae, val, b.val, d, sc)?.0,
             _ => full_loss(&ae, val, d)?,
         };
         history.push(EpochLoss { epoch, train: train_loss, val: val_loss });
@@ -471,8 +480,7 @@ pub fn train(
         }
     }
     ae.set_from(&best)?;
-    let behaviour_scales = scales.map(|s| (s.mse, s.behaviour));
-    Ok(Trained { model: ae, history, best_epoch, behaviour_scales })
+    Ok(Trained { model: ae, history, best_epoch, behaviour_scales: scales })
 }
 
 /// Trains on a `pca` output and writes the stage output into `out`.
@@ -556,12 +564,10 @@ pub fn run_autoencoder(
         "parameters": ae.parameter_count(),
     });
     let mut metrics = metrics;
-    if let (Some(b), Some((mse0, kl0))) = (&behaviour_data, trained.behaviour_scales) {
+    if let (Some(b), Some(sc)) = (&behaviour_data, trained.behaviour_scales) {
         // The two terms apart, on the val and test rows (distillation at the training temperature).
-        let sc = Scales { mse: mse0, behaviour: kl0 };
-        let (_, val_mse, val_kl) = b.val_loss(ae, &va, d, &sc)?;
-        let test_b = BehaviourData { val: &p_test, ..*b };
-        let (_, test_mse, test_kl) = test_b.val_loss(ae, &te, d, &sc)?;
+        let (_, val_mse, val_kl) = b.loss_on(ae, &va, &p_val, d, &sc)?;
+        let (_, test_mse, test_kl) = b.loss_on(ae, &te, &p_test, d, &sc)?;
         let extra = serde_json::json!({
             "loss": "behaviour",
             "beta": b.options.beta,
@@ -569,8 +575,8 @@ pub fn run_autoencoder(
             "val_distillation": num(val_kl),
             "test_mse": num(test_mse),
             "test_distillation": num(test_kl),
-            "first_batch_mse": mse0,
-            "first_batch_distillation": kl0,
+            "first_batch_mse": sc.mse,
+            "first_batch_distillation": sc.behaviour,
         });
         if let (Some(m), Some(x)) = (metrics.as_object_mut(), extra.as_object()) {
             m.extend(x.clone());

@@ -285,7 +285,6 @@ pub fn run_evaluation(
         }
         behaviour::check_arch(codec.arch(), "latent refinement")?;
     }
-    let out_dir = out;
     let decoded_dir = out.join("decoded");
     std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
     files::write_f32_safetensors(&decoded_dir.join("mean.safetensors"), &pca.decode(&pca.coefficient_mean)?)?;
@@ -315,14 +314,14 @@ pub fn run_evaluation(
             let real = task_test_images(row, tasks, data)?;
             let calibration = calibration_images(row, tasks, data);
             let real = (real.0.as_slice(), real.1.as_slice());
-            let mut out = Vec::new();
+            let mut comparisons = Vec::new();
             let flat =
                 |t: &crate::zoo::store::NamedTensors| t.iter().flat_map(|(_, _, v)| v.iter().copied()).collect::<Vec<f32>>();
             let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
                 let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
-                files::write_f32_safetensors(&out_dir.join(&file), weights)?;
+                files::write_f32_safetensors(&out.join(&file), weights)?;
                 let rec = decoded(arch, weights, data, &calibration)?;
-                out.push(compare(variant, file, (&w, &net), (&flat(weights), &rec), &synthetic, real)?);
+                comparisons.push(compare(variant, file, (&w, &net), (&flat(weights), &rec), &synthetic, real)?);
                 Ok(())
             };
             push("pca", &pca.decode(coefficients.row(i))?)?;
@@ -336,7 +335,7 @@ pub fn run_evaluation(
                     push("pca_ae_refined", &codec.normalised_to_weights(&ae.decode(&refined.latent)?)?)?;
                 }
             }
-            out.push(compare(
+            comparisons.push(compare(
                 "mean",
                 "decoded/mean.safetensors".into(),
                 (&w, &net),
@@ -344,7 +343,7 @@ pub fn run_evaluation(
                 &synthetic,
                 real,
             )?);
-            Ok((row, out))
+            Ok((row, comparisons))
         })
         .collect::<Result<_, _>>()?;
 
