@@ -439,38 +439,39 @@ pub fn tanh_backward(g: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Softmax cross-entropy over `z: [3]` (lane-innermost) for the first `n_valid` lanes with labels
+/// Softmax cross-entropy over `z: [C]` (lane-innermost) for the first `n_valid` lanes with labels
 /// `labels`; writes `dz = (softmax − onehot)·scale` (0 in padding lanes). Returns the sum of the
 /// per-image losses (f64) and the number of correct argmax predictions (first maximum on ties).
+/// Maximum, exponentials and their sum run in class order, so `C = 3` gives the bits it always gave.
 #[inline(always)]
-pub fn softmax_xent(z: &[f32], labels: &[u8], n_valid: usize, scale: f32, dz: &mut [f32]) -> (f64, u32) {
-    assert!(z.len() >= 3 * L && dz.len() >= 3 * L && labels.len() >= n_valid && n_valid <= L);
+pub fn softmax_xent<const C: usize>(z: &[f32], labels: &[u8], n_valid: usize, scale: f32, dz: &mut [f32]) -> (f64, u32) {
+    assert!(z.len() >= C * L && dz.len() >= C * L && labels.len() >= n_valid && n_valid <= L);
     let mut loss = 0.0f64;
     let mut correct = 0u32;
     for l in 0..L {
         if l >= n_valid {
-            for k in 0..3 {
+            for k in 0..C {
                 dz[k * L + l] = 0.0;
             }
             continue;
         }
-        let zl = [z[l], z[L + l], z[2 * L + l]];
+        let zl: [f32; C] = std::array::from_fn(|k| z[k * L + l]);
         let t = labels[l] as usize;
-        assert!(t < 3, "cnn-s labels must be 0, 1 or 2");
-        let m = zl[0].max(zl[1]).max(zl[2]);
+        assert!(t < C, "cnn-s labels must be below the number of classes ({C})");
+        let m = zl[1..].iter().fold(zl[0], |m, &v| m.max(v));
         let m = if zl.iter().any(|v| v.is_nan()) { f32::NAN } else { m };
-        let e = [(zl[0] - m).exp(), (zl[1] - m).exp(), (zl[2] - m).exp()];
-        let s = e[0] + e[1] + e[2];
+        let e: [f32; C] = std::array::from_fn(|k| (zl[k] - m).exp());
+        let s = e[1..].iter().fold(e[0], |s, &v| s + v);
         let lse = m + s.ln();
         loss += (lse - zl[t]) as f64;
         let mut best = 0;
-        for k in 1..3 {
+        for k in 1..C {
             if zl[k] > zl[best] {
                 best = k;
             }
         }
         correct += (best == t) as u32;
-        for k in 0..3 {
+        for k in 0..C {
             let onehot = if k == t { 1.0 } else { 0.0 };
             dz[k * L + l] = (e[k] / s - onehot) * scale;
         }
@@ -480,7 +481,7 @@ pub fn softmax_xent(z: &[f32], labels: &[u8], n_valid: usize, scale: f32, dz: &m
 
 /// Per-lane cross-entropy losses (f32), first `n_valid` lanes; helper for evaluation.
 #[inline(always)]
-pub fn xent_lanes(z: &[f32], labels: &[u8], n_valid: usize) -> (f64, u32) {
-    let mut scratch = [0.0f32; 3 * L];
-    softmax_xent(z, labels, n_valid, 0.0, &mut scratch)
+pub fn xent_lanes<const C: usize>(z: &[f32], labels: &[u8], n_valid: usize) -> (f64, u32) {
+    let mut scratch = [[0.0f32; L]; C];
+    softmax_xent::<C>(z, labels, n_valid, 0.0, scratch.as_flattened_mut())
 }

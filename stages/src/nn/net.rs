@@ -12,7 +12,10 @@
 //! | max-pool 2, tanh             | `a2`    | [6, 4, 4]   |
 //! | conv3 (6→4, k2), tanh        | `a3`    | [4, 3, 3] = 36 (C, H, W flatten order) |
 //! | fc1 (36→20), tanh            | `h`     | [20]        |
-//! | fc2 (20→3)                   | `z`     | [3] logits  |
+//! | fc2 (20→C)                   | `z`     | [C] logits  |
+//!
+//! `C` is the head size: 3 for a zoo model, 10 for one model on every class (see
+//! [`super::SUPPORTED_CLASSES`]); each is compiled separately and picked from the parameter count.
 //!
 //! The backward pass reuses `c1` and `c2` for the gradients at the conv outputs (the forward values are
 //! dead by then: max-pool backward needs only the argmax).
@@ -21,6 +24,9 @@ use super::cnn_s::*;
 use super::kernels::*;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::{Avx2, Avx512};
+
+/// The widest head the workspace holds logits for.
+const MAX_CLASSES: usize = 10;
 
 /// Preallocated per-block buffers (≈ 0.5 MB); one per trainer / worker thread.
 #[derive(Clone)]
@@ -63,8 +69,8 @@ impl Workspace {
             i2: vec![0; 6 * 4 * 4 * L],
             a3: f(36),
             h: f(20),
-            z: f(3),
-            dz: f(3),
+            z: f(MAX_CLASSES),
+            dz: f(MAX_CLASSES),
             dh: f(20),
             da3: f(36),
             da2: f(6 * 4 * 4),
@@ -101,16 +107,21 @@ impl Workspace {
         }
     }
 
-    /// Logits of lane `l` after a forward pass.
+    /// Logits of lane `l` after a forward pass of a 3-class network.
     pub(crate) fn logits(&self, l: usize) -> [f32; 3] {
         [self.z[l], self.z[L + l], self.z[2 * L + l]]
+    }
+
+    /// Logits of lane `l` after a forward pass of a `classes`-way network.
+    pub(crate) fn logits_n(&self, l: usize, classes: usize) -> Vec<f32> {
+        (0..classes).map(|k| self.z[k * L + l]).collect()
     }
 }
 
 /// Forward pass of the loaded block up to the logits `z`.
 #[inline(always)]
-fn forward<S: Lanes>(p: &[f32], ws: &mut Workspace) {
-    assert_eq!(p.len(), NUM_PARAMS);
+fn forward<S: Lanes, const C: usize>(p: &[f32], ws: &mut Workspace) {
+    assert_eq!(p.len(), num_params(C));
     conv_forward::<S, 8>(&ws.x, 1, 28, 28, 5, &p[W1..B1], &p[B1..W2], &mut ws.c1);
     maxpool2_forward(&ws.c1, 8, 24, 24, &mut ws.a1, &mut ws.i1);
     tanh_forward(&mut ws.a1);
@@ -121,14 +132,16 @@ fn forward<S: Lanes>(p: &[f32], ws: &mut Workspace) {
     tanh_forward(&mut ws.a3);
     linear_forward::<S, 20>(&ws.a3, 36, &p[F1W..F1B], &p[F1B..F2W], &mut ws.h);
     tanh_forward(&mut ws.h);
-    linear_forward::<S, 3>(&ws.h, 20, &p[F2W..F2B], &p[F2B..], &mut ws.z);
+    let f2b = F2W + 20 * C;
+    linear_forward::<S, C>(&ws.h, 20, &p[F2W..f2b], &p[f2b..], &mut ws.z);
 }
 
 /// Backward pass from `dz` (set by the loss), accumulating parameter gradients into `g`.
 #[inline(always)]
-fn backward<S: Lanes>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
-    assert_eq!(p.len(), NUM_PARAMS);
-    assert_eq!(g.len(), NUM_PARAMS);
+fn backward<S: Lanes, const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    assert_eq!(p.len(), num_params(C));
+    assert_eq!(g.len(), num_params(C));
+    let f2b = F2W + 20 * C;
     let (g_w1, rest) = g.split_at_mut(B1);
     let (g_b1, rest) = rest.split_at_mut(W2 - B1);
     let (g_w2, rest) = rest.split_at_mut(B2 - W2);
@@ -137,10 +150,10 @@ fn backward<S: Lanes>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
     let (g_b3, rest) = rest.split_at_mut(F1W - B3);
     let (g_f1w, rest) = rest.split_at_mut(F1B - F1W);
     let (g_f1b, rest) = rest.split_at_mut(F2W - F1B);
-    let (g_f2w, g_f2b) = rest.split_at_mut(F2B - F2W);
+    let (g_f2w, g_f2b) = rest.split_at_mut(f2b - F2W);
 
-    linear_backward_weight::<S, 3>(&ws.h, 20, &ws.dz, 3, g_f2w, g_f2b);
-    linear_backward_input::<S, 20>(&ws.dz, 3, &p[F2W..F2B], &mut ws.dh);
+    linear_backward_weight::<S, C>(&ws.h, 20, &ws.dz, C, g_f2w, g_f2b);
+    linear_backward_input::<S, 20>(&ws.dz, C, &p[F2W..f2b], &mut ws.dh);
     tanh_backward(&mut ws.dh, &ws.h);
     linear_backward_weight::<S, 4>(&ws.a3, 36, &ws.dh, 20, g_f1w, g_f1b);
     linear_backward_input::<S, 36>(&ws.dh, 20, &p[F1W..F1B], &mut ws.da3);
@@ -157,19 +170,19 @@ fn backward<S: Lanes>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
 }
 
 #[inline(always)]
-fn train_block_inline<S: Lanes>(p: &[f32], g: &mut [f32], ws: &mut Workspace, n_valid: usize, scale: f32) -> (f64, u32) {
-    forward::<S>(p, ws);
+fn train_block_inline<S: Lanes, const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace, n_valid: usize, scale: f32) -> (f64, u32) {
+    forward::<S, C>(p, ws);
     let labels = ws.labels;
-    let (loss, correct) = softmax_xent(&ws.z, &labels, n_valid, scale, &mut ws.dz);
-    backward::<S>(p, g, ws);
+    let (loss, correct) = softmax_xent::<C>(&ws.z, &labels, n_valid, scale, &mut ws.dz);
+    backward::<S, C>(p, g, ws);
     (loss, correct)
 }
 
 #[inline(always)]
-fn eval_block_inline<S: Lanes>(p: &[f32], ws: &mut Workspace, n_valid: usize) -> (f64, u32) {
-    forward::<S>(p, ws);
+fn eval_block_inline<S: Lanes, const C: usize>(p: &[f32], ws: &mut Workspace, n_valid: usize) -> (f64, u32) {
+    forward::<S, C>(p, ws);
     let labels = ws.labels;
-    xent_lanes(&ws.z, &labels, n_valid)
+    xent_lanes::<C>(&ws.z, &labels, n_valid)
 }
 
 /// Which compiled variant of the block kernels runs. All give bit-identical results.
@@ -219,91 +232,117 @@ impl Isa {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn train_block_avx512(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
-    train_block_inline::<Avx512>(p, g, ws, n, s)
+fn train_block_avx512<const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
+    train_block_inline::<Avx512, C>(p, g, ws, n, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn train_block_avx2(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
-    train_block_inline::<Avx2>(p, g, ws, n, s)
+fn train_block_avx2<const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
+    train_block_inline::<Avx2, C>(p, g, ws, n, s)
 }
 
-fn train_block_portable(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
-    train_block_inline::<Portable>(p, g, ws, n, s)
+fn train_block_portable<const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
+    train_block_inline::<Portable, C>(p, g, ws, n, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn eval_block_avx512(p: &[f32], ws: &mut Workspace, n: usize) -> (f64, u32) {
-    eval_block_inline::<Avx512>(p, ws, n)
+fn eval_block_avx512<const C: usize>(p: &[f32], ws: &mut Workspace, n: usize) -> (f64, u32) {
+    eval_block_inline::<Avx512, C>(p, ws, n)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn eval_block_avx2(p: &[f32], ws: &mut Workspace, n: usize) -> (f64, u32) {
-    eval_block_inline::<Avx2>(p, ws, n)
+fn eval_block_avx2<const C: usize>(p: &[f32], ws: &mut Workspace, n: usize) -> (f64, u32) {
+    eval_block_inline::<Avx2, C>(p, ws, n)
 }
 
-fn eval_block_portable(p: &[f32], ws: &mut Workspace, n: usize) -> (f64, u32) {
-    eval_block_inline::<Portable>(p, ws, n)
+fn eval_block_portable<const C: usize>(p: &[f32], ws: &mut Workspace, n: usize) -> (f64, u32) {
+    eval_block_inline::<Portable, C>(p, ws, n)
+}
+
+/// The head size of a flat parameter vector (the kernels' one invariant on `p`).
+fn head(p: &[f32]) -> usize {
+    classes_of_len(p.len()).unwrap_or_else(|| panic!("cnn-s: {} parameters is no supported head", p.len()))
 }
 
 /// Forward + loss + backward on the loaded block (labels in `ws.labels`, first `n_valid` lanes real),
 /// `dz` scaled by `scale` (1/batch size); accumulates gradients into `g`. Returns (loss sum, correct).
 pub(crate) fn train_block(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace, n_valid: usize, scale: f32) -> (f64, u32) {
+    match head(p) {
+        10 => train_block_c::<10>(isa, p, g, ws, n_valid, scale),
+        _ => train_block_c::<NUM_CLASSES>(isa, p, g, ws, n_valid, scale),
+    }
+}
+
+fn train_block_c<const C: usize>(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace, n_valid: usize, scale: f32) -> (f64, u32) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the guard checks that the CPU has the target feature.
-        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { train_block_avx512(p, g, ws, n_valid, scale) },
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { train_block_avx512::<C>(p, g, ws, n_valid, scale) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { train_block_avx2(p, g, ws, n_valid, scale) },
-        _ => train_block_portable(p, g, ws, n_valid, scale),
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { train_block_avx2::<C>(p, g, ws, n_valid, scale) },
+        _ => train_block_portable::<C>(p, g, ws, n_valid, scale),
     }
 }
 
 /// Forward + loss on the loaded block. Returns (loss sum, correct); logits stay in `ws`.
 pub(crate) fn eval_block(isa: Isa, p: &[f32], ws: &mut Workspace, n_valid: usize) -> (f64, u32) {
+    match head(p) {
+        10 => eval_block_c::<10>(isa, p, ws, n_valid),
+        _ => eval_block_c::<NUM_CLASSES>(isa, p, ws, n_valid),
+    }
+}
+
+fn eval_block_c<const C: usize>(isa: Isa, p: &[f32], ws: &mut Workspace, n_valid: usize) -> (f64, u32) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the guard checks that the CPU has the target feature.
-        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { eval_block_avx512(p, ws, n_valid) },
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { eval_block_avx512::<C>(p, ws, n_valid) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { eval_block_avx2(p, ws, n_valid) },
-        _ => eval_block_portable(p, ws, n_valid),
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { eval_block_avx2::<C>(p, ws, n_valid) },
+        _ => eval_block_portable::<C>(p, ws, n_valid),
     }
 }
 
 #[inline(always)]
-fn backward_from_dz_inline<S: Lanes>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
-    backward::<S>(p, g, ws);
+fn backward_from_dz_inline<S: Lanes, const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    backward::<S, C>(p, g, ws);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn backward_from_dz_avx512(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
-    backward_from_dz_inline::<Avx512>(p, g, ws)
+fn backward_from_dz_avx512<const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    backward_from_dz_inline::<Avx512, C>(p, g, ws)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn backward_from_dz_avx2(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
-    backward_from_dz_inline::<Avx2>(p, g, ws)
+fn backward_from_dz_avx2<const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    backward_from_dz_inline::<Avx2, C>(p, g, ws)
 }
 
 /// Backward pass of the block last run forward ([`eval_block`]), from an upstream gradient the caller
 /// wrote into `ws.dz` (`∂ℓ/∂z[k]` of lane `l` at `k·L + l`; zero in padding lanes); accumulates the
 /// parameter gradients into `g`. For losses other than cross-entropy (e.g. distillation).
 pub(crate) fn backward_from_dz(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace) {
+    match head(p) {
+        10 => backward_from_dz_c::<10>(isa, p, g, ws),
+        _ => backward_from_dz_c::<NUM_CLASSES>(isa, p, g, ws),
+    }
+}
+
+fn backward_from_dz_c<const C: usize>(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the guard checks that the CPU has the target feature.
-        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { backward_from_dz_avx512(p, g, ws) },
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { backward_from_dz_avx512::<C>(p, g, ws) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { backward_from_dz_avx2(p, g, ws) },
-        _ => backward_from_dz_inline::<Portable>(p, g, ws),
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { backward_from_dz_avx2::<C>(p, g, ws) },
+        _ => backward_from_dz_inline::<Portable, C>(p, g, ws),
     }
 }

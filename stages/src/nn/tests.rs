@@ -236,9 +236,9 @@ fn nn_softmax_xent_backward_matches_finite_differences() {
     let labels: Vec<u8> = (0..L).map(|l| (l % 3) as u8).collect();
     let n_valid = 13; // three padding lanes
     let scale = 1.0 / n_valid as f32;
-    let loss = |z: &[f32]| xent_lanes(z, &labels, n_valid).0 / n_valid as f64;
+    let loss = |z: &[f32]| xent_lanes::<3>(z, &labels, n_valid).0 / n_valid as f64;
     let mut dz = vec![f32::NAN; 3 * L];
-    let (sum, _) = softmax_xent(&z, &labels, n_valid, scale, &mut dz);
+    let (sum, _) = softmax_xent::<3>(&z, &labels, n_valid, scale, &mut dz);
     // The loss itself: logsumexp − z[t], computed here in f64.
     let mut want = 0.0;
     for l in 0..n_valid {
@@ -588,4 +588,73 @@ fn nn_evaluate_agrees_with_logits() {
     assert!((e.accuracy - correct as f64 / 37.0).abs() < 1e-12);
     // The same f32 logits; the evaluation sums its f32 lane losses (u·|ℓ| ≈ 1e-7 each) in f64: ≪ 1e-5.
     assert!((e.loss - loss / 37.0).abs() < 1e-5);
+}
+
+// ----------------------------------------------------------------------------------------------------
+// The 10-class head (one model on every class: the row-selection baseline).
+
+fn mean_loss_n(model: &CnnS, images: &[f32], labels: &[u8]) -> f64 {
+    let u8s: Vec<u8> = images.iter().map(|&v| (v * 255.0).round() as u8).collect();
+    let mut sum = 0.0f64;
+    for (z, &t) in logits_n_u8(model, &u8s).iter().zip(labels) {
+        let zl: Vec<f64> = z.iter().map(|v| *v as f64).collect();
+        sum += zl.iter().map(|v| v.exp()).sum::<f64>().ln() - zl[t as usize];
+    }
+    sum / labels.len() as f64
+}
+
+#[test]
+fn nn_ten_class_head_gradient_matches_finite_differences() {
+    let model = CnnS::init_with_classes(11, 10).unwrap();
+    assert_eq!((model.classes(), model.flat().len()), (10, num_params(10)));
+    // The body is drawn first: the 3-class model of the same seed has the same body.
+    assert_eq!(&model.flat()[..BODY_PARAMS], &CnnS::init(11).flat()[..BODY_PARAMS]);
+    let mut r = rng(16);
+    // Images on the u8 grid, so the f32 gradient path and the u8 logits path see the same inputs.
+    let images: Vec<f32> = (0..6 * IMAGE_PIXELS).map(|_| ((0.5 + 0.5 * unif(&mut r)) * 255.0).round() / 255.0).collect();
+    let labels: Vec<u8> = (0..6).map(|i| (i * 7 % 10) as u8).collect();
+    let mut tr = Trainer::new(model.clone(), &adam_cfg(1e-3));
+    let (loss, g) = tr.loss_and_gradient_f32(&images, &labels);
+    let g = g.to_vec();
+    // Same forward in f32, the mean taken in f64 either way (see the 3-class test): inside 1e-5.
+    assert!((loss as f64 - mean_loss_n(&model, &images, &labels)).abs() < 1e-5, "{loss}");
+    let mut p = model.flat().to_vec();
+    let f = |p: &[f32]| mean_loss_n(&CnnS::from_flat(p.to_vec()), &images, &labels);
+    // Bounds as in `nn_network_gradient_matches_finite_differences`.
+    for s in &PARAM_SPECS_10 {
+        let idx: Vec<usize> = s.range().step_by((s.len() / 12).max(1)).collect();
+        let fd: Vec<f64> = idx.iter().map(|&i| central(&mut p, i, 1e-3, f)).collect();
+        let got: Vec<f32> = idx.iter().map(|&i| g[i]).collect();
+        let scale = got.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+        assert_close(s.name, &got, &fd, 2e-2 * scale + 1e-5, 2e-2);
+    }
+    // And the trainer learns a 10-way problem: the loss on its own batch falls.
+    let mut tr = Trainer::new(model, &adam_cfg(1e-2));
+    let before = mean_loss_n(tr.model(), &images, &labels);
+    for _ in 0..50 {
+        tr.step_f32(&images, &labels);
+    }
+    let after = mean_loss_n(tr.model(), &images, &labels);
+    assert!(after < 0.5 * before, "{before} → {after}");
+}
+
+#[test]
+fn nn_selected_rows_give_the_many_class_models_logits() {
+    let model = CnnS::init_with_classes(4, 10).unwrap();
+    let images: Vec<u8> = formula_images(19).iter().map(|&v| (v * 255.0) as u8).collect();
+    let all = logits_n_u8(&model, &images);
+    for rows in [[0, 1, 2], [9, 3, 5], [7, 7, 0]] {
+        let three = model.select_rows(rows).unwrap();
+        assert_eq!(three.classes(), 3);
+        assert_eq!(&three.flat()[..BODY_PARAMS], &model.flat()[..BODY_PARAMS]);
+        for (z3, z10) in logits_u8(&three, &images).iter().zip(&all) {
+            // Each output unit is its own dot product over the same hidden values: the same bits.
+            assert_eq!(z3.to_vec(), rows.iter().map(|&k| z10[k]).collect::<Vec<_>>(), "rows {rows:?}");
+        }
+    }
+    assert_eq!(model.select_rows([0, 10, 1]), Err(ParamError::Row { row: 10, classes: 10 }));
+    // Named tensors round-trip with the head size read from the tensors.
+    let back = CnnS::from_named_tensors(model.named_tensors()).unwrap();
+    assert_eq!(back, model);
+    assert_eq!(CnnS::init_with_classes(1, 4), Err(ParamError::Classes(4)));
 }

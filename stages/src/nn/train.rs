@@ -14,7 +14,7 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::cnn_s::{CnnS, IMAGE_PIXELS, NUM_PARAMS};
+use super::cnn_s::{CnnS, IMAGE_PIXELS};
 use super::kernels::L;
 use super::net::{eval_block, train_block, Isa, Workspace};
 use super::optim::{Optimizer, OptimizerState};
@@ -117,10 +117,9 @@ impl Trainer {
     pub fn new(model: CnnS, cfg: &TrainConfig) -> Self {
         assert!(cfg.batch_size > 0, "batch size must be positive");
         Trainer {
-            model,
-            opt: OptimizerState::new(cfg.optimizer, NUM_PARAMS),
-            grads: vec![0.0; NUM_PARAMS],
-            backup: vec![0.0; NUM_PARAMS],
+            opt: OptimizerState::new(cfg.optimizer, model.flat().len()),
+            grads: vec![0.0; model.flat().len()],
+            backup: vec![0.0; model.flat().len()],
             ws: Workspace::new(),
             isa: Isa::detect(),
             batch_size: cfg.batch_size,
@@ -128,6 +127,7 @@ impl Trainer {
             order: Vec::new(),
             epochs: 0,
             diverged: false,
+            model,
         }
     }
 
@@ -163,7 +163,8 @@ impl Trainer {
         &self.opt
     }
 
-    /// One epoch over `images` (`N × 784` u8) / `labels` (`N`, each 0..3) in a fresh random order.
+    /// One epoch over `images` (`N × 784` u8) / `labels` (`N`, each below the model's class count) in a
+    /// fresh random order.
     pub fn train_epoch(&mut self, images: &[u8], labels: &[u8]) -> EpochStats {
         let n = labels.len();
         assert_eq!(images.len(), n * IMAGE_PIXELS, "images must be N × 784");
@@ -307,13 +308,14 @@ pub fn evaluate(model: &CnnS, images: &[u8], labels: &[u8]) -> Evaluation {
     evaluate_with(Isa::detect(), model, &mut Workspace::new(), images, labels)
 }
 
-/// Logits of `model` for f32 images (`n × 784`, already scaled), one `[f32; 3]` per image.
+/// Logits of a 3-class `model` for f32 images (`n × 784`, already scaled), one `[f32; 3]` per image.
 pub fn logits_f32(model: &CnnS, images: &[f32]) -> Vec<[f32; 3]> {
     logits_f32_with(Isa::detect(), model, images)
 }
 
 /// [`logits_f32`] with a given kernel variant.
 pub fn logits_f32_with(isa: Isa, model: &CnnS, images: &[f32]) -> Vec<[f32; 3]> {
+    assert_eq!(model.classes(), 3, "logits_f32 is for 3-class models; see logits_n_u8");
     let n = images.len() / IMAGE_PIXELS;
     assert_eq!(images.len(), n * IMAGE_PIXELS);
     let mut ws = Workspace::new();
@@ -328,7 +330,28 @@ pub fn logits_f32_with(isa: Isa, model: &CnnS, images: &[f32]) -> Vec<[f32; 3]> 
     out
 }
 
-/// Logits of `model` for u8 images (`N × 784`, pixels/255).
+/// Logits of a `model` with any head for u8 images (`N × 784`, pixels/255), one row of
+/// [`CnnS::classes`] values per image.
+pub fn logits_n_u8(model: &CnnS, images: &[u8]) -> Vec<Vec<f32>> {
+    let n = images.len() / IMAGE_PIXELS;
+    let mut ws = Workspace::new();
+    let isa = Isa::detect();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = [0u32; L];
+    for start in (0..n).step_by(L) {
+        let len = L.min(n - start);
+        for (l, slot) in idx[..len].iter_mut().enumerate() {
+            *slot = (start + l) as u32;
+        }
+        ws.load_u8(images, &idx[..len]);
+        ws.labels = [0; L];
+        eval_block(isa, model.flat(), &mut ws, len);
+        out.extend((0..len).map(|l| ws.logits_n(l, model.classes())));
+    }
+    out
+}
+
+/// Logits of a 3-class `model` for u8 images (`N × 784`, pixels/255).
 pub fn logits_u8(model: &CnnS, images: &[u8]) -> Vec<[f32; 3]> {
     let f: Vec<f32> = images.iter().map(|&p| p as f32 / 255.0).collect();
     logits_f32(model, &f)
