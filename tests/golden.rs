@@ -101,14 +101,31 @@ batch_size = 4
 epochs = 5
 patience = 5
 
+[stages.row_selection]
+kind = "multiclass"
+inputs = { data = "data", zoo = "zoo" }
+
+[stages.generator]
+kind = "generator"
+inputs = { zoo = "zoo", tasks = "tasks", data = "data", embed = "dataset_embed" }
+hidden = [8]
+epochs = 3
+batch_size = 4
+probe_images = 8
+label_weight = 0.5
+
 [stages.sample]
 kind = "sample"
-inputs = { align = "align", pca = "pca", autoencoder = "autoencoder", embed = "dataset_embed", tasks = "tasks" }
+method = "generator"
+inputs = { generator = "generator", tasks = "tasks", data = "data" }
 targets = 2
+samples_per_prompt = 2
+loss_control = "scale"
+calibration_images = 16
 
 [stages.evaluate_samples]
 kind = "evaluate-samples"
-inputs = { samples = "sample", align = "align", zoo = "zoo", tasks = "tasks", data = "data", embed = "dataset_embed", pca = "pca", autoencoder = "autoencoder" }
+inputs = { samples = "sample", align = "align", zoo = "zoo", tasks = "tasks", data = "data", embed = "dataset_embed", pca = "pca", autoencoder = "autoencoder", row_selection = "row_selection" }
 
 [stages.report]
 kind = "report"

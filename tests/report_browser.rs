@@ -78,6 +78,7 @@ batch_size = 16
 kind = "sample"
 inputs = { align = "align", pca = "pca", autoencoder = "autoencoder", embed = "dataset_embed", tasks = "tasks" }
 targets = 2
+samples_per_prompt = 2
 
 [stages.evaluate_samples]
 kind = "evaluate-samples"

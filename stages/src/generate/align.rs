@@ -65,13 +65,19 @@ pub struct Pairs {
 
 /// `task_embeddings` `[T, 3d]` of a `dataset-embed` output: `(values, row width)`.
 pub fn task_embeddings(embed_dir: &Path) -> Result<(Vec<f32>, usize), StageError> {
+    embedding_matrix(embed_dir, "task_embeddings")
+}
+
+/// An F32 matrix of a `dataset-embed` output's `embeddings.safetensors` (`task_embeddings`,
+/// `class_embeddings`): `(values, row width)`.
+pub fn embedding_matrix(embed_dir: &Path, name: &str) -> Result<(Vec<f32>, usize), StageError> {
     let path = embed_dir.join("embeddings.safetensors");
     let bytes = std::fs::read(&path).map_err(|e| StageError::io(&path, e))?;
     let fail = |what: String| StageError::msg(format!("{}: {what}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a valid safetensors file ({e})")))?;
-    let view = st.tensor("task_embeddings").map_err(|_| fail("has no tensor `task_embeddings`".into()))?;
+    let view = st.tensor(name).map_err(|_| fail(format!("has no tensor `{name}`")))?;
     if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 2 {
-        return Err(fail(format!("`task_embeddings` is {:?} {:?}, expected F32 of rank 2", view.dtype(), view.shape())));
+        return Err(fail(format!("`{name}` is {:?} {:?}, expected F32 of rank 2", view.dtype(), view.shape())));
     }
     Ok((files::f32_from_bytes(view.data()), view.shape()[1]))
 }

@@ -16,6 +16,19 @@
 //!   the decoder — retrieval in latent space, limited by the same decoder as the samples.
 //! - `own_decoded` (same inputs): the task's own final zoo models' latents, decoded (mean over them; NaN
 //!   when the task has none) — what a perfect alignment would sample, the decoder's ceiling.
+//! - `row_selection` (with the `row_selection` input, a `multiclass` stage): each of its many-class
+//!   models with the head rows of the sample's classes in the sample's order
+//!   ([`crate::nn::CnnS::select_rows`]); mean over its models.
+//! - diversity: the mean over prompts with ≥ 2 draws of the mean pairwise prediction disagreement
+//!   (fraction of the images on which two draws' argmax differ) among the prompt's draws; NaN with one
+//!   draw per prompt.
+//! - `nn_agreement`: the fraction of images on which the sample and its nearest neighbour predict the
+//!   same class (are the samples copies of training models?).
+//! - `nn_noise_matched`: NN + noise at the samples' accuracy: the noise scale (bisection on `[0, 4]`,
+//!   24 steps) at which the mean accuracy of the noisy neighbours equals the samples' mean accuracy
+//!   (0 when the samples are as accurate as the neighbours), with its loss, diversity and
+//!   `nn_agreement` measured as the samples' are (each sample's noise seeded by its index, so the draws
+//!   of a prompt get different noise).
 //! - class order: the sample's `accuracy` against `permuted_accuracy`, the mean accuracy over the 5
 //!   non-identity permutations of the labels of the same images. A sample that uses its prompt's class
 //!   order scores higher on the true order.
@@ -26,10 +39,10 @@
 //! # Output (a directory)
 //! | file | content |
 //! | --- | --- |
-//! | `evaluation.csv` | one row per sample: `sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy` |
+//! | `evaluation.csv` | one row per sample: `sample,prompt,task_id,target_loss,loss,accuracy,permuted_accuracy,nn_agreement,trained_final_loss,trained_final_accuracy,trained_early_loss,trained_early_accuracy,row_selection_loss,row_selection_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy` |
 //! | `target_vs_achieved.svg` | x = target loss, y = achieved test loss: samples (blue dots), identity (grey line); titled axes, legend |
 //! | `accuracy.svg` | per-sample accuracy sorted (x = rank): sample blue, nn orange, nn_noise green, random grey, trained_final red; legend |
-//! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy`; `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `order_gap` (their difference), `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
+//! | `metrics.json` | per variant mean `loss` (finite ones), `accuracy` (`row_selection` only with its input); `diversity`, `nn_agreement`, `nn_noise_matched.{noise, loss, accuracy, diversity, nn_agreement}`, `prompt_r2`, `prompt_pearson`, `order.{accuracy, permuted_accuracy}`, `order_gap` (their difference), `sample_beats_nn` (fraction of samples more accurate than their neighbour), counts |
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,7 +59,9 @@ use super::sample::{load_samples, SampleRow};
 use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
+use crate::nn::CnnS;
 use crate::weights::{Network, WeightCodec};
+use crate::zoo::multiclass;
 use crate::zoo::store::{Checkpoint, NamedTensors, Zoo, ZooRow};
 
 /// Loss and accuracy; NaN when absent.
@@ -67,6 +82,7 @@ pub struct SampleEval {
     pub permuted_accuracy: f64,
     pub trained_final: Score,
     pub trained_early: Score,
+    pub row_selection: Score,
     pub nn: Score,
     pub nn_row: (usize, Checkpoint),
     pub nn_noise: Score,
@@ -75,6 +91,10 @@ pub struct SampleEval {
     pub nn_decoded: Score,
     /// The task's own final zoo models' weight latents, decoded: what a perfect alignment would sample.
     pub own_decoded: Score,
+    /// The sample's argmax on each image.
+    pub predictions: Vec<u8>,
+    /// Agreement of `predictions` with the nearest neighbour's.
+    pub nn_agreement: f64,
 }
 
 /// The 5 non-identity permutations of 3 labels.
@@ -132,6 +152,48 @@ pub fn add_noise(weights: &NamedTensors, scale: f64, seed: u64) -> NamedTensors 
         .collect()
 }
 
+/// Fraction of positions where `a` and `b` agree.
+pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
+    if a.is_empty() {
+        return f64::NAN;
+    }
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+/// Mean over the groups with ≥ 2 members of the mean pairwise disagreement of their predictions
+/// (`groups`: a group id per prediction vector); NaN when no group has two members.
+pub fn diversity(groups: &[usize], predictions: &[&[u8]]) -> f64 {
+    let mut by: BTreeMap<usize, Vec<&[u8]>> = BTreeMap::new();
+    for (g, p) in groups.iter().zip(predictions) {
+        by.entry(*g).or_default().push(p);
+    }
+    let per: Vec<f64> = by
+        .values()
+        .filter(|m| m.len() >= 2)
+        .map(|m| {
+            let mut sum = 0.0;
+            let mut pairs = 0usize;
+            for i in 0..m.len() {
+                for j in i + 1..m.len() {
+                    sum += 1.0 - agreement(m[i], m[j]);
+                    pairs += 1;
+                }
+            }
+            sum / pairs as f64
+        })
+        .collect();
+    if per.is_empty() {
+        f64::NAN
+    } else {
+        per.iter().sum::<f64>() / per.len() as f64
+    }
+}
+
+/// Argmax (first maximum) per row of 3 logits.
+fn predictions(logits: &[[f32; 3]]) -> Vec<u8> {
+    logits.iter().map(argmax).collect()
+}
+
 /// `(achieved = target)`'s coefficient of determination and the Pearson correlation, finite pairs only.
 pub fn r2_and_pearson(target: &[f64], achieved: &[f64]) -> (f64, f64) {
     let pts: Vec<(f64, f64)> =
@@ -182,6 +244,8 @@ pub struct Inputs6<'a> {
     pub embed: &'a Path,
     /// Both or neither: the weight codec, for the decoded-latent references.
     pub codec: Option<(&'a Path, &'a Path)>,
+    /// A `multiclass` stage: the row-selection baseline.
+    pub row_selection: Option<&'a Path>,
 }
 
 pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result<serde_json::Value, StageError> {
@@ -226,6 +290,10 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     if pairs.is_empty() {
         return Err(StageError::msg(format!("{}: no train-split pairs for the nearest-neighbour baseline", path.display())));
     }
+    let multi: Vec<CnnS> = match dirs.row_selection {
+        Some(d) => multiclass::load_models(d)?,
+        None => Vec::new(),
+    };
     let shapes: Vec<(String, Vec<usize>)> = zoo.meta.parameters.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
     let std_emb = |task: usize| -> Result<Vec<f32>, StageError> {
         let e = emb
@@ -271,7 +339,15 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         let weights = TensorFile::open(&dirs.samples.join(&s.file))?.f32_all()?;
         let net = Network::build(&arch, &weights)?;
         let ev = net.evaluate(&images, &labels)?;
-        let permuted = permuted_accuracy(&net.logits_u8(&images)?, &labels);
+        let logits = net.logits_u8(&images)?;
+        let permuted = permuted_accuracy(&logits, &labels);
+        let rows = multi
+            .iter()
+            .map(|m| {
+                let three = m.select_rows(s.classes()).map_err(|e| StageError::msg(format!("sample {}: row selection: {e}", s.sample)))?;
+                score(&arch, &three.named_tensors(), &images, &labels)
+            })
+            .collect::<Result<Vec<Score>, _>>()?;
         let mut own = BTreeMap::<Checkpoint, Vec<Score>>::new();
         for r in zoo.rows.iter().filter(|r| r.task_id == s.task_id && r.ok()) {
             own.entry(r.checkpoint).or_default().push(score(&arch, &zoo.weights(r)?, &images, &labels)?);
@@ -283,6 +359,8 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         };
         let nn = (0..pairs.len()).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap_or(0);
         let nn_weights = zoo.weights(zoo_row(pairs[nn].model_id, pairs[nn].checkpoint)?)?;
+        let nn_predictions = predictions(&Network::build(&arch, &nn_weights)?.logits_u8(&images)?);
+        let predictions = predictions(&logits);
         let own_decoded: Vec<Score> = all_pairs
             .iter()
             .filter(|p| p.task_id == s.task_id && p.checkpoint == Checkpoint::Final)
@@ -294,49 +372,109 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             permuted_accuracy: permuted,
             trained_final: mean_score(own.get(&Checkpoint::Final).map_or(&[][..], |v| v)),
             trained_early: mean_score(own.get(&Checkpoint::Early).map_or(&[][..], |v| v)),
+            row_selection: mean_score(&rows),
             nn: score(&arch, &nn_weights, &images, &labels)?,
             nn_row: (pairs[nn].model_id, pairs[nn].checkpoint),
             nn_noise: score(&arch, &add_noise(&nn_weights, noise, sample_seed ^ 0x4e01), &images, &labels)?,
             random: score(&arch, &random_init(&shapes, sample_seed ^ 0x4a4d), &images, &labels)?,
             nn_decoded: decoded(pairs[nn].row, &images, &labels)?,
             own_decoded: mean_score(&own_decoded),
+            nn_agreement: agreement(&predictions, &nn_predictions),
+            predictions,
         })
     };
     let evals: Vec<SampleEval> = samples.par_iter().map(eval_one).collect::<Result<_, _>>()?;
 
-    let mut csv = String::from(
-        "sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,\
-         trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,\
-         nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy\n",
-    );
-    for (s, e) in samples.iter().zip(&evals) {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            s.sample,
-            s.task_id,
-            s.target_loss,
-            e.sample.loss,
-            e.sample.accuracy,
-            e.permuted_accuracy,
-            e.trained_final.loss,
-            e.trained_final.accuracy,
-            e.trained_early.loss,
-            e.trained_early.accuracy,
-            e.nn_row.0,
-            e.nn_row.1.as_str(),
-            e.nn.loss,
-            e.nn.accuracy,
-            e.nn_noise.loss,
-            e.nn_noise.accuracy,
-            e.random.loss,
-            e.random.accuracy,
-            e.nn_decoded.loss,
-            e.nn_decoded.accuracy,
-            e.own_decoded.loss,
-            e.own_decoded.accuracy
-        ));
+    // NN + noise at the samples' accuracy (see the module doc).
+    let noisy_nn = |scale: f64| -> Result<Vec<(Score, f64, Vec<u8>)>, StageError> {
+        samples
+            .par_iter()
+            .zip(&evals)
+            .map(|(s, e)| {
+                let (images, labels) = task_images(s.task_id)?;
+                let w = zoo.weights(zoo_row(e.nn_row.0, e.nn_row.1)?)?;
+                let sample_seed = seed.wrapping_mul(1_000_003).wrapping_add(s.sample as u64);
+                let net = Network::build(&arch, &add_noise(&w, scale, sample_seed ^ 0x4e01))?;
+                let ev = net.evaluate(&images, &labels)?;
+                let pred = predictions(&net.logits_u8(&images)?);
+                let nn_pred = predictions(&Network::build(&arch, &w)?.logits_u8(&images)?);
+                Ok((Score { loss: ev.loss, accuracy: ev.accuracy }, agreement(&pred, &nn_pred), pred))
+            })
+            .collect()
+    };
+    let mean_of = |v: &[f64]| -> f64 {
+        let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        if f.is_empty() {
+            f64::NAN
+        } else {
+            f.iter().sum::<f64>() / f.len() as f64
+        }
+    };
+    let accuracy_at = |scale: f64| -> Result<f64, StageError> {
+        Ok(mean_of(&noisy_nn(scale)?.iter().map(|r| r.0.accuracy).collect::<Vec<_>>()))
+    };
+    let sample_accuracy = mean_of(&evals.iter().map(|e| e.sample.accuracy).collect::<Vec<_>>());
+    let mut matched_scale = 0.0;
+    if accuracy_at(0.0)? > sample_accuracy {
+        let (mut lo, mut hi) = (0.0f64, 4.0f64);
+        for _ in 0..24 {
+            let mid = 0.5 * (lo + hi);
+            if accuracy_at(mid)? > sample_accuracy {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        matched_scale = 0.5 * (lo + hi);
     }
-    files::write(&out.join("evaluation.csv"), csv.as_bytes())?;
+    let matched = noisy_nn(matched_scale)?;
+    let prompts: Vec<usize> = samples.iter().map(|s| s.prompt).collect();
+
+    let path = out.join("evaluation.csv");
+    let csv_err = |e: csv::Error| StageError::msg(format!("{}: {e}", path.display()));
+    let mut w = csv::Writer::from_path(&path).map_err(csv_err)?;
+    w.write_record([
+        "sample",
+        "prompt",
+        "task_id",
+        "target_loss",
+        "loss",
+        "accuracy",
+        "permuted_accuracy",
+        "nn_agreement",
+        "trained_final_loss",
+        "trained_final_accuracy",
+        "trained_early_loss",
+        "trained_early_accuracy",
+        "row_selection_loss",
+        "row_selection_accuracy",
+        "nn_model_id",
+        "nn_checkpoint",
+        "nn_loss",
+        "nn_accuracy",
+        "nn_noise_loss",
+        "nn_noise_accuracy",
+        "random_loss",
+        "random_accuracy",
+        "nn_decoded_loss",
+        "nn_decoded_accuracy",
+        "own_decoded_loss",
+        "own_decoded_accuracy",
+    ])
+    .map_err(csv_err)?;
+    for (s, e) in samples.iter().zip(&evals) {
+        let mut rec = vec![s.sample.to_string(), s.prompt.to_string(), s.task_id.to_string(), s.target_loss.to_string()];
+        let scores = [e.sample];
+        rec.extend(scores.iter().flat_map(|x| [x.loss.to_string(), x.accuracy.to_string()]));
+        rec.extend([e.permuted_accuracy.to_string(), e.nn_agreement.to_string()]);
+        rec.extend([e.trained_final, e.trained_early, e.row_selection].iter().flat_map(|x| [x.loss.to_string(), x.accuracy.to_string()]));
+        rec.extend([e.nn_row.0.to_string(), e.nn_row.1.as_str().to_string()]);
+        rec.extend(
+            [e.nn, e.nn_noise, e.random, e.nn_decoded, e.own_decoded].iter().flat_map(|x| [x.loss.to_string(), x.accuracy.to_string()]),
+        );
+        w.write_record(&rec).map_err(csv_err)?;
+    }
+    w.flush().map_err(|e| StageError::io(&path, e))?;
 
     let targets: Vec<f64> = samples.iter().map(|s| s.target_loss).collect();
     let achieved: Vec<f64> = evals.iter().map(|e| e.sample.loss).collect();
@@ -380,7 +518,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let variant = |f: &dyn Fn(&SampleEval) -> Score| json!({ "loss": num(mean(&|e| f(e).loss)), "accuracy": num(mean(&|e| f(e).accuracy)) });
     let beats = evals.iter().filter(|e| e.sample.accuracy > e.nn.accuracy).count() as f64 / evals.len().max(1) as f64;
     let tasks_n = samples.iter().map(|s| s.task_id).collect::<std::collections::BTreeSet<_>>().len();
-    let metrics = json!({
+    let mut metrics = json!({
         "samples": samples.len(),
         "tasks": tasks_n,
         "sample": variant(&|e| e.sample),
@@ -391,6 +529,15 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         "random": variant(&|e| e.random),
         "nn_decoded": variant(&|e| e.nn_decoded),
         "own_decoded": variant(&|e| e.own_decoded),
+        "diversity": num(diversity(&prompts, &evals.iter().map(|e| e.predictions.as_slice()).collect::<Vec<_>>())),
+        "nn_agreement": num(mean(&|e| e.nn_agreement)),
+        "nn_noise_matched": {
+            "noise": matched_scale,
+            "loss": num(mean_of(&matched.iter().map(|r| r.0.loss).collect::<Vec<_>>())),
+            "accuracy": num(mean_of(&matched.iter().map(|r| r.0.accuracy).collect::<Vec<_>>())),
+            "diversity": num(diversity(&prompts, &matched.iter().map(|r| r.2.as_slice()).collect::<Vec<_>>())),
+            "nn_agreement": num(mean_of(&matched.iter().map(|r| r.1).collect::<Vec<_>>())),
+        },
         "chance_accuracy": 1.0 / 3.0,
         "prompt_r2": num(r2),
         "prompt_pearson": num(pearson),
@@ -400,6 +547,10 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         "non_finite_sample_losses": achieved.iter().filter(|x| !x.is_finite()).count(),
         "noise": noise,
     });
+    if !multi.is_empty() {
+        metrics["row_selection"] = variant(&|e| e.row_selection);
+        metrics["row_selection_models"] = json!(multi.len());
+    }
     files::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
@@ -419,7 +570,7 @@ impl StageKind for EvaluateSamplesKind {
         "evaluate-samples"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "sampled models on their tasks' test images vs trained, nearest-neighbour, noisy-neighbour and random baselines"
@@ -440,6 +591,7 @@ impl StageKind for EvaluateSamplesKind {
             ("embed", true, "the `dataset-embed` stage"),
             ("pca", false, "the `pca` stage (with `autoencoder`: the decoded-latent references)"),
             ("autoencoder", false, "the `autoencoder` stage the align stage used"),
+            ("row_selection", false, "a `multiclass` stage: the row-selection baseline"),
         ])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
@@ -459,6 +611,7 @@ impl StageKind for EvaluateSamplesKind {
                 (None, None) => None,
                 _ => return Err(StageError::msg("connect both `pca` and `autoencoder`, or neither")),
             },
+            row_selection: ctx.inputs.get("row_selection").map(|p| p.as_path()),
         };
         ctx.progress.message("evaluating samples and baselines");
         run_evaluate(&dirs, noise, ctx.int("seed")? as u64, ctx.out)?;

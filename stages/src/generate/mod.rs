@@ -7,8 +7,12 @@
 //! - [`ntxent`]: the symmetric NT-Xent loss, checked against PyTorch.
 //! - [`AlignKind`] (`kind = "align"`, inputs `zoo`, `pca`, `autoencoder`, `embed`): trains both encoders
 //!   against the autoencoder's fixed weight latents ([`align`]).
-//! - [`SampleKind`] (`kind = "sample"`): for every test-split task and a grid of target losses,
-//!   `z_proj` → the autoencoder's decoder → inverse PCA → weights ([`sample`]).
+//! - [`GeneratorKind`] (`kind = "generator"`, inputs `zoo`, `tasks`, `data`, `embed`): a conditional
+//!   generator whose head rows follow the prompt's class order and whose body is shared, distilled from
+//!   the zoo's models ([`generator`]).
+//! - [`SampleKind`] (`kind = "sample"`): for every test-split task, a grid of target losses and
+//!   `samples_per_prompt` draws, weights from the method of choice: `align` (`z_proj` → the
+//!   autoencoder's decoder → inverse PCA) or `generator` ([`sample`]).
 //! - [`EvaluateSamplesKind`] (`kind = "evaluate-samples"`): the samples on their tasks' real test images
 //!   against trained, nearest-neighbour, noisy-neighbour and random-init baselines ([`evaluate`]).
 //! - [`ReportKind`] (`kind = "report"`, all inputs optional): one self-contained HTML page ([`report`]),
@@ -16,6 +20,7 @@
 
 pub mod align;
 pub mod evaluate;
+pub mod generator;
 pub mod headline;
 pub mod model;
 pub mod ntxent;
@@ -27,5 +32,6 @@ mod tests;
 
 pub use align::AlignKind;
 pub use evaluate::EvaluateSamplesKind;
+pub use generator::GeneratorKind;
 pub use report::ReportKind;
 pub use sample::SampleKind;

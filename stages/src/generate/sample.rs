@@ -1,39 +1,62 @@
-//! The `sample` stage: prompts → weights. For every test-split task of the `tasks` input and every
-//! target loss of a grid, `z_proj = align(task embedding, target)` is decoded by the weight codec
-//! (autoencoder decoder → de-normalisation → inverse PCA) into named tensors and saved.
+//! The `sample` stage: prompts → weights. For every test-split task of the `tasks` input, every target
+//! loss of a grid and `samples_per_prompt` draws, one model's weights, by the stage's `method`:
+//! - `"align"` (the thesis): `z_proj = align(task embedding, target)` decoded by the weight codec
+//!   (autoencoder decoder → de-normalisation → inverse PCA). Draw 0 is `z_proj` itself; draw `j ≥ 1`
+//!   adds `N(0, (0.1·s_i)²)` to coordinate `i`, `s_i` the coordinate's std over the autoencoder's
+//!   latents. Inputs `align`, `pca`, `autoencoder`, `embed`.
+//! - `"generator"`: the `generator` stage's model ([`super::generator`]) with a fresh `ξ` per draw.
+//!   Input `generator`.
 //!
-//! The grid: `targets` values evenly spaced over the align stage's loss range (the train split's
-//! `val_loss` range, `loss_min` … `loss_max`; one value = the midpoint).
+//! The grid: `targets` values evenly spaced over the method's loss range (the train split's `val_loss`
+//! range, `loss_min` … `loss_max`; one value = the midpoint), or the losses listed in `target_losses`:
+//! a listed loss outside the range is **refused** with an error naming it and the range (a model of
+//! that loss was never seen). Draws are seeded by `seed`, the task and the draw index.
+//!
+//! Loss control (`loss_control = "scale"`, either method, `cnn-s`): each sample's head (`fc2.weight`
+//! and `fc2.bias`, hence its logits) is multiplied by the factor [`head_scale`] at which its mean
+//! cross-entropy on `calibration_images` *training* images of its task (evenly spaced, as the
+//! behavioural probes; never the test images it is scored on) equals the target; a target below the
+//! lowest loss scaling can reach gets that lowest loss. Scaling never changes a prediction, so it
+//! moves the loss without touching the accuracy. Input `data`.
 //!
 //! # Output (a directory)
 //! | file | content |
 //! | --- | --- |
-//! | `samples/t<task>-<k>.safetensors` | `F32` weights with the zoo's parameter names and shapes (`state_dict` order) |
-//! | `samples.csv` | `sample,task_id,class_0,class_1,class_2,target_loss,bin,file` |
-//! | `samples.safetensors` | `latents` `[S, latent]`: the `z_proj` each sample was decoded from |
-//! | `metrics.json` | `samples`, `tasks`, `targets`, `loss_min`, `loss_max`, `arch` |
+//! | `samples/t<task>-<k>-<draw>.safetensors` | `F32` weights with the zoo's parameter names and shapes (`state_dict` order) |
+//! | `samples.csv` | `sample,prompt,draw,task_id,class_0,class_1,class_2,target_loss,head_scale,file` (`prompt`: task × target, shared by its draws; `head_scale` 1 without loss control) |
+//! | `metrics.json` | `method`, `samples`, `prompts`, `tasks`, `targets`, `samples_per_prompt`, `loss_min`, `loss_max`, `arch` |
 
 use std::path::Path;
 
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::align::task_embeddings;
-use super::model::Aligner;
-use crate::data::files;
-use crate::data::{TaskSplit, Tasks};
+use super::generator::{Generator, Prompt};
+use super::model::{normal, Aligner};
+use crate::data::files::{self, TensorFile};
+use crate::data::{Dataset, Task, TaskSplit, Tasks};
+use crate::nn::{self, CnnS, IMAGE_PIXELS};
+use crate::weights::behaviour::spread;
 use crate::weights::WeightCodec;
+use crate::zoo::store::NamedTensors;
 
 /// One row of `samples.csv`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SampleRow {
     pub sample: usize,
+    /// Task × target: the draws of one prompt share it.
+    pub prompt: usize,
+    pub draw: usize,
     pub task_id: usize,
     pub class_0: usize,
     pub class_1: usize,
     pub class_2: usize,
     pub target_loss: f64,
-    pub bin: usize,
+    /// The factor the head was scaled by (`loss_control = "scale"`; 1 otherwise).
+    pub head_scale: f64,
     pub file: String,
 }
 
@@ -59,58 +82,282 @@ pub fn target_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     }
 }
 
-pub fn run_sample(
-    align_dir: &Path,
-    pca_dir: &Path,
-    ae_dir: &Path,
-    embed_dir: &Path,
-    tasks: &Tasks,
-    targets: usize,
-    out: &Path,
-) -> Result<serde_json::Value, StageError> {
-    let al = Aligner::load(align_dir)?;
-    let codec = WeightCodec::load(pca_dir, Some(ae_dir))?;
-    if codec.latent_dim() != al.config.latent_dim {
-        return Err(StageError::msg(format!(
-            "the align stage projects to {} dimensions but the autoencoder's latent has {}",
-            al.config.latent_dim,
-            codec.latent_dim()
-        )));
+/// How the stage makes weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    Align,
+    Generator,
+}
+
+/// The checked parameters of a `sample` stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleOptions {
+    pub method: Method,
+    pub targets: usize,
+    /// Explicit target losses (instead of the grid) when non-empty.
+    pub target_losses: Vec<f64>,
+    pub samples_per_prompt: usize,
+    /// `Some(n)`: scale each sample's head to its target loss on `n` training images of its task.
+    pub calibrate: Option<usize>,
+    pub seed: u64,
+}
+
+impl SampleOptions {
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
+        let target_losses = p
+            .param("target_losses")?
+            .as_list()
+            .unwrap_or(&[])
+            .iter()
+            .map(|v| v.as_f64().filter(|x| x.is_finite()))
+            .collect::<Option<Vec<f64>>>()
+            .ok_or_else(|| StageError::param("target_losses", "must be a list of finite numbers"))?;
+        Ok(SampleOptions {
+            method: match p.str("method")? {
+                "generator" => Method::Generator,
+                _ => Method::Align,
+            },
+            targets: p.positive("targets")?,
+            target_losses,
+            samples_per_prompt: p.positive("samples_per_prompt")?,
+            calibrate: match p.str("loss_control")? {
+                "scale" => Some(p.positive("calibration_images")?),
+                _ => None,
+            },
+            seed: p.int("seed")? as u64,
+        })
     }
-    let (emb, dim) = task_embeddings(embed_dir)?;
-    if dim != al.config.dataset_dim {
-        return Err(StageError::msg(format!(
-            "embeddings are {dim}-d, the align stage was trained on {}-d",
-            al.config.dataset_dim
-        )));
+
+    /// The target losses for a method whose train split spans `[lo, hi]`.
+    pub fn grid(&self, lo: f64, hi: f64) -> Result<Vec<f64>, StageError> {
+        if self.target_losses.is_empty() {
+            return Ok(target_grid(lo, hi, self.targets));
+        }
+        match self.target_losses.iter().find(|&&t| !(lo..=hi).contains(&t)) {
+            Some(t) => Err(StageError::param(
+                "target_losses",
+                format!("{t} is outside the zoo's loss range [{lo:.4}, {hi:.4}] (the train split's val_loss): refused"),
+            )),
+            None => Ok(self.target_losses.clone()),
+        }
     }
-    let grid = target_grid(al.config.loss_min, al.config.loss_max, targets);
-    std::fs::create_dir_all(out.join("samples")).map_err(|e| StageError::io(out.join("samples"), e))?;
-    let mut rows = Vec::new();
-    let mut latents = Vec::new();
-    let test: Vec<_> = tasks.split(TaskSplit::Test).collect();
-    for task in &test {
-        let e = emb
+}
+
+/// Mean cross-entropy of logits `u` (rows of 3) scaled by `s`, with `labels`, in f64.
+fn scaled_ce(u: &[[f32; 3]], labels: &[u8], s: f64) -> f64 {
+    let mut sum = 0.0;
+    for (z, &y) in u.iter().zip(labels) {
+        let v = z.map(|x| s * x as f64);
+        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        sum += m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - v[y as usize];
+    }
+    sum / labels.len().max(1) as f64
+}
+
+/// The head scale `s ≥ 0` at which logits `u` have mean cross-entropy `target` on `labels`.
+///
+/// `ce(s)` is convex with `ce(0) = ln 3`; it falls to its minimum at `s*` (found by ternary search on
+/// `[0, 1000]`) and is monotone on `[0, s*]`, where bisection finds the target. A target above ln 3 gives
+/// 0 (uniform outputs), one below `ce(s*)` gives `s*` (the nearest reachable loss).
+pub fn head_scale(u: &[[f32; 3]], labels: &[u8], target: f64) -> f64 {
+    let ce = |s: f64| scaled_ce(u, labels, s);
+    let (mut lo, mut hi) = (0.0f64, 1000.0f64);
+    for _ in 0..200 {
+        let (a, b) = (lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0);
+        if ce(a) <= ce(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    let best = 0.5 * (lo + hi);
+    if target <= ce(best) {
+        return best;
+    }
+    if target >= ce(0.0) {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, best);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if ce(mid) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Scales a cnn-s's head (`fc2.weight`, `fc2.bias`: the logits) by `s`.
+fn scale_head(w: &mut NamedTensors, s: f64) {
+    for (name, _, v) in w.iter_mut().filter(|t| t.0 == "fc2.weight" || t.0 == "fc2.bias") {
+        debug_assert!(name.starts_with("fc2"));
+        v.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
+    }
+}
+
+/// `count` training images of `task` (evenly spaced, as the behavioural probes) and their labels.
+fn calibration_set(task: &Task, data: &Dataset, count: usize) -> Result<(Vec<f32>, Vec<u8>), StageError> {
+    let mut images = Vec::with_capacity(count * IMAGE_PIXELS);
+    let mut labels = Vec::with_capacity(count);
+    for j in spread(task.train.len(), count) {
+        let i = task.train[j];
+        let label = data.train.labels.get(i).and_then(|&l| task.local_label(l)).ok_or_else(|| {
+            StageError::msg(format!("task {}: training image {i} is missing or not of the task's classes", task.id))
+        })?;
+        if data.train.image_len != IMAGE_PIXELS {
+            return Err(StageError::msg("loss_control = \"scale\" runs cnn-s models on 28×28 grey images"));
+        }
+        images.extend(data.train.image(i).iter().map(|&p| p as f32 / 255.0));
+        labels.push(label as u8);
+    }
+    Ok((images, labels))
+}
+
+/// Makes the weights of one task's prompts: `targets` × `draws`, target-major.
+type Maker<'a> = Box<dyn Fn(&Task, &[f64], usize) -> Result<Vec<NamedTensors>, StageError> + 'a>;
+
+/// The per-draw RNG of a task.
+fn draw_rng(seed: u64, task: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The `align` method (see the module doc).
+struct AlignMethod {
+    al: Aligner,
+    codec: WeightCodec,
+    emb: Vec<f32>,
+    dim: usize,
+    /// Per-coordinate std of the autoencoder's latents.
+    latent_std: Vec<f32>,
+}
+
+impl AlignMethod {
+    fn load(align: &Path, pca: &Path, ae: &Path, embed: &Path) -> Result<Self, StageError> {
+        let al = Aligner::load(align)?;
+        let codec = WeightCodec::load(pca, Some(ae))?;
+        let k = codec.latent_dim();
+        if k != al.config.latent_dim {
+            return Err(StageError::msg(format!(
+                "the align stage projects to {} dimensions but the autoencoder's latent has {k}",
+                al.config.latent_dim
+            )));
+        }
+        let (emb, dim) = task_embeddings(embed)?;
+        if dim != al.config.dataset_dim {
+            return Err(StageError::msg(format!("embeddings are {dim}-d, the align stage was trained on {}-d", al.config.dataset_dim)));
+        }
+        let file = TensorFile::open(&ae.join("latents.safetensors"))?;
+        let latents = file.f32_all()?.into_iter().find(|t| t.0 == "latents").map(|t| t.2).unwrap_or_default();
+        let n = (latents.len() / k.max(1)).max(1) as f64;
+        let latent_std = (0..k)
+            .map(|i| {
+                let col = latents.iter().skip(i).step_by(k);
+                let mean = col.clone().map(|&v| v as f64).sum::<f64>() / n;
+                (col.map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+            })
+            .collect();
+        Ok(AlignMethod { al, codec, emb, dim, latent_std })
+    }
+
+    fn make(&self, task: &Task, grid: &[f64], draws: usize, seed: u64) -> Result<Vec<NamedTensors>, StageError> {
+        let (dim, k) = (self.dim, self.codec.latent_dim());
+        let e = self
+            .emb
             .get(task.id * dim..(task.id + 1) * dim)
             .ok_or_else(|| StageError::msg(format!("task {} has no embedding: the `embed` input is of other tasks", task.id)))?;
         let raw: Vec<f32> = grid.iter().flat_map(|_| e.iter().copied()).collect();
-        let z = al.project(&raw, &grid)?;
-        let weights = codec.decode(&z)?;
-        for (k, (w, &target)) in weights.into_iter().zip(&grid).enumerate() {
-            let file = format!("samples/t{:04}-{k}.safetensors", task.id);
-            files::write_f32_safetensors(&out.join(&file), &w)?;
+        let z = self.al.project(&raw, grid)?;
+        let mut rng = draw_rng(seed, task.id);
+        let mut all = Vec::with_capacity(grid.len() * draws * k);
+        for zt in z.chunks(k) {
+            for j in 0..draws {
+                all.extend(zt.iter().zip(&self.latent_std).map(|(v, s)| if j == 0 { *v } else { v + 0.1 * s * normal(&mut rng) }));
+            }
+        }
+        self.codec.decode(&all)
+    }
+}
+
+pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json::Value, StageError> {
+    let tasks = Tasks::load(ctx.input("tasks")?)?;
+    let need = |slot: &str| {
+        ctx.inputs.get(slot).map(|p| p.as_path()).ok_or_else(|| {
+            StageError::msg(format!(
+                "stage `{}`: method `{}` needs the `{slot}` input",
+                ctx.stage,
+                if opts.method == Method::Align { "align" } else { "generator" }
+            ))
+        })
+    };
+    let draws = opts.samples_per_prompt;
+    let seed = opts.seed;
+    let (maker, (lo, hi), arch): (Maker, (f64, f64), String) = match opts.method {
+        Method::Align => {
+            let m = AlignMethod::load(need("align")?, need("pca")?, need("autoencoder")?, need("embed")?)?;
+            let range = (m.al.config.loss_min, m.al.config.loss_max);
+            let arch = m.codec.arch().to_string();
+            (Box::new(move |t, g, d| m.make(t, g, d, seed)), range, arch)
+        }
+        Method::Generator => {
+            let g = Generator::load(need("generator")?)?;
+            let range = (g.config.loss_min, g.config.loss_max);
+            let make = move |task: &Task, grid: &[f64], d: usize| -> Result<Vec<NamedTensors>, StageError> {
+                let mut rng = draw_rng(seed, task.id);
+                let prompts: Vec<Prompt> = grid
+                    .iter()
+                    .flat_map(|&t| (0..d).map(move |_| t))
+                    .map(|t| Prompt { classes: task.classes, target_loss: t, xi: g.draw(&mut rng, 1.0) })
+                    .collect();
+                Ok(g.generate(&prompts)?.iter().map(|m| m.named_tensors()).collect())
+            };
+            (Box::new(make), range, "cnn-s".to_string())
+        }
+    };
+    let grid = opts.grid(lo, hi)?;
+    let data = match opts.calibrate {
+        Some(_) if arch != "cnn-s" => {
+            return Err(StageError::param("loss_control", format!("\"scale\" runs cnn-s models; the samples are `{arch}`")))
+        }
+        Some(_) => Some(Dataset::load(need("data")?)?),
+        None => None,
+    };
+    let out = ctx.out;
+    std::fs::create_dir_all(out.join("samples")).map_err(|e| StageError::io(out.join("samples"), e))?;
+    let mut rows = Vec::new();
+    let test: Vec<_> = tasks.split(TaskSplit::Test).collect();
+    ctx.progress.start(test.len() as u64, "tasks");
+    for task in &test {
+        let mut weights = maker(task, &grid, draws)?;
+        let calibration = match (opts.calibrate, &data) {
+            (Some(n), Some(data)) => Some(calibration_set(task, data, n)?),
+            _ => None,
+        };
+        for (i, w) in weights.iter_mut().enumerate() {
+            let (k, draw) = (i / draws, i % draws);
+            let mut scale = 1.0;
+            if let Some((images, labels)) = &calibration {
+                let net = CnnS::from_named_tensors(w.iter().map(|(n, s, v)| (n, s, v))).map_err(|e| StageError::msg(e.to_string()))?;
+                scale = head_scale(&nn::logits_f32(&net, images), labels, grid[k]);
+                scale_head(w, scale);
+            }
+            let file = format!("samples/t{:04}-{k}-{draw}.safetensors", task.id);
+            files::write_f32_safetensors(&out.join(&file), w)?;
             rows.push(SampleRow {
                 sample: rows.len(),
+                prompt: rows.len() / draws,
+                draw,
                 task_id: task.id,
                 class_0: task.classes[0],
                 class_1: task.classes[1],
                 class_2: task.classes[2],
-                target_loss: target,
-                bin: al.config.bin(target),
+                target_loss: grid[k],
+                head_scale: scale,
                 file,
             });
         }
-        latents.extend(z);
+        ctx.progress.inc(1);
     }
     let path = out.join("samples.csv");
     let mut w = csv::Writer::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
@@ -118,17 +365,16 @@ pub fn run_sample(
         w.serialize(r).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
     }
     w.flush().map_err(|e| StageError::io(&path, e))?;
-    files::write_f32_safetensors(
-        &out.join("samples.safetensors"),
-        &[("latents".into(), vec![rows.len(), al.config.latent_dim], latents)],
-    )?;
     let metrics = json!({
+        "method": if opts.method == Method::Align { "align" } else { "generator" },
         "samples": rows.len(),
+        "prompts": rows.len() / draws,
         "tasks": test.len(),
         "targets": grid.len(),
-        "loss_min": al.config.loss_min,
-        "loss_max": al.config.loss_max,
-        "arch": codec.arch(),
+        "samples_per_prompt": draws,
+        "loss_min": lo,
+        "loss_max": hi,
+        "arch": arch,
     });
     files::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
@@ -142,44 +388,51 @@ impl StageKind for SampleKind {
         "sample"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
-        "z_proj(test task, target loss) → decoder → weights, for every test task and a grid of target losses"
+        "P(W | D, R): weights for every test task × target loss × draw, by the align method or a generator"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::optional(
-            "targets",
-            ParamType::Int,
-            Value::Int(5),
-            "target losses per task, evenly spaced over the train split's val_loss range",
-        )]
+        use ParamType::*;
+        vec![
+            ParamSpec::optional("method", Choice(&["align", "generator"]), Value::Str("align".into()), "how weights are made (see the stage doc)"),
+            ParamSpec::optional("targets", Int, Value::Int(5), "target losses per task, evenly spaced over the train split's val_loss range"),
+            ParamSpec::optional(
+                "target_losses",
+                List(Box::new(Float)),
+                Value::List(Vec::new()),
+                "explicit target losses instead of the grid; each must lie in the zoo's range",
+            ),
+            ParamSpec::optional("samples_per_prompt", Int, Value::Int(1), "draws per task × target"),
+            ParamSpec::optional(
+                "loss_control",
+                Choice(&["none", "scale"]),
+                Value::Str("none".into()),
+                "\"scale\": scale each sample's head so that its loss on training images of its task is the target",
+            ),
+            ParamSpec::optional("calibration_images", Int, Value::Int(256), "loss_control = \"scale\": training images per task"),
+            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the draws"),
+        ]
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
-            ("align", true, "an `align` stage"),
-            ("pca", true, "the `pca` stage the autoencoder was trained on"),
-            ("autoencoder", true, "the `autoencoder` stage (its decoder)"),
-            ("embed", true, "the `dataset-embed` stage the align stage used"),
             ("tasks", true, "the `tasks` stage (which tasks are test tasks)"),
+            ("align", false, "method align: an `align` stage"),
+            ("pca", false, "method align: the `pca` stage the autoencoder was trained on"),
+            ("autoencoder", false, "method align: the `autoencoder` stage (its decoder)"),
+            ("embed", false, "method align: the `dataset-embed` stage the align stage used"),
+            ("generator", false, "method generator: a `generator` stage"),
+            ("data", false, "loss_control = \"scale\": the zoo's `dataset` stage (training images)"),
         ])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
-        params.positive("targets").map(|_| ())
+        SampleOptions::from_params(params).map(|_| ())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let targets = ctx.view().positive("targets")?;
-        let tasks = Tasks::load(ctx.input("tasks")?)?;
-        ctx.progress.message("decoding samples");
-        run_sample(
-            ctx.input("align")?,
-            ctx.input("pca")?,
-            ctx.input("autoencoder")?,
-            ctx.input("embed")?,
-            &tasks,
-            targets,
-            ctx.out,
-        )?;
+        let opts = SampleOptions::from_params(ctx.view())?;
+        ctx.progress.message("sampling");
+        run_sample(ctx, &opts)?;
         Ok(())
     }
 }

@@ -58,3 +58,77 @@ fn grid_permutations_r2_and_init() {
     assert!(w.iter().all(|(_, _, v)| v.iter().all(|x| x.abs() <= 0.5)));
     assert_eq!(w, random_init(&[("fc.weight".into(), vec![3, 4]), ("fc.bias".into(), vec![3])], 1));
 }
+
+#[test]
+fn diversity_and_agreement_count_disagreeing_predictions() {
+    use super::evaluate::{agreement, diversity};
+    assert_eq!(agreement(&[0, 1, 2, 2], &[0, 1, 1, 0]), 0.5);
+    // Prompt 0: three draws; pairwise disagreements 1/4, 2/4, 1/4 → mean 1/3. Prompt 1: identical → 0.
+    // Prompt 2: one draw → left out. Mean over prompts (1/3 + 0) / 2.
+    let p: [&[u8]; 6] = [&[0, 0, 0, 0], &[0, 0, 0, 1], &[1, 0, 0, 1], &[2, 2, 1, 0], &[2, 2, 1, 0], &[1, 1, 1, 1]];
+    let d = diversity(&[0, 0, 0, 1, 1, 2], &p);
+    assert!((d - 1.0 / 6.0).abs() < 1e-12, "{d}");
+    assert!(diversity(&[0, 1], &p[..2]).is_nan(), "one draw per prompt: no diversity");
+}
+
+#[test]
+fn head_scale_meets_the_target_loss_or_the_nearest_reachable_one() {
+    use super::sample::head_scale;
+    // Cross-entropy of s·u in f64, written out independently of the stage's helper.
+    let ce = |u: &[[f32; 3]], y: &[u8], s: f64| -> f64 {
+        u.iter()
+            .zip(y)
+            .map(|(z, &t)| {
+                let e: f64 = z.iter().map(|&x| (s * x as f64).exp()).sum();
+                e.ln() - s * z[t as usize] as f64
+            })
+            .sum::<f64>()
+            / y.len() as f64
+    };
+    // One of four images is misclassified: the loss has an interior minimum (0.5565 at s = 1.734).
+    let u = [[2.0f32, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, -0.5, 1.0], [1.0, 0.2, 0.0]];
+    let y = [0u8, 1, 2, 1];
+    let min = (0..=20000).map(|i| ce(&u, &y, i as f64 * 1e-3)).fold(f64::INFINITY, f64::min);
+    for target in [0.6, 0.8, 1.05] {
+        assert!(target > min);
+        let s = head_scale(&u, &y, target);
+        assert!((ce(&u, &y, s) - target).abs() < 1e-9, "target {target}: ce({s}) = {}", ce(&u, &y, s));
+    }
+    // Below the minimum: the scale of the minimum; above ln 3: 0 (uniform outputs).
+    let s = head_scale(&u, &y, 0.01);
+    assert!((ce(&u, &y, s) - min).abs() < 1e-6, "{} vs {min}", ce(&u, &y, s));
+    assert_eq!(head_scale(&u, &y, 2.0), 0.0);
+}
+
+#[test]
+fn generated_head_rows_follow_the_prompt_order_and_the_body_is_shared() {
+    use super::generator::{Generator, GeneratorConfig, Prompt};
+    use crate::nn::BODY_PARAMS;
+    let (k, d, q) = (5, 4, 2);
+    let config = GeneratorConfig { classes: k, dataset_dim: d, hidden: vec![8], noise_dim: q, noise: 1.0, loss_min: 0.1, loss_max: 1.1 };
+    let body: Vec<f32> = (0..BODY_PARAMS).map(|i| (i as f32 * 0.37).sin()).collect();
+    let emb: Vec<f32> = (0..k * d).map(|i| (i as f32 * 1.3).cos()).collect();
+    let g = Generator::init(config, &body, emb, 3).unwrap();
+    let xi: Vec<f32> = vec![0.3, -0.2, 0.0, 0.0, 0.0, 0.0];
+    let swapped: Vec<f32> = vec![0.0, 0.0, 0.3, -0.2, 0.0, 0.0];
+    let a = g.generate(&[Prompt { classes: [0, 3, 4], target_loss: 0.5, xi }]).unwrap().remove(0);
+    let b = g.generate(&[Prompt { classes: [3, 0, 4], target_loss: 0.5, xi: swapped }]).unwrap().remove(0);
+    assert_eq!(&a.flat()[..BODY_PARAMS], &body[..]);
+    assert_eq!(&b.flat()[..BODY_PARAMS], &body[..]);
+    // Swapping classes 0 and 3 (with their ξ) swaps head rows 0 and 1 and their biases.
+    let (wa, wb) = (a.tensor("fc2.weight").unwrap(), b.tensor("fc2.weight").unwrap());
+    assert_eq!((&wa[..20], &wa[20..40], &wa[40..]), (&wb[20..40], &wb[..20], &wb[40..]));
+    let (ba, bb) = (a.tensor("fc2.bias").unwrap(), b.tensor("fc2.bias").unwrap());
+    assert_eq!((ba[0], ba[1], ba[2]), (bb[1], bb[0], bb[2]));
+    // The target loss and ξ change the rows; an unknown class is named.
+    let c = g.generate(&[Prompt { classes: [0, 3, 4], target_loss: 1.0, xi: vec![0.0; 6] }]).unwrap().remove(0);
+    assert_ne!(c.tensor("fc2.weight"), a.tensor("fc2.weight"));
+    let e = g.generate(&[Prompt { classes: [0, 5, 1], target_loss: 0.5, xi: vec![0.0; 6] }]).err().unwrap().to_string();
+    assert!(e.contains("class 5 is not a class of the data"), "{e}");
+    // Save and load give the same generator.
+    let dir = tempfile::tempdir().unwrap();
+    g.save(dir.path(), serde_json::json!({})).unwrap();
+    let back = Generator::load(dir.path()).unwrap();
+    let p = Prompt { classes: [2, 1, 0], target_loss: 0.7, xi: vec![0.1; 6] };
+    assert_eq!(back.generate(&[p.clone()]).unwrap(), g.generate(&[p]).unwrap());
+}

@@ -111,6 +111,7 @@ pub(crate) const F1W: usize = 1514;
 pub(crate) const F1B: usize = 2234;
 pub(crate) const F2W: usize = 2254;
 /// `fc2.bias` of the 3-class head.
+#[cfg(test)]
 pub(crate) const F2B: usize = 2314;
 
 /// Errors when building a [`CnnS`] from named tensors.

@@ -16,7 +16,7 @@
 //! ([`super::net::backward_from_dz`]) run from `∂ℓ/∂s`. The loss is accumulated in f64.
 
 use super::kernels::L;
-use super::net::{backward_from_dz, eval_block, Isa, Workspace};
+use super::net::{backward_from_dz, eval_block, train_block, Isa, Workspace};
 use super::{IMAGE_PIXELS, NUM_CLASSES, NUM_PARAMS};
 
 /// `softmax(z / T)` in f64, and its logarithm.
@@ -70,6 +70,35 @@ pub fn distill(
         }
     }
     t * t * loss / n as f64
+}
+
+/// The mean cross-entropy of `student` (flat 3-class `cnn-s` weights) on `images` (`n × 784` f32,
+/// already scaled) with `labels`; when `grad` is given, `∂ℓ/∂weights` is **added** to it (the
+/// training kernel's forward/backward, [`super::net::train_block`]).
+pub fn cross_entropy(student: &[f32], images: &[f32], labels: &[u8], grad: Option<&mut [f32]>, ws: &mut Workspace) -> f64 {
+    let n = labels.len();
+    assert_eq!(student.len(), NUM_PARAMS);
+    assert_eq!(images.len(), n * IMAGE_PIXELS, "one label per image");
+    if n == 0 {
+        return 0.0;
+    }
+    let isa = Isa::detect();
+    let mut scratch;
+    let g = match grad {
+        Some(g) => g,
+        None => {
+            scratch = vec![0.0f32; NUM_PARAMS];
+            &mut scratch[..]
+        }
+    };
+    let mut loss = 0.0f64;
+    for start in (0..n).step_by(L) {
+        let len = L.min(n - start);
+        ws.load_f32(&images[start * IMAGE_PIXELS..(start + len) * IMAGE_PIXELS]);
+        ws.labels[..len].copy_from_slice(&labels[start..start + len]);
+        loss += train_block(isa, student, g, ws, len, 1.0 / n as f32).0;
+    }
+    loss / n as f64
 }
 
 #[cfg(test)]
@@ -175,5 +204,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cross_entropy_is_the_trainers_loss_and_gradient() {
+        let m = CnnS::init(3);
+        let x = images(20);
+        let labels: Vec<u8> = (0..20).map(|i| (i % 3) as u8).collect();
+        let mut g = vec![0.0f32; NUM_PARAMS];
+        let loss = cross_entropy(m.flat(), &x, &labels, Some(&mut g), &mut Workspace::new());
+        let cfg = crate::nn::TrainConfig { optimizer: crate::nn::Optimizer::adam(1e-3), batch_size: 20, seed: 0 };
+        let mut t = crate::nn::Trainer::new(m.clone(), &cfg);
+        let (want, want_g) = t.loss_and_gradient_f32(&x, &labels);
+        // Same kernel, same blocks, same order: the same bits (the trainer casts its loss to f32).
+        assert_eq!(loss as f32, want);
+        assert_eq!(g, want_g);
+        assert_eq!(cross_entropy(m.flat(), &x, &labels, None, &mut Workspace::new()), loss);
     }
 }

@@ -30,6 +30,7 @@
 
 pub mod bench;
 pub mod canonical;
+pub mod multiclass;
 pub mod sample;
 pub mod store;
 

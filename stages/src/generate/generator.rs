@@ -1,0 +1,572 @@
+//! The `generator` stage: a conditional weight generator P(W | D, R) that treats the two parts of a
+//! `cnn-s` differently.
+//!
+//! - The **head** follows the prompt's class order: output row `k` (`fc2.weight[k]`, `fc2.bias[k]`, 21
+//!   values) is `MLP([ẽ_{c_k}; t; ξ_k])`, with `ẽ_c` class `c`'s embedding from `dataset-embed`
+//!   (standardised per coordinate over the classes, std floored at 1e-3), `t = (r − loss_min) /
+//!   (loss_max − loss_min)` the target loss on the train split's `val_loss` range, and `ξ_k ~ N(0, σ²)`
+//!   (`noise_dim` values, σ = `noise`): the draw. ELU between layers.
+//! - The **body** (`conv1` … `fc1`) does not follow class order: it is one learned vector shared by
+//!   every prompt, initialised with the body of the train split's final model of lowest `val_loss`.
+//!
+//! # Training: behavioural, from the zoo
+//! One example per `ok` train-split zoo row (both checkpoints, or `checkpoints = "final"`): prompt =
+//! (the row's task's classes in output order, its `val_loss`), target behaviour = that model's logits
+//! on `probe_images` training images of its task (evenly spaced, as [`crate::weights::behaviour`]).
+//! The loss is `(1 − λ)·distillation + λ·cross-entropy` on those probes (`λ = label_weight`; the
+//! distillation loss of [`crate::nn::distill`] at `temperature`, the cross-entropy with the images'
+//! labels), averaged over a batch; its gradient flows through the cnn-s kernel's backward pass into the
+//! generated weights and from there through candle into the MLP and the body
+//! ([`crate::weights::behaviour::surrogate`]). AdamW, `batch_size` examples per step in a ChaCha8
+//! (`seed`) order per epoch, fresh ξ per example. After each epoch the mean loss of the val-split rows
+//! (ξ = 0) is measured; training stops `patience` epochs after the best and keeps the best epoch's
+//! weights. A model of a high-loss checkpoint teaches the generator what a high target loss looks like:
+//! that is the loss prompt (the `sample` stage can also meet it by scaling the head: `loss_control`).
+//!
+//! # Output (a directory)
+//! | file | content |
+//! | --- | --- |
+//! | `generator.safetensors` | `body` `[2254]`, `mlp.<2i>.weight` / `.bias`, `class_embeddings` `[K, d]` (standardised) |
+//! | `generator.json` | [`GeneratorConfig`] plus `best_epoch`, `epochs_run` |
+//! | `history.csv` | `epoch,train_loss,val_loss` |
+//! | `metrics.json` | `train_loss`, `val_loss` (best), `val_loss_untrained`, `best_epoch`, `epochs_run`, `parameters`, example counts |
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+
+use super::align::embedding_matrix;
+use super::model::{cerr, normal, uniform};
+use crate::data::files::{self, TensorFile};
+use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::nn::{self, CnnS, Workspace, BODY_PARAMS, NUM_CLASSES, NUM_PARAMS};
+use crate::weights::behaviour::{load_probes, spread, surrogate, Probe};
+use crate::weights::pca::RowRef;
+use crate::zoo::store::{Checkpoint, Zoo};
+
+/// Values per head row: 20 weights and a bias.
+const ROW: usize = 21;
+
+/// The generator's shape and the prompt scales; `generator.json` holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorConfig {
+    pub classes: usize,
+    pub dataset_dim: usize,
+    pub hidden: Vec<usize>,
+    pub noise_dim: usize,
+    pub noise: f64,
+    pub loss_min: f64,
+    pub loss_max: f64,
+}
+
+impl GeneratorConfig {
+    fn layers(&self) -> Vec<(usize, usize)> {
+        let mut dims = vec![self.dataset_dim + 1 + self.noise_dim];
+        dims.extend(&self.hidden);
+        dims.push(ROW);
+        dims.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+
+    /// The normalised target `t` of a loss (not clamped).
+    pub fn t(&self, loss: f64) -> f32 {
+        ((loss - self.loss_min) / (self.loss_max - self.loss_min).max(1e-12)) as f32
+    }
+}
+
+/// One prompt: classes in output order, target loss, and the draw `ξ` (`3 × noise_dim`).
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub classes: [usize; 3],
+    pub target_loss: f64,
+    pub xi: Vec<f32>,
+}
+
+/// The trainable generator and its standardised class embeddings.
+pub struct Generator {
+    pub config: GeneratorConfig,
+    body: Var,
+    layers: Vec<(Var, Var)>,
+    /// `[K, d]`, standardised.
+    embeddings: Vec<f32>,
+}
+
+impl Generator {
+    /// PyTorch-default `Linear` initialisation from a seeded ChaCha8 stream (layer by layer, `W` then
+    /// `b`); the body as given.
+    pub fn init(config: GeneratorConfig, body: &[f32], embeddings: Vec<f32>, seed: u64) -> Result<Self, StageError> {
+        let e = cerr("generator init");
+        if body.len() != BODY_PARAMS || embeddings.len() != config.classes * config.dataset_dim {
+            return Err(StageError::msg(format!(
+                "generator: a body of {} values (want {BODY_PARAMS}) and {} embedding values (want {} × {})",
+                body.len(),
+                embeddings.len(),
+                config.classes,
+                config.dataset_dim
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut layers = Vec::new();
+        for (i, o) in config.layers() {
+            let bound = 1.0 / (i as f32).sqrt();
+            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect() };
+            let (w, b) = (draw(o * i), draw(o));
+            layers.push((
+                Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?,
+                Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?,
+            ));
+        }
+        let body = Var::from_slice(body, BODY_PARAMS, &Device::Cpu).map_err(&e)?;
+        Ok(Generator { config, body, layers, embeddings })
+    }
+
+    pub fn vars(&self) -> Vec<Var> {
+        let mut v = vec![self.body.clone()];
+        v.extend(self.layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]));
+        v
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Checks that every class of `classes` has an embedding.
+    pub fn check_classes(&self, classes: &[usize]) -> Result<(), StageError> {
+        match classes.iter().find(|&&c| c >= self.config.classes) {
+            Some(c) => Err(StageError::msg(format!(
+                "class {c} is not a class of the data: the generator knows classes 0..{}",
+                self.config.classes
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Prompts → flat `cnn-s` weights `[P, 2317]` (body, then `fc2.weight` rows, then `fc2.bias`).
+    pub fn forward(&self, prompts: &[Prompt]) -> Result<Tensor, StageError> {
+        let e = cerr("generator");
+        let (d, q) = (self.config.dataset_dim, self.config.noise_dim);
+        let mut x = Vec::with_capacity(prompts.len() * 3 * (d + 1 + q));
+        for p in prompts {
+            self.check_classes(&p.classes)?;
+            for (k, &c) in p.classes.iter().enumerate() {
+                x.extend_from_slice(&self.embeddings[c * d..(c + 1) * d]);
+                x.push(self.config.t(p.target_loss));
+                x.extend_from_slice(&p.xi[k * q..(k + 1) * q]);
+            }
+        }
+        let n = prompts.len();
+        let run = || -> candle_core::Result<Tensor> {
+            let mut h = Tensor::from_vec(x, (3 * n, d + 1 + q), &Device::Cpu)?;
+            for (i, (w, b)) in self.layers.iter().enumerate() {
+                h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+                if i + 1 < self.layers.len() {
+                    h = h.elu(1.0)?;
+                }
+            }
+            let rows = h.reshape((n, 3, ROW))?;
+            let weights = rows.narrow(2, 0, ROW - 1)?.reshape((n, 3 * (ROW - 1)))?;
+            let bias = rows.narrow(2, ROW - 1, 1)?.reshape((n, 3))?;
+            let body = self.body.as_tensor().unsqueeze(0)?.broadcast_as((n, BODY_PARAMS))?;
+            Tensor::cat(&[&body, &weights, &bias], 1)
+        };
+        run().map_err(e)
+    }
+
+    /// The generated networks of `prompts`.
+    pub fn generate(&self, prompts: &[Prompt]) -> Result<Vec<CnnS>, StageError> {
+        let w = self.forward(prompts)?.to_vec2::<f32>().map_err(cerr("generator"))?;
+        Ok(w.into_iter().map(CnnS::from_flat).collect())
+    }
+
+    /// `ξ` for one prompt: `3 × noise_dim` normals of std `noise × scale` from `rng`.
+    pub fn draw(&self, rng: &mut ChaCha8Rng, scale: f64) -> Vec<f32> {
+        let s = (self.config.noise * scale) as f32;
+        (0..3 * self.config.noise_dim).map(|_| s * normal(rng)).collect()
+    }
+
+    fn named_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, StageError> {
+        let e = cerr("generator");
+        let values = |v: &Var| v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e);
+        let mut out = vec![("body".to_string(), vec![BODY_PARAMS], values(&self.body)?)];
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            out.push((format!("mlp.{}.weight", 2 * i), w.dims().to_vec(), values(w)?));
+            out.push((format!("mlp.{}.bias", 2 * i), b.dims().to_vec(), values(b)?));
+        }
+        out.push(("class_embeddings".into(), vec![self.config.classes, self.config.dataset_dim], self.embeddings.clone()));
+        Ok(out)
+    }
+
+    fn snapshot(&self) -> Result<Vec<Tensor>, StageError> {
+        self.vars().iter().map(|v| v.as_tensor().copy().map_err(cerr("generator"))).collect()
+    }
+
+    fn set_from(&self, snapshot: &[Tensor]) -> Result<(), StageError> {
+        for (v, t) in self.vars().iter().zip(snapshot) {
+            v.set(t).map_err(cerr("generator"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `generator.safetensors` and `generator.json` (the config plus `extra`).
+    pub fn save(&self, dir: &Path, extra: serde_json::Value) -> Result<(), StageError> {
+        files::write_f32_safetensors(&dir.join("generator.safetensors"), &self.named_tensors()?)?;
+        let mut json = serde_json::to_value(&self.config).map_err(|e| StageError::msg(e.to_string()))?;
+        if let (Some(obj), Some(more)) = (json.as_object_mut(), extra.as_object()) {
+            obj.extend(more.clone());
+        }
+        files::write_json(&dir.join("generator.json"), &json)
+    }
+
+    /// Reads a `generator` stage's output.
+    pub fn load(dir: &Path) -> Result<Generator, StageError> {
+        let config: GeneratorConfig = files::read_json(&dir.join("generator.json"))?;
+        let file = TensorFile::open(&dir.join("generator.safetensors"))?;
+        let stored = file.f32_all()?;
+        let get = |name: &str| -> Result<&Vec<f32>, StageError> {
+            stored
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|t| &t.2)
+                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", file.path())))
+        };
+        let g = Generator::init(config, get("body")?, get("class_embeddings")?.clone(), 0)?;
+        let mut snapshot = Vec::new();
+        for (name, shape, _) in g.named_tensors()?.into_iter().filter(|t| t.0 != "class_embeddings") {
+            let v = get(&name)?;
+            if v.len() != shape.iter().product::<usize>() {
+                return Err(StageError::msg(format!("{}: `{name}` has {} values, generator.json implies {shape:?}", file.path(), v.len())));
+            }
+            snapshot.push(Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).map_err(cerr("generator"))?);
+        }
+        g.set_from(&snapshot)?;
+        Ok(g)
+    }
+}
+
+/// `class_embeddings` `[K, d]` of a `dataset-embed` output, standardised per coordinate over the classes.
+pub fn class_embeddings(embed_dir: &Path) -> Result<(Vec<f32>, usize, usize), StageError> {
+    let (v, d) = embedding_matrix(embed_dir, "class_embeddings")?;
+    let k = v.len() / d.max(1);
+    let mut out = v.clone();
+    for j in 0..d {
+        let col: Vec<f64> = (0..k).map(|c| v[c * d + j] as f64).collect();
+        let mean = col.iter().sum::<f64>() / k.max(1) as f64;
+        let sd = (col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / k.max(1) as f64).sqrt().max(1e-3);
+        for c in 0..k {
+            out[c * d + j] = ((v[c * d + j] as f64 - mean) / sd) as f32;
+        }
+    }
+    Ok((out, k, d))
+}
+
+/// The `generator` stage's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorOptions {
+    pub hidden: Vec<usize>,
+    pub noise_dim: usize,
+    pub noise: f64,
+    pub epochs: usize,
+    pub patience: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub probe_images: usize,
+    pub temperature: f64,
+    pub label_weight: f64,
+    /// Learn from the final checkpoints only (else both).
+    pub final_only: bool,
+    pub seed: u64,
+}
+
+impl GeneratorOptions {
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
+        let hidden = match p.param("hidden")?.as_list() {
+            Some(l) => l
+                .iter()
+                .map(|v| v.as_i64().filter(|&h| h > 0).map(|h| h as usize))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| StageError::param("hidden", "must list positive layer widths"))?,
+            None => return Err(StageError::param("hidden", "must be a list of layer widths")),
+        };
+        let positive_float = |name: &str| -> Result<f64, StageError> {
+            match p.float(name)? {
+                x if x > 0.0 && x.is_finite() => Ok(x),
+                x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
+            }
+        };
+        let noise = p.float("noise")?;
+        if !(noise >= 0.0 && noise.is_finite()) {
+            return Err(StageError::param("noise", format!("must be ≥ 0, got {noise}")));
+        }
+        Ok(GeneratorOptions {
+            hidden,
+            noise_dim: p.count("noise_dim")?,
+            noise,
+            epochs: p.positive("epochs")?,
+            patience: p.positive("patience")?,
+            batch_size: p.positive("batch_size")?,
+            lr: positive_float("lr")?,
+            weight_decay: p.float("weight_decay")?.max(0.0),
+            probe_images: p.positive("probe_images")?,
+            temperature: positive_float("temperature")?,
+            label_weight: match p.float("label_weight")? {
+                x if (0.0..=1.0).contains(&x) => x,
+                x => return Err(StageError::param("label_weight", format!("must be in [0, 1], got {x}"))),
+            },
+            final_only: p.str("checkpoints")? == "final",
+            seed: p.int("seed")? as u64,
+        })
+    }
+}
+
+/// One training example: prompt without ξ, and the zoo model's behaviour.
+struct Example {
+    classes: [usize; 3],
+    loss: f64,
+    probe: Probe,
+    /// The probe images' labels (task-local).
+    labels: Vec<u8>,
+}
+
+/// Mean loss `(1 − λ)·distillation + λ·cross-entropy` of the generated models on the examples' probes,
+/// with (when `grad`) each model's gradient scaled by `1 / examples`, flattened `[P × 2317]`.
+fn batch_loss(models: &[Vec<f32>], examples: &[&Example], temperature: f32, lambda: f64, grad: bool) -> (f64, Option<Vec<f32>>) {
+    thread_local! {
+        static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
+    }
+    let n = examples.len().max(1) as f32;
+    let per: Vec<(f64, Vec<f32>)> = models
+        .par_iter()
+        .zip(examples)
+        .map(|(w, ex)| {
+            WORKSPACE.with_borrow_mut(|ws| {
+                let (mut gk, mut gl) = if grad { (vec![0.0f32; NUM_PARAMS], vec![0.0f32; NUM_PARAMS]) } else { (Vec::new(), Vec::new()) };
+                let kl = if lambda < 1.0 {
+                    nn::distill(w, &ex.probe.images, &ex.probe.teacher, temperature, grad.then_some(&mut gk[..]), ws)
+                } else {
+                    0.0
+                };
+                let ce = if lambda > 0.0 { nn::cross_entropy(w, &ex.probe.images, &ex.labels, grad.then_some(&mut gl[..]), ws) } else { 0.0 };
+                let g: Vec<f32> =
+                    gk.iter().zip(&gl).map(|(a, b)| (((1.0 - lambda) * *a as f64 + lambda * *b as f64) as f32) / n).collect();
+                ((1.0 - lambda) * kl + lambda * ce, g)
+            })
+        })
+        .collect();
+    let loss = per.iter().map(|p| p.0).sum::<f64>() / n as f64;
+    (loss, grad.then(|| per.into_iter().flat_map(|p| p.1).collect()))
+}
+
+/// What [`train`] returns.
+pub struct Trained {
+    pub generator: Generator,
+    pub history: Vec<(usize, f64, f64)>,
+    pub best_epoch: usize,
+    pub val_untrained: f64,
+    pub train_examples: usize,
+    pub val_examples: usize,
+}
+
+/// Trains a generator on a zoo (see the module doc).
+pub fn train(
+    zoo: &Zoo,
+    tasks: &Tasks,
+    data: &Dataset,
+    embed_dir: &Path,
+    opts: &GeneratorOptions,
+    progress: &dyn wspace_stage_api::Progress,
+) -> Result<Trained, StageError> {
+    let e = cerr("generator");
+    if zoo.meta.arch != "cnn-s" || zoo.meta.parameters.last().map(|p| p.shape.clone()) != Some(vec![NUM_CLASSES]) {
+        return Err(StageError::msg(format!("the generator writes 3-class `cnn-s` models; this zoo's arch is `{}`", zoo.meta.arch)));
+    }
+    let (embeddings, classes, dim) = class_embeddings(embed_dir)?;
+    let rows: Vec<RowRef> = zoo
+        .rows
+        .iter()
+        .filter(|r| r.ok() && r.split != TaskSplit::Test && (!opts.final_only || r.checkpoint == Checkpoint::Final))
+        .map(|r| RowRef { model_id: r.model_id, checkpoint: r.checkpoint, split: r.split, task_id: r.task_id })
+        .collect();
+    let probes = load_probes(&rows, zoo, tasks, data, opts.probe_images)?;
+    let mut examples = Vec::with_capacity(rows.len());
+    for (r, probe) in rows.iter().zip(probes) {
+        let z = zoo.row_of(r)?;
+        // The labels of the probe images (load_probes takes the same evenly spaced training images).
+        let task = &tasks.tasks[z.task_id];
+        let labels = spread(task.train.len(), opts.probe_images)
+            .map(|j| task.local_label(data.train.labels[task.train[j]]).map(|l| l as u8))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| StageError::msg(format!("task {}: a probe image is not of the task's classes", task.id)))?;
+        examples.push((r.split, Example { classes: [z.class_0, z.class_1, z.class_2], loss: z.val_loss, probe, labels }));
+    }
+    let train_ex: Vec<&Example> = examples.iter().filter(|x| x.0 == TaskSplit::Train).map(|x| &x.1).collect();
+    let val_ex: Vec<&Example> = examples.iter().filter(|x| x.0 == TaskSplit::Val).map(|x| &x.1).collect();
+    if train_ex.is_empty() {
+        return Err(StageError::msg("the zoo has no `ok` train-split models to learn from"));
+    }
+    let losses: Vec<f64> = train_ex.iter().map(|x| x.loss).filter(|l| l.is_finite()).collect();
+    let loss_min = losses.iter().copied().fold(f64::INFINITY, f64::min);
+    let loss_max = losses.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // The body to start from: the train split's final model of lowest validation loss.
+    let best_row = zoo
+        .rows
+        .iter()
+        .filter(|r| r.ok() && r.split == TaskSplit::Train && r.checkpoint == Checkpoint::Final && r.val_loss.is_finite())
+        .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+        .ok_or_else(|| StageError::msg("the zoo has no finite train-split final model"))?;
+    let body = zoo.flat(best_row)?[..BODY_PARAMS].to_vec();
+    let config = GeneratorConfig {
+        classes,
+        dataset_dim: dim,
+        hidden: opts.hidden.clone(),
+        noise_dim: opts.noise_dim,
+        noise: opts.noise,
+        loss_min,
+        loss_max,
+    };
+    let gen = Generator::init(config, &body, embeddings, opts.seed)?;
+    for ex in train_ex.iter().chain(&val_ex) {
+        gen.check_classes(&ex.classes)?;
+    }
+    let temperature = opts.temperature as f32;
+    let zero = vec![0.0f32; 3 * opts.noise_dim];
+    let val_loss = |g: &Generator| -> Result<f64, StageError> {
+        if val_ex.is_empty() {
+            return Ok(f64::NAN);
+        }
+        let prompts: Vec<Prompt> =
+            val_ex.iter().map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: zero.clone() }).collect();
+        let w = g.forward(&prompts)?.to_vec2::<f32>().map_err(&e)?;
+        Ok(batch_loss(&w, &val_ex, temperature, opts.label_weight, false).0)
+    };
+    let val_untrained = val_loss(&gen)?;
+    let mut opt = AdamW::new(gen.vars(), ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() })
+        .map_err(&e)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6765_6e65);
+    let mut order = Vec::new();
+    let (mut best, mut best_epoch, mut best_val) = (gen.snapshot()?, 0, f64::INFINITY);
+    let mut history = Vec::new();
+    progress.start(opts.epochs as u64, "epochs");
+    for epoch in 1..=opts.epochs {
+        nn::train::shuffled_order(&mut rng, train_ex.len(), &mut order);
+        let (mut sum, mut batches) = (0.0, 0usize);
+        for batch in order.chunks(opts.batch_size) {
+            let exs: Vec<&Example> = batch.iter().map(|&i| train_ex[i as usize]).collect();
+            let prompts: Vec<Prompt> = exs
+                .iter()
+                .map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: gen.draw(&mut rng, 1.0) })
+                .collect();
+            let w = gen.forward(&prompts)?;
+            let values = w.to_vec2::<f32>().map_err(&e)?;
+            let (loss, g) = batch_loss(&values, &exs, temperature, opts.label_weight, true);
+            let grads = surrogate(&w, &g.unwrap_or_default()).and_then(|s| s.backward()).map_err(&e)?;
+            opt.step(&grads).map_err(&e)?;
+            sum += loss;
+            batches += 1;
+        }
+        let val = val_loss(&gen)?;
+        history.push((epoch, sum / batches.max(1) as f64, val));
+        progress.inc(1);
+        if val_ex.is_empty() || val < best_val {
+            best_val = if val_ex.is_empty() { best_val } else { val };
+            best_epoch = epoch;
+            best = gen.snapshot()?;
+        } else if epoch - best_epoch >= opts.patience {
+            break;
+        }
+    }
+    gen.set_from(&best)?;
+    Ok(Trained { generator: gen, history, best_epoch, val_untrained, train_examples: train_ex.len(), val_examples: val_ex.len() })
+}
+
+/// `kind = "generator"`: see the [module doc](self).
+pub struct GeneratorKind;
+
+impl StageKind for GeneratorKind {
+    fn name(&self) -> &'static str {
+        "generator"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "P(W | D, R): head rows from class embeddings in prompt order and the target loss, one learned body; distilled from the zoo"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType::*;
+        vec![
+            ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![Value::Int(128)]), "the row MLP's hidden widths"),
+            ParamSpec::optional("noise_dim", Int, Value::Int(8), "ξ values per head row (the draw)"),
+            ParamSpec::optional("noise", Float, Value::Float(1.0), "σ of ξ in training and sampling"),
+            ParamSpec::optional("epochs", Int, Value::Int(300), "maximum epochs"),
+            ParamSpec::optional("patience", Int, Value::Int(30), "early stopping on the val rows' distillation loss"),
+            ParamSpec::optional("batch_size", Int, Value::Int(16), "zoo rows per step"),
+            ParamSpec::optional("lr", Float, Value::Float(1e-3), "AdamW learning rate"),
+            ParamSpec::optional("weight_decay", Float, Value::Float(0.0), "AdamW weight decay"),
+            ParamSpec::optional("probe_images", Int, Value::Int(64), "training images of each row's task whose outputs are matched"),
+            ParamSpec::optional("temperature", Float, Value::Float(1.0), "distillation temperature"),
+            ParamSpec::optional(
+                "label_weight",
+                Float,
+                Value::Float(0.0),
+                "λ: the loss is (1 − λ)·distillation + λ·cross-entropy with the probe images' labels",
+            ),
+            ParamSpec::optional(
+                "checkpoints",
+                Choice(&["both", "final"]),
+                Value::Str("both".into()),
+                "which zoo checkpoints to learn from",
+            ),
+            ParamSpec::optional("seed", Int, Value::Int(0), "initialisation, example order and ξ"),
+        ]
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs::Slots(vec![
+            ("zoo", true, "a cnn-s `zoo` (or `canonicalise`) stage: the models to learn from"),
+            ("tasks", true, "the zoo's `tasks` stage"),
+            ("data", true, "the zoo's `dataset` stage (probe images)"),
+            ("embed", true, "a `dataset-embed` stage: the class embeddings"),
+        ])
+    }
+    fn validate(&self, params: Params) -> Result<(), StageError> {
+        GeneratorOptions::from_params(params).map(|_| ())
+    }
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let opts = GeneratorOptions::from_params(ctx.view())?;
+        let zoo = Zoo::load(ctx.input("zoo")?)?;
+        let tasks = Tasks::load(ctx.input("tasks")?)?;
+        let data = Dataset::load(ctx.input("data")?)?;
+        ctx.progress.message("loading probes");
+        let t = train(&zoo, &tasks, &data, ctx.input("embed")?, &opts, ctx.progress)?;
+        t.generator.save(ctx.out, json!({ "best_epoch": t.best_epoch, "epochs_run": t.history.len() }))?;
+        let mut csv = csv::Writer::from_path(ctx.out.join("history.csv")).map_err(|e| StageError::msg(e.to_string()))?;
+        csv.write_record(["epoch", "train_loss", "val_loss"]).map_err(|e| StageError::msg(e.to_string()))?;
+        for (ep, tr, va) in &t.history {
+            csv.write_record([ep.to_string(), tr.to_string(), va.to_string()]).map_err(|e| StageError::msg(e.to_string()))?;
+        }
+        csv.flush().map_err(|e| StageError::io(ctx.out.join("history.csv"), e))?;
+        let best = t.history.get(t.best_epoch.saturating_sub(1)).copied().unwrap_or((0, f64::NAN, f64::NAN));
+        let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
+        files::write_json(
+            &ctx.out.join("metrics.json"),
+            &json!({
+                "train_loss": num(best.1),
+                "val_loss": num(best.2),
+                "val_loss_untrained": num(t.val_untrained),
+                "best_epoch": t.best_epoch,
+                "epochs_run": t.history.len(),
+                "parameters": t.generator.parameter_count(),
+                "train_examples": t.train_examples,
+                "val_examples": t.val_examples,
+                "loss_min": t.generator.config.loss_min,
+                "loss_max": t.generator.config.loss_max,
+            }),
+        )
+    }
+}
