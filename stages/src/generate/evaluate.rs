@@ -25,7 +25,7 @@
 //! - `nn_agreement`: the fraction of images on which the sample and its nearest neighbour predict the
 //!   same class (are the samples copies of training models?).
 //! - `nn_noise_matched`: NN + noise at the samples' accuracy: the noise scale (bisection on `[0, 4]`,
-//!   24 steps) at which the mean accuracy of the noisy neighbours equals the samples' mean accuracy
+//!   12 steps) at which the mean accuracy of the noisy neighbours equals the samples' mean accuracy
 //!   (0 when the samples are as accurate as the neighbours), with its loss, diversity and
 //!   `nn_agreement` measured as the samples' are (each sample's noise seeded by its index, so the draws
 //!   of a prompt get different noise).
@@ -385,20 +385,29 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     };
     let evals: Vec<SampleEval> = samples.par_iter().map(eval_one).collect::<Result<_, _>>()?;
 
-    // NN + noise at the samples' accuracy (see the module doc).
+    // NN + noise at the samples' accuracy (see the module doc). The neighbours' weights, images and
+    // predictions are read once; each noise scale then costs one evaluation per sample.
+    let neighbours: Vec<(NamedTensors, Vec<u8>, Vec<u8>, Vec<u8>)> = samples
+        .par_iter()
+        .zip(&evals)
+        .map(|(s, e)| {
+            let (images, labels) = task_images(s.task_id)?;
+            let w = zoo.weights(zoo_row(e.nn_row.0, e.nn_row.1)?)?;
+            let nn_pred = predictions(&Network::build(&arch, &w)?.logits_u8(&images)?);
+            Ok((w, images, labels, nn_pred))
+        })
+        .collect::<Result<_, StageError>>()?;
     let noisy_nn = |scale: f64| -> Result<Vec<(Score, f64, Vec<u8>)>, StageError> {
         samples
             .par_iter()
-            .zip(&evals)
-            .map(|(s, e)| {
-                let (images, labels) = task_images(s.task_id)?;
-                let w = zoo.weights(zoo_row(e.nn_row.0, e.nn_row.1)?)?;
+            .zip(&neighbours)
+            .map(|(s, (w, images, labels, nn_pred))| {
                 let sample_seed = seed.wrapping_mul(1_000_003).wrapping_add(s.sample as u64);
-                let net = Network::build(&arch, &add_noise(&w, scale, sample_seed ^ 0x4e01))?;
-                let ev = net.evaluate(&images, &labels)?;
-                let pred = predictions(&net.logits_u8(&images)?);
-                let nn_pred = predictions(&Network::build(&arch, &w)?.logits_u8(&images)?);
-                Ok((Score { loss: ev.loss, accuracy: ev.accuracy }, agreement(&pred, &nn_pred), pred))
+                let net = Network::build(&arch, &add_noise(w, scale, sample_seed ^ 0x4e01))?;
+                let logits = net.logits_u8(images)?;
+                let pred = predictions(&logits);
+                let ev = net.evaluate(images, labels)?;
+                Ok((Score { loss: ev.loss, accuracy: ev.accuracy }, agreement(&pred, nn_pred), pred))
             })
             .collect()
     };
@@ -417,7 +426,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let mut matched_scale = 0.0;
     if accuracy_at(0.0)? > sample_accuracy {
         let (mut lo, mut hi) = (0.0f64, 4.0f64);
-        for _ in 0..24 {
+        for _ in 0..12 {
             let mid = 0.5 * (lo + hi);
             if accuracy_at(mid)? > sample_accuracy {
                 lo = mid;

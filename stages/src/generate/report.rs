@@ -464,6 +464,12 @@ fn sampling_section(page: &mut Page, s: &Path, m: &Json) -> Result<(), StageErro
         ("accuracy, prompt's class order".to_string(), fmt(get(m, "order.accuracy"))),
         ("accuracy, labels permuted".to_string(), fmt(get(m, "order.permuted_accuracy"))),
         ("samples more accurate than their neighbour".to_string(), fmt(get(m, "sample_beats_nn"))),
+        ("diversity: draws of one prompt predicting differently".to_string(), fmt(get(m, "diversity"))),
+        ("agreement with the nearest training model".to_string(), fmt(get(m, "nn_agreement"))),
+        ("NN + noise at the samples' accuracy: noise scale".to_string(), fmt(get(m, "nn_noise_matched.noise"))),
+        ("NN + noise at the samples' accuracy: accuracy".to_string(), fmt(get(m, "nn_noise_matched.accuracy"))),
+        ("NN + noise at the samples' accuracy: diversity".to_string(), fmt(get(m, "nn_noise_matched.diversity"))),
+        ("NN + noise at the samples' accuracy: agreement with the neighbour".to_string(), fmt(get(m, "nn_noise_matched.nn_agreement"))),
     ];
     page.raw(&table(&rows));
     page.svg_file(
@@ -579,7 +585,7 @@ impl StageKind for ReportKind {
         "report"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "one self-contained HTML page (SVG figures inline) opening with the headline table; summarises zoo, encoders, alignment, sampling"

@@ -132,3 +132,24 @@ fn generated_head_rows_follow_the_prompt_order_and_the_body_is_shared() {
     let p = Prompt { classes: [2, 1, 0], target_loss: 0.7, xi: vec![0.1; 6] };
     assert_eq!(back.generate(&[p.clone()]).unwrap(), g.generate(&[p]).unwrap());
 }
+
+#[test]
+fn sample_options_refuse_bad_counts_and_out_of_range_targets() {
+    use super::sample::{SampleKind, SampleOptions};
+    use std::collections::BTreeMap;
+    use wspace_stage_api::{Params, StageKind, Value};
+    let defaults: BTreeMap<String, Value> =
+        SampleKind.params().into_iter().filter_map(|p| p.default.clone().map(|d| (p.name.to_string(), d))).collect();
+    assert!(SampleKind.validate(Params(&defaults)).is_ok());
+    let mut zero = defaults.clone();
+    zero.insert("samples_per_prompt".into(), Value::Int(0));
+    let e = SampleKind.validate(Params(&zero)).unwrap_err().to_string();
+    assert!(e.contains("samples_per_prompt"), "{e}");
+    let mut listed = defaults.clone();
+    listed.insert("target_losses".into(), Value::List(vec![Value::Float(0.3), Value::Float(1.5)]));
+    let opts = SampleOptions::from_params(Params(&listed)).unwrap();
+    let e = opts.grid(0.1, 1.2).unwrap_err().to_string();
+    assert!(e.contains("target_losses") && e.contains("1.5") && e.contains("refused"), "{e}");
+    assert_eq!(opts.grid(0.1, 1.6).unwrap(), vec![0.3, 1.5]);
+    assert_eq!(SampleOptions::from_params(Params(&defaults)).unwrap().grid(0.0, 1.0).unwrap().len(), 5);
+}
