@@ -324,6 +324,49 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         Ok((images, labels))
     };
 
+    // What depends on the task alone (its images and its reference models), once per task.
+    struct TaskRefs {
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        trained_final: Score,
+        trained_early: Score,
+        row_selection: Score,
+        own_decoded: Score,
+    }
+    let task_ids: std::collections::BTreeSet<usize> = samples.iter().map(|s| s.task_id).collect();
+    let refs: BTreeMap<usize, TaskRefs> = task_ids
+        .into_par_iter()
+        .map(|id| -> Result<(usize, TaskRefs), StageError> {
+            let task = tasks.tasks.get(id).ok_or_else(|| StageError::msg(format!("samples name task {id}, not in the `tasks` input")))?;
+            let (images, labels) = task_images(id)?;
+            let rows = multi
+                .iter()
+                .map(|m| {
+                    let three = m.select_rows(task.classes).map_err(|e| StageError::msg(format!("task {id}: row selection: {e}")))?;
+                    score(&arch, &three.named_tensors(), &images, &labels)
+                })
+                .collect::<Result<Vec<Score>, _>>()?;
+            let mut own = BTreeMap::<Checkpoint, Vec<Score>>::new();
+            for r in zoo.rows.iter().filter(|r| r.task_id == id && r.ok()) {
+                own.entry(r.checkpoint).or_default().push(score(&arch, &zoo.weights(r)?, &images, &labels)?);
+            }
+            let own_decoded: Vec<Score> = all_pairs
+                .iter()
+                .filter(|p| p.task_id == id && p.checkpoint == Checkpoint::Final)
+                .map(|p| decoded(p.row, &images, &labels))
+                .collect::<Result<_, _>>()?;
+            let refs = TaskRefs {
+                trained_final: mean_score(own.get(&Checkpoint::Final).map_or(&[][..], |v| v)),
+                trained_early: mean_score(own.get(&Checkpoint::Early).map_or(&[][..], |v| v)),
+                row_selection: mean_score(&rows),
+                own_decoded: mean_score(&own_decoded),
+                images,
+                labels,
+            };
+            Ok((id, refs))
+        })
+        .collect::<Result<_, _>>()?;
+
     let eval_one = |s: &SampleRow| -> Result<SampleEval, StageError> {
         let task = tasks
             .tasks
@@ -335,23 +378,13 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
                 s.sample, task.id
             )));
         }
-        let (images, labels) = task_images(s.task_id)?;
+        let t = &refs[&s.task_id];
+        let (images, labels) = (&t.images, &t.labels);
         let weights = TensorFile::open(&dirs.samples.join(&s.file))?.f32_all()?;
         let net = Network::build(&arch, &weights)?;
-        let ev = net.evaluate(&images, &labels)?;
-        let logits = net.logits_u8(&images)?;
-        let permuted = permuted_accuracy(&logits, &labels);
-        let rows = multi
-            .iter()
-            .map(|m| {
-                let three = m.select_rows(s.classes()).map_err(|e| StageError::msg(format!("sample {}: row selection: {e}", s.sample)))?;
-                score(&arch, &three.named_tensors(), &images, &labels)
-            })
-            .collect::<Result<Vec<Score>, _>>()?;
-        let mut own = BTreeMap::<Checkpoint, Vec<Score>>::new();
-        for r in zoo.rows.iter().filter(|r| r.task_id == s.task_id && r.ok()) {
-            own.entry(r.checkpoint).or_default().push(score(&arch, &zoo.weights(r)?, &images, &labels)?);
-        }
+        let ev = net.evaluate(images, labels)?;
+        let logits = net.logits_u8(images)?;
+        let permuted = permuted_accuracy(&logits, labels);
         let d = std_emb(s.task_id)?;
         let dist = |j: usize| -> f64 {
             let de: f64 = d.iter().zip(&pair_emb[j]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / dim.max(1) as f64;
@@ -359,26 +392,21 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         };
         let nn = (0..pairs.len()).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap_or(0);
         let nn_weights = zoo.weights(zoo_row(pairs[nn].model_id, pairs[nn].checkpoint)?)?;
-        let nn_predictions = predictions(&Network::build(&arch, &nn_weights)?.logits_u8(&images)?);
+        let nn_predictions = predictions(&Network::build(&arch, &nn_weights)?.logits_u8(images)?);
         let predictions = predictions(&logits);
-        let own_decoded: Vec<Score> = all_pairs
-            .iter()
-            .filter(|p| p.task_id == s.task_id && p.checkpoint == Checkpoint::Final)
-            .map(|p| decoded(p.row, &images, &labels))
-            .collect::<Result<_, _>>()?;
         let sample_seed = seed.wrapping_mul(1_000_003).wrapping_add(s.sample as u64);
         Ok(SampleEval {
             sample: Score { loss: ev.loss, accuracy: ev.accuracy },
             permuted_accuracy: permuted,
-            trained_final: mean_score(own.get(&Checkpoint::Final).map_or(&[][..], |v| v)),
-            trained_early: mean_score(own.get(&Checkpoint::Early).map_or(&[][..], |v| v)),
-            row_selection: mean_score(&rows),
-            nn: score(&arch, &nn_weights, &images, &labels)?,
+            trained_final: t.trained_final,
+            trained_early: t.trained_early,
+            row_selection: t.row_selection,
+            nn: score(&arch, &nn_weights, images, labels)?,
             nn_row: (pairs[nn].model_id, pairs[nn].checkpoint),
-            nn_noise: score(&arch, &add_noise(&nn_weights, noise, sample_seed ^ 0x4e01), &images, &labels)?,
-            random: score(&arch, &random_init(&shapes, sample_seed ^ 0x4a4d), &images, &labels)?,
-            nn_decoded: decoded(pairs[nn].row, &images, &labels)?,
-            own_decoded: mean_score(&own_decoded),
+            nn_noise: score(&arch, &add_noise(&nn_weights, noise, sample_seed ^ 0x4e01), images, labels)?,
+            random: score(&arch, &random_init(&shapes, sample_seed ^ 0x4a4d), images, labels)?,
+            nn_decoded: decoded(pairs[nn].row, images, labels)?,
+            own_decoded: t.own_decoded,
             nn_agreement: agreement(&predictions, &nn_predictions),
             predictions,
         })
@@ -387,21 +415,21 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
 
     // NN + noise at the samples' accuracy (see the module doc). The neighbours' weights, images and
     // predictions are read once; each noise scale then costs one evaluation per sample.
-    let neighbours: Vec<(NamedTensors, Vec<u8>, Vec<u8>, Vec<u8>)> = samples
+    let neighbours: Vec<(NamedTensors, usize, Vec<u8>)> = samples
         .par_iter()
         .zip(&evals)
         .map(|(s, e)| {
-            let (images, labels) = task_images(s.task_id)?;
             let w = zoo.weights(zoo_row(e.nn_row.0, e.nn_row.1)?)?;
-            let nn_pred = predictions(&Network::build(&arch, &w)?.logits_u8(&images)?);
-            Ok((w, images, labels, nn_pred))
+            let nn_pred = predictions(&Network::build(&arch, &w)?.logits_u8(&refs[&s.task_id].images)?);
+            Ok((w, s.task_id, nn_pred))
         })
         .collect::<Result<_, StageError>>()?;
     let noisy_nn = |scale: f64| -> Result<Vec<(Score, f64, Vec<u8>)>, StageError> {
         samples
             .par_iter()
             .zip(&neighbours)
-            .map(|(s, (w, images, labels, nn_pred))| {
+            .map(|(s, (w, task, nn_pred))| {
+                let (images, labels) = (&refs[task].images, &refs[task].labels);
                 let sample_seed = seed.wrapping_mul(1_000_003).wrapping_add(s.sample as u64);
                 let net = Network::build(&arch, &add_noise(w, scale, sample_seed ^ 0x4e01))?;
                 let logits = net.logits_u8(images)?;

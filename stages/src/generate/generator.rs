@@ -346,16 +346,11 @@ fn batch_loss(models: &[Vec<f32>], examples: &[&Example], temperature: f32, lamb
         .zip(examples)
         .map(|(w, ex)| {
             WORKSPACE.with_borrow_mut(|ws| {
-                let (mut gk, mut gl) = if grad { (vec![0.0f32; NUM_PARAMS], vec![0.0f32; NUM_PARAMS]) } else { (Vec::new(), Vec::new()) };
-                let kl = if lambda < 1.0 {
-                    nn::distill(w, &ex.probe.images, &ex.probe.teacher, temperature, grad.then_some(&mut gk[..]), ws)
-                } else {
-                    0.0
-                };
-                let ce = if lambda > 0.0 { nn::cross_entropy(w, &ex.probe.images, &ex.labels, grad.then_some(&mut gl[..]), ws) } else { 0.0 };
-                let g: Vec<f32> =
-                    gk.iter().zip(&gl).map(|(a, b)| (((1.0 - lambda) * *a as f64 + lambda * *b as f64) as f32) / n).collect();
-                ((1.0 - lambda) * kl + lambda * ce, g)
+                let mut g = if grad { vec![0.0f32; NUM_PARAMS] } else { Vec::new() };
+                let (images, teacher) = (&ex.probe.images, &ex.probe.teacher);
+                let loss = nn::distill_with_labels(w, images, teacher, &ex.labels, temperature, lambda, grad.then_some(&mut g[..]), ws);
+                g.iter_mut().for_each(|v| *v /= n);
+                (loss, g)
             })
         })
         .collect();

@@ -16,7 +16,7 @@
 //! ([`super::net::backward_from_dz`]) run from `∂ℓ/∂s`. The loss is accumulated in f64.
 
 use super::kernels::L;
-use super::net::{backward_from_dz, eval_block, train_block, Isa, Workspace};
+use super::net::{backward_from_dz, eval_block, Isa, Workspace};
 use super::{IMAGE_PIXELS, NUM_CLASSES, NUM_PARAMS};
 
 /// `softmax(z / T)` in f64, and its logarithm.
@@ -36,12 +36,32 @@ pub fn distill(
     images: &[f32],
     teacher: &[[f32; NUM_CLASSES]],
     temperature: f32,
+    grad: Option<&mut [f32]>,
+    ws: &mut Workspace,
+) -> f64 {
+    distill_with_labels(student, images, teacher, &[], temperature, 0.0, grad, ws)
+}
+
+/// `(1 − λ)·`[`distill`]` + λ·CE`, CE the mean cross-entropy of the student's logits (temperature 1)
+/// with `labels` (one per image; unused when `λ = 0`): one forward and one backward pass per block,
+/// from `∂ℓ/∂s_ik = (1 − λ)·(T/n)·(q_ik − p_ik) + λ·(softmax(s_i)_k − [k = y_i])/n`. With `λ = 0` it is
+/// [`distill`], bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn distill_with_labels(
+    student: &[f32],
+    images: &[f32],
+    teacher: &[[f32; NUM_CLASSES]],
+    labels: &[u8],
+    temperature: f32,
+    label_weight: f64,
     mut grad: Option<&mut [f32]>,
     ws: &mut Workspace,
 ) -> f64 {
     let n = teacher.len();
+    let lambda = label_weight;
     assert_eq!(student.len(), NUM_PARAMS);
     assert_eq!(images.len(), n * IMAGE_PIXELS, "one teacher output per image");
+    assert!(lambda == 0.0 || labels.len() == n, "one label per image");
     if let Some(g) = grad.as_deref() {
         assert_eq!(g.len(), NUM_PARAMS);
     }
@@ -50,7 +70,7 @@ pub fn distill(
     }
     let isa = Isa::detect();
     let t = temperature as f64;
-    let mut loss = 0.0f64;
+    let (mut loss, mut ce) = (0.0f64, 0.0f64);
     for start in (0..n).step_by(L) {
         let len = L.min(n - start);
         ws.load_f32(&images[start * IMAGE_PIXELS..(start + len) * IMAGE_PIXELS]);
@@ -58,47 +78,33 @@ pub fn distill(
         eval_block(isa, student, ws, len);
         ws.dz.iter_mut().for_each(|v| *v = 0.0);
         for l in 0..len {
+            let z = ws.logits(l);
             let (p, log_p) = softmax_t(&teacher[start + l], t);
-            let (q, log_q) = softmax_t(&ws.logits(l), t);
+            let (q, log_q) = softmax_t(&z, t);
             loss += (0..NUM_CLASSES).map(|k| if p[k] > 0.0 { p[k] * (log_p[k] - log_q[k]) } else { 0.0 }).sum::<f64>();
-            for k in 0..NUM_CLASSES {
-                ws.dz[k * L + l] = (t / n as f64 * (q[k] - p[k])) as f32;
+            let mut dz: [f64; NUM_CLASSES] = std::array::from_fn(|k| (1.0 - lambda) * (t / n as f64 * (q[k] - p[k])));
+            if lambda > 0.0 {
+                let y = labels[start + l] as usize;
+                let (q1, log_q1) = softmax_t(&z, 1.0);
+                ce -= log_q1[y];
+                for (k, d) in dz.iter_mut().enumerate() {
+                    *d += lambda * (q1[k] - if k == y { 1.0 } else { 0.0 }) / n as f64;
+                }
+            }
+            for (k, d) in dz.iter().enumerate() {
+                ws.dz[k * L + l] = *d as f32;
             }
         }
         if let Some(g) = grad.as_deref_mut() {
             backward_from_dz(isa, student, g, ws);
         }
     }
-    t * t * loss / n as f64
-}
-
-/// The mean cross-entropy of `student` (flat 3-class `cnn-s` weights) on `images` (`n × 784` f32,
-/// already scaled) with `labels`; when `grad` is given, `∂ℓ/∂weights` is **added** to it (the
-/// training kernel's forward/backward, [`super::net::train_block`]).
-pub fn cross_entropy(student: &[f32], images: &[f32], labels: &[u8], grad: Option<&mut [f32]>, ws: &mut Workspace) -> f64 {
-    let n = labels.len();
-    assert_eq!(student.len(), NUM_PARAMS);
-    assert_eq!(images.len(), n * IMAGE_PIXELS, "one label per image");
-    if n == 0 {
-        return 0.0;
+    let kl = t * t * loss / n as f64;
+    if lambda > 0.0 {
+        (1.0 - lambda) * kl + lambda * ce / n as f64
+    } else {
+        kl
     }
-    let isa = Isa::detect();
-    let mut scratch;
-    let g = match grad {
-        Some(g) => g,
-        None => {
-            scratch = vec![0.0f32; NUM_PARAMS];
-            &mut scratch[..]
-        }
-    };
-    let mut loss = 0.0f64;
-    for start in (0..n).step_by(L) {
-        let len = L.min(n - start);
-        ws.load_f32(&images[start * IMAGE_PIXELS..(start + len) * IMAGE_PIXELS]);
-        ws.labels[..len].copy_from_slice(&labels[start..start + len]);
-        loss += train_block(isa, student, g, ws, len, 1.0 / n as f32).0;
-    }
-    loss / n as f64
 }
 
 #[cfg(test)]
@@ -207,18 +213,35 @@ mod tests {
     }
 
     #[test]
-    fn cross_entropy_is_the_trainers_loss_and_gradient() {
-        let m = CnnS::init(3);
+    fn the_label_term_is_the_trainers_cross_entropy_and_mixes_linearly() {
+        let (m, teacher_model) = (CnnS::init(3), CnnS::init(4));
         let x = images(20);
+        let teacher = logits_f32(&teacher_model, &x);
         let labels: Vec<u8> = (0..20).map(|i| (i % 3) as u8).collect();
-        let mut g = vec![0.0f32; NUM_PARAMS];
-        let loss = cross_entropy(m.flat(), &x, &labels, Some(&mut g), &mut Workspace::new());
+        let run = |lambda: f64| {
+            let mut g = vec![0.0f32; NUM_PARAMS];
+            let loss = distill_with_labels(m.flat(), &x, &teacher, &labels, 1.0, lambda, Some(&mut g), &mut Workspace::new());
+            (loss, g)
+        };
+        // λ = 0 is `distill`, bit for bit.
+        let mut g0 = vec![0.0f32; NUM_PARAMS];
+        let d = distill(m.flat(), &x, &teacher, 1.0, Some(&mut g0), &mut Workspace::new());
+        assert_eq!(run(0.0), (d, g0.clone()));
+        // λ = 1 is the training kernel's cross-entropy (its f32 softmax against our f64 one: the per-image
+        // dz differ by a few f32 roundings of values ≤ 1/20, so gradients agree to 1e-6 + 1e-4 relative).
         let cfg = crate::nn::TrainConfig { optimizer: crate::nn::Optimizer::adam(1e-3), batch_size: 20, seed: 0 };
-        let mut t = crate::nn::Trainer::new(m.clone(), &cfg);
-        let (want, want_g) = t.loss_and_gradient_f32(&x, &labels);
-        // Same kernel, same blocks, same order: the same bits (the trainer casts its loss to f32).
-        assert_eq!(loss as f32, want);
-        assert_eq!(g, want_g);
-        assert_eq!(cross_entropy(m.flat(), &x, &labels, None, &mut Workspace::new()), loss);
+        let mut tr = crate::nn::Trainer::new(m.clone(), &cfg);
+        let (want, want_g) = tr.loss_and_gradient_f32(&x, &labels);
+        let (l1, g1) = run(1.0);
+        assert!((l1 - want as f64).abs() < 1e-6 * want.abs() as f64 + 1e-6, "{l1} vs {want}");
+        for (a, b) in g1.iter().zip(want_g) {
+            assert!((a - b).abs() <= 1e-6 + 1e-4 * b.abs(), "{a} vs {b}");
+        }
+        // The mix is linear in λ (loss and gradient), up to f32 rounding of the gradient.
+        let (lh, gh) = run(0.5);
+        assert!((lh - 0.5 * (d + l1)).abs() < 1e-12, "{lh}");
+        for ((h, a), b) in gh.iter().zip(&g0).zip(&g1) {
+            assert!((h - 0.5 * (a + b)).abs() <= 1e-6 + 1e-5 * h.abs(), "{h} vs {a}, {b}");
+        }
     }
 }

@@ -40,7 +40,7 @@ pub use cnn_s::{
     classes_of_len, num_params, param_specs, CnnS, ParamError, ParamSpec, BODY_PARAMS, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
     NUM_PARAMS, PARAM_SPECS, PARAM_SPECS_10, SUPPORTED_CLASSES,
 };
-pub use distill::{cross_entropy, distill};
+pub use distill::{distill, distill_with_labels};
 pub use net::{Isa, Workspace};
 pub use optim::{Optimizer, OptimizerState};
 pub use train::{evaluate, logits_f32, logits_n_u8, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};
