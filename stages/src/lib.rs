@@ -4,10 +4,13 @@
 mod bench_args;
 pub mod data;
 pub mod encoders;
+pub mod fit;
 pub mod generate;
 pub mod nn;
 pub mod plot;
 pub mod resnet;
+pub mod sampling;
+pub mod tensors;
 pub mod weights;
 pub mod zoo;
 

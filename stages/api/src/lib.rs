@@ -375,3 +375,39 @@ pub trait StageKind: Send + Sync {
         Err(StageError::msg(format!("kind `{}` cannot run in shards", self.name())))
     }
 }
+
+/// Writes `bytes` to `path` so that no reader ever sees part of them: into a temporary file beside it
+/// (unique to this process and call), fsynced, then renamed over `path`. The parent directory is created
+/// if missing. A killed writer leaves at most a `.…tmp` file, never a partial `path`. The runner's cache
+/// records and a stage's resumable scratch files both go through here. The error names the path at fault
+/// (the temporary file, or `path` for the rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| (tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("wspace-api-atomic-{}", std::process::id()));
+        let path = dir.join("sub/file.txt");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["file.txt"]);
+        let (at, _) = write_atomic(&dir.join("sub/file.txt/below"), b"x").unwrap_err();
+        assert!(at.starts_with(dir.join("sub/file.txt")), "{}", at.display());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -41,13 +41,15 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::align::task_embeddings;
-use super::model::{normal, uniform, Aligner};
+use super::model::Aligner;
 use super::sample::{load_samples, SampleRow};
-use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
+use crate::sampling::{normal_f32, uniform_in};
+use crate::tensors::{self, TensorFile};
+use crate::tensors::{NamedTensor, NamedTensors};
 use crate::weights::{Network, WeightCodec};
-use crate::zoo::store::{Checkpoint, NamedTensors, Zoo, ZooRow};
+use crate::zoo::store::{Checkpoint, Zoo, ZooRow};
 
 /// Loss and accuracy; NaN when absent.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,7 +114,7 @@ pub fn random_init(shapes: &[(String, Vec<usize>)], seed: u64) -> NamedTensors {
             }
             let bound = 1.0 / (fan_in as f32).sqrt();
             let n: usize = shape.iter().product();
-            (name.clone(), shape.clone(), (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect())
+            NamedTensor::new(name.clone(), shape.clone(), (0..n).map(|_| uniform_in(&mut rng, bound)).collect())
         })
         .collect()
 }
@@ -122,12 +124,13 @@ pub fn add_noise(weights: &NamedTensors, scale: f64, seed: u64) -> NamedTensors 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     weights
         .iter()
-        .map(|(name, shape, v)| {
+        .map(|t| {
+            let v = &t.values;
             let n = v.len().max(1) as f64;
             let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
             let sd = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
             let s = (scale * sd) as f32;
-            (name.clone(), shape.clone(), v.iter().map(|&x| x + s * normal(&mut rng)).collect())
+            NamedTensor::new(t.name.clone(), t.shape.clone(), v.iter().map(|&x| x + s * normal_f32(&mut rng)).collect())
         })
         .collect()
 }
@@ -203,7 +206,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         Some((pca, ae)) => {
             let codec = WeightCodec::load(pca, Some(ae))?;
             let file = TensorFile::open(&ae.join("latents.safetensors"))?;
-            let latents = file.f32_all()?.into_iter().find(|(n, _, _)| n == "latents").map(|t| t.2).unwrap_or_default();
+            let latents = file.f32_all()?.take("latents").map(|t| t.values).unwrap_or_default();
             if latents.len() != all_pairs.len() * codec.latent_dim() {
                 return Err(StageError::msg(format!(
                     "{}: {} latent values for {} pairs: the autoencoder input is not the align stage's",
@@ -336,7 +339,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             e.own_decoded.accuracy
         ));
     }
-    files::write(&out.join("evaluation.csv"), csv.as_bytes())?;
+    tensors::write(&out.join("evaluation.csv"), csv.as_bytes())?;
 
     let targets: Vec<f64> = samples.iter().map(|s| s.target_loss).collect();
     let achieved: Vec<f64> = evals.iter().map(|e| e.sample.loss).collect();
@@ -400,7 +403,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         "non_finite_sample_losses": achieved.iter().filter(|x| !x.is_finite()).count(),
         "noise": noise,
     });
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 

@@ -20,8 +20,8 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 
 use super::align::task_embeddings;
 use super::model::Aligner;
-use crate::data::files;
 use crate::data::{TaskSplit, Tasks};
+use crate::tensors;
 use crate::weights::WeightCodec;
 
 /// One row of `samples.csv`.
@@ -98,7 +98,7 @@ pub fn run_sample(
         let weights = codec.decode(&z)?;
         for (k, (w, &target)) in weights.into_iter().zip(&grid).enumerate() {
             let file = format!("samples/t{:04}-{k}.safetensors", task.id);
-            files::write_f32_safetensors(&out.join(&file), &w)?;
+            w.write(&out.join(&file))?;
             rows.push(SampleRow {
                 sample: rows.len(),
                 task_id: task.id,
@@ -118,10 +118,7 @@ pub fn run_sample(
         w.serialize(r).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
     }
     w.flush().map_err(|e| StageError::io(&path, e))?;
-    files::write_f32_safetensors(
-        &out.join("samples.safetensors"),
-        &[("latents".into(), vec![rows.len(), al.config.latent_dim], latents)],
-    )?;
+    tensors::write_f32(&out.join("samples.safetensors"), "latents", vec![rows.len(), al.config.latent_dim], latents)?;
     let metrics = json!({
         "samples": rows.len(),
         "tasks": test.len(),
@@ -130,7 +127,7 @@ pub fn run_sample(
         "loss_max": al.config.loss_max,
         "arch": codec.arch(),
     });
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 

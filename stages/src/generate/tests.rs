@@ -35,12 +35,12 @@ fn align_training_lowers_the_train_loss_and_is_deterministic() {
         batch_size: 6,
         ..Default::default()
     };
-    let a = train(&pairs, &opts).unwrap();
-    let b = train(&pairs, &opts).unwrap();
+    let a = train(&pairs, &opts, &wspace_stage_api::NoProgress).unwrap();
+    let b = train(&pairs, &opts, &wspace_stage_api::NoProgress).unwrap();
     assert_eq!(a.history, b.history);
-    let (first, last) = (a.history[0].1, a.history.last().unwrap().1);
+    let (first, last) = (a.history[0].train, a.history.last().unwrap().train);
     assert!(last < 0.5 * first, "train NT-Xent {first} → {last}");
-    assert!(a.history.iter().all(|h| h.2.is_finite()));
+    assert!(a.history.iter().all(|h| h.val.is_finite()));
     assert_eq!(a.heat_best.len(), 4);
 }
 
@@ -55,6 +55,6 @@ fn grid_permutations_r2_and_init() {
     let (r2, r) = r2_and_pearson(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]);
     assert_eq!((r2, (r * 1e9).round() / 1e9), (1.0, 1.0));
     let w = random_init(&[("fc.weight".into(), vec![3, 4]), ("fc.bias".into(), vec![3])], 1);
-    assert!(w.iter().all(|(_, _, v)| v.iter().all(|x| x.abs() <= 0.5)));
+    assert!(w.iter().all(|t| t.values.iter().all(|x| x.abs() <= 0.5)));
     assert_eq!(w, random_init(&[("fc.weight".into(), vec![3, 4]), ("fc.bias".into(), vec![3])], 1));
 }

@@ -50,11 +50,12 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 use super::behaviour;
 use super::decode::{Network, WeightCodec};
 use super::pca::{mse, Coefficients};
-use crate::data::files;
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
-use crate::zoo::store::{NamedTensors, Zoo, ZooRow};
+use crate::tensors;
+use crate::tensors::NamedTensors;
+use crate::zoo::store::{Zoo, ZooRow};
 
 /// The functional comparison of two models on one set of inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -287,8 +288,8 @@ pub fn run_evaluation(
     }
     let decoded_dir = out.join("decoded");
     std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
-    files::write_f32_safetensors(&decoded_dir.join("mean.safetensors"), &pca.decode(&pca.coefficient_mean)?)?;
-    let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.into_iter().flat_map(|(_, _, v)| v).collect();
+    pca.decode(&pca.coefficient_mean)?.write(&decoded_dir.join("mean.safetensors"))?;
+    let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.flat();
     let arch = codec.arch();
     let mean_net =
         Network::build(arch, &pca.decode(&pca.coefficient_mean)?)?.with_input(data.image_shape(), InputTransform::default());
@@ -309,17 +310,16 @@ pub fn run_evaluation(
             let r = &coefficients.meta.rows[i];
             let row = zoo.row_of(r)?;
             let weights = zoo.weights(row)?;
-            let w: Vec<f32> = weights.iter().flat_map(|(_, _, v)| v.iter().copied()).collect();
+            let w: Vec<f32> = weights.flat();
             let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
             let real = task_test_images(row, tasks, data)?;
             let calibration = calibration_images(row, tasks, data);
             let real = (real.0.as_slice(), real.1.as_slice());
             let mut comparisons = Vec::new();
-            let flat =
-                |t: &crate::zoo::store::NamedTensors| t.iter().flat_map(|(_, _, v)| v.iter().copied()).collect::<Vec<f32>>();
+            let flat = |t: &NamedTensors| t.flat();
             let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
                 let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
-                files::write_f32_safetensors(&out.join(&file), weights)?;
+                weights.write(&out.join(&file))?;
                 let rec = decoded(arch, weights, data, &calibration)?;
                 comparisons.push(compare(variant, file, (&w, &net), (&flat(weights), &rec), &synthetic, real)?);
                 Ok(())
@@ -375,7 +375,7 @@ pub fn run_evaluation(
             ));
         }
     }
-    files::write(&out.join("reconstruction.csv"), csv.as_bytes())?;
+    tensors::write(&out.join("reconstruction.csv"), csv.as_bytes())?;
 
     // metrics.json
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -424,7 +424,7 @@ pub fn run_evaluation(
     }
     metrics.insert("distributions".into(), serde_json::Value::Object(distributions));
     let metrics = serde_json::Value::Object(metrics);
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
 
     // Plots: sorted per-model values.
     let colour = |v: &str| match v {
