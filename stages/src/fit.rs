@@ -91,6 +91,12 @@ impl Fitted {
     }
 }
 
+/// Writes `history.csv`: `epoch,train_loss,val_loss`, one row per epoch run.
+pub fn write_history(path: &std::path::Path, history: &[EpochLoss]) -> Result<(), StageError> {
+    let rows = history.iter().map(|h| crate::tensors::csv_row![h.epoch, h.train, h.val]);
+    crate::tensors::write_csv(path, &["epoch", "train_loss", "val_loss"], rows)
+}
+
 fn snapshot(vars: &[Var], what: &str) -> Result<Vec<Tensor>, StageError> {
     vars.iter().map(|v| v.as_tensor().copy().map_err(candle_error(what))).collect()
 }

@@ -297,6 +297,31 @@ impl<'a> Params<'a> {
             v => Err(StageError::param(name, format!("must be ≥ 1, got {v}"))),
         }
     }
+    /// A finite number > 0 (learning rates, temperatures).
+    pub fn positive_float(&self, name: &str) -> Result<f64, StageError> {
+        match self.float(name)? {
+            x if x > 0.0 => Ok(x),
+            x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
+        }
+    }
+    /// A finite number ≥ 0 (weight decay, noise scales).
+    pub fn non_negative(&self, name: &str) -> Result<f64, StageError> {
+        match self.float(name)? {
+            x if x >= 0.0 => Ok(x),
+            x => Err(StageError::param(name, format!("must be ≥ 0, got {x}"))),
+        }
+    }
+    /// A list of integers ≥ 1 (layer sizes); an absent or non-list value is an empty list only if
+    /// the parameter is missing its list type, which the runner's type check already refused.
+    pub fn positive_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
+        let list = self.param(name)?.as_list().ok_or_else(|| StageError::param(name, "must be a list of integers"))?;
+        list.iter()
+            .map(|v| match v.as_i64() {
+                Some(n) if n >= 1 => usize::try_from(n).map_err(|_| StageError::param(name, format!("is out of range: {n}"))),
+                _ => Err(StageError::param(name, format!("every size must be an integer ≥ 1, found {v}"))),
+            })
+            .collect()
+    }
     /// A number in [0, 1] (or [0, 1) when `max_exclusive`).
     pub fn fraction(&self, name: &str, max_exclusive: bool) -> Result<f64, StageError> {
         let f = self.float(name)?;
@@ -391,6 +416,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::
     let mut f = std::fs::File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| (tmp.clone(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod params_tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn numeric_constraints_name_the_parameter_and_the_value() {
+        let map = params(&[
+            ("lr", Value::Float(0.0)),
+            ("decay", Value::Float(-1.0)),
+            ("ok", Value::Int(2)),
+            ("hidden", Value::List(vec![Value::Int(4), Value::Int(0)])),
+            ("sizes", Value::List(vec![Value::Int(4), Value::Int(2)])),
+        ]);
+        let p = Params(&map);
+        assert_eq!(p.positive_float("lr").unwrap_err().to_string(), "parameter `lr` must be > 0, got 0");
+        assert_eq!(p.non_negative("decay").unwrap_err().to_string(), "parameter `decay` must be ≥ 0, got -1");
+        assert_eq!((p.positive_float("ok").unwrap(), p.non_negative("ok").unwrap()), (2.0, 2.0));
+        assert_eq!(
+            p.positive_list("hidden").unwrap_err().to_string(),
+            "parameter `hidden` every size must be an integer ≥ 1, found 0"
+        );
+        assert_eq!(p.positive_list("sizes").unwrap(), vec![4, 2]);
+        assert!(p.positive_list("ok").is_err());
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 
 use super::dataset::Dataset;
 use crate::sampling::shuffle;
-use crate::tensors::{self, TensorFile};
+use crate::tensors::{self, csv_row, TensorFile};
 
 /// Classes per task.
 const WAYS: usize = 3;
@@ -154,8 +154,8 @@ impl Default for TasksOptions {
 
 impl TasksOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let opts = TasksOptions {
-            count: ctx.count("count")?,
+        Ok(TasksOptions {
+            count: ctx.positive("count")?,
             // Negative seeds are fine: the bits are the seed.
             seed: ctx.int("seed")? as u64,
             val_tasks: ctx.fraction("val_tasks", false)?,
@@ -163,11 +163,7 @@ impl TasksOptions {
             val_fraction: ctx.fraction("val_fraction", true)?,
             train_per_class: ctx.count("train_per_class")?,
             test_per_class: ctx.count("test_per_class")?,
-        };
-        if opts.count == 0 {
-            return Err(StageError::param("count", "must be ≥ 1"));
-        }
-        Ok(opts)
+        })
     }
 
     /// Samples the tasks for `dataset` (see the module doc).
@@ -310,12 +306,12 @@ impl Tasks {
 
     /// Writes `tasks.csv`, `tasks.json` and `indices.safetensors` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), StageError> {
-        let mut csv = String::from("task_id,class_0,class_1,class_2,split\n");
+        let mut csv_rows = Vec::new();
         for t in &self.tasks {
             let [a, b, c] = t.classes;
-            csv.push_str(&format!("{},{a},{b},{c},{}\n", t.id, t.split.as_str()));
+            csv_rows.push(csv_row![t.id, a, b, c, t.split.as_str()]);
         }
-        tensors::write(&dir.join("tasks.csv"), csv.as_bytes())?;
+        tensors::write_csv(&dir.join("tasks.csv"), &["task_id", "class_0", "class_1", "class_2", "split"], csv_rows)?;
 
         let file = TasksFile {
             classes: self.class_names.clone(),

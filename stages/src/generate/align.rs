@@ -34,9 +34,9 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageCont
 use super::model::{AlignConfig, Aligner};
 use super::ntxent::{self, cosine_matrix};
 use crate::data::TaskSplit;
-use crate::fit::{fit, EpochLoss, FitOptions, Objective};
+use crate::fit::{fit, write_history, EpochLoss, FitOptions, Objective};
 use crate::plot::{self, Chart, Heatmap, Series};
-use crate::tensors::{self, candle_error, NamedTensor, TensorFile};
+use crate::tensors::{self, candle_error, csv_row, NamedTensor, TensorFile};
 use crate::weights::pca::PcaMeta;
 use crate::zoo::store::{Checkpoint, Zoo};
 
@@ -332,27 +332,27 @@ pub fn run_align(
     let t = train(pairs, opts, progress)?;
     let al = &t.model;
     al.save(out, json!({ "best_epoch": t.best_epoch, "epochs_run": t.history.len() }))?;
-    let mut csv = String::from("row,model_id,checkpoint,split,task_id,val_loss,bin\n");
+    let mut csv_rows = Vec::new();
     for (i, p) in pairs.pairs.iter().enumerate() {
-        csv.push_str(&format!(
-            "{i},{},{},{},{},{},{}\n",
+        csv_rows.push(csv_row![
+            i,
             p.model_id,
             p.checkpoint.as_str(),
             p.split.as_str(),
             p.task_id,
             p.val_loss,
             al.config.bin(p.val_loss)
-        ));
+        ]);
     }
-    tensors::write(&out.join("pairs.csv"), csv.as_bytes())?;
+    tensors::write_csv(
+        &out.join("pairs.csv"),
+        &["row", "model_id", "checkpoint", "split", "task_id", "val_loss", "bin"],
+        csv_rows,
+    )?;
     let all: Vec<f64> = pairs.pairs.iter().map(|p| p.val_loss).collect();
     let proj = al.project(&pairs.embeddings, &all)?;
     tensors::write_f32(&out.join("projections.safetensors"), "projections", vec![pairs.pairs.len(), pairs.latent_dim], proj)?;
-    let mut csv = String::from("epoch,train_loss,val_loss\n");
-    for h in &t.history {
-        csv.push_str(&format!("{},{},{}\n", h.epoch, h.train, h.val));
-    }
-    tensors::write(&out.join("history.csv"), csv.as_bytes())?;
+    write_history(&out.join("history.csv"), &t.history)?;
 
     let (tr, va, te) = (pairs.split(TaskSplit::Train), pairs.split(TaskSplit::Val), pairs.split(TaskSplit::Test));
     let chance = |n: usize| if n >= 2 { (n as f64).ln() } else { f64::NAN };
@@ -418,20 +418,11 @@ pub struct AlignKind;
 
 impl AlignOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let mut hidden = Vec::new();
-        for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
-            match v.as_i64() {
-                Some(h) if h >= 1 => hidden.push(h as usize),
-                _ => return Err(StageError::msg(format!("parameter `hidden`: every size must be an integer ≥ 1, found {v}"))),
-            }
-        }
-        let (lr, weight_decay, tau) = (ctx.float("lr")?, ctx.float("weight_decay")?, ctx.float("tau")?);
-        if !(lr > 0.0 && weight_decay >= 0.0 && tau > 0.0) {
-            return Err(StageError::msg("parameters `lr` and `tau` must be > 0 and `weight_decay` ≥ 0"));
-        }
+        let hidden = ctx.positive_list("hidden")?;
+        let (lr, weight_decay, tau) = (ctx.positive_float("lr")?, ctx.non_negative("weight_decay")?, ctx.positive_float("tau")?);
         let batch_size = ctx.positive("batch_size")?;
         if batch_size < 2 {
-            return Err(StageError::msg("parameter `batch_size` must be ≥ 2 (NT-Xent needs negatives)"));
+            return Err(StageError::param("batch_size", "must be ≥ 2 (NT-Xent needs negatives)"));
         }
         Ok(AlignOptions {
             bins: ctx.positive("bins")?,

@@ -46,8 +46,7 @@ use super::sample::{load_samples, SampleRow};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
 use crate::sampling::{normal_f32, uniform_in};
-use crate::tensors::{self, TensorFile};
-use crate::tensors::{NamedTensor, NamedTensors};
+use crate::tensors::{self, csv_row, NamedTensor, NamedTensors, TensorFile};
 use crate::weights::{Network, WeightCodec};
 use crate::zoo::store::{Checkpoint, Zoo, ZooRow};
 
@@ -307,14 +306,9 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     };
     let evals: Vec<SampleEval> = samples.par_iter().map(eval_one).collect::<Result<_, _>>()?;
 
-    let mut csv = String::from(
-        "sample,task_id,target_loss,loss,accuracy,permuted_accuracy,trained_final_loss,trained_final_accuracy,trained_early_loss,\
-         trained_early_accuracy,nn_model_id,nn_checkpoint,nn_loss,nn_accuracy,nn_noise_loss,nn_noise_accuracy,random_loss,random_accuracy,\
-         nn_decoded_loss,nn_decoded_accuracy,own_decoded_loss,own_decoded_accuracy\n",
-    );
+    let mut csv_rows = Vec::new();
     for (s, e) in samples.iter().zip(&evals) {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        csv_rows.push(csv_row![
             s.sample,
             s.task_id,
             s.target_loss,
@@ -337,9 +331,36 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             e.nn_decoded.accuracy,
             e.own_decoded.loss,
             e.own_decoded.accuracy
-        ));
+        ]);
     }
-    tensors::write(&out.join("evaluation.csv"), csv.as_bytes())?;
+    tensors::write_csv(
+        &out.join("evaluation.csv"),
+        &[
+            "sample",
+            "task_id",
+            "target_loss",
+            "loss",
+            "accuracy",
+            "permuted_accuracy",
+            "trained_final_loss",
+            "trained_final_accuracy",
+            "trained_early_loss",
+            "trained_early_accuracy",
+            "nn_model_id",
+            "nn_checkpoint",
+            "nn_loss",
+            "nn_accuracy",
+            "nn_noise_loss",
+            "nn_noise_accuracy",
+            "random_loss",
+            "random_accuracy",
+            "nn_decoded_loss",
+            "nn_decoded_accuracy",
+            "own_decoded_loss",
+            "own_decoded_accuracy",
+        ],
+        csv_rows,
+    )?;
 
     let targets: Vec<f64> = samples.iter().map(|s| s.target_loss).collect();
     let achieved: Vec<f64> = evals.iter().map(|e| e.sample.loss).collect();
@@ -408,10 +429,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
 }
 
 fn noise(params: Params) -> Result<f64, StageError> {
-    match params.float("noise")? {
-        x if x >= 0.0 => Ok(x),
-        x => Err(StageError::param("noise", format!("must be ≥ 0, got {x}"))),
-    }
+    params.non_negative("noise")
 }
 
 /// `kind = "evaluate-samples"`: see the [module doc](self).

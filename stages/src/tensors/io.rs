@@ -54,6 +54,13 @@ where
     w.flush().map_err(|e| StageError::io(path, e))
 }
 
+/// One CSV record for [`write_csv`]: each expression as its `Display` text (`csv_row![id, name, 0.5]`),
+/// so numbers are written exactly as `format!("{}")` writes them.
+macro_rules! csv_row {
+    ($($field:expr),* $(,)?) => { vec![$($field.to_string()),*] };
+}
+pub(crate) use csv_row;
+
 /// A candle error as a [`StageError`] that says where it happened: `.map_err(candle_error("align"))`.
 pub fn candle_error(context: impl std::fmt::Display) -> impl Fn(candle_core::Error) -> StageError {
     move |e| StageError::msg(format!("{context}: {e}"))

@@ -15,6 +15,7 @@
 pub mod io;
 mod safetensors_file;
 
+pub(crate) use io::csv_row;
 pub use io::{candle_error, json_bytes, read, read_json, write, write_atomic, write_csv, write_json};
 pub use safetensors_file::{f32_bytes, f32_from_bytes, i64_bytes, safetensors_bytes, write_safetensors, TensorFile};
 

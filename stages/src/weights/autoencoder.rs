@@ -58,7 +58,7 @@ use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
 use crate::data::{Dataset, TaskSplit, Tasks};
 pub use crate::fit::EpochLoss;
-use crate::fit::{fit, FitOptions, Objective};
+use crate::fit::{fit, write_history, FitOptions, Objective};
 use crate::plot::{self, Chart, Series};
 use crate::sampling::uniform_in;
 use crate::tensors::{self, TensorFile};
@@ -519,11 +519,7 @@ pub fn run_autoencoder(
         latents,
     )?;
 
-    let mut csv = String::from("epoch,train_loss,val_loss\n");
-    for h in &trained.history {
-        csv.push_str(&format!("{},{},{}\n", h.epoch, h.train, h.val));
-    }
-    tensors::write(&out.join("history.csv"), csv.as_bytes())?;
+    write_history(&out.join("history.csv"), &trained.history)?;
     let xy = |f: fn(&EpochLoss) -> f64| trained.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
     plot::write_chart(
         &out.join("loss.svg"),
@@ -582,21 +578,10 @@ pub struct AutoencoderKind;
 impl AutoencoderOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let positive = |name: &str| ctx.positive(name);
-        let mut hidden = Vec::new();
-        for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
-            match v.as_i64() {
-                Some(h) if h >= 1 => hidden.push(h as usize),
-                _ => return Err(StageError::msg(format!("parameter `hidden`: every size must be an integer ≥ 1, found {v}"))),
-            }
-        }
         let activation = ctx.str("activation")?;
-        let lr = ctx.float("lr")?;
-        let weight_decay = ctx.float("weight_decay")?;
-        if lr.is_nan() || lr <= 0.0 || weight_decay.is_nan() || weight_decay < 0.0 {
-            return Err(StageError::msg("parameters `lr` must be > 0 and `weight_decay` ≥ 0"));
-        }
+        let (lr, weight_decay) = (ctx.positive_float("lr")?, ctx.non_negative("weight_decay")?);
         Ok(AutoencoderOptions {
-            hidden,
+            hidden: ctx.positive_list("hidden")?,
             latent_dim: positive("latent_dim")?,
             activation: Activation::parse(activation)
                 .ok_or_else(|| StageError::msg(format!("parameter `activation`: unknown `{activation}`")))?,
@@ -607,17 +592,11 @@ impl AutoencoderOptions {
             patience: positive("patience")?,
             seed: ctx.int("seed")? as u64,
             behaviour: match ctx.str("loss")? {
-                "behaviour" => {
-                    let temperature = ctx.float("temperature")?;
-                    if temperature <= 0.0 {
-                        return Err(StageError::param("temperature", format!("must be > 0, got {temperature}")));
-                    }
-                    Some(BehaviourOptions {
-                        beta: ctx.fraction("beta", false)?,
-                        probe_images: positive("probe_images")?,
-                        temperature: temperature as f32,
-                    })
-                }
+                "behaviour" => Some(BehaviourOptions {
+                    beta: ctx.fraction("beta", false)?,
+                    probe_images: positive("probe_images")?,
+                    temperature: ctx.positive_float("temperature")? as f32,
+                }),
                 _ => None,
             },
         })

@@ -41,7 +41,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
@@ -53,8 +53,7 @@ use super::pca::{mse, Coefficients};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
-use crate::tensors;
-use crate::tensors::NamedTensors;
+use crate::tensors::{self, csv_row, NamedTensors};
 use crate::zoo::store::{Zoo, ZooRow};
 
 /// The functional comparison of two models on one set of inputs.
@@ -125,7 +124,7 @@ pub struct Comparison {
 /// `n` synthetic images of i.i.d. U(0, 1) pixels, `len` values each.
 pub fn synthetic_images(n: usize, len: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * len).map(|_| (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32)).collect()
+    (0..n * len).map(|_| crate::sampling::uniform_f32(&mut rng)).collect()
 }
 
 /// The evaluation's parameters.
@@ -142,17 +141,11 @@ pub struct EvaluateOptions {
 
 impl EvaluateOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let positive_finite = |name: &str| -> Result<f64, StageError> {
-            match p.float(name)? {
-                x if x > 0.0 => Ok(x),
-                x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
-            }
-        };
         let refine = RefineOptions {
             steps: p.count("refine_steps")?,
-            lr: positive_finite("refine_lr")?,
+            lr: p.positive_float("refine_lr")?,
             probe_images: p.positive("probe_images")?,
-            temperature: positive_finite("temperature")? as f32,
+            temperature: p.positive_float("temperature")? as f32,
         };
         let split = match p.str("split")? {
             "train" => TaskSplit::Train,
@@ -348,14 +341,11 @@ pub fn run_evaluation(
         .collect::<Result<_, _>>()?;
 
     // reconstruction.csv
-    let mut csv = String::from(
-        "model_id,checkpoint,task_id,variant,file,weight_mse,synthetic_agreement,synthetic_correlation,synthetic_cosine,synthetic_output_mse,real_agreement,real_correlation,real_cosine,real_output_mse,original_accuracy,accuracy\n",
-    );
+    let mut csv_rows = Vec::new();
     for (row, cs) in &results {
         for c in cs {
             let (s, r) = (c.synthetic, c.real);
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            csv_rows.push(csv_row![
                 row.model_id,
                 row.checkpoint.as_str(),
                 row.task_id,
@@ -372,10 +362,31 @@ pub fn run_evaluation(
                 r.output_mse,
                 c.original_accuracy,
                 c.accuracy
-            ));
+            ]);
         }
     }
-    tensors::write(&out.join("reconstruction.csv"), csv.as_bytes())?;
+    tensors::write_csv(
+        &out.join("reconstruction.csv"),
+        &[
+            "model_id",
+            "checkpoint",
+            "task_id",
+            "variant",
+            "file",
+            "weight_mse",
+            "synthetic_agreement",
+            "synthetic_correlation",
+            "synthetic_cosine",
+            "synthetic_output_mse",
+            "real_agreement",
+            "real_correlation",
+            "real_cosine",
+            "real_output_mse",
+            "original_accuracy",
+            "accuracy",
+        ],
+        csv_rows,
+    )?;
 
     // metrics.json
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;

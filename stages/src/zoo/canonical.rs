@@ -80,7 +80,7 @@ use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
 use crate::nn::cnn_s::{B1, B2, B3, F1B, F1W, F2W, W1, W2, W3};
 use crate::nn::{CnnS, NUM_PARAMS, PARAM_SPECS};
-use crate::tensors;
+use crate::tensors::{self, csv_row};
 
 /// One hidden layer of `cnn-s` as the alignment sees it: its own tensor (rows = units), its bias, and
 /// the next tensor, whose columns come in one block of `block` values per unit of this layer.
@@ -762,7 +762,7 @@ fn write_output(
 
 fn write_alignment_csv(path: &Path, rows: &[ZooRow], results: &[Option<Aligned>]) -> Result<(), StageError> {
     let join = |v: &mut dyn Iterator<Item = usize>| v.map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
-    let mut text = String::from("model_id,checkpoint,file,sweeps,converged,conv1,conv2,conv3,fc1,conv3_flips,fc1_flips\n");
+    let mut records = Vec::with_capacity(rows.len());
     for (row, a) in rows.iter().zip(results) {
         let (a, sweeps, converged) = match a {
             Some(r) => (r.alignment.clone(), r.sweeps.to_string(), r.converged.to_string()),
@@ -770,16 +770,13 @@ fn write_alignment_csv(path: &Path, rows: &[ZooRow], results: &[Option<Aligned>]
         };
         let perms: Vec<String> = a.perm.iter().map(|p| join(&mut p.iter().copied())).collect();
         let flips: Vec<String> = [2, 3].iter().map(|&l| join(&mut a.flip[l].iter().map(|&f| f as usize))).collect();
-        text.push_str(&format!(
-            "{},{},{},{sweeps},{converged},{},{}\n",
-            row.model_id,
-            row.checkpoint.as_str(),
-            row.file,
-            perms.join(","),
-            flips.join(",")
-        ));
+        let mut record = csv_row![row.model_id, row.checkpoint.as_str(), row.file, sweeps, converged];
+        record.extend(perms.into_iter().chain(flips));
+        records.push(record);
     }
-    tensors::write(path, text.as_bytes())
+    let header =
+        ["model_id", "checkpoint", "file", "sweeps", "converged", "conv1", "conv2", "conv3", "fc1", "conv3_flips", "fc1_flips"];
+    tensors::write_csv(path, &header, records)
 }
 
 #[cfg(test)]
