@@ -25,23 +25,79 @@ use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
-use wspace_stage_api::{Progress, StageError};
+use wspace_stage_api::{ParamSpec, ParamType, Params, Progress, StageError, Value};
 
 use crate::tensors::candle_error;
 
-/// The loop's settings.
-pub struct FitOptions<'a> {
+/// The loop's parameters as a stage declares them: [`FitParams::specs`] in [`StageKind::params`],
+/// [`FitParams::from_params`] in `validate` and `run`.
+///
+/// [`StageKind::params`]: wspace_stage_api::StageKind::params
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitParams {
     pub epochs: usize,
     /// Epochs without a better validation loss before stopping.
     pub patience: usize,
     pub lr: f64,
     pub weight_decay: f64,
     pub batch_size: usize,
+    /// Seeds the stage's initial weights and (with a salt of the stage's) the batch order.
+    pub seed: u64,
+}
+
+impl FitParams {
+    /// `batch_size`, `epochs`, `patience`, `lr`, `weight_decay`, `seed` with these defaults;
+    /// `batch_doc` says what a batch is to this stage.
+    pub fn specs(defaults: &FitParams, batch_doc: &'static str) -> Vec<ParamSpec> {
+        let int = |v: usize| Value::Int(v as i64);
+        vec![
+            ParamSpec::optional("batch_size", ParamType::Int, int(defaults.batch_size), batch_doc),
+            ParamSpec::optional("epochs", ParamType::Int, int(defaults.epochs), "maximum epochs"),
+            ParamSpec::optional(
+                "patience",
+                ParamType::Int,
+                int(defaults.patience),
+                "epochs without val improvement before stopping",
+            ),
+            ParamSpec::optional("lr", ParamType::Float, Value::Float(defaults.lr), "AdamW learning rate"),
+            ParamSpec::optional(
+                "weight_decay",
+                ParamType::Float,
+                Value::Float(defaults.weight_decay),
+                "AdamW (decoupled) weight decay",
+            ),
+            ParamSpec::optional(
+                "seed",
+                ParamType::Int,
+                Value::Int(defaults.seed as i64),
+                "seeds the initial weights and the batch order",
+            ),
+        ]
+    }
+
+    /// Reads the parameters [`FitParams::specs`] declares; errors name the parameter.
+    pub fn from_params(p: Params) -> Result<FitParams, StageError> {
+        Ok(FitParams {
+            epochs: p.positive("epochs")?,
+            patience: p.positive("patience")?,
+            lr: p.positive_float("lr")?,
+            weight_decay: p.non_negative("weight_decay")?,
+            batch_size: p.positive("batch_size")?,
+            // Negative seeds are fine: the bits are the seed.
+            seed: p.int("seed")? as u64,
+        })
+    }
+}
+
+/// The loop's settings.
+pub struct FitOptions<'a> {
+    pub params: FitParams,
     /// The smallest batch worth a step (NT-Xent needs two rows); shorter last batches are skipped and
     /// `batch_size` is raised to it.
     pub min_batch: usize,
-    /// Seeds the per-epoch shuffle of the train rows.
-    pub shuffle_seed: u64,
+    /// XORed into `params.seed` to seed the per-epoch shuffle of the train rows (so the batch order
+    /// and the initial weights draw from different streams).
+    pub shuffle_salt: u64,
     /// Names the stage in errors ("autoencoder").
     pub what: &'a str,
     /// Counts epochs (`start(epochs, "epochs")`, one `inc` per epoch).
@@ -104,19 +160,20 @@ fn snapshot(vars: &[Var], what: &str) -> Result<Vec<Tensor>, StageError> {
 /// Trains `objective` on the train rows `rows` (see the module doc).
 pub fn fit(objective: &mut impl Objective, rows: &[usize], opts: &FitOptions) -> Result<Fitted, StageError> {
     let e = candle_error(format!("{} training", opts.what));
+    let p = &opts.params;
     let vars = objective.vars();
-    let params = ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() };
-    let mut opt = AdamW::new(vars.clone(), params).map_err(&e)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.shuffle_seed);
+    let adamw = ParamsAdamW { lr: p.lr, weight_decay: p.weight_decay, ..Default::default() };
+    let mut opt = AdamW::new(vars.clone(), adamw).map_err(&e)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ opts.shuffle_salt);
     let mut order = rows.to_vec();
     let mut history = Vec::new();
     let (mut best, mut best_epoch, mut best_val) = (snapshot(&vars, opts.what)?, 0, f64::INFINITY);
     let min_batch = opts.min_batch.max(1);
-    opts.progress.start(opts.epochs as u64, "epochs");
-    for epoch in 1..=opts.epochs {
+    opts.progress.start(p.epochs as u64, "epochs");
+    for epoch in 1..=p.epochs {
         crate::sampling::shuffle(&mut order, &mut rng);
         let (mut sum, mut count) = (0.0, 0);
-        for chunk in order.chunks(opts.batch_size.max(min_batch)) {
+        for chunk in order.chunks(p.batch_size.max(min_batch)) {
             if chunk.len() < min_batch {
                 continue;
             }
@@ -137,17 +194,14 @@ pub fn fit(objective: &mut impl Objective, rows: &[usize], opts: &FitOptions) ->
         history.push(loss);
         objective.after_epoch(&loss)?;
         opts.progress.inc(1);
-        match val {
-            Some(v) if !(v < best_val) => {
-                if epoch - best_epoch >= opts.patience {
-                    break;
-                }
-            }
-            _ => {
-                best_val = val.unwrap_or(best_val);
-                best_epoch = epoch;
-                best = snapshot(&vars, opts.what)?;
-            }
+        // Without validation every epoch is kept; with it, only a strictly lower loss (NaN never is).
+        let improved = val.is_none_or(|v| v < best_val);
+        if improved {
+            best_val = val.unwrap_or(best_val);
+            best_epoch = epoch;
+            best = snapshot(&vars, opts.what)?;
+        } else if epoch - best_epoch >= p.patience {
+            break;
         }
     }
     for (v, t) in vars.iter().zip(&best) {
@@ -201,13 +255,9 @@ mod tests {
 
     fn options(epochs: usize, patience: usize, min_batch: usize) -> FitOptions<'static> {
         FitOptions {
-            epochs,
-            patience,
-            lr: 0.1,
-            weight_decay: 0.0,
-            batch_size: 2,
+            params: FitParams { epochs, patience, lr: 0.1, weight_decay: 0.0, batch_size: 2, seed: 7 },
             min_batch,
-            shuffle_seed: 7,
+            shuffle_salt: 0,
             what: "test",
             progress: &NoProgress,
         }
@@ -226,7 +276,8 @@ mod tests {
         let mut two = scripted(vec![Some(5.0), Some(3.0)]);
         fit(&mut two, &[0, 1, 2, 3, 4], &options(2, 2, 1)).unwrap();
         assert_eq!(o.w.as_tensor().to_vec1::<f32>().unwrap(), two.w.as_tensor().to_vec1::<f32>().unwrap());
-        let mut four = scripted(vec![Some(5.0), Some(3.0), Some(4.0), Some(3.5)]);
+        // … and not those after epoch 4 (without validation the last epoch is kept).
+        let mut four = scripted(vec![None; 4]);
         fit(&mut four, &[0, 1, 2, 3, 4], &options(4, 9, 1)).unwrap();
         assert_ne!(o.w.as_tensor().to_vec1::<f32>().unwrap(), four.w.as_tensor().to_vec1::<f32>().unwrap());
     }

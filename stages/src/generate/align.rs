@@ -34,7 +34,7 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageCont
 use super::model::{AlignConfig, Aligner};
 use super::ntxent::{self, cosine_matrix};
 use crate::data::TaskSplit;
-use crate::fit::{fit, write_history, EpochLoss, FitOptions, Objective};
+use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Objective};
 use crate::plot::{self, Chart, Heatmap, Series};
 use crate::tensors::{self, candle_error, csv_row, NamedTensor, TensorFile};
 use crate::weights::pca::PcaMeta;
@@ -141,12 +141,8 @@ pub struct AlignOptions {
     pub results_dim: usize,
     pub hidden: Vec<usize>,
     pub tau: f64,
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub patience: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
+    /// Epochs, patience, AdamW, batch size (≥ 2: NT-Xent needs negatives), seed.
+    pub fit: FitParams,
 }
 
 impl Default for AlignOptions {
@@ -156,12 +152,7 @@ impl Default for AlignOptions {
             results_dim: 512,
             hidden: vec![512],
             tau: 0.1,
-            batch_size: 32,
-            epochs: 200,
-            patience: 30,
-            lr: 1e-3,
-            weight_decay: 1e-4,
-            seed: 0,
+            fit: FitParams { epochs: 200, patience: 30, lr: 1e-3, weight_decay: 1e-4, batch_size: 32, seed: 0 },
         }
     }
 }
@@ -236,7 +227,7 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions, progress: &dyn Progress) -> Res
         latent_dim: pairs.latent_dim,
         tau: opts.tau,
     };
-    let mut al = Aligner::init(config, opts.seed)?;
+    let mut al = Aligner::init(config, opts.fit.seed)?;
     let d = pairs.dataset_dim;
     let raw = pairs.embeddings_of(&tr);
     let n = tr.len();
@@ -261,17 +252,7 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions, progress: &dyn Progress) -> Res
     let fitted = fit(
         &mut objective,
         &tr,
-        &FitOptions {
-            epochs: opts.epochs,
-            patience: opts.patience,
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            batch_size: opts.batch_size,
-            min_batch: 2,
-            shuffle_seed: opts.seed ^ 0x0a11_9e00,
-            what: "align",
-            progress,
-        },
+        &FitOptions { params: opts.fit, min_batch: 2, shuffle_salt: 0x0a11_9e00, what: "align", progress },
     )?;
     let heat_first = std::mem::take(&mut objective.heat_first);
     let heat_best = cosines(&al, pairs, &heat_rows)?;
@@ -418,23 +399,16 @@ pub struct AlignKind;
 
 impl AlignOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let hidden = ctx.positive_list("hidden")?;
-        let (lr, weight_decay, tau) = (ctx.positive_float("lr")?, ctx.non_negative("weight_decay")?, ctx.positive_float("tau")?);
-        let batch_size = ctx.positive("batch_size")?;
-        if batch_size < 2 {
+        let fit = FitParams::from_params(ctx)?;
+        if fit.batch_size < 2 {
             return Err(StageError::param("batch_size", "must be ≥ 2 (NT-Xent needs negatives)"));
         }
         Ok(AlignOptions {
             bins: ctx.positive("bins")?,
             results_dim: ctx.positive("results_dim")?,
-            hidden,
-            tau,
-            batch_size,
-            epochs: ctx.positive("epochs")?,
-            patience: ctx.positive("patience")?,
-            lr,
-            weight_decay,
-            seed: ctx.int("seed")? as u64,
+            hidden: ctx.positive_list("hidden")?,
+            tau: ctx.positive_float("tau")?,
+            fit,
         })
     }
 }
@@ -453,18 +427,14 @@ impl StageKind for AlignKind {
         use ParamType::*;
         let d = AlignOptions::default();
         let int = |v: usize| Value::Int(v as i64);
-        vec![
+        let mut specs = vec![
             ParamSpec::optional("bins", Int, int(d.bins), "loss bins over the train split's val_loss range"),
             ParamSpec::optional("results_dim", Int, int(d.results_dim), "size of each bin's learned embedding (thesis: 512)"),
             ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![int(512)]), "hidden sizes of the shared MLP"),
             ParamSpec::optional("tau", Float, Value::Float(d.tau), "NT-Xent temperature"),
-            ParamSpec::optional("batch_size", Int, int(d.batch_size), "pairs per batch (the negatives)"),
-            ParamSpec::optional("epochs", Int, int(d.epochs), "maximum epochs"),
-            ParamSpec::optional("patience", Int, int(d.patience), "epochs without val improvement before stopping"),
-            ParamSpec::optional("lr", Float, Value::Float(d.lr), "AdamW learning rate"),
-            ParamSpec::optional("weight_decay", Float, Value::Float(d.weight_decay), "AdamW weight decay"),
-            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
-        ]
+        ];
+        specs.extend(FitParams::specs(&d.fit, "pairs per batch (the negatives), at least 2"));
+        specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![

@@ -30,9 +30,7 @@ fn align_training_lowers_the_train_loss_and_is_deterministic() {
         results_dim: 8,
         hidden: vec![16],
         bins: 4,
-        epochs: 40,
-        patience: 100,
-        batch_size: 6,
+        fit: crate::fit::FitParams { epochs: 40, patience: 100, batch_size: 6, ..AlignOptions::default().fit },
         ..Default::default()
     };
     let a = train(&pairs, &opts, &wspace_stage_api::NoProgress).unwrap();

@@ -58,7 +58,7 @@ use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
 use crate::data::{Dataset, TaskSplit, Tasks};
 pub use crate::fit::EpochLoss;
-use crate::fit::{fit, write_history, FitOptions, Objective};
+use crate::fit::{fit, write_history, FitOptions, FitParams, Objective};
 use crate::plot::{self, Chart, Series};
 use crate::sampling::uniform_in;
 use crate::tensors::{self, TensorFile};
@@ -262,12 +262,8 @@ pub struct AutoencoderOptions {
     pub hidden: Vec<usize>,
     pub latent_dim: usize,
     pub activation: Activation,
-    pub epochs: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub batch_size: usize,
-    pub patience: usize,
-    pub seed: u64,
+    /// Epochs, patience, AdamW, batch size, seed.
+    pub fit: FitParams,
     /// `None`: the thesis's coefficient MSE alone; `Some`: the behavioural loss.
     pub behaviour: Option<BehaviourOptions>,
 }
@@ -287,12 +283,7 @@ impl Default for AutoencoderOptions {
             hidden: vec![256],
             latent_dim: 32,
             activation: Activation::Elu,
-            epochs: 300,
-            lr: 1e-3,
-            weight_decay: 1e-5,
-            batch_size: 32,
-            patience: 30,
-            seed: 0,
+            fit: FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 1e-5, batch_size: 32, seed: 0 },
             behaviour: None,
         }
     }
@@ -447,24 +438,21 @@ pub fn train(
     }
     let config =
         AutoencoderConfig { input_dim: d, hidden: opts.hidden.clone(), latent_dim: opts.latent_dim, activation: opts.activation };
-    let ae = Autoencoder::init(config, opts.seed)?;
-    let mut objective =
-        AutoencoderObjective { ae: &ae, train, val, d, behaviour, scales: None, batch: Vec::with_capacity(opts.batch_size * d) };
+    let ae = Autoencoder::init(config, opts.fit.seed)?;
+    let mut objective = AutoencoderObjective {
+        ae: &ae,
+        train,
+        val,
+        d,
+        behaviour,
+        scales: None,
+        batch: Vec::with_capacity(opts.fit.batch_size * d),
+    };
     let rows: Vec<usize> = (0..n).collect();
     let fitted = fit(
         &mut objective,
         &rows,
-        &FitOptions {
-            epochs: opts.epochs,
-            patience: opts.patience,
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            batch_size: opts.batch_size,
-            min_batch: 1,
-            shuffle_seed: opts.seed ^ 0x005e_edae,
-            what: "autoencoder",
-            progress,
-        },
+        &FitOptions { params: opts.fit, min_batch: 1, shuffle_salt: 0x005e_edae, what: "autoencoder", progress },
     )?;
     let behaviour_scales = objective.scales;
     Ok(Trained { model: ae, history: fitted.history, best_epoch: fitted.best_epoch, behaviour_scales })
@@ -579,18 +567,12 @@ impl AutoencoderOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let positive = |name: &str| ctx.positive(name);
         let activation = ctx.str("activation")?;
-        let (lr, weight_decay) = (ctx.positive_float("lr")?, ctx.non_negative("weight_decay")?);
         Ok(AutoencoderOptions {
             hidden: ctx.positive_list("hidden")?,
             latent_dim: positive("latent_dim")?,
             activation: Activation::parse(activation)
                 .ok_or_else(|| StageError::msg(format!("parameter `activation`: unknown `{activation}`")))?,
-            epochs: positive("epochs")?,
-            lr,
-            weight_decay,
-            batch_size: positive("batch_size")?,
-            patience: positive("patience")?,
-            seed: ctx.int("seed")? as u64,
+            fit: FitParams::from_params(ctx)?,
             behaviour: match ctx.str("loss")? {
                 "behaviour" => Some(BehaviourOptions {
                     beta: ctx.fraction("beta", false)?,
@@ -616,7 +598,7 @@ impl StageKind for AutoencoderKind {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         let d = AutoencoderOptions::default();
-        vec![
+        let mut specs = vec![
             ParamSpec::optional(
                 "hidden",
                 List(Box::new(Int)),
@@ -625,12 +607,6 @@ impl StageKind for AutoencoderKind {
             ),
             ParamSpec::optional("latent_dim", Int, Value::Int(d.latent_dim as i64), "latent size"),
             ParamSpec::optional("activation", Choice(Activation::NAMES), Value::Str("elu".into()), "hidden nonlinearity"),
-            ParamSpec::optional("epochs", Int, Value::Int(d.epochs as i64), "maximum epochs"),
-            ParamSpec::optional("lr", Float, Value::Float(d.lr), "AdamW learning rate"),
-            ParamSpec::optional("weight_decay", Float, Value::Float(d.weight_decay), "AdamW (decoupled) weight decay"),
-            ParamSpec::optional("batch_size", Int, Value::Int(d.batch_size as i64), "mini-batch size"),
-            ParamSpec::optional("patience", Int, Value::Int(d.patience as i64), "epochs without val improvement before stopping"),
-            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
             ParamSpec::optional(
                 "loss",
                 Choice(&["mse", "behaviour"]),
@@ -645,7 +621,9 @@ impl StageKind for AutoencoderKind {
                 "loss = behaviour: training images of each model's own task on which outputs are matched",
             ),
             ParamSpec::optional("temperature", Float, Value::Float(2.0), "loss = behaviour: distillation temperature T"),
-        ]
+        ];
+        specs.extend(FitParams::specs(&d.fit, "mini-batch size"));
+        specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
