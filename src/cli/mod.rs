@@ -162,10 +162,9 @@ pub enum Command {
     },
     /// Benchmarks that stage kinds provide (e.g. `wspace bench zoo --help`)
     Bench {
-        /// Which benchmark
-        name: String,
-        /// Its own arguments
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Which benchmark, then its own arguments. One list, so that everything after the name,
+        /// `--help` included, goes to the benchmark
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "NAME [ARGS]")]
         args: Vec<String>,
     },
     /// The stage kinds, their parameters and inputs
@@ -257,11 +256,12 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
         Command::Fsck { cache, repair } => gc::fsck(&Cache::new(cache.cache), repair),
         Command::Verify { p, stage, jobs } => verify::verify(&p, registry, &stage, jobs.max(1)),
         Command::Kinds { kind } => kinds::kinds(registry, kind.as_deref()),
-        Command::Bench { name, args } => {
-            let f = registry.bench(&name).ok_or_else(|| {
+        Command::Bench { args } => {
+            let (name, args) = args.split_first().expect("clap requires the name");
+            let f = registry.bench(name).ok_or_else(|| {
                 Fail(format!("error: no benchmark `{name}`; known: {}", registry.bench_names().collect::<Vec<_>>().join(", ")), 2)
             })?;
-            let out = f(&args).map_err(|e| Fail(e, 2))?;
+            let out = f(args).map_err(|e| Fail(e, 2))?;
             println!("{out}");
             Ok(0)
         }
