@@ -7,32 +7,12 @@
 set -euo pipefail
 n=${1:-50}
 bin=$(realpath "${2:-target/debug/wspace}")
+repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-# a → (b, c) → d → e: each stage sleeps, writes several files, and reads its inputs.
-cat > p.toml <<'TOML'
-[stages.a]
-kind = "command"
-run = "sleep 0.2; echo $WSPACE_PARAM_I > $WSPACE_OUT/i; seq 1 5000 > $WSPACE_OUT/big"
-params = { i = 0 }
-[stages.b]
-kind = "command"
-inputs = { a = "a" }
-run = "sleep 0.3; mkdir $WSPACE_OUT/sub; cat $WSPACE_IN_A/i $WSPACE_IN_A/i > $WSPACE_OUT/sub/b; wc -l < $WSPACE_IN_A/big > $WSPACE_OUT/n"
-[stages.c]
-kind = "command"
-inputs = { a = "a" }
-run = "sleep 0.25; cat $WSPACE_IN_A/i > $WSPACE_OUT/c"
-[stages.d]
-kind = "command"
-inputs = { b = "b", c = "c" }
-run = "sleep 0.2; cat $WSPACE_IN_B/sub/b $WSPACE_IN_C/c $WSPACE_IN_B/n > $WSPACE_OUT/d"
-[stages.e]
-kind = "command"
-inputs = { d = "d" }
-run = "sleep 0.1; wc -l < $WSPACE_IN_D/d > $WSPACE_OUT/e"
-TOML
+# a → (b, c) → d → e (tests/pipelines/kill.toml): each stage sleeps, writes several files, reads its inputs.
+cp "$repo/tests/pipelines/kill.toml" p.toml
 mid=0
 for i in $(seq 1 "$n"); do
     setsid "$bin" run p.toml --set "a.i=$i" -j 2 > /dev/null 2>&1 &

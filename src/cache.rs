@@ -205,13 +205,7 @@ pub fn now() -> u64 {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(path_err(dir))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let mut f = File::create(&tmp).map_err(path_err(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(path_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(path_err(path))
+    wspace_stage_api::write_atomic(path, bytes).map_err(|(path, source)| PathError { path, source })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), PathError> {

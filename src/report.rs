@@ -167,22 +167,14 @@ pub fn sweep_rows(variants: &[(Vec<Override>, Vec<StageReport>)]) -> (Vec<String
     (headers, cells)
 }
 
-/// RFC 4180 quoting where needed.
+/// The table as CSV (the `csv` crate: RFC 4180 quoting where a field needs it — a comma, a quote, `\r`
+/// or `\n` — and `\n` line ends).
 pub fn csv(headers: &[String], rows: &[Vec<String>]) -> String {
-    let cell = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut out = headers.iter().map(|h| cell(h)).collect::<Vec<_>>().join(",");
-    out.push('\n');
-    for row in rows {
-        out.push_str(&row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(","));
-        out.push('\n');
+    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+    for record in std::iter::once(headers).chain(rows.iter().map(Vec::as_slice)) {
+        w.write_record(record).expect("writing to memory");
     }
-    out
+    String::from_utf8(w.into_inner().expect("writing to memory")).expect("UTF-8 in, UTF-8 out")
 }
 
 #[cfg(test)]
@@ -222,7 +214,7 @@ mod tests {
     fn table_aligns_and_csv_quotes() {
         let t = table(&["a", "long"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "a    long\nxyz  1");
-        let c = csv(&["x".into()], &[vec!["a,b".into()], vec!["q\"".into()]]);
-        assert_eq!(c, "x\n\"a,b\"\n\"q\"\"\"\n");
+        let c = csv(&["x".into()], &[vec!["a,b".into()], vec!["q\"".into()], vec!["cr\r".into()], vec!["plain".into()]]);
+        assert_eq!(c, "x\n\"a,b\"\n\"q\"\"\"\n\"cr\r\"\nplain\n");
     }
 }

@@ -28,5 +28,15 @@ fn bench_zoo_prints_images_per_second() {
     assert_eq!(v["images_per_second_per_thread"], v["images_per_second"]);
     let bad = p.wspace(&["bench", "zoo", "--models", "0"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&bad.stderr), "error: --models 0: expected a positive integer\n");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.starts_with("error: invalid value '0' for '--models <MODELS>': expected a positive integer"), "{err}");
+    // An unknown output format is an error, not text.
+    let xml = p.wspace(&["bench", "zoo", "--format", "xml"]);
+    assert_eq!(xml.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&xml.stderr).contains("invalid value 'xml' for '--format <FORMAT>'"));
+    // --help is the benchmark's usage, and a success.
+    let help = p.wspace(&["bench", "zoo", "--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Usage: wspace bench zoo") && text.contains("--threads <THREADS>"), "{text}");
 }

@@ -6,32 +6,7 @@ mod common;
 use common::{expect, make_writable, Project};
 
 /// a → b → c, and d alone. Each stage appends a line to count/<name>.log when it really runs.
-const CHAIN: &str = r#"
-[pipeline]
-name = "chain"
-seed = 1
-
-[stages.a]
-kind = "command"
-run = "echo a >> count/a.log; echo $WSPACE_PARAM_N > $WSPACE_OUT/a.txt"
-outputs = ["a.txt"]
-params = { n = 1, note = "does not change the output" }
-
-[stages.b]
-kind = "command"
-inputs = { up = "a" }
-run = "echo b >> count/b.log; cat $WSPACE_IN_UP/a.txt > $WSPACE_OUT/b.txt; echo $WSPACE_PARAM_K >> $WSPACE_OUT/b.txt"
-params = { k = 10 }
-
-[stages.c]
-kind = "command"
-inputs = { up = "b" }
-run = "echo c >> count/c.log; wc -l < $WSPACE_IN_UP/b.txt > $WSPACE_OUT/c.txt"
-
-[stages.d]
-kind = "command"
-run = "echo d >> count/d.log; echo d > $WSPACE_OUT/d.txt"
-"#;
+const CHAIN: &str = include_str!("pipelines/chain.toml");
 
 fn chain() -> Project {
     let p = Project::new();

@@ -7,36 +7,10 @@ mod common;
 use common::{expect, make_writable, Project};
 
 /// a → b → c.
-const CHAIN: &str = r#"
-[pipeline]
-name = "chain"
-
-[stages.a]
-kind = "command"
-run = "echo a >> count/a.log; echo $WSPACE_PARAM_N > $WSPACE_OUT/a.txt"
-params = { n = 1 }
-
-[stages.b]
-kind = "command"
-inputs = { up = "a" }
-run = "echo b >> count/b.log; cat $WSPACE_IN_UP/a.txt > $WSPACE_OUT/b.txt; echo $WSPACE_PARAM_K >> $WSPACE_OUT/b.txt"
-params = { k = 10 }
-
-[stages.c]
-kind = "command"
-inputs = { up = "b" }
-run = "echo c >> count/c.log; wc -l < $WSPACE_IN_UP/b.txt > $WSPACE_OUT/c.txt"
-"#;
+const CHAIN: &str = include_str!("pipelines/chain-housekeeping.toml");
 
 /// Another pipeline, sharing nothing with the chain.
-const OTHER: &str = r#"
-[pipeline]
-name = "other"
-
-[stages.x]
-kind = "command"
-run = "echo x >> count/x.log; echo x > $WSPACE_OUT/x.txt"
-"#;
+const OTHER: &str = include_str!("pipelines/other.toml");
 
 fn project() -> Project {
     let p = Project::new();
@@ -236,25 +210,7 @@ fn an_unreadable_manifest_is_recomputed_by_the_next_run() {
 #[test]
 fn four_concurrent_runs_compute_each_stage_once() {
     let p = Project::new();
-    p.write(
-        "p.toml",
-        r#"[stages.a]
-kind = "command"
-run = "echo a >> a.log; sleep 0.5; echo a > $WSPACE_OUT/a"
-[stages.b]
-kind = "command"
-inputs = { a = "a" }
-run = "echo b >> b.log; sleep 0.3; cat $WSPACE_IN_A/a > $WSPACE_OUT/b"
-[stages.c]
-kind = "command"
-inputs = { a = "a" }
-run = "echo c >> c.log; sleep 0.3; cat $WSPACE_IN_A/a > $WSPACE_OUT/c"
-[stages.d]
-kind = "command"
-inputs = { b = "b", c = "c" }
-run = "echo d >> d.log; cat $WSPACE_IN_B/b $WSPACE_IN_C/c > $WSPACE_OUT/d"
-"#,
-    );
+    p.write("p.toml", include_str!("pipelines/diamond-concurrent.toml"));
     let children: Vec<_> = (0..4)
         .map(|_| p.cmd(&["run", "p.toml", "--format", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap())
         .collect();

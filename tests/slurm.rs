@@ -27,25 +27,7 @@ fn slurm_reachable(test: &str) -> bool {
     false
 }
 
-const COMMANDS: &str = r#"
-[pipeline]
-name = "cmds"
-
-[stages.a]
-kind = "command"
-run = "echo $WSPACE_PARAM_WORD > $WSPACE_OUT/a.txt; hostname > /dev/null"
-params = { word = "hello" }
-
-[stages.b]
-kind = "command"
-inputs = { a = "a" }
-run = "cat $WSPACE_IN_A/a.txt $WSPACE_IN_A/a.txt > $WSPACE_OUT/b.txt"
-
-[stages.c]
-kind = "command"
-inputs = { a = "a", b = "b" }
-run = "wc -c < $WSPACE_IN_A/a.txt > $WSPACE_OUT/sizes.txt; wc -c < $WSPACE_IN_B/b.txt >> $WSPACE_OUT/sizes.txt"
-"#;
+const COMMANDS: &str = include_str!("pipelines/commands-slurm.toml");
 
 /// stage → (key, output hash), from a run's JSON summary and the cache's manifests.
 fn keys_and_hashes(p: &Project, summary: &common::Summary, cache: &str) -> BTreeMap<String, (String, String)> {

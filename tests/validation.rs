@@ -299,7 +299,7 @@ fn every_sweep_variant_is_validated_and_the_bad_value_pointed_at() {
 fn a_set_out_of_range_is_refused_with_its_origin() {
     assert_eq!(
         rejected(DATA_TASKS, &["--set", "t.count=0"]),
-        "error: stage `t` (kind `tasks`): parameter `count` must be ≥ 1\n  (from `--set t.count=0`)\n"
+        "error: stage `t` (kind `tasks`): parameter `count` must be ≥ 1, got 0\n  (from `--set t.count=0`)\n"
     );
 }
 

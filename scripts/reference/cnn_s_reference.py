@@ -224,6 +224,14 @@ def per_tensor(tensors, flat):
     return out
 
 
+def write_fixture(out_path, fixture, loss):
+    """Compact JSON with a trailing newline (the Rust tests read it); says where it went."""
+    with open(out_path, "w") as f:
+        json.dump(fixture, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {out_path}: loss {loss:.6f}")
+
+
 def f32s(values):
     """Shortest decimal that round-trips each float32 (keeps the fixture small)."""
     return [float("%.9g" % v) for v in values]
@@ -262,10 +270,7 @@ def main():
         "maxpool_tie_input_grad": xp.grad.flatten().tolist(),
     }
     fixture["f64"], fixture["f32_spread"], fixture["tanh_fast_sensitivity"] = spread()
-    with open(out_path, "w") as f:
-        json.dump(fixture, f, separators=(",", ":"))
-        f.write("\n")
-    print(f"wrote {out_path}: loss {loss.item():.6f}")
+    write_fixture(out_path, fixture, loss.item())
 
 
 if __name__ == "__main__":

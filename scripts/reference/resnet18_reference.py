@@ -135,13 +135,19 @@ def stats_of_sd(sd):
     return out
 
 
-def two_steps_raw(make_opt, dtype=torch.float32, channels_last=False):
-    """Two steps on the formula batch: (losses, loss after, state_dict)."""
+def prepared(dtype, channels_last):
+    """The formula model and batch in `dtype`, in channels-last memory order if asked."""
     model = make_model(dtype)
     x, y = inputs(dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    return model, x, y
+
+
+def two_steps_raw(make_opt, dtype=torch.float32, channels_last=False):
+    """Two steps on the formula batch: (losses, loss after, state_dict)."""
+    model, x, y = prepared(dtype, channels_last)
     model.train()
     opt = make_opt(model.parameters())
     losses = []
@@ -167,11 +173,7 @@ def two_steps(make_opt, dtype=torch.float32):
 
 def forward_raw(dtype=torch.float32, channels_last=False):
     """Eval logits, then train-mode logits, loss, gradients and state_dict after one forward."""
-    model = make_model(dtype)
-    x, y = inputs(dtype)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    model, x, y = prepared(dtype, channels_last)
     model.eval()
     with torch.no_grad():
         eval_logits = model(x)
@@ -212,13 +214,8 @@ def max_abs(a, b):
     return (a.double().flatten() - torch.tensor(b, dtype=torch.float64)).abs().max().item()
 
 
-# Legitimate float32 reduction orders in PyTorch itself.
-ORDERS = {
-    "onednn_nchw_1thread": dict(mkldnn=True, channels_last=False, threads=1),
-    "native_im2col_blas_1thread": dict(mkldnn=False, channels_last=False, threads=1),
-    "onednn_channels_last_1thread": dict(mkldnn=True, channels_last=True, threads=1),
-    "onednn_nchw_4threads": dict(mkldnn=True, channels_last=False, threads=4),
-}
+# Legitimate float32 reduction orders in PyTorch itself: the same as the cnn-s reference's.
+from cnn_s_reference import ORDERS  # noqa: E402
 
 
 def spread(ref64, optimizers):

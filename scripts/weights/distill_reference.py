@@ -11,7 +11,6 @@ and its gradient with respect to every cnn-s parameter, where
 
 Run:  /work/pyref/bin/python scripts/weights/distill_reference.py   (torch 2.x, CPU, float32)
 """
-import json
 import math
 import os
 import sys
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
-from cnn_s_reference import CnnS, f32s, inputs, set_weights  # noqa: E402
+from cnn_s_reference import CnnS, f32s, inputs, set_weights, write_fixture  # noqa: E402
 
 torch.set_num_threads(1)
 T = 2.0
@@ -46,10 +45,7 @@ def main():
         "loss": loss.item(),
         "grads": f32s(grads),
     }
-    with open(out_path, "w") as f:
-        json.dump(fixture, f, separators=(",", ":"))
-        f.write("\n")
-    print(f"wrote {out_path}: loss {loss.item():.6f}")
+    write_fixture(out_path, fixture, loss.item())
 
 
 if __name__ == "__main__":

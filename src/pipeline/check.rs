@@ -12,7 +12,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use petgraph::graph::DiGraph;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageError, StageKind, Value};
 
 use super::executor::{self, Executor};
@@ -229,32 +228,14 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
     let by_name = raw.stages.iter().zip(&stages).map(|(rs, st)| (rs.name.value.as_str(), st.as_ref())).collect();
     let executor = executor::check(&raw, &by_name, &mut errors);
 
-    // The graph must be acyclic; stages are then stored in topological order (file order among the
-    // stages that are ready, so listings read like the file).
-    let mut graph = DiGraph::<usize, ()>::new();
-    let nodes: Vec<_> = (0..raw.stages.len()).map(|i| graph.add_node(i)).collect();
-    for (i, st) in stages.iter().enumerate() {
-        if let Some(st) = st {
-            for &up in st.inputs.values() {
-                graph.add_edge(nodes[up], nodes[i], ());
-            }
-        }
-    }
-    if petgraph::algo::is_cyclic_directed(&graph) {
+    // The graph must be acyclic; stages are then stored in topological order.
+    let order = topological_order(&stages);
+    if order.is_none() {
         errors.push(cycle_error(&raw, &stages));
     }
-    if !errors.is_empty() {
+    let (Some(order), true) = (order, errors.is_empty()) else {
         return Err(Diagnostics(errors));
-    }
-    let mut order = Vec::with_capacity(stages.len());
-    let mut placed = vec![false; stages.len()];
-    while order.len() < stages.len() {
-        let next = (0..stages.len())
-            .find(|&i| !placed[i] && stages[i].as_ref().is_some_and(|s| s.inputs.values().all(|&up| placed[up])))
-            .expect("an acyclic graph always has a ready stage");
-        placed[next] = true;
-        order.push(next);
-    }
+    };
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
     let mut sorted: Vec<Stage> = order.iter().map(|&i| stages[i].clone().expect("checked above")).collect();
     for st in &mut sorted {
@@ -449,6 +430,23 @@ fn known_params(specs: &[ParamSpec]) -> String {
     } else {
         format!("known parameters: {}", specs.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))
     }
+}
+
+/// The stages in topological order, file order among those whose inputs are placed (so listings read
+/// like the file); `None` if the inputs form a cycle. A stage that failed its checks has no inputs.
+///
+/// Hand-written rather than petgraph's `toposort`, which orders ready nodes by its own traversal and
+/// reports a cycle as one node, where we want file order and the whole cycle ([`cycle_error`]).
+fn topological_order(stages: &[Option<Stage>]) -> Option<Vec<usize>> {
+    let mut order = Vec::with_capacity(stages.len());
+    let mut placed = vec![false; stages.len()];
+    while order.len() < stages.len() {
+        let ready = |i: &usize| !placed[*i] && stages[*i].as_ref().is_none_or(|s| s.inputs.values().all(|&up| placed[up]));
+        let next = (0..stages.len()).find(ready)?;
+        placed[next] = true;
+        order.push(next);
+    }
+    Some(order)
 }
 
 fn cycle_error(raw: &RawPipeline, stages: &[Option<Stage>]) -> Diagnostic {

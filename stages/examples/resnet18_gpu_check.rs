@@ -23,6 +23,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wspace_stages::nn::Optimizer;
 use wspace_stages::resnet::{loss_and_gradients, ImageSet, InputTransform, ResNet18, ResnetTrainConfig, Trainer};
+use wspace_stages::tensors::NamedTensors;
 
 const BATCH: usize = 32;
 
@@ -96,20 +97,9 @@ fn gpu(side: usize) -> i32 {
     let (xg, yg) = batch(side, 1, &gpu);
     let gc = loss_and_gradients(&model_cpu, &xc, &yc).unwrap();
     let gg = loss_and_gradients(&model_gpu, &xg, &yg).unwrap();
-    let names = ResNet18::parameter_names();
-    let probes = [
-        "conv1.weight",
-        "bn1.weight",
-        "layer1.0.conv1.weight",
-        "layer2.0.downsample.0.weight",
-        "layer3.1.bn2.bias",
-        "layer4.1.conv2.weight",
-        "fc.weight",
-        "fc.bias",
-    ];
-    let idx: Vec<usize> = probes.iter().map(|p| names.iter().position(|n| n == p).unwrap()).collect();
-    let pick = |g: &[Tensor]| idx.iter().map(|&i| g[i].clone()).collect::<Vec<_>>();
-    let (nc, ng) = (norms(&pick(&gc.grads)), norms(&pick(&gg.grads)));
+    // Every parameter's gradient norm, CPU against GPU.
+    let probes = ResNet18::parameter_names();
+    let (nc, ng) = (norms(&gc.grads), norms(&gg.grads));
     let mut ok = true;
     let loss_err = rel(gg.loss as f64, gc.loss as f64);
     println!("loss: cpu {:.6} gpu {:.6} (relative difference {loss_err:.2e})", gc.loss, gg.loss);
@@ -164,16 +154,6 @@ fn gpu(side: usize) -> i32 {
     }
 }
 
-fn write_f32(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
 fn export(dir: &str) -> i32 {
     let dir = std::path::Path::new(dir);
     std::fs::create_dir_all(dir).unwrap();
@@ -183,15 +163,15 @@ fn export(dir: &str) -> i32 {
         let (x, y) = batch(28, 20 + s, &Device::Cpu);
         t.step(&x, &y).unwrap();
     }
-    write_f32(&dir.join("model.safetensors"), &t.model().named_tensors().unwrap());
+    t.model().named_tensors().unwrap().write(&dir.join("model.safetensors")).unwrap();
     let (x, _) = batch(28, 99, &Device::Cpu);
     let x = x.narrow(0, 0, 4).unwrap();
     let z = t.model().forward_eval(&x).unwrap();
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    write_f32(
-        &dir.join("check.safetensors"),
-        &[("input".into(), x.dims().to_vec(), flat(&x)), ("logits".into(), z.dims().to_vec(), flat(&z))],
-    );
+    let mut check = NamedTensors::new();
+    check.push("input", x.dims().to_vec(), flat(&x));
+    check.push("logits", z.dims().to_vec(), flat(&z));
+    check.write(&dir.join("check.safetensors")).unwrap();
     println!("wrote {}/model.safetensors and check.safetensors", dir.display());
     0
 }

@@ -1,13 +1,20 @@
 //! wspace stage kinds: the science. Each kind implements [`wspace_stage_api::StageKind`]; [`kinds`]
 //! lists them for the runner's registry. Nothing here knows about the cache.
+//!
+//! What the kinds share has one home each: [`tensors`] (named tensors, safetensors, JSON and CSV
+//! files), [`sampling`] (every seeded random draw), [`fit`] (the AdamW loop with early stopping of
+//! the small candle networks), [`plot`] (charts).
 
 mod bench_args;
 pub mod data;
 pub mod encoders;
+pub mod fit;
 pub mod generate;
 pub mod nn;
 pub mod plot;
 pub mod resnet;
+pub mod sampling;
+pub mod tensors;
 pub mod weights;
 pub mod zoo;
 
@@ -16,7 +23,8 @@ mod test_util;
 
 use wspace_stage_api::StageKind;
 
-/// A benchmark: parses its own arguments, returns what to print or an error message.
+/// A benchmark: parses its own arguments with clap (`bench_args`) and returns what to print (its
+/// result, or its usage for `--help`) or an error message (clap's, for wrong arguments: exit 2).
 pub type Bench = fn(&[String]) -> Result<String, String>;
 
 /// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.

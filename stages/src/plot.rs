@@ -7,7 +7,7 @@ pub use wspace_plot::{short_number, viridis, Axis, Chart, Heatmap, Mark, PlotErr
 pub use wspace_plot::{BLUE, CYCLE, GREEN, GREY, ORANGE, PURPLE, RED};
 use wspace_stage_api::StageError;
 
-use crate::data::files;
+use crate::tensors;
 
 fn plot_error(path: &Path, e: PlotError) -> StageError {
     StageError::msg(format!("{}: {e}", path.display()))
@@ -15,10 +15,10 @@ fn plot_error(path: &Path, e: PlotError) -> StageError {
 
 /// Writes `chart` as an SVG file.
 pub fn write_chart(path: &Path, chart: &Chart) -> Result<(), StageError> {
-    files::write(path, chart.to_svg().map_err(|e| plot_error(path, e))?.as_bytes())
+    tensors::write(path, chart.to_svg().map_err(|e| plot_error(path, e))?.as_bytes())
 }
 
 /// Writes `map` as an SVG file.
 pub fn write_heatmap(path: &Path, map: &Heatmap) -> Result<(), StageError> {
-    files::write(path, map.to_svg().map_err(|e| plot_error(path, e))?.as_bytes())
+    tensors::write(path, map.to_svg().map_err(|e| plot_error(path, e))?.as_bytes())
 }

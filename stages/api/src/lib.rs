@@ -297,6 +297,31 @@ impl<'a> Params<'a> {
             v => Err(StageError::param(name, format!("must be ≥ 1, got {v}"))),
         }
     }
+    /// A finite number > 0 (learning rates, temperatures).
+    pub fn positive_float(&self, name: &str) -> Result<f64, StageError> {
+        match self.float(name)? {
+            x if x > 0.0 => Ok(x),
+            x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
+        }
+    }
+    /// A finite number ≥ 0 (weight decay, noise scales).
+    pub fn non_negative(&self, name: &str) -> Result<f64, StageError> {
+        match self.float(name)? {
+            x if x >= 0.0 => Ok(x),
+            x => Err(StageError::param(name, format!("must be ≥ 0, got {x}"))),
+        }
+    }
+    /// A list of integers ≥ 1 (layer sizes); an absent or non-list value is an empty list only if
+    /// the parameter is missing its list type, which the runner's type check already refused.
+    pub fn positive_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
+        let list = self.param(name)?.as_list().ok_or_else(|| StageError::param(name, "must be a list of integers"))?;
+        list.iter()
+            .map(|v| match v.as_i64() {
+                Some(n) if n >= 1 => usize::try_from(n).map_err(|_| StageError::param(name, format!("is out of range: {n}"))),
+                _ => Err(StageError::param(name, format!("every size must be an integer ≥ 1, found {v}"))),
+            })
+            .collect()
+    }
     /// A number in [0, 1] (or [0, 1) when `max_exclusive`).
     pub fn fraction(&self, name: &str, max_exclusive: bool) -> Result<f64, StageError> {
         let f = self.float(name)?;
@@ -373,5 +398,71 @@ pub trait StageKind: Send + Sync {
     fn run_shard(&self, ctx: &StageContext, index: usize, count: usize) -> Result<(), StageError> {
         let _ = (ctx, index, count);
         Err(StageError::msg(format!("kind `{}` cannot run in shards", self.name())))
+    }
+}
+
+/// Writes `bytes` to `path` so that no reader ever sees part of them: into a temporary file beside it
+/// (unique to this process and call), fsynced, then renamed over `path`. The parent directory is created
+/// if missing. A killed writer leaves at most a `.…tmp` file, never a partial `path`. The runner's cache
+/// records and a stage's resumable scratch files both go through here. The error names the path at fault
+/// (the temporary file, or `path` for the rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| (tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod params_tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn numeric_constraints_name_the_parameter_and_the_value() {
+        let map = params(&[
+            ("lr", Value::Float(0.0)),
+            ("decay", Value::Float(-1.0)),
+            ("ok", Value::Int(2)),
+            ("hidden", Value::List(vec![Value::Int(4), Value::Int(0)])),
+            ("sizes", Value::List(vec![Value::Int(4), Value::Int(2)])),
+        ]);
+        let p = Params(&map);
+        assert_eq!(p.positive_float("lr").unwrap_err().to_string(), "parameter `lr` must be > 0, got 0");
+        assert_eq!(p.non_negative("decay").unwrap_err().to_string(), "parameter `decay` must be ≥ 0, got -1");
+        assert_eq!((p.positive_float("ok").unwrap(), p.non_negative("ok").unwrap()), (2.0, 2.0));
+        assert_eq!(
+            p.positive_list("hidden").unwrap_err().to_string(),
+            "parameter `hidden` every size must be an integer ≥ 1, found 0"
+        );
+        assert_eq!(p.positive_list("sizes").unwrap(), vec![4, 2]);
+        assert!(p.positive_list("ok").is_err());
+    }
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("wspace-api-atomic-{}", std::process::id()));
+        let path = dir.join("sub/file.txt");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["file.txt"]);
+        let (at, _) = write_atomic(&dir.join("sub/file.txt/below"), b"x").unwrap_err();
+        assert!(at.starts_with(dir.join("sub/file.txt")), "{}", at.display());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use wspace_stage_api::StageError;
 
-use super::files::{self, RawDataset, RawSplit};
+use super::files::{RawDataset, RawSplit};
+use crate::tensors;
 
 const SIDE: usize = 32;
 const IMAGE_LEN: usize = 3 * SIDE * SIDE;
@@ -69,7 +70,7 @@ fn read_required(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), StageErro
     if !path.is_file() {
         return Err(StageError::msg(format!("{}: missing CIFAR-10 file {name}", dir.display())));
     }
-    let bytes = files::read(&path)?;
+    let bytes = tensors::read(&path)?;
     Ok((path, bytes))
 }
 
@@ -78,7 +79,7 @@ pub(crate) fn read_dir(dir: &Path) -> Result<RawDataset, StageError> {
     let dir = batch_dir(dir);
     let meta = dir.join("batches.meta.txt");
     let classes = if meta.is_file() {
-        parse_meta(&meta.display().to_string(), &files::read(&meta)?)?
+        parse_meta(&meta.display().to_string(), &tensors::read(&meta)?)?
     } else {
         CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()
     };

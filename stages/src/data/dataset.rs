@@ -28,8 +28,9 @@ use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
-use super::files::{self, RawDataset, TensorFile};
+use super::files::{self, RawDataset};
 use super::{cifar, folder, idx};
+use crate::tensors::{self, TensorFile};
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] =
@@ -333,8 +334,8 @@ impl Dataset {
     pub fn write(&self, dir: &Path) -> Result<(), StageError> {
         for (name, split) in [("train", &self.train), ("test", &self.test)] {
             let [c, h, w] = self.image_shape();
-            let labels = files::i64_bytes(split.labels.iter().copied());
-            files::write_safetensors(
+            let labels = tensors::i64_bytes(split.labels.iter().copied());
+            tensors::write_safetensors(
                 &dir.join(format!("{name}.safetensors")),
                 &[
                     ("images", Dtype::U8, vec![split.len(), c, h, w], &split.images),
@@ -342,12 +343,12 @@ impl Dataset {
                 ],
             )?;
         }
-        files::write_json(&dir.join("dataset.json"), &self.meta)
+        tensors::write_json(&dir.join("dataset.json"), &self.meta)
     }
 
     /// Reads a `dataset` stage's output directory, checking shapes, counts and label ranges.
     pub fn load(dir: &Path) -> Result<Dataset, StageError> {
-        let meta: DatasetMeta = files::read_json(&dir.join("dataset.json"))?;
+        let meta: DatasetMeta = tensors::read_json(&dir.join("dataset.json"))?;
         let shape = [meta.channels, meta.height, meta.width];
         let load_split = |name: &str, count: usize| -> Result<Split, StageError> {
             let file = TensorFile::open(&dir.join(format!("{name}.safetensors")))?;
@@ -446,7 +447,7 @@ impl StageKind for DatasetKind {
         let dataset = opts.build()?;
         dataset.write(ctx.out)?;
         let m = &dataset.meta;
-        files::write_json(
+        tensors::write_json(
             &ctx.out.join("metrics.json"),
             &serde_json::json!({
                 "classes": m.classes.len(),

@@ -35,13 +35,14 @@
 use std::path::Path;
 
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::SeedableRng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::dataset::Dataset;
-use super::files::{self, TensorFile};
+use crate::sampling::shuffle;
+use crate::tensors::{self, csv_row, TensorFile};
 
 /// Classes per task.
 const WAYS: usize = 3;
@@ -153,8 +154,8 @@ impl Default for TasksOptions {
 
 impl TasksOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let opts = TasksOptions {
-            count: ctx.count("count")?,
+        Ok(TasksOptions {
+            count: ctx.positive("count")?,
             // Negative seeds are fine: the bits are the seed.
             seed: ctx.int("seed")? as u64,
             val_tasks: ctx.fraction("val_tasks", false)?,
@@ -162,11 +163,7 @@ impl TasksOptions {
             val_fraction: ctx.fraction("val_fraction", true)?,
             train_per_class: ctx.count("train_per_class")?,
             test_per_class: ctx.count("test_per_class")?,
-        };
-        if opts.count == 0 {
-            return Err(StageError::param("count", "must be ≥ 1"));
-        }
-        Ok(opts)
+        })
     }
 
     /// Samples the tasks for `dataset` (see the module doc).
@@ -274,25 +271,6 @@ fn ordered_rows(triplets: &[[usize; WAYS]], n: usize, rng: &mut ChaCha8Rng) -> V
     rows
 }
 
-/// A uniform integer in `0..n` (`n > 0`), by rejection: no modulo bias.
-fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
-    let zone = u64::MAX - u64::MAX % n;
-    loop {
-        let x = rng.next_u64();
-        if x < zone {
-            return x % n;
-        }
-    }
-}
-
-/// Fisher–Yates.
-fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
-    for i in (1..items.len()).rev() {
-        let j = below(rng, i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
-}
-
 /// `tasks.json`: the tasks without their index lists.
 #[derive(Serialize, Deserialize)]
 struct TasksFile {
@@ -328,12 +306,12 @@ impl Tasks {
 
     /// Writes `tasks.csv`, `tasks.json` and `indices.safetensors` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), StageError> {
-        let mut csv = String::from("task_id,class_0,class_1,class_2,split\n");
+        let mut csv_rows = Vec::new();
         for t in &self.tasks {
             let [a, b, c] = t.classes;
-            csv.push_str(&format!("{},{a},{b},{c},{}\n", t.id, t.split.as_str()));
+            csv_rows.push(csv_row![t.id, a, b, c, t.split.as_str()]);
         }
-        files::write(&dir.join("tasks.csv"), csv.as_bytes())?;
+        tensors::write_csv(&dir.join("tasks.csv"), &["task_id", "class_0", "class_1", "class_2", "split"], csv_rows)?;
 
         let file = TasksFile {
             classes: self.class_names.clone(),
@@ -352,7 +330,7 @@ impl Tasks {
                 })
                 .collect(),
         };
-        files::write_json(&dir.join("tasks.json"), &file)?;
+        tensors::write_json(&dir.join("tasks.json"), &file)?;
 
         let csr = |list: fn(&Task) -> &Vec<usize>| {
             let mut offsets = vec![0i64];
@@ -361,13 +339,13 @@ impl Tasks {
                 values.extend(list(t).iter().map(|&i| i as i64));
                 offsets.push(values.len() as i64);
             }
-            (files::i64_bytes(values.iter().copied()), values.len(), files::i64_bytes(offsets))
+            (tensors::i64_bytes(values.iter().copied()), values.len(), tensors::i64_bytes(offsets))
         };
         let (train, n_train, train_off) = csr(|t| &t.train);
         let (val, n_val, val_off) = csr(|t| &t.val);
         let (test, n_test, test_off) = csr(|t| &t.test);
         let n_off = self.tasks.len() + 1;
-        files::write_safetensors(
+        tensors::write_safetensors(
             &dir.join("indices.safetensors"),
             &[
                 ("train", Dtype::I64, vec![n_train], &train),
@@ -383,7 +361,7 @@ impl Tasks {
     /// Reads a `tasks` stage's output directory.
     pub fn load(dir: &Path) -> Result<Tasks, StageError> {
         let json_path = dir.join("tasks.json");
-        let file: TasksFile = files::read_json(&json_path)?;
+        let file: TasksFile = tensors::read_json(&json_path)?;
         let indices = TensorFile::open(&dir.join("indices.safetensors"))?;
         let n = file.tasks.len();
         let lists = |name: &str| -> Result<Vec<Vec<usize>>, StageError> {
@@ -509,7 +487,7 @@ impl StageKind for TasksKind {
         ordered.sort_unstable();
         ordered.dedup();
         let mean_train = tasks.tasks.iter().map(|t| t.train.len()).sum::<usize>() as f64 / tasks.tasks.len() as f64;
-        files::write_json(
+        tensors::write_json(
             &ctx.out.join("metrics.json"),
             &serde_json::json!({
                 "tasks": tasks.tasks.len(),

@@ -28,7 +28,8 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use wspace_stage_api::StageError;
 
-use super::weights::{candle_err, read_file, require_file, WeightFile};
+use super::weights::{read_file, require_file, WeightFile};
+use crate::tensors::candle_error;
 
 /// CLIP's image normalisation (`CLIPImageProcessor`): per RGB channel, `(v/255 − mean) / std`
 /// (mean 0.48145466, 0.4578275, 0.40821073; std 0.26862954, 0.26130258, 0.27577711, rounded to f32).
@@ -215,7 +216,7 @@ impl ClipVision {
             .get("visual_projection.weight", (c.projection_dim, d))?
             .t()
             .and_then(|t| t.contiguous())
-            .map_err(candle_err("visual_projection"))?;
+            .map_err(candle_error("visual_projection"))?;
         Ok(ClipVision {
             pre_ln: ln("vision_model.pre_layrnorm")?,
             post_ln: ln("vision_model.post_layernorm")?,

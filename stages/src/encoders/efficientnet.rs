@@ -31,7 +31,8 @@ use candle_core::{Device, Tensor};
 use wspace_stage_api::StageError;
 
 use super::depthwise::{depthwise_same, same_padding};
-use super::weights::{candle_err, read_file, WeightFile};
+use super::weights::{read_file, WeightFile};
+use crate::tensors::candle_error;
 
 /// The converted ImageNet-1k weights (f32 safetensors, 18.8 MB), compiled into the binary.
 pub static EMBEDDED_WEIGHTS: &[u8] =
@@ -104,8 +105,8 @@ fn batch_norm(wf: &WeightFile, prefix: &str, c: usize) -> R<(Tensor, Tensor)> {
     let beta = wf.get(&format!("{prefix}.bias"), c)?;
     let mean = wf.get(&format!("{prefix}.running_mean"), c)?;
     let var = wf.get(&format!("{prefix}.running_var"), c)?;
-    let scale = (gamma / (var + BN_EPS).and_then(|v| v.sqrt()).map_err(candle_err(ctx()))?).map_err(candle_err(ctx()))?;
-    let shift = (beta - (mean * &scale).map_err(candle_err(ctx()))?).map_err(candle_err(ctx()))?;
+    let scale = (gamma / (var + BN_EPS).and_then(|v| v.sqrt()).map_err(candle_error(ctx()))?).map_err(candle_error(ctx()))?;
+    let shift = (beta - (mean * &scale).map_err(candle_error(ctx()))?).map_err(candle_error(ctx()))?;
     Ok((scale, shift))
 }
 
@@ -117,7 +118,7 @@ fn pointwise(wf: &WeightFile, conv: &str, bn: &str, cin: usize, cout: usize) -> 
         .reshape((cout, cin))
         .and_then(|w| w.broadcast_mul(&scale.reshape((cout, 1))?))
         .and_then(|w| w.t()?.contiguous())
-        .map_err(candle_err(format!("{}: `{conv}`", wf.label())))?;
+        .map_err(candle_error(format!("{}: `{conv}`", wf.label())))?;
     Ok(Pointwise { w_t, b: shift })
 }
 
@@ -148,7 +149,7 @@ impl EfficientNetLite0 {
         let stem = wf.get("_conv_stem.weight", (32, 3, 3, 3))?;
         let (scale, stem_b) = batch_norm(wf, "_bn0", 32)?;
         let stem_w =
-            stem.broadcast_mul(&scale.reshape((32, 1, 1, 1)).map_err(candle_err("stem"))?).map_err(candle_err("stem"))?;
+            stem.broadcast_mul(&scale.reshape((32, 1, 1, 1)).map_err(candle_error("stem"))?).map_err(candle_error("stem"))?;
         let mut blocks = Vec::with_capacity(BLOCKS.len());
         for (i, &(cin, ratio, cout, k, stride)) in BLOCKS.iter().enumerate() {
             let p = format!("_blocks.{i}");
@@ -164,12 +165,12 @@ impl EfficientNetLite0 {
                 .reshape((mid, k, k))
                 .and_then(|w| w.broadcast_mul(&scale.reshape((mid, 1, 1))?))
                 .and_then(|w| w.permute((1, 2, 0))?.contiguous())
-                .map_err(candle_err(format!("{}: `{p}._depthwise_conv`", wf.label())))?;
+                .map_err(candle_error(format!("{}: `{p}._depthwise_conv`", wf.label())))?;
             let project = pointwise(wf, &format!("{p}._project_conv"), &format!("{p}._bn2"), mid, cout)?;
             blocks.push(MbConv { expand, dw_w, dw_b, stride, project, residual: stride == 1 && cin == cout });
         }
         let head = pointwise(wf, "_conv_head", "_bn1", 320, FEATURES)?;
-        let fc_w_t = wf.get("_fc.weight", (CLASSES, FEATURES))?.t().and_then(|t| t.contiguous()).map_err(candle_err("_fc"))?;
+        let fc_w_t = wf.get("_fc.weight", (CLASSES, FEATURES))?.t().and_then(|t| t.contiguous()).map_err(candle_error("_fc"))?;
         let fc_b = wf.get("_fc.bias", CLASSES)?;
         Ok(EfficientNetLite0 { stem_w, stem_b, blocks, head, fc_w_t, fc_b })
     }

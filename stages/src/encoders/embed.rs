@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
@@ -21,6 +21,7 @@ use super::encoder::{Encoder, ImageShape, ENCODER_NAMES};
 use super::probe;
 use crate::data::{Dataset, Tasks};
 use crate::plot::{self, Heatmap};
+use crate::tensors::{self, csv_row, write_json};
 
 /// The checked parameters of a `dataset-embed` stage.
 #[derive(Debug, Clone)]
@@ -138,20 +139,6 @@ pub fn embed(
     })
 }
 
-fn f32_bytes(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
-    values.into_iter().flat_map(f32::to_le_bytes).collect()
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
-    std::fs::write(path, bytes).map_err(|e| StageError::io(path, e))
-}
-
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), StageError> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    text.push('\n');
-    write_file(path, text.as_bytes())
-}
-
 /// A JSON number, or `null` for NaN (no evaluation images).
 fn num(x: f64) -> serde_json::Value {
     if x.is_finite() {
@@ -183,17 +170,18 @@ pub fn write_output(
             task_classes.extend((c as i64).to_le_bytes());
         }
     }
-    let class_bytes = f32_bytes(e.class_embeddings.iter().flatten().copied());
-    let task_bytes = f32_bytes(task_emb);
+    let class_bytes = tensors::f32_bytes(&e.class_embeddings.concat());
+    let task_bytes = tensors::f32_bytes(&task_emb);
     let n = tasks.tasks.len();
     let path = out.join("embeddings.safetensors");
-    let fail = |err: safetensors::SafeTensorError| StageError::msg(format!("{}: {err}", path.display()));
-    let views = vec![
-        ("class_embeddings", TensorView::new(Dtype::F32, vec![k, d], &class_bytes).map_err(fail)?),
-        ("task_classes", TensorView::new(Dtype::I64, vec![n, 3], &task_classes).map_err(fail)?),
-        ("task_embeddings", TensorView::new(Dtype::F32, vec![n, 3 * d], &task_bytes).map_err(fail)?),
-    ];
-    write_file(&path, &safetensors::serialize(views, None).map_err(fail)?)?;
+    tensors::write_safetensors(
+        &path,
+        &[
+            ("class_embeddings", Dtype::F32, vec![k, d], &class_bytes),
+            ("task_classes", Dtype::I64, vec![n, 3], &task_classes),
+            ("task_embeddings", Dtype::F32, vec![n, 3 * d], &task_bytes),
+        ],
+    )?;
 
     let weights = match &opts.weights {
         None => "embedded".to_string(),
@@ -215,16 +203,18 @@ pub fn write_output(
         }),
     )?;
 
-    let mut csv = String::from("class_a,class_b,cosine_encoder,cosine_pixels\n");
+    let mut csv_rows = Vec::new();
     for i in 0..k {
         for j in 0..k {
-            csv.push_str(&format!(
-                "{},{},{:.6},{:.6}\n",
-                class_names[i], class_names[j], e.cosine_encoder[i][j], e.cosine_pixels[i][j]
-            ));
+            csv_rows.push(csv_row![
+                class_names[i],
+                class_names[j],
+                format!("{:.6}", e.cosine_encoder[i][j]),
+                format!("{:.6}", e.cosine_pixels[i][j])
+            ]);
         }
     }
-    write_file(&out.join("class_cosine.csv"), csv.as_bytes())?;
+    tensors::write_csv(&out.join("class_cosine.csv"), &["class_a", "class_b", "cosine_encoder", "cosine_pixels"], csv_rows)?;
     let off = |m: &[Vec<f64>]| {
         (0..k).flat_map(move |i| (0..k).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[i][j]).collect::<Vec<_>>()
     };

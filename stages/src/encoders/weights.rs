@@ -7,10 +7,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use wspace_stage_api::StageError;
 
-/// A candle error with the context it happened in.
-pub(crate) fn candle_err(context: impl std::fmt::Display) -> impl FnOnce(candle_core::Error) -> StageError {
-    move |e| StageError::msg(format!("{context}: {e}"))
-}
+use crate::tensors::candle_error;
 
 /// The tensors of one safetensors file, converted to f32 on request.
 pub struct WeightFile<'a> {
@@ -34,7 +31,7 @@ impl<'a> WeightFile<'a> {
         if !self.vb.contains_tensor(name) {
             return Err(StageError::msg(format!("{}: tensor `{name}` missing (expected shape {shape:?})", self.label)));
         }
-        let t = self.vb.get_unchecked(name).map_err(candle_err(format!("{}: tensor `{name}`", self.label)))?;
+        let t = self.vb.get_unchecked(name).map_err(candle_error(format!("{}: tensor `{name}`", self.label)))?;
         if t.shape() != &shape {
             return Err(StageError::msg(format!(
                 "{}: tensor `{name}` has shape {:?}, expected {shape:?}",

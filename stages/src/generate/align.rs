@@ -27,18 +27,16 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use candle_core::{Device, Tensor, Var};
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
 
-use super::model::{cerr, AlignConfig, Aligner};
+use super::model::{AlignConfig, Aligner};
 use super::ntxent::{self, cosine_matrix};
-use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
+use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Objective};
 use crate::plot::{self, Chart, Heatmap, Series};
+use crate::tensors::{self, candle_error, csv_row, NamedTensor, TensorFile};
 use crate::weights::pca::PcaMeta;
 use crate::zoo::store::{Checkpoint, Zoo};
 
@@ -79,19 +77,15 @@ pub fn embedding_matrix(embed_dir: &Path, name: &str) -> Result<(Vec<f32>, usize
     if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 2 {
         return Err(fail(format!("`{name}` is {:?} {:?}, expected F32 of rank 2", view.dtype(), view.shape())));
     }
-    Ok((files::f32_from_bytes(view.data()), view.shape()[1]))
+    Ok((tensors::f32_from_bytes(view.data()), view.shape()[1]))
 }
 
 impl Pairs {
     pub fn load(zoo_dir: &Path, pca_dir: &Path, ae_dir: &Path, embed_dir: &Path) -> Result<Pairs, StageError> {
         let zoo = Zoo::load(zoo_dir)?;
-        let meta: PcaMeta = files::read_json(&pca_dir.join("pca.json"))?;
+        let meta: PcaMeta = tensors::read_json(&pca_dir.join("pca.json"))?;
         let file = TensorFile::open(&ae_dir.join("latents.safetensors"))?;
-        let (_, shape, latents) = file
-            .f32_all()?
-            .into_iter()
-            .find(|(n, _, _)| n == "latents")
-            .ok_or_else(|| StageError::msg(format!("{}: has no tensor `latents`", file.path())))?;
+        let NamedTensor { shape, values: latents, .. } = file.f32("latents")?;
         if shape.len() != 2 || shape[0] != meta.rows.len() {
             return Err(StageError::msg(format!(
                 "{}: `latents` is {shape:?} but the `pca` input has {} rows: the autoencoder was trained on another `pca`",
@@ -153,12 +147,8 @@ pub struct AlignOptions {
     pub results_dim: usize,
     pub hidden: Vec<usize>,
     pub tau: f64,
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub patience: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
+    /// Epochs, patience, AdamW, batch size (≥ 2: NT-Xent needs negatives), seed.
+    pub fit: FitParams,
 }
 
 impl Default for AlignOptions {
@@ -168,12 +158,7 @@ impl Default for AlignOptions {
             results_dim: 512,
             hidden: vec![512],
             tau: 0.1,
-            batch_size: 32,
-            epochs: 200,
-            patience: 30,
-            lr: 1e-3,
-            weight_decay: 1e-4,
-            seed: 0,
+            fit: FitParams { epochs: 200, patience: 30, lr: 1e-3, weight_decay: 1e-4, batch_size: 32, seed: 0 },
         }
     }
 }
@@ -181,8 +166,7 @@ impl Default for AlignOptions {
 /// The outcome of [`train`].
 pub struct Trained {
     pub model: Aligner,
-    /// `(epoch, train, val)`.
-    pub history: Vec<(usize, f64, f64)>,
+    pub history: Vec<EpochLoss>,
     pub best_epoch: usize,
     pub val_untrained: f64,
     /// Cosine matrices (latents × projections) of the heat-map pairs after epoch 1 and at the best epoch.
@@ -195,7 +179,7 @@ fn nt(al: &Aligner, pairs: &Pairs, rows: &[usize], latents: &[f32]) -> Result<f6
         return Ok(f64::NAN);
     }
     let p = al.project(&pairs.embeddings_of(rows), &pairs.losses_of(rows))?;
-    ntxent::ntxent_value(&p, latents, pairs.latent_dim, al.config.tau).map_err(cerr("align"))
+    ntxent::ntxent_value(&p, latents, pairs.latent_dim, al.config.tau).map_err(candle_error("align"))
 }
 
 /// Cosine of every latent (rows) with every projection (columns) of `rows`.
@@ -203,7 +187,7 @@ pub fn cosines(al: &Aligner, pairs: &Pairs, rows: &[usize]) -> Result<Vec<Vec<f6
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let e = cerr("align");
+    let e = candle_error("align");
     let k = pairs.latent_dim;
     let p = al.project(&pairs.embeddings_of(rows), &pairs.losses_of(rows))?;
     let p = Tensor::from_vec(p, (rows.len(), k), &Device::Cpu).map_err(&e)?;
@@ -230,7 +214,7 @@ pub fn retrieval(al: &Aligner, pairs: &Pairs, rows: &[usize]) -> Result<(f64, f6
 }
 
 /// Trains on the train pairs, early-stopping on the val pairs (see the module doc).
-pub fn train(pairs: &Pairs, opts: &AlignOptions) -> Result<Trained, StageError> {
+pub fn train(pairs: &Pairs, opts: &AlignOptions, progress: &dyn Progress) -> Result<Trained, StageError> {
     let tr = pairs.split(TaskSplit::Train);
     let va = pairs.split(TaskSplit::Val);
     if tr.len() < 2 {
@@ -249,7 +233,7 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions) -> Result<Trained, StageError> 
         latent_dim: pairs.latent_dim,
         tau: opts.tau,
     };
-    let mut al = Aligner::init(config, opts.seed)?;
+    let mut al = Aligner::init(config, opts.fit.seed)?;
     let d = pairs.dataset_dim;
     let raw = pairs.embeddings_of(&tr);
     let n = tr.len();
@@ -259,7 +243,6 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions) -> Result<Trained, StageError> 
         al.input_mean[j] = mean as f32;
         al.input_std[j] = var.sqrt().max(1e-3) as f32;
     }
-    let e = cerr("align training");
     let x_all = al.standardise(&pairs.embeddings);
     let bins_all: Vec<usize> = pairs.pairs.iter().map(|p| al.config.bin(p.val_loss)).collect();
     let val_latents = pairs.latents_of(&va);
@@ -270,86 +253,93 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions) -> Result<Trained, StageError> 
         v
     };
     let val_untrained = nt(&al, pairs, &va, &val_latents)?;
-    let params = ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() };
-    let mut opt = AdamW::new(al.vars(), params).map_err(&e)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0a11_9e00);
-    let mut order = tr.clone();
-    let (mut best, mut best_epoch, mut best_val) = (al.snapshot()?, 0, f64::INFINITY);
-    let mut history = Vec::new();
-    let mut heat_first = Vec::new();
-    let k = pairs.latent_dim;
-    for epoch in 1..=opts.epochs {
-        for i in (1..order.len()).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
-        let (mut sum, mut count) = (0.0, 0);
-        for chunk in order.chunks(opts.batch_size.max(2)) {
-            if chunk.len() < 2 {
-                continue;
-            }
-            let xb: Vec<f32> = chunk.iter().flat_map(|&r| x_all[r * d..(r + 1) * d].iter().copied()).collect();
-            let bins: Vec<usize> = chunk.iter().map(|&r| bins_all[r]).collect();
-            let x = Tensor::from_vec(xb, (chunk.len(), d), &Device::Cpu).map_err(&e)?;
-            let h = Tensor::from_vec(pairs.latents_of(chunk), (chunk.len(), k), &Device::Cpu).map_err(&e)?;
-            let loss = al.forward(&x, &bins).and_then(|p| ntxent::ntxent(&p, &h, opts.tau)).map_err(&e)?;
-            sum += loss.to_scalar::<f32>().map_err(&e)? as f64 * chunk.len() as f64;
-            count += chunk.len();
-            opt.backward_step(&loss).map_err(&e)?;
-        }
-        let train_loss = sum / count.max(1) as f64;
-        if !train_loss.is_finite() {
-            return Err(StageError::msg(format!(
-                "align: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)"
-            )));
-        }
-        let val_loss = nt(&al, pairs, &va, &val_latents)?;
-        history.push((epoch, train_loss, val_loss));
-        if epoch == 1 {
-            heat_first = cosines(&al, pairs, &heat_rows)?;
-        }
-        if va.len() < 2 || val_loss < best_val {
-            best_val = if va.len() < 2 { best_val } else { val_loss };
-            best_epoch = epoch;
-            best = al.snapshot()?;
-        } else if epoch - best_epoch >= opts.patience {
-            break;
-        }
-    }
-    al.set_from(&best)?;
+    let mut objective =
+        AlignObjective { al: &al, pairs, x_all, bins_all, va: &va, val_latents, heat_rows: &heat_rows, heat_first: Vec::new() };
+    let fitted = fit(
+        &mut objective,
+        &tr,
+        &FitOptions { params: opts.fit, min_batch: 2, shuffle_salt: 0x0a11_9e00, what: "align", progress },
+    )?;
+    let heat_first = std::mem::take(&mut objective.heat_first);
     let heat_best = cosines(&al, pairs, &heat_rows)?;
-    Ok(Trained { model: al, history, best_epoch, val_untrained, heat_first, heat_best })
+    Ok(Trained { model: al, history: fitted.history, best_epoch: fitted.best_epoch, val_untrained, heat_first, heat_best })
+}
+
+/// The aligner as an [`Objective`] of the shared AdamW loop: NT-Xent of a batch's projections against
+/// its weight latents; after epoch 1 it records the heat map's cosines.
+struct AlignObjective<'a> {
+    al: &'a Aligner,
+    pairs: &'a Pairs,
+    /// Standardised dataset embeddings of every pair, `[N, dataset_dim]`.
+    x_all: Vec<f32>,
+    bins_all: Vec<usize>,
+    va: &'a [usize],
+    val_latents: Vec<f32>,
+    heat_rows: &'a [usize],
+    heat_first: Vec<Vec<f64>>,
+}
+
+impl Objective for AlignObjective<'_> {
+    fn vars(&self) -> Vec<Var> {
+        self.al.vars()
+    }
+
+    fn batch_loss(&mut self, rows: &[usize]) -> Result<(Tensor, f64), StageError> {
+        let e = candle_error("align training");
+        let (d, k) = (self.pairs.dataset_dim, self.pairs.latent_dim);
+        let xb: Vec<f32> = rows.iter().flat_map(|&r| self.x_all[r * d..(r + 1) * d].iter().copied()).collect();
+        let bins: Vec<usize> = rows.iter().map(|&r| self.bins_all[r]).collect();
+        let x = Tensor::from_vec(xb, (rows.len(), d), &Device::Cpu).map_err(&e)?;
+        let h = Tensor::from_vec(self.pairs.latents_of(rows), (rows.len(), k), &Device::Cpu).map_err(&e)?;
+        let loss = self.al.forward(&x, &bins).and_then(|p| ntxent::ntxent(&p, &h, self.al.config.tau)).map_err(&e)?;
+        let value = loss.to_scalar::<f32>().map_err(&e)? as f64;
+        Ok((loss, value))
+    }
+
+    fn val_loss(&mut self) -> Result<Option<f64>, StageError> {
+        let v = nt(self.al, self.pairs, self.va, &self.val_latents)?;
+        Ok((self.va.len() >= 2).then_some(v))
+    }
+
+    fn after_epoch(&mut self, loss: &EpochLoss) -> Result<(), StageError> {
+        if loss.epoch == 1 {
+            self.heat_first = cosines(self.al, self.pairs, self.heat_rows)?;
+        }
+        Ok(())
+    }
 }
 
 /// Trains and writes the stage output into `out`.
-pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde_json::Value, StageError> {
-    let t = train(pairs, opts)?;
+pub fn run_align(
+    pairs: &Pairs,
+    opts: &AlignOptions,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<serde_json::Value, StageError> {
+    let t = train(pairs, opts, progress)?;
     let al = &t.model;
     al.save(out, json!({ "best_epoch": t.best_epoch, "epochs_run": t.history.len() }))?;
-    let mut csv = String::from("row,model_id,checkpoint,split,task_id,val_loss,bin\n");
+    let mut csv_rows = Vec::new();
     for (i, p) in pairs.pairs.iter().enumerate() {
-        csv.push_str(&format!(
-            "{i},{},{},{},{},{},{}\n",
+        csv_rows.push(csv_row![
+            i,
             p.model_id,
             p.checkpoint.as_str(),
             p.split.as_str(),
             p.task_id,
             p.val_loss,
             al.config.bin(p.val_loss)
-        ));
+        ]);
     }
-    files::write(&out.join("pairs.csv"), csv.as_bytes())?;
+    tensors::write_csv(
+        &out.join("pairs.csv"),
+        &["row", "model_id", "checkpoint", "split", "task_id", "val_loss", "bin"],
+        csv_rows,
+    )?;
     let all: Vec<f64> = pairs.pairs.iter().map(|p| p.val_loss).collect();
     let proj = al.project(&pairs.embeddings, &all)?;
-    files::write_f32_safetensors(
-        &out.join("projections.safetensors"),
-        &[("projections".into(), vec![pairs.pairs.len(), pairs.latent_dim], proj)],
-    )?;
-    let mut csv = String::from("epoch,train_loss,val_loss\n");
-    for (ep, tr, va) in &t.history {
-        csv.push_str(&format!("{ep},{tr},{va}\n"));
-    }
-    files::write(&out.join("history.csv"), csv.as_bytes())?;
+    tensors::write_f32(&out.join("projections.safetensors"), "projections", vec![pairs.pairs.len(), pairs.latent_dim], proj)?;
+    write_history(&out.join("history.csv"), &t.history)?;
 
     let (tr, va, te) = (pairs.split(TaskSplit::Train), pairs.split(TaskSplit::Val), pairs.split(TaskSplit::Test));
     let chance = |n: usize| if n >= 2 { (n as f64).ln() } else { f64::NAN };
@@ -358,8 +348,8 @@ pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde
     plot::write_chart(
         &out.join("loss.svg"),
         &Chart::new("Alignment loss per epoch", "epoch", "NT-Xent loss (nats)")
-            .series(Series::line("train", plot::BLUE, t.history.iter().map(|h| (h.0 as f64, h.1)).collect()))
-            .series(Series::line("val", plot::ORANGE, t.history.iter().map(|h| (h.0 as f64, h.2)).collect()))
+            .series(Series::line("train", plot::BLUE, t.history.iter().map(|h| (h.epoch as f64, h.train)).collect()))
+            .series(Series::line("val", plot::ORANGE, t.history.iter().map(|h| (h.epoch as f64, h.val)).collect()))
             .series(Series::line("val, untrained model", plot::GREY, flat(t.val_untrained)))
             .series(Series::line("chance, ln N_val", plot::RED, flat(chance(va.len())))),
     )?;
@@ -385,10 +375,11 @@ pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde
     let (t1, t5) = retrieval(al, pairs, &te)?;
     let c = |k: usize, n: usize| if n == 0 { f64::NAN } else { k.min(n) as f64 / n as f64 };
     let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
-    let best = t.history.get(t.best_epoch.saturating_sub(1)).copied().unwrap_or((0, f64::NAN, f64::NAN));
+    let best = t.history.get(t.best_epoch.saturating_sub(1)).copied();
+    let (best_train, best_val) = best.map_or((f64::NAN, f64::NAN), |h| (h.train, h.val));
     let metrics = json!({
-        "train_loss": num(best.1),
-        "val_loss": num(best.2),
+        "train_loss": num(best_train),
+        "val_loss": num(best_val),
         "test_loss": num(nt(al, pairs, &te, &pairs.latents_of(&te))?),
         "val_loss_untrained": num(t.val_untrained),
         "val_loss_shuffled": num(val_shuffled),
@@ -405,7 +396,7 @@ pub fn run_align(pairs: &Pairs, opts: &AlignOptions, out: &Path) -> Result<serde
         "loss_min": al.config.loss_min, "loss_max": al.config.loss_max,
         "parameters": al.parameter_count(),
     });
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 
@@ -414,32 +405,16 @@ pub struct AlignKind;
 
 impl AlignOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let mut hidden = Vec::new();
-        for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
-            match v.as_i64() {
-                Some(h) if h >= 1 => hidden.push(h as usize),
-                _ => return Err(StageError::msg(format!("parameter `hidden`: every size must be an integer ≥ 1, found {v}"))),
-            }
-        }
-        let (lr, weight_decay, tau) = (ctx.float("lr")?, ctx.float("weight_decay")?, ctx.float("tau")?);
-        if !(lr > 0.0 && weight_decay >= 0.0 && tau > 0.0) {
-            return Err(StageError::msg("parameters `lr` and `tau` must be > 0 and `weight_decay` ≥ 0"));
-        }
-        let batch_size = ctx.positive("batch_size")?;
-        if batch_size < 2 {
-            return Err(StageError::msg("parameter `batch_size` must be ≥ 2 (NT-Xent needs negatives)"));
+        let fit = FitParams::from_params(ctx)?;
+        if fit.batch_size < 2 {
+            return Err(StageError::param("batch_size", "must be ≥ 2 (NT-Xent needs negatives)"));
         }
         Ok(AlignOptions {
             bins: ctx.positive("bins")?,
             results_dim: ctx.positive("results_dim")?,
-            hidden,
-            tau,
-            batch_size,
-            epochs: ctx.positive("epochs")?,
-            patience: ctx.positive("patience")?,
-            lr,
-            weight_decay,
-            seed: ctx.int("seed")? as u64,
+            hidden: ctx.positive_list("hidden")?,
+            tau: ctx.positive_float("tau")?,
+            fit,
         })
     }
 }
@@ -458,18 +433,14 @@ impl StageKind for AlignKind {
         use ParamType::*;
         let d = AlignOptions::default();
         let int = |v: usize| Value::Int(v as i64);
-        vec![
+        let mut specs = vec![
             ParamSpec::optional("bins", Int, int(d.bins), "loss bins over the train split's val_loss range"),
             ParamSpec::optional("results_dim", Int, int(d.results_dim), "size of each bin's learned embedding (thesis: 512)"),
             ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![int(512)]), "hidden sizes of the shared MLP"),
             ParamSpec::optional("tau", Float, Value::Float(d.tau), "NT-Xent temperature"),
-            ParamSpec::optional("batch_size", Int, int(d.batch_size), "pairs per batch (the negatives)"),
-            ParamSpec::optional("epochs", Int, int(d.epochs), "maximum epochs"),
-            ParamSpec::optional("patience", Int, int(d.patience), "epochs without val improvement before stopping"),
-            ParamSpec::optional("lr", Float, Value::Float(d.lr), "AdamW learning rate"),
-            ParamSpec::optional("weight_decay", Float, Value::Float(d.weight_decay), "AdamW weight decay"),
-            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
-        ]
+        ];
+        specs.extend(FitParams::specs(&d.fit, "pairs per batch (the negatives), at least 2"));
+        specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
@@ -487,7 +458,7 @@ impl StageKind for AlignKind {
         let opts = AlignOptions::from_params(ctx.view())?;
         let pairs = Pairs::load(ctx.input("zoo")?, ctx.input("pca")?, ctx.input("autoencoder")?, ctx.input("embed")?)?;
         ctx.progress.message("training the shared encoder (NT-Xent)");
-        run_align(&pairs, &opts, ctx.out)?;
+        run_align(&pairs, &opts, ctx.out, ctx.progress)?;
         Ok(())
     }
 }

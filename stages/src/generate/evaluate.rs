@@ -54,15 +54,16 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::align::task_embeddings;
-use super::model::{normal, uniform, Aligner};
+use super::model::Aligner;
 use super::sample::{load_samples, SampleRow};
-use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
-use crate::plot::{self, Chart, Series};
 use crate::nn::CnnS;
+use crate::plot::{self, Chart, Series};
+use crate::sampling::{normal_f32, uniform_in};
+use crate::tensors::{self, csv_row, NamedTensor, NamedTensors, TensorFile};
 use crate::weights::{Network, WeightCodec};
 use crate::zoo::multiclass;
-use crate::zoo::store::{Checkpoint, NamedTensors, Zoo, ZooRow};
+use crate::zoo::store::{Checkpoint, Zoo, ZooRow};
 
 /// Loss and accuracy; NaN when absent.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,7 +133,7 @@ pub fn random_init(shapes: &[(String, Vec<usize>)], seed: u64) -> NamedTensors {
             }
             let bound = 1.0 / (fan_in as f32).sqrt();
             let n: usize = shape.iter().product();
-            (name.clone(), shape.clone(), (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect())
+            NamedTensor::new(name.clone(), shape.clone(), (0..n).map(|_| uniform_in(&mut rng, bound)).collect())
         })
         .collect()
 }
@@ -142,12 +143,13 @@ pub fn add_noise(weights: &NamedTensors, scale: f64, seed: u64) -> NamedTensors 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     weights
         .iter()
-        .map(|(name, shape, v)| {
+        .map(|t| {
+            let v = &t.values;
             let n = v.len().max(1) as f64;
             let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
             let sd = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
             let s = (scale * sd) as f32;
-            (name.clone(), shape.clone(), v.iter().map(|&x| x + s * normal(&mut rng)).collect())
+            NamedTensor::new(t.name.clone(), t.shape.clone(), v.iter().map(|&x| x + s * normal_f32(&mut rng)).collect())
         })
         .collect()
 }
@@ -267,7 +269,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         Some((pca, ae)) => {
             let codec = WeightCodec::load(pca, Some(ae))?;
             let file = TensorFile::open(&ae.join("latents.safetensors"))?;
-            let latents = file.f32_all()?.into_iter().find(|(n, _, _)| n == "latents").map(|t| t.2).unwrap_or_default();
+            let latents = file.f32_all()?.take("latents").map(|t| t.values).unwrap_or_default();
             if latents.len() != all_pairs.len() * codec.latent_dim() {
                 return Err(StageError::msg(format!(
                     "{}: {} latent values for {} pairs: the autoencoder input is not the align stage's",
@@ -337,13 +339,17 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let refs: BTreeMap<usize, TaskRefs> = task_ids
         .into_par_iter()
         .map(|id| -> Result<(usize, TaskRefs), StageError> {
-            let task = tasks.tasks.get(id).ok_or_else(|| StageError::msg(format!("samples name task {id}, not in the `tasks` input")))?;
+            let task = tasks
+                .tasks
+                .get(id)
+                .ok_or_else(|| StageError::msg(format!("samples name task {id}, not in the `tasks` input")))?;
             let (images, labels) = task_images(id)?;
             let rows = multi
                 .iter()
                 .map(|m| {
-                    let three = m.select_rows(task.classes).map_err(|e| StageError::msg(format!("task {id}: row selection: {e}")))?;
-                    score(&arch, &three.named_tensors(), &images, &labels)
+                    let three =
+                        m.select_rows(task.classes).map_err(|e| StageError::msg(format!("task {id}: row selection: {e}")))?;
+                    score(&arch, &NamedTensors::from(three.named_tensors()), &images, &labels)
                 })
                 .collect::<Result<Vec<Score>, _>>()?;
             let mut own = BTreeMap::<Checkpoint, Vec<Score>>::new();
@@ -467,51 +473,48 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let matched = noisy_nn(matched_scale)?;
     let prompts: Vec<usize> = samples.iter().map(|s| s.prompt).collect();
 
-    let path = out.join("evaluation.csv");
-    let csv_err = |e: csv::Error| StageError::msg(format!("{}: {e}", path.display()));
-    let mut w = csv::Writer::from_path(&path).map_err(csv_err)?;
-    w.write_record([
-        "sample",
-        "prompt",
-        "task_id",
-        "target_loss",
-        "loss",
-        "accuracy",
-        "permuted_accuracy",
-        "nn_agreement",
-        "trained_final_loss",
-        "trained_final_accuracy",
-        "trained_early_loss",
-        "trained_early_accuracy",
-        "row_selection_loss",
-        "row_selection_accuracy",
-        "nn_model_id",
-        "nn_checkpoint",
-        "nn_loss",
-        "nn_accuracy",
-        "nn_noise_loss",
-        "nn_noise_accuracy",
-        "random_loss",
-        "random_accuracy",
-        "nn_decoded_loss",
-        "nn_decoded_accuracy",
-        "own_decoded_loss",
-        "own_decoded_accuracy",
-    ])
-    .map_err(csv_err)?;
-    for (s, e) in samples.iter().zip(&evals) {
-        let mut rec = vec![s.sample.to_string(), s.prompt.to_string(), s.task_id.to_string(), s.target_loss.to_string()];
-        let scores = [e.sample];
-        rec.extend(scores.iter().flat_map(|x| [x.loss.to_string(), x.accuracy.to_string()]));
-        rec.extend([e.permuted_accuracy.to_string(), e.nn_agreement.to_string()]);
-        rec.extend([e.trained_final, e.trained_early, e.row_selection].iter().flat_map(|x| [x.loss.to_string(), x.accuracy.to_string()]));
-        rec.extend([e.nn_row.0.to_string(), e.nn_row.1.as_str().to_string()]);
-        rec.extend(
-            [e.nn, e.nn_noise, e.random, e.nn_decoded, e.own_decoded].iter().flat_map(|x| [x.loss.to_string(), x.accuracy.to_string()]),
-        );
-        w.write_record(&rec).map_err(csv_err)?;
-    }
-    w.flush().map_err(|e| StageError::io(&path, e))?;
+    let pair = |x: &Score| [x.loss.to_string(), x.accuracy.to_string()];
+    let csv_rows = samples.iter().zip(&evals).map(|(s, e)| {
+        let mut rec = csv_row![s.sample, s.prompt, s.task_id, s.target_loss];
+        rec.extend(pair(&e.sample));
+        rec.extend(csv_row![e.permuted_accuracy, e.nn_agreement]);
+        [e.trained_final, e.trained_early, e.row_selection].iter().for_each(|x| rec.extend(pair(x)));
+        rec.extend(csv_row![e.nn_row.0, e.nn_row.1.as_str()]);
+        [e.nn, e.nn_noise, e.random, e.nn_decoded, e.own_decoded].iter().for_each(|x| rec.extend(pair(x)));
+        rec
+    });
+    tensors::write_csv(
+        &out.join("evaluation.csv"),
+        &[
+            "sample",
+            "prompt",
+            "task_id",
+            "target_loss",
+            "loss",
+            "accuracy",
+            "permuted_accuracy",
+            "nn_agreement",
+            "trained_final_loss",
+            "trained_final_accuracy",
+            "trained_early_loss",
+            "trained_early_accuracy",
+            "row_selection_loss",
+            "row_selection_accuracy",
+            "nn_model_id",
+            "nn_checkpoint",
+            "nn_loss",
+            "nn_accuracy",
+            "nn_noise_loss",
+            "nn_noise_accuracy",
+            "random_loss",
+            "random_accuracy",
+            "nn_decoded_loss",
+            "nn_decoded_accuracy",
+            "own_decoded_loss",
+            "own_decoded_accuracy",
+        ],
+        csv_rows,
+    )?;
 
     let targets: Vec<f64> = samples.iter().map(|s| s.target_loss).collect();
     let achieved: Vec<f64> = evals.iter().map(|e| e.sample.loss).collect();
@@ -588,15 +591,12 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         metrics["row_selection"] = variant(&|e| e.row_selection);
         metrics["row_selection_models"] = json!(multi.len());
     }
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 
 fn noise(params: Params) -> Result<f64, StageError> {
-    match params.float("noise")? {
-        x if x >= 0.0 => Ok(x),
-        x => Err(StageError::param("noise", format!("must be ≥ 0, got {x}"))),
-    }
+    params.non_negative("noise")
 }
 
 /// `kind = "evaluate-samples"`: see the [module doc](self).

@@ -17,11 +17,11 @@
 //! distillation loss of [`crate::nn::distill`] at `temperature`, the cross-entropy with the images'
 //! labels), averaged over a batch; its gradient flows through the cnn-s kernel's backward pass into the
 //! generated weights and from there through candle into the MLP and the body
-//! ([`crate::weights::behaviour::surrogate`]). AdamW, `batch_size` examples per step in a ChaCha8
-//! (`seed`) order per epoch, fresh ξ per example. After each epoch the mean loss of the val-split rows
-//! (ξ = 0) is measured; training stops `patience` epochs after the best and keeps the best epoch's
-//! weights. A model of a high-loss checkpoint teaches the generator what a high target loss looks like:
-//! that is the loss prompt (the `sample` stage can also meet it by scaling the head: `loss_control`).
+//! ([`crate::weights::behaviour::surrogate`]). The loop is [`crate::fit`] (AdamW, `batch_size` rows
+//! per step, early stopping on the val-split rows' loss with ξ = 0, the best epoch's weights kept),
+//! with a fresh ξ per example from a ChaCha8 stream of `seed`. A model of a high-loss checkpoint
+//! teaches the generator what a high target loss looks like: that is the loss prompt (the `sample`
+//! stage can also meet it by scaling the head: `loss_control`).
 //!
 //! # Output (a directory)
 //! | file | content |
@@ -34,7 +34,6 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -43,10 +42,11 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::align::embedding_matrix;
-use super::model::{cerr, normal, uniform};
-use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Fitted, Objective};
 use crate::nn::{self, CnnS, Workspace, BODY_PARAMS, NUM_CLASSES, NUM_PARAMS};
+use crate::sampling::{normal_f32, uniform_in};
+use crate::tensors::{self, candle_error as cerr, NamedTensors, TensorFile};
 use crate::weights::behaviour::{load_probes, spread, surrogate, Probe};
 use crate::weights::pca::RowRef;
 use crate::zoo::store::{Checkpoint, Zoo};
@@ -115,7 +115,7 @@ impl Generator {
         let mut layers = Vec::new();
         for (i, o) in config.layers() {
             let bound = 1.0 / (i as f32).sqrt();
-            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect() };
+            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| uniform_in(&mut rng, bound)).collect() };
             let (w, b) = (draw(o * i), draw(o));
             layers.push((
                 Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?,
@@ -187,23 +187,20 @@ impl Generator {
     /// `ξ` for one prompt: `3 × noise_dim` normals of std `noise × scale` from `rng`.
     pub fn draw(&self, rng: &mut ChaCha8Rng, scale: f64) -> Vec<f32> {
         let s = (self.config.noise * scale) as f32;
-        (0..3 * self.config.noise_dim).map(|_| s * normal(rng)).collect()
+        (0..3 * self.config.noise_dim).map(|_| s * normal_f32(rng)).collect()
     }
 
-    fn named_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, StageError> {
+    fn named_tensors(&self) -> Result<NamedTensors, StageError> {
         let e = cerr("generator");
         let values = |v: &Var| v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e);
-        let mut out = vec![("body".to_string(), vec![BODY_PARAMS], values(&self.body)?)];
+        let mut out = NamedTensors::new();
+        out.push("body", vec![BODY_PARAMS], values(&self.body)?);
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            out.push((format!("mlp.{}.weight", 2 * i), w.dims().to_vec(), values(w)?));
-            out.push((format!("mlp.{}.bias", 2 * i), b.dims().to_vec(), values(b)?));
+            out.push(format!("mlp.{}.weight", 2 * i), w.dims().to_vec(), values(w)?);
+            out.push(format!("mlp.{}.bias", 2 * i), b.dims().to_vec(), values(b)?);
         }
-        out.push(("class_embeddings".into(), vec![self.config.classes, self.config.dataset_dim], self.embeddings.clone()));
+        out.push("class_embeddings", vec![self.config.classes, self.config.dataset_dim], self.embeddings.clone());
         Ok(out)
-    }
-
-    fn snapshot(&self) -> Result<Vec<Tensor>, StageError> {
-        self.vars().iter().map(|v| v.as_tensor().copy().map_err(cerr("generator"))).collect()
     }
 
     fn set_from(&self, snapshot: &[Tensor]) -> Result<(), StageError> {
@@ -215,32 +212,33 @@ impl Generator {
 
     /// Writes `generator.safetensors` and `generator.json` (the config plus `extra`).
     pub fn save(&self, dir: &Path, extra: serde_json::Value) -> Result<(), StageError> {
-        files::write_f32_safetensors(&dir.join("generator.safetensors"), &self.named_tensors()?)?;
+        self.named_tensors()?.write(&dir.join("generator.safetensors"))?;
         let mut json = serde_json::to_value(&self.config).map_err(|e| StageError::msg(e.to_string()))?;
         if let (Some(obj), Some(more)) = (json.as_object_mut(), extra.as_object()) {
             obj.extend(more.clone());
         }
-        files::write_json(&dir.join("generator.json"), &json)
+        tensors::write_json(&dir.join("generator.json"), &json)
     }
 
     /// Reads a `generator` stage's output.
     pub fn load(dir: &Path) -> Result<Generator, StageError> {
-        let config: GeneratorConfig = files::read_json(&dir.join("generator.json"))?;
+        let config: GeneratorConfig = tensors::read_json(&dir.join("generator.json"))?;
         let file = TensorFile::open(&dir.join("generator.safetensors"))?;
         let stored = file.f32_all()?;
         let get = |name: &str| -> Result<&Vec<f32>, StageError> {
-            stored
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .map(|t| &t.2)
-                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", file.path())))
+            stored.get(name).map(|t| &t.values).ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", file.path())))
         };
         let g = Generator::init(config, get("body")?, get("class_embeddings")?.clone(), 0)?;
         let mut snapshot = Vec::new();
-        for (name, shape, _) in g.named_tensors()?.into_iter().filter(|t| t.0 != "class_embeddings") {
-            let v = get(&name)?;
+        for t in g.named_tensors()?.iter().filter(|t| t.name != "class_embeddings") {
+            let (name, shape) = (&t.name, &t.shape);
+            let v = get(name)?;
             if v.len() != shape.iter().product::<usize>() {
-                return Err(StageError::msg(format!("{}: `{name}` has {} values, generator.json implies {shape:?}", file.path(), v.len())));
+                return Err(StageError::msg(format!(
+                    "{}: `{name}` has {} values, generator.json implies {shape:?}",
+                    file.path(),
+                    v.len()
+                )));
             }
             snapshot.push(Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).map_err(cerr("generator"))?);
         }
@@ -271,56 +269,30 @@ pub struct GeneratorOptions {
     pub hidden: Vec<usize>,
     pub noise_dim: usize,
     pub noise: f64,
-    pub epochs: usize,
-    pub patience: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
+    /// Epochs, patience, batch size, AdamW, seed.
+    pub fit: FitParams,
     pub probe_images: usize,
     pub temperature: f64,
     pub label_weight: f64,
     /// Learn from the final checkpoints only (else both).
     pub final_only: bool,
-    pub seed: u64,
 }
 
 impl GeneratorOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let hidden = match p.param("hidden")?.as_list() {
-            Some(l) => l
-                .iter()
-                .map(|v| v.as_i64().filter(|&h| h > 0).map(|h| h as usize))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| StageError::param("hidden", "must list positive layer widths"))?,
-            None => return Err(StageError::param("hidden", "must be a list of layer widths")),
-        };
-        let positive_float = |name: &str| -> Result<f64, StageError> {
-            match p.float(name)? {
-                x if x > 0.0 && x.is_finite() => Ok(x),
-                x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
-            }
-        };
-        let noise = p.float("noise")?;
-        if !(noise >= 0.0 && noise.is_finite()) {
-            return Err(StageError::param("noise", format!("must be ≥ 0, got {noise}")));
-        }
+        let noise = p.non_negative("noise")?;
         Ok(GeneratorOptions {
-            hidden,
+            hidden: p.positive_list("hidden")?,
             noise_dim: p.count("noise_dim")?,
             noise,
-            epochs: p.positive("epochs")?,
-            patience: p.positive("patience")?,
-            batch_size: p.positive("batch_size")?,
-            lr: positive_float("lr")?,
-            weight_decay: p.float("weight_decay")?.max(0.0),
+            fit: FitParams::from_params(p)?,
             probe_images: p.positive("probe_images")?,
-            temperature: positive_float("temperature")?,
+            temperature: p.positive_float("temperature")?,
             label_weight: match p.float("label_weight")? {
                 x if (0.0..=1.0).contains(&x) => x,
                 x => return Err(StageError::param("label_weight", format!("must be in [0, 1], got {x}"))),
             },
             final_only: p.str("checkpoints")? == "final",
-            seed: p.int("seed")? as u64,
         })
     }
 }
@@ -348,7 +320,8 @@ fn batch_loss(models: &[Vec<f32>], examples: &[&Example], temperature: f32, lamb
             WORKSPACE.with_borrow_mut(|ws| {
                 let mut g = if grad { vec![0.0f32; NUM_PARAMS] } else { Vec::new() };
                 let (images, teacher) = (&ex.probe.images, &ex.probe.teacher);
-                let loss = nn::distill_with_labels(w, images, teacher, &ex.labels, temperature, lambda, grad.then_some(&mut g[..]), ws);
+                let loss =
+                    nn::distill_with_labels(w, images, teacher, &ex.labels, temperature, lambda, grad.then_some(&mut g[..]), ws);
                 g.iter_mut().for_each(|v| *v /= n);
                 (loss, g)
             })
@@ -361,8 +334,7 @@ fn batch_loss(models: &[Vec<f32>], examples: &[&Example], temperature: f32, lamb
 /// What [`train`] returns.
 pub struct Trained {
     pub generator: Generator,
-    pub history: Vec<(usize, f64, f64)>,
-    pub best_epoch: usize,
+    pub fitted: Fitted,
     pub val_untrained: f64,
     pub train_examples: usize,
     pub val_examples: usize,
@@ -377,9 +349,11 @@ pub fn train(
     opts: &GeneratorOptions,
     progress: &dyn wspace_stage_api::Progress,
 ) -> Result<Trained, StageError> {
-    let e = cerr("generator");
     if zoo.meta.arch != "cnn-s" || zoo.meta.parameters.last().map(|p| p.shape.clone()) != Some(vec![NUM_CLASSES]) {
-        return Err(StageError::msg(format!("the generator writes 3-class `cnn-s` models; this zoo's arch is `{}`", zoo.meta.arch)));
+        return Err(StageError::msg(format!(
+            "the generator writes 3-class `cnn-s` models; this zoo's arch is `{}`",
+            zoo.meta.arch
+        )));
     }
     let (embeddings, classes, dim) = class_embeddings(embed_dir)?;
     let rows: Vec<RowRef> = zoo
@@ -425,59 +399,65 @@ pub fn train(
         loss_min,
         loss_max,
     };
-    let gen = Generator::init(config, &body, embeddings, opts.seed)?;
+    let gen = Generator::init(config, &body, embeddings, opts.fit.seed)?;
     for ex in train_ex.iter().chain(&val_ex) {
         gen.check_classes(&ex.classes)?;
     }
-    let temperature = opts.temperature as f32;
-    let zero = vec![0.0f32; 3 * opts.noise_dim];
-    let val_loss = |g: &Generator| -> Result<f64, StageError> {
-        if val_ex.is_empty() {
-            return Ok(f64::NAN);
-        }
-        let prompts: Vec<Prompt> =
-            val_ex.iter().map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: zero.clone() }).collect();
-        let w = g.forward(&prompts)?.to_vec2::<f32>().map_err(&e)?;
-        Ok(batch_loss(&w, &val_ex, temperature, opts.label_weight, false).0)
+    let mut objective = GeneratorObjective {
+        rng: ChaCha8Rng::seed_from_u64(opts.fit.seed ^ 0x6765_6e65),
+        gen: &gen,
+        train: &train_ex,
+        val: &val_ex,
+        temperature: opts.temperature as f32,
+        lambda: opts.label_weight,
     };
-    let val_untrained = val_loss(&gen)?;
-    let mut opt = AdamW::new(gen.vars(), ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() })
-        .map_err(&e)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6765_6e65);
-    let mut order = Vec::new();
-    let (mut best, mut best_epoch, mut best_val) = (gen.snapshot()?, 0, f64::INFINITY);
-    let mut history = Vec::new();
-    progress.start(opts.epochs as u64, "epochs");
-    for epoch in 1..=opts.epochs {
-        nn::train::shuffled_order(&mut rng, train_ex.len(), &mut order);
-        let (mut sum, mut batches) = (0.0, 0usize);
-        for batch in order.chunks(opts.batch_size) {
-            let exs: Vec<&Example> = batch.iter().map(|&i| train_ex[i as usize]).collect();
-            let prompts: Vec<Prompt> = exs
-                .iter()
-                .map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: gen.draw(&mut rng, 1.0) })
-                .collect();
-            let w = gen.forward(&prompts)?;
-            let values = w.to_vec2::<f32>().map_err(&e)?;
-            let (loss, g) = batch_loss(&values, &exs, temperature, opts.label_weight, true);
-            let grads = surrogate(&w, &g.unwrap_or_default()).and_then(|s| s.backward()).map_err(&e)?;
-            opt.step(&grads).map_err(&e)?;
-            sum += loss;
-            batches += 1;
-        }
-        let val = val_loss(&gen)?;
-        history.push((epoch, sum / batches.max(1) as f64, val));
-        progress.inc(1);
-        if val_ex.is_empty() || val < best_val {
-            best_val = if val_ex.is_empty() { best_val } else { val };
-            best_epoch = epoch;
-            best = gen.snapshot()?;
-        } else if epoch - best_epoch >= opts.patience {
-            break;
-        }
+    let val_untrained = objective.val_loss()?.unwrap_or(f64::NAN);
+    let rows: Vec<usize> = (0..train_ex.len()).collect();
+    let fitted = fit(
+        &mut objective,
+        &rows,
+        &FitOptions { params: opts.fit, min_batch: 1, shuffle_salt: 0x6765_6e00, what: "generator", progress },
+    )?;
+    Ok(Trained { generator: gen, fitted, val_untrained, train_examples: train_ex.len(), val_examples: val_ex.len() })
+}
+
+/// The generator's [`Objective`]: a batch of zoo rows, fresh ξ per row.
+struct GeneratorObjective<'a> {
+    rng: ChaCha8Rng,
+    gen: &'a Generator,
+    train: &'a [&'a Example],
+    val: &'a [&'a Example],
+    temperature: f32,
+    lambda: f64,
+}
+
+impl Objective for GeneratorObjective<'_> {
+    fn vars(&self) -> Vec<Var> {
+        self.gen.vars()
     }
-    gen.set_from(&best)?;
-    Ok(Trained { generator: gen, history, best_epoch, val_untrained, train_examples: train_ex.len(), val_examples: val_ex.len() })
+
+    fn batch_loss(&mut self, rows: &[usize]) -> Result<(Tensor, f64), StageError> {
+        let exs: Vec<&Example> = rows.iter().map(|&i| self.train[i]).collect();
+        let prompts: Vec<Prompt> = exs
+            .iter()
+            .map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: self.gen.draw(&mut self.rng, 1.0) })
+            .collect();
+        let w = self.gen.forward(&prompts)?;
+        let values = w.to_vec2::<f32>().map_err(cerr("generator"))?;
+        let (loss, g) = batch_loss(&values, &exs, self.temperature, self.lambda, true);
+        Ok((surrogate(&w, &g.unwrap_or_default()).map_err(cerr("generator"))?, loss))
+    }
+
+    fn val_loss(&mut self) -> Result<Option<f64>, StageError> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let zero = vec![0.0f32; 3 * self.gen.config.noise_dim];
+        let prompts: Vec<Prompt> =
+            self.val.iter().map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: zero.clone() }).collect();
+        let w = self.gen.forward(&prompts)?.to_vec2::<f32>().map_err(cerr("generator"))?;
+        Ok(Some(batch_loss(&w, self.val, self.temperature, self.lambda, false).0))
+    }
 }
 
 /// `kind = "generator"`: see the [module doc](self).
@@ -499,12 +479,12 @@ impl StageKind for GeneratorKind {
             ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![Value::Int(128)]), "the row MLP's hidden widths"),
             ParamSpec::optional("noise_dim", Int, Value::Int(8), "ξ values per head row (the draw)"),
             ParamSpec::optional("noise", Float, Value::Float(1.0), "σ of ξ in training and sampling"),
-            ParamSpec::optional("epochs", Int, Value::Int(300), "maximum epochs"),
-            ParamSpec::optional("patience", Int, Value::Int(30), "early stopping on the val rows' distillation loss"),
-            ParamSpec::optional("batch_size", Int, Value::Int(16), "zoo rows per step"),
-            ParamSpec::optional("lr", Float, Value::Float(1e-3), "AdamW learning rate"),
-            ParamSpec::optional("weight_decay", Float, Value::Float(0.0), "AdamW weight decay"),
-            ParamSpec::optional("probe_images", Int, Value::Int(64), "training images of each row's task whose outputs are matched"),
+            ParamSpec::optional(
+                "probe_images",
+                Int,
+                Value::Int(64),
+                "training images of each row's task whose outputs are matched",
+            ),
             ParamSpec::optional("temperature", Float, Value::Float(1.0), "distillation temperature"),
             ParamSpec::optional(
                 "label_weight",
@@ -518,8 +498,13 @@ impl StageKind for GeneratorKind {
                 Value::Str("both".into()),
                 "which zoo checkpoints to learn from",
             ),
-            ParamSpec::optional("seed", Int, Value::Int(0), "initialisation, example order and ξ"),
         ]
+        .into_iter()
+        .chain(FitParams::specs(
+            &FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 0.0, batch_size: 16, seed: 0 },
+            "zoo rows per step",
+        ))
+        .collect()
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
@@ -539,23 +524,19 @@ impl StageKind for GeneratorKind {
         let data = Dataset::load(ctx.input("data")?)?;
         ctx.progress.message("loading probes");
         let t = train(&zoo, &tasks, &data, ctx.input("embed")?, &opts, ctx.progress)?;
-        t.generator.save(ctx.out, json!({ "best_epoch": t.best_epoch, "epochs_run": t.history.len() }))?;
-        let mut csv = csv::Writer::from_path(ctx.out.join("history.csv")).map_err(|e| StageError::msg(e.to_string()))?;
-        csv.write_record(["epoch", "train_loss", "val_loss"]).map_err(|e| StageError::msg(e.to_string()))?;
-        for (ep, tr, va) in &t.history {
-            csv.write_record([ep.to_string(), tr.to_string(), va.to_string()]).map_err(|e| StageError::msg(e.to_string()))?;
-        }
-        csv.flush().map_err(|e| StageError::io(ctx.out.join("history.csv"), e))?;
-        let best = t.history.get(t.best_epoch.saturating_sub(1)).copied().unwrap_or((0, f64::NAN, f64::NAN));
+        let (best_epoch, epochs_run) = (t.fitted.best_epoch, t.fitted.history.len());
+        t.generator.save(ctx.out, json!({ "best_epoch": best_epoch, "epochs_run": epochs_run }))?;
+        write_history(&ctx.out.join("history.csv"), &t.fitted.history)?;
+        let best = t.fitted.at_best().unwrap_or(EpochLoss { epoch: 0, train: f64::NAN, val: f64::NAN });
         let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
-        files::write_json(
+        tensors::write_json(
             &ctx.out.join("metrics.json"),
             &json!({
-                "train_loss": num(best.1),
-                "val_loss": num(best.2),
+                "train_loss": num(best.train),
+                "val_loss": num(best.val),
                 "val_loss_untrained": num(t.val_untrained),
-                "best_epoch": t.best_epoch,
-                "epochs_run": t.history.len(),
+                "best_epoch": best_epoch,
+                "epochs_run": epochs_run,
                 "parameters": t.generator.parameter_count(),
                 "train_examples": t.train_examples,
                 "val_examples": t.val_examples,

@@ -16,29 +16,13 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::StageError;
 
-use crate::data::files::{self, TensorFile};
-use crate::zoo::store::NamedTensors;
-
-pub(crate) fn cerr(what: &str) -> impl Fn(candle_core::Error) -> StageError + '_ {
-    move |e| StageError::msg(format!("{what}: {e}"))
-}
-
-/// A uniform in `[0, 1)` from 24 random bits.
-pub fn uniform(rng: &mut ChaCha8Rng) -> f32 {
-    (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
-}
-
-/// A standard normal (Box–Muller; one of the pair).
-pub fn normal(rng: &mut ChaCha8Rng) -> f32 {
-    let u1 = (uniform(rng) as f64).max(1e-12);
-    let u2 = uniform(rng) as f64;
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
+use crate::sampling::{normal_f32, uniform_in};
+use crate::tensors::{self, candle_error, NamedTensor, NamedTensors, TensorFile};
 
 /// The shape of the prompt encoders and the binning; `align.json` holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,12 +69,12 @@ pub struct Aligner {
 impl Aligner {
     /// Seeded initialisation (see the module doc); standardisation starts as the identity.
     pub fn init(config: AlignConfig, seed: u64) -> Result<Self, StageError> {
-        let e = cerr("align init");
+        let e = candle_error("align init");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layers = Vec::new();
         for (i, o) in config.layers() {
             let bound = 1.0 / (i as f32).sqrt();
-            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| -bound + 2.0 * bound * uniform(&mut rng)).collect() };
+            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| uniform_in(&mut rng, bound)).collect() };
             let w = draw(o * i);
             let b = draw(o);
             layers.push((
@@ -98,7 +82,7 @@ impl Aligner {
                 Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?,
             ));
         }
-        let emb: Vec<f32> = (0..config.bins * config.results_dim).map(|_| normal(&mut rng)).collect();
+        let emb: Vec<f32> = (0..config.bins * config.results_dim).map(|_| normal_f32(&mut rng)).collect();
         let results = Var::from_slice(&emb, (config.bins, config.results_dim), &Device::Cpu).map_err(&e)?;
         let d = config.dataset_dim;
         Ok(Aligner { config, layers, results, input_mean: vec![0.0; d], input_std: vec![1.0; d] })
@@ -138,7 +122,7 @@ impl Aligner {
 
     /// Raw dataset embeddings (`n × dataset_dim`) and losses → `z_proj` (`n × latent_dim`).
     pub fn project(&self, raw: &[f32], losses: &[f64]) -> Result<Vec<f32>, StageError> {
-        let e = cerr("align");
+        let e = candle_error("align");
         if losses.is_empty() {
             return Ok(Vec::new());
         }
@@ -153,29 +137,29 @@ impl Aligner {
     }
 
     pub fn named_tensors(&self) -> Result<NamedTensors, StageError> {
-        let e = cerr("align");
-        let mut out = Vec::new();
+        let e = candle_error("align");
+        let mut out = NamedTensors::new();
         for (i, (w, b)) in self.layers.iter().enumerate() {
             for (suffix, v) in [("weight", w), ("bias", b)] {
                 let values = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e)?;
-                out.push((format!("shared.{}.{suffix}", 2 * i), v.dims().to_vec(), values));
+                out.push(format!("shared.{}.{suffix}", 2 * i), v.dims().to_vec(), values);
             }
         }
         let emb = self.results.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e)?;
-        out.push(("results.weight".into(), self.results.dims().to_vec(), emb));
+        out.push("results.weight", self.results.dims().to_vec(), emb);
         let d = self.config.dataset_dim;
-        out.push(("input_mean".into(), vec![d], self.input_mean.clone()));
-        out.push(("input_std".into(), vec![d], self.input_std.clone()));
+        out.push("input_mean", vec![d], self.input_mean.clone());
+        out.push("input_std", vec![d], self.input_std.clone());
         Ok(out)
     }
 
     pub fn snapshot(&self) -> Result<Vec<Tensor>, StageError> {
-        self.vars().iter().map(|v| v.as_tensor().copy().map_err(cerr("align"))).collect()
+        self.vars().iter().map(|v| v.as_tensor().copy().map_err(candle_error("align"))).collect()
     }
 
     pub fn set_from(&self, snapshot: &[Tensor]) -> Result<(), StageError> {
         for (v, t) in self.vars().iter().zip(snapshot) {
-            v.set(t).map_err(cerr("align"))?;
+            v.set(t).map_err(candle_error("align"))?;
         }
         Ok(())
     }
@@ -183,37 +167,26 @@ impl Aligner {
     /// Writes `align.safetensors` (weights: `shared.<2i>.weight|bias`, `results.weight`, `input_mean`,
     /// `input_std`) and `align.json` (the [`AlignConfig`] plus `extra`).
     pub fn save(&self, dir: &Path, extra: serde_json::Value) -> Result<(), StageError> {
-        files::write_f32_safetensors(&dir.join("align.safetensors"), &self.named_tensors()?)?;
+        self.named_tensors()?.write(&dir.join("align.safetensors"))?;
         let mut json = serde_json::to_value(&self.config).map_err(|e| StageError::msg(e.to_string()))?;
         if let (Some(obj), Some(more)) = (json.as_object_mut(), extra.as_object()) {
             obj.extend(more.clone());
         }
-        files::write_json(&dir.join("align.json"), &json)
+        tensors::write_json(&dir.join("align.json"), &json)
     }
 
     /// Reads an `align` stage's output.
     pub fn load(dir: &Path) -> Result<Aligner, StageError> {
-        let config: AlignConfig = files::read_json(&dir.join("align.json"))?;
+        let config: AlignConfig = tensors::read_json(&dir.join("align.json"))?;
         let mut al = Aligner::init(config, 0)?;
         let file = TensorFile::open(&dir.join("align.safetensors"))?;
-        let stored = file.f32_all()?;
-        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, StageError> {
-            let (_, s, v) = stored
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", file.path())))?;
-            if s != shape {
-                return Err(StageError::msg(format!("{}: `{name}` is {s:?}, align.json implies {shape:?}", file.path())));
-            }
-            Ok(v.clone())
-        };
         let mut snapshot = Vec::new();
-        for (name, shape, _) in al.named_tensors()? {
-            let v = get(&name, &shape)?;
+        for NamedTensor { name, shape, .. } in al.named_tensors()? {
+            let v = file.f32_shaped(&name, &shape, "align.json")?;
             match name.as_str() {
                 "input_mean" => al.input_mean = v,
                 "input_std" => al.input_std = v,
-                _ => snapshot.push(Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(cerr("align"))?),
+                _ => snapshot.push(Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(candle_error("align"))?),
             }
         }
         al.set_from(&snapshot)?;

@@ -40,8 +40,8 @@ use serde_json::{json, Value as Json};
 use wspace_stage_api::{Inputs, ParamSpec, StageContext, StageError, StageKind};
 
 use super::headline::{self, Cell, Unit};
-use crate::data::files::{self, TensorFile};
 use crate::plot::{self, Chart, Series};
+use crate::tensors::{self, TensorFile};
 use crate::weights::pca::PcaMeta;
 use crate::zoo::store::{Checkpoint, Zoo, ZooRow};
 
@@ -86,7 +86,7 @@ fn table(rows: &[(String, String)]) -> String {
 }
 
 fn read_json(path: &Path) -> Option<Json> {
-    files::read_json::<Json>(path).ok()
+    tensors::read_json::<Json>(path).ok()
 }
 
 fn get<'a>(v: &'a Json, path: &str) -> &'a Json {
@@ -121,7 +121,7 @@ impl Page {
     }
     /// Inlines an SVG document and writes it as `name`.
     fn svg(&mut self, name: &str, svg: &str, caption: &str) -> Result<(), StageError> {
-        files::write(&self.out.join(name), svg.as_bytes())?;
+        tensors::write(&self.out.join(name), svg.as_bytes())?;
         let body = svg.find("<svg").map_or(svg, |i| &svg[i..]);
         self.html.push_str(&format!(
             "<figure class=\"chart\" id=\"fig-{}\">{body}<figcaption>{}</figcaption></figure>\n",
@@ -175,7 +175,7 @@ fn principal_axes(rows: &[f32], k: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 }
 
 fn f32_tensor(path: &Path, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-    TensorFile::open(path).ok()?.f32_all().ok()?.into_iter().find(|(n, _, _)| n == name).map(|(_, s, v)| (s, v))
+    TensorFile::open(path).ok()?.f32(name).ok().map(|t| (t.shape, t.values))
 }
 
 /// A headline cell: the number linking to `section`, "—" when the pipeline does not compute it.
@@ -361,7 +361,7 @@ fn alignment_section(page: &mut Page, a: &Path, m: &Json, params: &mut Vec<(Stri
 }
 
 fn latent_map_section(page: &mut Page, p: &Path, a: &Path, align: Option<&Path>, zoo: Option<&Path>) -> Result<(), StageError> {
-    let meta: Option<PcaMeta> = files::read_json(&p.join("pca.json")).ok();
+    let meta: Option<PcaMeta> = tensors::read_json(&p.join("pca.json")).ok();
     let (Some(meta), Some((shape, lat))) = (meta, f32_tensor(&a.join("latents.safetensors"), "latents")) else { return Ok(()) };
     let k = shape.get(1).copied().unwrap_or(0);
     if k < 2 || lat.len() / k != meta.rows.len() {
@@ -469,7 +469,10 @@ fn sampling_section(page: &mut Page, s: &Path, m: &Json) -> Result<(), StageErro
         ("NN + noise at the samples' accuracy: noise scale".to_string(), fmt(get(m, "nn_noise_matched.noise"))),
         ("NN + noise at the samples' accuracy: accuracy".to_string(), fmt(get(m, "nn_noise_matched.accuracy"))),
         ("NN + noise at the samples' accuracy: diversity".to_string(), fmt(get(m, "nn_noise_matched.diversity"))),
-        ("NN + noise at the samples' accuracy: agreement with the neighbour".to_string(), fmt(get(m, "nn_noise_matched.nn_agreement"))),
+        (
+            "NN + noise at the samples' accuracy: agreement with the neighbour".to_string(),
+            fmt(get(m, "nn_noise_matched.nn_agreement")),
+        ),
     ];
     page.raw(&table(&rows));
     page.svg_file(
@@ -567,13 +570,13 @@ pub fn run_report(inputs: &std::collections::BTreeMap<String, std::path::PathBuf
         headline_html(samples.as_ref(), reconstruction.as_ref()),
         page.html
     );
-    files::write(&out.join("report.html"), html.as_bytes())?;
+    tensors::write(&out.join("report.html"), html.as_bytes())?;
     let metrics = json!({
         "sections": page.sections.len(),
         "document": "report.html",
         "headline": headline::headline_metrics(samples.as_ref(), reconstruction.as_ref()),
     });
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 
@@ -622,7 +625,7 @@ mod tests {
         assert!(html.contains("<h1>wspace report</h1>"));
         // The headline table is there, with "—" for what no stage computed.
         assert!(html.contains("id=\"headline-table\"") && html.contains("not computed by this pipeline"));
-        let m: Json = files::read_json(&dir.path().join("metrics.json")).unwrap();
+        let m: Json = tensors::read_json(&dir.path().join("metrics.json")).unwrap();
         assert_eq!(m["document"], "report.html");
     }
 
@@ -633,12 +636,12 @@ mod tests {
         std::fs::create_dir_all(&samples).unwrap();
         let m = json!({"samples": 10, "tasks": 2, "sample": {"accuracy": 0.4, "loss": 1.0}, "nn": {"accuracy": 0.7, "loss": 0.8},
             "random": {"accuracy": 0.33, "loss": 1.1}, "trained_final": {"accuracy": 0.9, "loss": 0.3}, "prompt_r2": 0.1});
-        files::write_json(&samples.join("metrics.json"), &m).unwrap();
+        tensors::write_json(&samples.join("metrics.json"), &m).unwrap();
         let svg = Chart::new("t", "target loss", "achieved loss")
             .series(Series::points("s", plot::BLUE, vec![(1.0, 1.0)]))
             .to_svg()
             .unwrap();
-        files::write(&samples.join("target_vs_achieved.svg"), svg.as_bytes()).unwrap();
+        tensors::write(&samples.join("target_vs_achieved.svg"), svg.as_bytes()).unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
         let inputs = [("samples".to_string(), samples)].into_iter().collect();

@@ -35,13 +35,14 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 
 use super::align::task_embeddings;
 use super::generator::{Generator, Prompt};
-use super::model::{normal, Aligner};
-use crate::data::files::{self, TensorFile};
+use super::model::Aligner;
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
 use crate::nn::{self, CnnS, IMAGE_PIXELS};
+use crate::sampling::normal_f32;
+use crate::tensors::NamedTensors;
+use crate::tensors::{self, TensorFile};
 use crate::weights::behaviour::spread;
 use crate::weights::WeightCodec;
-use crate::zoo::store::NamedTensors;
 
 /// One row of `samples.csv`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -191,9 +192,8 @@ pub fn head_scale(u: &[[f32; 3]], labels: &[u8], target: f64) -> f64 {
 
 /// Scales a cnn-s's head (`fc2.weight`, `fc2.bias`: the logits) by `s`.
 fn scale_head(w: &mut NamedTensors, s: f64) {
-    for (name, _, v) in w.iter_mut().filter(|t| t.0 == "fc2.weight" || t.0 == "fc2.bias") {
-        debug_assert!(name.starts_with("fc2"));
-        v.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
+    for t in w.iter_mut().filter(|t| t.name == "fc2.weight" || t.name == "fc2.bias") {
+        t.values.iter_mut().for_each(|x| *x = (*x as f64 * s) as f32);
     }
 }
 
@@ -246,10 +246,13 @@ impl AlignMethod {
         }
         let (emb, dim) = task_embeddings(embed)?;
         if dim != al.config.dataset_dim {
-            return Err(StageError::msg(format!("embeddings are {dim}-d, the align stage was trained on {}-d", al.config.dataset_dim)));
+            return Err(StageError::msg(format!(
+                "embeddings are {dim}-d, the align stage was trained on {}-d",
+                al.config.dataset_dim
+            )));
         }
         let file = TensorFile::open(&ae.join("latents.safetensors"))?;
-        let latents = file.f32_all()?.into_iter().find(|t| t.0 == "latents").map(|t| t.2).unwrap_or_default();
+        let latents = file.f32_all()?.into_iter().find(|t| t.name == "latents").map(|t| t.values).unwrap_or_default();
         let n = (latents.len() / k.max(1)).max(1) as f64;
         let latent_std = (0..k)
             .map(|i| {
@@ -273,7 +276,9 @@ impl AlignMethod {
         let mut all = Vec::with_capacity(grid.len() * draws * k);
         for zt in z.chunks(k) {
             for j in 0..draws {
-                all.extend(zt.iter().zip(&self.latent_std).map(|(v, s)| if j == 0 { *v } else { v + 0.1 * s * normal(&mut rng) }));
+                all.extend(
+                    zt.iter().zip(&self.latent_std).map(|(v, s)| if j == 0 { *v } else { v + 0.1 * s * normal_f32(&mut rng) }),
+                );
             }
         }
         self.codec.decode(&all)
@@ -310,7 +315,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
                     .flat_map(|&t| (0..d).map(move |_| t))
                     .map(|t| Prompt { classes: task.classes, target_loss: t, xi: g.draw(&mut rng, 1.0) })
                     .collect();
-                Ok(g.generate(&prompts)?.iter().map(|m| m.named_tensors()).collect())
+                Ok(g.generate(&prompts)?.iter().map(|m| m.named_tensors().into()).collect())
             };
             (Box::new(make), range, "cnn-s".to_string())
         }
@@ -338,12 +343,12 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
             let (k, draw) = (i / draws, i % draws);
             let mut scale = 1.0;
             if let Some((images, labels)) = &calibration {
-                let net = CnnS::from_named_tensors(w.iter().map(|(n, s, v)| (n, s, v))).map_err(|e| StageError::msg(e.to_string()))?;
+                let net = CnnS::from_named_tensors(w.triples()).map_err(|e| StageError::msg(e.to_string()))?;
                 scale = head_scale(&nn::logits_f32(&net, images), labels, grid[k]);
                 scale_head(w, scale);
             }
             let file = format!("samples/t{:04}-{k}-{draw}.safetensors", task.id);
-            files::write_f32_safetensors(&out.join(&file), w)?;
+            w.write(&out.join(&file))?;
             rows.push(SampleRow {
                 sample: rows.len(),
                 prompt: rows.len() / draws,
@@ -376,7 +381,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
         "loss_max": hi,
         "arch": arch,
     });
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 
@@ -396,8 +401,18 @@ impl StageKind for SampleKind {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
-            ParamSpec::optional("method", Choice(&["align", "generator"]), Value::Str("align".into()), "how weights are made (see the stage doc)"),
-            ParamSpec::optional("targets", Int, Value::Int(5), "target losses per task, evenly spaced over the train split's val_loss range"),
+            ParamSpec::optional(
+                "method",
+                Choice(&["align", "generator"]),
+                Value::Str("align".into()),
+                "how weights are made (see the stage doc)",
+            ),
+            ParamSpec::optional(
+                "targets",
+                Int,
+                Value::Int(5),
+                "target losses per task, evenly spaced over the train split's val_loss range",
+            ),
             ParamSpec::optional(
                 "target_losses",
                 List(Box::new(Float)),

@@ -30,17 +30,15 @@ fn align_training_lowers_the_train_loss_and_is_deterministic() {
         results_dim: 8,
         hidden: vec![16],
         bins: 4,
-        epochs: 40,
-        patience: 100,
-        batch_size: 6,
+        fit: crate::fit::FitParams { epochs: 40, patience: 100, batch_size: 6, ..AlignOptions::default().fit },
         ..Default::default()
     };
-    let a = train(&pairs, &opts).unwrap();
-    let b = train(&pairs, &opts).unwrap();
+    let a = train(&pairs, &opts, &wspace_stage_api::NoProgress).unwrap();
+    let b = train(&pairs, &opts, &wspace_stage_api::NoProgress).unwrap();
     assert_eq!(a.history, b.history);
-    let (first, last) = (a.history[0].1, a.history.last().unwrap().1);
+    let (first, last) = (a.history[0].train, a.history.last().unwrap().train);
     assert!(last < 0.5 * first, "train NT-Xent {first} → {last}");
-    assert!(a.history.iter().all(|h| h.2.is_finite()));
+    assert!(a.history.iter().all(|h| h.val.is_finite()));
     assert_eq!(a.heat_best.len(), 4);
 }
 
@@ -55,7 +53,7 @@ fn grid_permutations_r2_and_init() {
     let (r2, r) = r2_and_pearson(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]);
     assert_eq!((r2, (r * 1e9).round() / 1e9), (1.0, 1.0));
     let w = random_init(&[("fc.weight".into(), vec![3, 4]), ("fc.bias".into(), vec![3])], 1);
-    assert!(w.iter().all(|(_, _, v)| v.iter().all(|x| x.abs() <= 0.5)));
+    assert!(w.iter().all(|t| t.values.iter().all(|x| x.abs() <= 0.5)));
     assert_eq!(w, random_init(&[("fc.weight".into(), vec![3, 4]), ("fc.bias".into(), vec![3])], 1));
 }
 
@@ -105,7 +103,8 @@ fn generated_head_rows_follow_the_prompt_order_and_the_body_is_shared() {
     use super::generator::{Generator, GeneratorConfig, Prompt};
     use crate::nn::BODY_PARAMS;
     let (k, d, q) = (5, 4, 2);
-    let config = GeneratorConfig { classes: k, dataset_dim: d, hidden: vec![8], noise_dim: q, noise: 1.0, loss_min: 0.1, loss_max: 1.1 };
+    let config =
+        GeneratorConfig { classes: k, dataset_dim: d, hidden: vec![8], noise_dim: q, noise: 1.0, loss_min: 0.1, loss_max: 1.1 };
     let body: Vec<f32> = (0..BODY_PARAMS).map(|i| (i as f32 * 0.37).sin()).collect();
     let emb: Vec<f32> = (0..k * d).map(|i| (i as f32 * 1.3).cos()).collect();
     let g = Generator::init(config, &body, emb, 3).unwrap();

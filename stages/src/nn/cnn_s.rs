@@ -163,7 +163,11 @@ impl CnnS {
     /// Build from a flat vector in [`PARAM_SPECS`] order. Panics unless it has the parameter count of a
     /// supported head ([`num_params`]).
     pub fn from_flat(params: Vec<f32>) -> Self {
-        assert!(classes_of_len(params.len()).is_some(), "cnn-s has {NUM_PARAMS} parameters (3 classes) or {} (10)", num_params(10));
+        assert!(
+            classes_of_len(params.len()).is_some(),
+            "cnn-s has {NUM_PARAMS} parameters (3 classes) or {} (10)",
+            num_params(10)
+        );
         CnnS { params }
     }
 

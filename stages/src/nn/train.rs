@@ -11,7 +11,7 @@
 //! non-finite, leaves the weights as they were (the last finite ones) and marks the trainer
 //! [`Trainer::diverged`]; later steps and epochs do nothing and say so.
 
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::cnn_s::{CnnS, IMAGE_PIXELS};
@@ -264,21 +264,7 @@ impl Trainer {
 pub(crate) fn shuffled_order(rng: &mut ChaCha8Rng, n: usize, order: &mut Vec<u32>) {
     order.clear();
     order.extend(0..n as u32);
-    for i in (1..n).rev() {
-        let j = bounded(rng, i as u32 + 1) as usize;
-        order.swap(i, j);
-    }
-}
-
-/// A uniform integer in `0..n` (Lemire's multiply-shift with rejection).
-fn bounded(rng: &mut ChaCha8Rng, n: u32) -> u32 {
-    let threshold = n.wrapping_neg() % n;
-    loop {
-        let m = rng.next_u32() as u64 * n as u64;
-        if (m as u32) >= threshold {
-            return (m >> 32) as u32;
-        }
-    }
+    crate::sampling::shuffle_u32(order, rng);
 }
 
 pub(crate) fn evaluate_with(isa: Isa, model: &CnnS, ws: &mut Workspace, images: &[u8], labels: &[u8]) -> Evaluation {

@@ -1,13 +1,14 @@
 //! The ResNet-18 network: torchvision's structure, tensor names, `state_dict` order and initialisation.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::ops::{self, BnBatchStats};
 
-/// `(name, shape, values)` in `state_dict` order (the zoo's `NamedTensors`).
-pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+use crate::sampling::{normal, uniform_in};
+use crate::tensors::NamedTensor;
+pub use crate::tensors::NamedTensors;
 
 /// Input channels (torchvision's default; grey images are replicated to 3).
 pub const IN_CHANNELS: usize = 3;
@@ -229,19 +230,6 @@ pub struct ResNet18 {
     pub fc_bias: Var,
 }
 
-/// Normal(0, 1) by Box–Muller (f64), one value per two uniforms.
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u = |rng: &mut ChaCha8Rng| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    let u1 = 1.0 - u(rng);
-    let u2 = u(rng);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-/// U[0, 1) with 24 random bits (as `cnn-s`).
-fn uniform24(rng: &mut ChaCha8Rng) -> f32 {
-    (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
-}
-
 impl ResNet18 {
     /// torchvision's `ResNet.__init__` initialisation, drawn from a ChaCha8 stream seeded by `seed`,
     /// tensor by tensor in `state_dict` order, element by element (so a model is bit-identical run to
@@ -267,7 +255,7 @@ impl ResNet18 {
                     TensorKind::BnBias | TensorKind::RunningMean | TensorKind::NumBatchesTracked => vec![0.0f32; n],
                     TensorKind::FcWeight | TensorKind::FcBias => {
                         let b = 1.0 / (512f32).sqrt();
-                        (0..n).map(|_| -b + 2.0 * b * uniform24(&mut rng)).collect()
+                        (0..n).map(|_| uniform_in(&mut rng, b)).collect()
                     }
                 }
             })
@@ -307,26 +295,25 @@ impl ResNet18 {
 
     /// Builds from named tensors (any order; every name of [`tensor_specs`] exactly once, shapes as
     /// there; `num_batches_tracked` a one-value tensor of shape `[]`).
-    pub fn from_named_tensors(tensors: &[(String, Vec<usize>, Vec<f32>)], device: &Device) -> Result<Self> {
+    pub fn from_named_tensors(tensors: &NamedTensors, device: &Device) -> Result<Self> {
         let specs = tensor_specs();
-        if let Some((name, _, _)) = tensors.iter().find(|(n, _, _)| !specs.iter().any(|s| s.name == *n)) {
-            candle_core::bail!("resnet18: unexpected tensor `{name}`")
+        if let Some(t) = tensors.iter().find(|t| !specs.iter().any(|s| s.name == t.name)) {
+            candle_core::bail!("resnet18: unexpected tensor `{}`", t.name)
         }
         let mut values = Vec::with_capacity(specs.len());
         for s in &specs {
-            let (_, shape, v) = tensors
-                .iter()
-                .find(|(n, _, _)| *n == s.name)
-                .ok_or_else(|| candle_core::Error::Msg(format!("resnet18: missing tensor `{}`", s.name)))?;
-            if *shape != s.shape || v.len() != s.len().max(1) {
+            let t =
+                tensors.get(&s.name).ok_or_else(|| candle_core::Error::Msg(format!("resnet18: missing tensor `{}`", s.name)))?;
+            if t.shape != s.shape || t.values.len() != s.len().max(1) {
                 candle_core::bail!(
-                    "resnet18: tensor `{}` has shape {shape:?} ({} values), expected {:?}",
+                    "resnet18: tensor `{}` has shape {:?} ({} values), expected {:?}",
                     s.name,
-                    v.len(),
+                    t.shape,
+                    t.values.len(),
                     s.shape
                 )
             }
-            values.push(v.clone());
+            values.push(t.values.clone());
         }
         Self::from_values(values, device)
     }
@@ -369,7 +356,7 @@ impl ResNet18 {
         tensor_specs()
             .into_iter()
             .zip(self.tensors()?)
-            .map(|(s, t)| Ok((s.name, s.shape, t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)))
+            .map(|(s, t)| Ok(NamedTensor::new(s.name, s.shape, t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)))
             .collect()
     }
 

@@ -53,7 +53,7 @@ fn formula_model(device: &Device) -> ResNet18 {
             (s.name, s.shape, v)
         })
         .collect();
-    ResNet18::from_named_tensors(&named, device).expect("formula model")
+    ResNet18::from_named_tensors(&named.into(), device).expect("formula model")
 }
 
 /// The script's input batch and labels.
@@ -446,7 +446,8 @@ fn init_follows_torchvision_and_is_bit_identical() {
     let c = ResNet18::init(43, &Device::Cpu).unwrap().named_tensors().unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
-    for ((name, shape, v), spec) in a.iter().zip(tensor_specs()) {
+    for (t, spec) in a.iter().zip(tensor_specs()) {
+        let (name, shape, v) = (&t.name, &t.shape, &t.values);
         let n = v.len() as f64;
         match spec.kind {
             TensorKind::ConvWeight => {
@@ -472,10 +473,11 @@ fn init_follows_torchvision_and_is_bit_identical() {
     let m = ResNet18::from_named_tensors(&a, &Device::Cpu).unwrap();
     assert_eq!(m.named_tensors().unwrap(), a);
     let mut missing = a.clone();
-    missing.remove(5);
+    let fifth = missing[5].name.clone();
+    missing.take(&fifth);
     assert!(ResNet18::from_named_tensors(&missing, &Device::Cpu).is_err());
     let mut wrong = a.clone();
-    wrong[0].1 = vec![64, 1, 7, 7];
+    wrong.iter_mut().next().unwrap().shape = vec![64, 1, 7, 7];
     assert!(ResNet18::from_named_tensors(&wrong, &Device::Cpu).is_err());
 }
 
@@ -500,7 +502,7 @@ fn training_is_deterministic_and_learns_a_separable_problem() {
     assert_eq!(steps, 12);
     assert!(l1[3] < l1[0], "loss did not fall: {l1:?}");
     // num_batches_tracked counts the steps.
-    assert!(w1.iter().filter(|(n, _, _)| n.ends_with("num_batches_tracked")).all(|(_, _, v)| v[0] == 12.0));
+    assert!(w1.iter().filter(|t| t.name.ends_with("num_batches_tracked")).all(|t| t.values[0] == 12.0));
     let m = ResNet18::from_named_tensors(&w1, &Device::Cpu).unwrap();
     let e = evaluate(&m, &data, &InputTransform::default(), 7).unwrap();
     assert_eq!(e.n, 18);
@@ -514,7 +516,7 @@ fn divergence_is_flagged_and_weights_stay_finite() {
     let cfg = ResnetTrainConfig::new(Optimizer::sgd(1e38, 0.0), 3, 0);
     let t = train_model(1, &cfg, &data, 3, |_, _, _| Ok(())).unwrap();
     assert!(t.diverged());
-    assert!(t.model().named_tensors().unwrap().iter().all(|(_, _, v)| v.iter().all(|x| x.is_finite())));
+    assert!(t.model().named_tensors().unwrap().iter().all(|t| t.values.iter().all(|x| x.is_finite())));
 }
 
 #[test]

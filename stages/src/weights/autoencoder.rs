@@ -47,20 +47,23 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
 
 use rayon::prelude::*;
 
 use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
-use crate::data::files::{self, TensorFile};
 use crate::data::{Dataset, TaskSplit, Tasks};
+pub use crate::fit::EpochLoss;
+use crate::fit::{fit, write_history, FitOptions, FitParams, Objective};
 use crate::plot::{self, Chart, Series};
-use crate::zoo::store::{NamedTensors, Zoo};
+use crate::sampling::uniform_in;
+use crate::tensors::{self, TensorFile};
+use crate::tensors::{candle_error, NamedTensor, NamedTensors};
+use crate::zoo::store::Zoo;
 
 /// The hidden-unit nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,22 +142,16 @@ pub struct Autoencoder {
     decoder: Vec<(Var, Var)>,
 }
 
-fn cerr(what: &str) -> impl Fn(candle_core::Error) -> StageError + '_ {
-    move |e| StageError::msg(format!("{what}: {e}"))
-}
-
 impl Autoencoder {
     /// PyTorch-default initialisation from a seeded ChaCha8 stream (see the module doc).
     pub fn init(config: AutoencoderConfig, seed: u64) -> Result<Self, StageError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut make = |(i, o): (usize, usize)| -> Result<(Var, Var), StageError> {
             let bound = 1.0 / (i as f32).sqrt();
-            let mut draw = |n: usize| -> Vec<f32> {
-                (0..n).map(|_| -bound + 2.0 * bound * ((rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32))).collect()
-            };
+            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| uniform_in(&mut rng, bound)).collect() };
             let w = draw(o * i);
             let b = draw(o);
-            let e = cerr("autoencoder init");
+            let e = candle_error("autoencoder init");
             Ok((Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?, Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?))
         };
         let (enc, dec) = config.layers();
@@ -215,20 +212,20 @@ impl Autoencoder {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let e = cerr("autoencoder");
+        let e = candle_error("autoencoder");
         let x = Tensor::from_slice(rows, (rows.len() / width, width), &Device::Cpu).map_err(&e)?;
         f(&x).and_then(|y| y.flatten_all()?.to_vec1::<f32>()).map_err(&e)
     }
 
     /// Named tensors in the PyTorch `nn.Sequential` naming of the module doc.
     pub fn named_tensors(&self) -> Result<NamedTensors, StageError> {
-        let e = cerr("autoencoder");
-        let mut out = Vec::new();
+        let e = candle_error("autoencoder");
+        let mut out = NamedTensors::new();
         for (prefix, layers) in [("encoder", &self.encoder), ("decoder", &self.decoder)] {
             for (i, (w, b)) in layers.iter().enumerate() {
                 for (suffix, v) in [("weight", w), ("bias", b)] {
                     let values = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e)?;
-                    out.push((format!("{prefix}.{}.{suffix}", 2 * i), v.dims().to_vec(), values));
+                    out.push(format!("{prefix}.{}.{suffix}", 2 * i), v.dims().to_vec(), values);
                 }
             }
         }
@@ -237,37 +234,22 @@ impl Autoencoder {
 
     fn set_from(&self, snapshot: &[Tensor]) -> Result<(), StageError> {
         for (v, t) in self.vars().iter().zip(snapshot) {
-            v.set(t).map_err(cerr("autoencoder"))?;
+            v.set(t).map_err(candle_error("autoencoder"))?;
         }
         Ok(())
-    }
-
-    fn snapshot(&self) -> Result<Vec<Tensor>, StageError> {
-        self.vars().iter().map(|v| v.as_tensor().copy().map_err(cerr("autoencoder"))).collect()
     }
 
     /// Reads an `autoencoder` stage's output.
     pub fn load(dir: &Path) -> Result<Autoencoder, StageError> {
         let json_path = dir.join("autoencoder.json");
-        let file: AutoencoderFile = files::read_json(&json_path)?;
+        let file: AutoencoderFile = tensors::read_json(&json_path)?;
         let ae = Autoencoder::init(file.config, 0)?;
         let tensors = TensorFile::open(&dir.join("autoencoder.safetensors"))?;
-        let stored = tensors.f32_all()?;
         let want = ae.named_tensors()?;
         let mut snapshot = Vec::with_capacity(want.len());
-        for (name, shape, _) in &want {
-            let (_, s, v) = stored
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", tensors.path())))?;
-            if s != shape {
-                return Err(StageError::msg(format!(
-                    "{}: `{name}` is {s:?}, {} implies {shape:?}",
-                    tensors.path(),
-                    json_path.display()
-                )));
-            }
-            snapshot.push(Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).map_err(cerr("autoencoder"))?);
+        for NamedTensor { name, shape, .. } in &want {
+            let v = tensors.f32_shaped(name, shape, &json_path.display().to_string())?;
+            snapshot.push(Tensor::from_slice(&v, shape.as_slice(), &Device::Cpu).map_err(candle_error("autoencoder"))?);
         }
         ae.set_from(&snapshot)?;
         Ok(ae)
@@ -280,12 +262,8 @@ pub struct AutoencoderOptions {
     pub hidden: Vec<usize>,
     pub latent_dim: usize,
     pub activation: Activation,
-    pub epochs: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub batch_size: usize,
-    pub patience: usize,
-    pub seed: u64,
+    /// Epochs, patience, AdamW, batch size, seed.
+    pub fit: FitParams,
     /// `None`: the thesis's coefficient MSE alone; `Some`: the behavioural loss.
     pub behaviour: Option<BehaviourOptions>,
 }
@@ -305,24 +283,10 @@ impl Default for AutoencoderOptions {
             hidden: vec![256],
             latent_dim: 32,
             activation: Activation::Elu,
-            epochs: 300,
-            lr: 1e-3,
-            weight_decay: 1e-5,
-            batch_size: 32,
-            patience: 30,
-            seed: 0,
+            fit: FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 1e-5, batch_size: 32, seed: 0 },
             behaviour: None,
         }
     }
-}
-
-/// One epoch of the loss history.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EpochLoss {
-    pub epoch: usize,
-    pub train: f64,
-    /// NaN without val rows.
-    pub val: f64,
 }
 
 /// The outcome of [`train`].
@@ -344,7 +308,7 @@ fn full_loss(ae: &Autoencoder, rows: &[f32], d: usize) -> Result<f64, StageError
     if rows.is_empty() {
         return Ok(f64::NAN);
     }
-    let e = cerr("autoencoder");
+    let e = candle_error("autoencoder");
     let x = Tensor::from_slice(rows, (rows.len() / d, d), &Device::Cpu).map_err(&e)?;
     batch_loss(ae, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)
 }
@@ -394,7 +358,7 @@ impl BehaviourData<'_> {
         if rows.is_empty() {
             return Ok((f64::NAN, f64::NAN, f64::NAN));
         }
-        let e = cerr("autoencoder");
+        let e = candle_error("autoencoder");
         let x = Tensor::from_slice(rows, (rows.len() / d, d), &Device::Cpu).map_err(&e)?;
         let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
         let mse = candle_nn::loss::mse(&y, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)?;
@@ -406,6 +370,58 @@ impl BehaviourData<'_> {
     }
 }
 
+/// The autoencoder as an [`Objective`] of the shared AdamW loop: coefficient MSE, or with `behaviour`
+/// the combined loss whose term scales are fixed on the first batch.
+struct AutoencoderObjective<'a> {
+    ae: &'a Autoencoder,
+    train: &'a [f32],
+    val: &'a [f32],
+    d: usize,
+    behaviour: Option<&'a BehaviourData<'a>>,
+    scales: Option<Scales>,
+    batch: Vec<f32>,
+}
+
+impl Objective for AutoencoderObjective<'_> {
+    fn vars(&self) -> Vec<Var> {
+        self.ae.vars()
+    }
+
+    fn batch_loss(&mut self, rows: &[usize]) -> Result<(Tensor, f64), StageError> {
+        let (ae, d) = (self.ae, self.d);
+        let e = candle_error("autoencoder training");
+        self.batch.clear();
+        rows.iter().for_each(|&r| self.batch.extend_from_slice(&self.train[r * d..(r + 1) * d]));
+        let x = Tensor::from_slice(&self.batch, (rows.len(), d), &Device::Cpu).map_err(&e)?;
+        let Some(b) = self.behaviour else {
+            let loss = batch_loss(ae, &x).map_err(&e)?;
+            let value = loss.to_scalar::<f32>().map_err(&e)? as f64;
+            return Ok((loss, value));
+        };
+        let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
+        let mse = candle_nn::loss::mse(&y, &x).map_err(&e)?;
+        let mse_value = mse.to_scalar::<f32>().map_err(&e)? as f64;
+        let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
+        let probes: Vec<&Probe> = rows.iter().map(|&r| &b.train[r]).collect();
+        let (kl, g) = b.evaluate(&yv, d, &probes, true);
+        let sc = *self.scales.get_or_insert(Scales { mse: mse_value.max(1e-12), behaviour: kl.max(1e-12) });
+        let beta = b.options.beta;
+        let g: Vec<f32> = g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - beta) / sc.behaviour) as f32).collect();
+        let loss = ((mse * (beta / sc.mse)).map_err(&e)? + behaviour::surrogate(&y, &g).map_err(&e)?).map_err(&e)?;
+        Ok((loss, beta * mse_value / sc.mse + (1.0 - beta) * kl / sc.behaviour))
+    }
+
+    fn val_loss(&mut self) -> Result<Option<f64>, StageError> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(match (self.behaviour, &self.scales) {
+            (Some(b), Some(sc)) => b.loss_on(self.ae, self.val, b.val, self.d, sc)?.0,
+            _ => full_loss(self.ae, self.val, self.d)?,
+        }))
+    }
+}
+
 /// Trains on `train` (`n × d`, normalised), early-stopping on `val` (see the module doc); with
 /// `behaviour`, on the behavioural loss.
 pub fn train(
@@ -414,6 +430,7 @@ pub fn train(
     d: usize,
     opts: &AutoencoderOptions,
     behaviour: Option<&BehaviourData>,
+    progress: &dyn Progress,
 ) -> Result<Trained, StageError> {
     let n = train.len() / d.max(1);
     if n == 0 || d == 0 {
@@ -421,66 +438,24 @@ pub fn train(
     }
     let config =
         AutoencoderConfig { input_dim: d, hidden: opts.hidden.clone(), latent_dim: opts.latent_dim, activation: opts.activation };
-    let ae = Autoencoder::init(config, opts.seed)?;
-    let e = cerr("autoencoder training");
-    let params = ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() };
-    let mut opt = AdamW::new(ae.vars(), params).map_err(&e)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x005e_edae);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut history = Vec::new();
-    let (mut best, mut best_epoch, mut best_val) = (ae.snapshot()?, 0, f64::INFINITY);
-    let mut batch = Vec::with_capacity(opts.batch_size * d);
-    let mut scales: Option<Scales> = None;
-    for epoch in 1..=opts.epochs {
-        for i in (1..n).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
-        let mut sum = 0.0;
-        for chunk in order.chunks(opts.batch_size.max(1)) {
-            batch.clear();
-            chunk.iter().for_each(|&r| batch.extend_from_slice(&train[r * d..(r + 1) * d]));
-            let x = Tensor::from_slice(&batch, (chunk.len(), d), &Device::Cpu).map_err(&e)?;
-            let Some(b) = behaviour else {
-                let loss = batch_loss(&ae, &x).map_err(&e)?;
-                sum += loss.to_scalar::<f32>().map_err(&e)? as f64 * chunk.len() as f64;
-                opt.backward_step(&loss).map_err(&e)?;
-                continue;
-            };
-            let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
-            let mse = candle_nn::loss::mse(&y, &x).map_err(&e)?;
-            let mse_value = mse.to_scalar::<f32>().map_err(&e)? as f64;
-            let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
-            let probes: Vec<&Probe> = chunk.iter().map(|&r| &b.train[r]).collect();
-            let (kl, g) = b.evaluate(&yv, d, &probes, true);
-            let sc = scales.get_or_insert(Scales { mse: mse_value.max(1e-12), behaviour: kl.max(1e-12) });
-            let beta = b.options.beta;
-            let g: Vec<f32> = g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - beta) / sc.behaviour) as f32).collect();
-            let loss = ((mse * (beta / sc.mse)).map_err(&e)? + behaviour::surrogate(&y, &g).map_err(&e)?).map_err(&e)?;
-            sum += (beta * mse_value / sc.mse + (1.0 - beta) * kl / sc.behaviour) * chunk.len() as f64;
-            opt.backward_step(&loss).map_err(&e)?;
-        }
-        let train_loss = sum / n as f64;
-        if !train_loss.is_finite() {
-            return Err(StageError::msg(format!(
-                "autoencoder: training loss became {train_loss} at epoch {epoch} (try a smaller `lr`)"
-            )));
-        }
-        let val_loss = match (behaviour, &scales) {
-            (Some(b), Some(sc)) => b.loss_on(&ae, val, b.val, d, sc)?.0,
-            _ => full_loss(&ae, val, d)?,
-        };
-        history.push(EpochLoss { epoch, train: train_loss, val: val_loss });
-        if val.is_empty() || val_loss < best_val {
-            best_val = if val.is_empty() { best_val } else { val_loss };
-            best_epoch = epoch;
-            best = ae.snapshot()?;
-        } else if epoch - best_epoch >= opts.patience {
-            break;
-        }
-    }
-    ae.set_from(&best)?;
-    Ok(Trained { model: ae, history, best_epoch, behaviour_scales: scales })
+    let ae = Autoencoder::init(config, opts.fit.seed)?;
+    let mut objective = AutoencoderObjective {
+        ae: &ae,
+        train,
+        val,
+        d,
+        behaviour,
+        scales: None,
+        batch: Vec::with_capacity(opts.fit.batch_size * d),
+    };
+    let rows: Vec<usize> = (0..n).collect();
+    let fitted = fit(
+        &mut objective,
+        &rows,
+        &FitOptions { params: opts.fit, min_batch: 1, shuffle_salt: 0x005e_edae, what: "autoencoder", progress },
+    )?;
+    let behaviour_scales = objective.scales;
+    Ok(Trained { model: ae, history: fitted.history, best_epoch: fitted.best_epoch, behaviour_scales })
 }
 
 /// Trains on a `pca` output and writes the stage output into `out`.
@@ -493,6 +468,7 @@ pub fn run_autoencoder(
     sources: Option<ZooSources>,
     opts: &AutoencoderOptions,
     out: &Path,
+    progress: &dyn Progress,
 ) -> Result<serde_json::Value, StageError> {
     let pca = WeightPca::load(pca_dir)?;
     let coefficients = Coefficients::load(pca_dir)?;
@@ -516,24 +492,22 @@ pub fn run_autoencoder(
         }
         (None, _) => None,
     };
-    let trained = train(&tr, &va, d, opts, behaviour_data.as_ref())?;
+    let trained = train(&tr, &va, d, opts, behaviour_data.as_ref(), progress)?;
     let ae = &trained.model;
 
-    files::write_f32_safetensors(&out.join("autoencoder.safetensors"), &ae.named_tensors()?)?;
+    ae.named_tensors()?.write(&out.join("autoencoder.safetensors"))?;
     let file = AutoencoderFile { config: ae.config.clone(), best_epoch: trained.best_epoch, epochs_run: trained.history.len() };
-    files::write_json(&out.join("autoencoder.json"), &file)?;
+    tensors::write_json(&out.join("autoencoder.json"), &file)?;
     let all: Vec<f32> = (0..coefficients.meta.rows.len()).flat_map(|i| pca.normalise(coefficients.row(i))).collect();
     let latents = ae.encode(&all)?;
-    files::write_f32_safetensors(
+    tensors::write_f32(
         &out.join("latents.safetensors"),
-        &[("latents".into(), vec![coefficients.meta.rows.len(), ae.config.latent_dim], latents)],
+        "latents",
+        vec![coefficients.meta.rows.len(), ae.config.latent_dim],
+        latents,
     )?;
 
-    let mut csv = String::from("epoch,train_loss,val_loss\n");
-    for h in &trained.history {
-        csv.push_str(&format!("{},{},{}\n", h.epoch, h.train, h.val));
-    }
-    files::write(&out.join("history.csv"), csv.as_bytes())?;
+    write_history(&out.join("history.csv"), &trained.history)?;
     let xy = |f: fn(&EpochLoss) -> f64| trained.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
     plot::write_chart(
         &out.join("loss.svg"),
@@ -582,7 +556,7 @@ pub fn run_autoencoder(
             m.extend(x.clone());
         }
     }
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 
@@ -592,42 +566,19 @@ pub struct AutoencoderKind;
 impl AutoencoderOptions {
     pub fn from_params(ctx: Params) -> Result<Self, StageError> {
         let positive = |name: &str| ctx.positive(name);
-        let mut hidden = Vec::new();
-        for v in ctx.param("hidden")?.as_list().unwrap_or(&[]) {
-            match v.as_i64() {
-                Some(h) if h >= 1 => hidden.push(h as usize),
-                _ => return Err(StageError::msg(format!("parameter `hidden`: every size must be an integer ≥ 1, found {v}"))),
-            }
-        }
         let activation = ctx.str("activation")?;
-        let lr = ctx.float("lr")?;
-        let weight_decay = ctx.float("weight_decay")?;
-        if lr.is_nan() || lr <= 0.0 || weight_decay.is_nan() || weight_decay < 0.0 {
-            return Err(StageError::msg("parameters `lr` must be > 0 and `weight_decay` ≥ 0"));
-        }
         Ok(AutoencoderOptions {
-            hidden,
+            hidden: ctx.positive_list("hidden")?,
             latent_dim: positive("latent_dim")?,
             activation: Activation::parse(activation)
                 .ok_or_else(|| StageError::msg(format!("parameter `activation`: unknown `{activation}`")))?,
-            epochs: positive("epochs")?,
-            lr,
-            weight_decay,
-            batch_size: positive("batch_size")?,
-            patience: positive("patience")?,
-            seed: ctx.int("seed")? as u64,
+            fit: FitParams::from_params(ctx)?,
             behaviour: match ctx.str("loss")? {
-                "behaviour" => {
-                    let temperature = ctx.float("temperature")?;
-                    if temperature <= 0.0 {
-                        return Err(StageError::param("temperature", format!("must be > 0, got {temperature}")));
-                    }
-                    Some(BehaviourOptions {
-                        beta: ctx.fraction("beta", false)?,
-                        probe_images: positive("probe_images")?,
-                        temperature: temperature as f32,
-                    })
-                }
+                "behaviour" => Some(BehaviourOptions {
+                    beta: ctx.fraction("beta", false)?,
+                    probe_images: positive("probe_images")?,
+                    temperature: ctx.positive_float("temperature")? as f32,
+                }),
                 _ => None,
             },
         })
@@ -647,7 +598,7 @@ impl StageKind for AutoencoderKind {
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         let d = AutoencoderOptions::default();
-        vec![
+        let mut specs = vec![
             ParamSpec::optional(
                 "hidden",
                 List(Box::new(Int)),
@@ -656,12 +607,6 @@ impl StageKind for AutoencoderKind {
             ),
             ParamSpec::optional("latent_dim", Int, Value::Int(d.latent_dim as i64), "latent size"),
             ParamSpec::optional("activation", Choice(Activation::NAMES), Value::Str("elu".into()), "hidden nonlinearity"),
-            ParamSpec::optional("epochs", Int, Value::Int(d.epochs as i64), "maximum epochs"),
-            ParamSpec::optional("lr", Float, Value::Float(d.lr), "AdamW learning rate"),
-            ParamSpec::optional("weight_decay", Float, Value::Float(d.weight_decay), "AdamW (decoupled) weight decay"),
-            ParamSpec::optional("batch_size", Int, Value::Int(d.batch_size as i64), "mini-batch size"),
-            ParamSpec::optional("patience", Int, Value::Int(d.patience as i64), "epochs without val improvement before stopping"),
-            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the initial weights and the batch order"),
             ParamSpec::optional(
                 "loss",
                 Choice(&["mse", "behaviour"]),
@@ -676,7 +621,9 @@ impl StageKind for AutoencoderKind {
                 "loss = behaviour: training images of each model's own task on which outputs are matched",
             ),
             ParamSpec::optional("temperature", Float, Value::Float(2.0), "loss = behaviour: distillation temperature T"),
-        ]
+        ];
+        specs.extend(FitParams::specs(&d.fit, "mini-batch size"));
+        specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
@@ -703,7 +650,7 @@ impl StageKind for AutoencoderKind {
             }
             _ => None,
         };
-        run_autoencoder(ctx.input("pca")?, loaded.as_ref().map(|(z, t, d)| (z, t, d)), &opts, ctx.out)?;
+        run_autoencoder(ctx.input("pca")?, loaded.as_ref().map(|(z, t, d)| (z, t, d)), &opts, ctx.out, ctx.progress)?;
         Ok(())
     }
 }

@@ -16,60 +16,55 @@ use std::time::Instant;
 use super::linalg::ComponentRule;
 use super::pca::{ComponentSpec, PcaOptions, WeightPca};
 use super::{select_rows, split_rows};
+use crate::bench_args::{parse, positive, Format};
 use crate::data::TaskSplit;
 use crate::zoo::store::{Checkpoint, Zoo};
 
-const USAGE: &str =
-    "usage: wspace bench pca --zoo ZOO_DIR [--components K] [--checkpoints final|early|both] [--repeats R] [--format text|json]";
-
-struct Args {
-    zoo: PathBuf,
-    components: usize,
-    checkpoints: Vec<Checkpoint>,
-    repeats: usize,
-    json: bool,
+/// Which checkpoints' models the PCA is fitted on.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum Checkpoints {
+    Final,
+    Early,
+    Both,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { zoo: PathBuf::new(), components: 8, checkpoints: vec![Checkpoint::Final], repeats: 5, json: false };
-    for (flag, value) in crate::bench_args::pairs(args, USAGE)? {
-        let number = || crate::bench_args::positive(flag, value);
-        match flag {
-            "--zoo" => a.zoo = PathBuf::from(value),
-            "--components" => a.components = number()?,
-            "--repeats" => a.repeats = number()?,
-            "--checkpoints" => {
-                a.checkpoints = match value {
-                    "final" => vec![Checkpoint::Final],
-                    "early" => vec![Checkpoint::Early],
-                    "both" => vec![Checkpoint::Early, Checkpoint::Final],
-                    _ => return Err(format!("error: --checkpoints {value}: expected final, early or both")),
-                }
-            }
-            "--format" => a.json = value == "json",
-            _ => return Err(format!("error: unknown argument {flag}\n{USAGE}")),
-        }
-    }
-    if a.zoo.as_os_str().is_empty() {
-        return Err(format!("error: --zoo is required\n{USAGE}"));
-    }
-    Ok(a)
+/// The per-parameter PCA fit time on a zoo.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A `zoo` stage's output directory
+    #[arg(long)]
+    zoo: PathBuf,
+    /// PCA components per parameter
+    #[arg(long, value_parser = positive, default_value_t = 8)]
+    components: usize,
+    #[arg(long, value_enum, default_value_t = Checkpoints::Final)]
+    checkpoints: Checkpoints,
+    /// Timed fits (the best and the median are reported)
+    #[arg(long, value_parser = positive, default_value_t = 5)]
+    repeats: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 pub fn bench_pca(args: &[String]) -> Result<String, String> {
-    let a = parse(args)?;
+    let a: Args = match parse("pca", args) {
+        Ok(a) => a,
+        Err(help_or_error) => return help_or_error,
+    };
+    let checkpoints = match a.checkpoints {
+        Checkpoints::Final => vec![Checkpoint::Final],
+        Checkpoints::Early => vec![Checkpoint::Early],
+        Checkpoints::Both => vec![Checkpoint::Early, Checkpoint::Final],
+    };
     let zoo = Zoo::load(&a.zoo).map_err(|e| e.to_string())?;
-    let rows = select_rows(&zoo, &a.checkpoints);
+    let rows = select_rows(&zoo, &checkpoints);
     let train: Vec<Vec<f32>> = split_rows(&rows, TaskSplit::Train)
         .into_iter()
         .map(|i| zoo.flat(rows[i]))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let opts = PcaOptions {
-        components: ComponentSpec::all(ComponentRule::Count(a.components)),
-        checkpoints: a.checkpoints.clone(),
-        ..PcaOptions::default()
-    };
+    let opts =
+        PcaOptions { components: ComponentSpec::all(ComponentRule::Count(a.components)), checkpoints, ..PcaOptions::default() };
     let mut times = Vec::with_capacity(a.repeats);
     let mut dim = 0;
     for _ in 0..a.repeats {
@@ -80,7 +75,7 @@ pub fn bench_pca(args: &[String]) -> Result<String, String> {
     }
     times.sort_by(f64::total_cmp);
     let (best, median) = (times[0], times[times.len() / 2]);
-    Ok(if a.json {
+    Ok(if a.format == Format::Json {
         serde_json::json!({
             "bench": "pca", "models": train.len(), "parameters": zoo.meta.parameters.len(), "weights": zoo.num_params(),
             "components": a.components, "coefficient_dim": dim, "repeats": a.repeats, "best_s": best, "median_s": median,

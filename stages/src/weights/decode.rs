@@ -29,7 +29,7 @@ use super::autoencoder::Autoencoder;
 use super::pca::WeightPca;
 use crate::nn::{self, CnnS, Evaluation};
 use crate::resnet::{self, ImageSet, InputTransform, ResNet18, TensorKind};
-use crate::zoo::store::NamedTensors;
+use crate::tensors::{candle_error, NamedTensors};
 
 /// The weight encoder: the fitted PCA and, optionally, the autoencoder on top of it.
 pub struct WeightCodec {
@@ -131,22 +131,16 @@ pub enum Network {
 /// Images per forward pass of a ResNet-18 (refit and inference).
 const RESNET_BATCH: usize = 64;
 
-fn rerr(e: candle_core::Error) -> StageError {
-    StageError::msg(e.to_string())
-}
-
 impl Network {
     /// Builds the zoo architecture `arch` from named tensors (shapes checked; for `resnet18` missing
     /// BatchNorm buffers start at mean 0, var 1 — see the module doc).
     pub fn build(arch: &str, weights: &NamedTensors) -> Result<Network, StageError> {
         match arch {
-            "cnn-s" => CnnS::from_named_tensors(weights.iter().map(|(n, s, v)| (n, s, v)))
-                .map(Network::CnnS)
-                .map_err(|e| StageError::msg(e.to_string())),
+            "cnn-s" => CnnS::from_named_tensors(weights.triples()).map(Network::CnnS).map_err(|e| StageError::msg(e.to_string())),
             "resnet18" => {
                 let mut all = weights.clone();
                 for spec in resnet::tensor_specs() {
-                    if all.iter().any(|(n, _, _)| *n == spec.name) {
+                    if all.get(&spec.name).is_some() {
                         continue;
                     }
                     let fill = match spec.kind {
@@ -154,9 +148,9 @@ impl Network {
                         TensorKind::RunningVar => 1.0,
                         _ => return Err(StageError::msg(format!("resnet18: decoded weights lack `{}`", spec.name))),
                     };
-                    all.push((spec.name.clone(), spec.shape.clone(), vec![fill; spec.len().max(1)]));
+                    all.push(spec.name.clone(), spec.shape.clone(), vec![fill; spec.len().max(1)]);
                 }
-                let model = ResNet18::from_named_tensors(&all, &Device::Cpu).map_err(rerr)?;
+                let model = ResNet18::from_named_tensors(&all, &Device::Cpu).map_err(candle_error("resnet18"))?;
                 Ok(Network::ResNet18 { model: Box::new(model), shape: [1, 28, 28], input: InputTransform::default() })
             }
             other => {
@@ -187,38 +181,44 @@ impl Network {
         // Cumulative sums of count-weighted batch means and unbiased variances, per BatchNorm.
         let mut sums: Vec<(Tensor, Tensor, usize)> = Vec::new();
         for chunk in idx.chunks(RESNET_BATCH) {
-            let x = set.batch(chunk, input, &Device::Cpu).map_err(rerr)?;
-            let (_, stats) = model.forward_train(&x).map_err(rerr)?;
+            let x = set.batch(chunk, input, &Device::Cpu).map_err(candle_error("resnet18"))?;
+            let (_, stats) = model.forward_train(&x).map_err(candle_error("resnet18"))?;
             for (i, s) in stats.0.iter().enumerate() {
                 let unbias = s.count as f64 / (s.count.max(2) - 1) as f64;
                 let (m, v) = (
-                    s.mean.affine(s.count as f64, 0.0).map_err(rerr)?,
-                    s.var.affine(unbias * s.count as f64, 0.0).map_err(rerr)?,
+                    s.mean.affine(s.count as f64, 0.0).map_err(candle_error("resnet18"))?,
+                    s.var.affine(unbias * s.count as f64, 0.0).map_err(candle_error("resnet18"))?,
                 );
                 match sums.get_mut(i) {
-                    Some(acc) => *acc = ((&acc.0 + m).map_err(rerr)?, (&acc.1 + v).map_err(rerr)?, acc.2 + s.count),
+                    Some(acc) => {
+                        *acc = (
+                            (&acc.0 + m).map_err(candle_error("resnet18"))?,
+                            (&acc.1 + v).map_err(candle_error("resnet18"))?,
+                            acc.2 + s.count,
+                        )
+                    }
                     None => sums.push((m, v, s.count)),
                 }
             }
         }
-        let mut tensors = model.named_tensors().map_err(rerr)?;
+        let mut tensors = model.named_tensors().map_err(candle_error("resnet18"))?;
         let names: Vec<String> =
             resnet::tensor_specs().into_iter().filter(|s| s.kind == TensorKind::RunningMean).map(|s| s.name).collect();
         for (prefix, (m, v, count)) in names.iter().map(|n| n.trim_end_matches(".running_mean").to_string()).zip(&sums) {
             let scale = 1.0 / *count as f64;
-            let mean = m.affine(scale, 0.0).and_then(|t| t.to_vec1::<f32>()).map_err(rerr)?;
-            let var = v.affine(scale, 0.0).and_then(|t| t.to_vec1::<f32>()).map_err(rerr)?;
-            for (name, _, values) in tensors.iter_mut() {
-                if *name == format!("{prefix}.running_mean") {
-                    *values = mean.clone();
-                } else if *name == format!("{prefix}.running_var") {
-                    *values = var.clone();
-                } else if *name == format!("{prefix}.num_batches_tracked") {
-                    *values = vec![idx.chunks(RESNET_BATCH).len() as f32];
+            let mean = m.affine(scale, 0.0).and_then(|t| t.to_vec1::<f32>()).map_err(candle_error("resnet18"))?;
+            let var = v.affine(scale, 0.0).and_then(|t| t.to_vec1::<f32>()).map_err(candle_error("resnet18"))?;
+            for t in tensors.iter_mut() {
+                if t.name == format!("{prefix}.running_mean") {
+                    t.values = mean.clone();
+                } else if t.name == format!("{prefix}.running_var") {
+                    t.values = var.clone();
+                } else if t.name == format!("{prefix}.num_batches_tracked") {
+                    t.values = vec![idx.chunks(RESNET_BATCH).len() as f32];
                 }
             }
         }
-        **model = ResNet18::from_named_tensors(&tensors, &Device::Cpu).map_err(rerr)?;
+        **model = ResNet18::from_named_tensors(&tensors, &Device::Cpu).map_err(candle_error("resnet18"))?;
         Ok(())
     }
 
@@ -236,7 +236,7 @@ impl Network {
             Network::ResNet18 { model, shape, input } => {
                 let labels = vec![0u8; images.len() / self.image_len_of_shape()];
                 resnet::logits(model, &ImageSet { pixels: images, labels: &labels, shape: *shape }, input, RESNET_BATCH)
-                    .map_err(rerr)
+                    .map_err(candle_error("resnet18"))
             }
         }
     }
@@ -255,8 +255,8 @@ impl Network {
                         buf.extend(src.iter().map(|&p| (p - input.mean[ch]) / input.std[ch]));
                     }
                 }
-                let x = Tensor::from_vec(buf, (n, 3, h, w), &Device::Cpu).map_err(rerr)?;
-                let z = model.forward_eval(&x).and_then(|z| z.to_vec2::<f32>()).map_err(rerr)?;
+                let x = Tensor::from_vec(buf, (n, 3, h, w), &Device::Cpu).map_err(candle_error("resnet18"))?;
+                let z = model.forward_eval(&x).and_then(|z| z.to_vec2::<f32>()).map_err(candle_error("resnet18"))?;
                 Ok(z.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
             }
         }
@@ -267,7 +267,8 @@ impl Network {
         match self {
             Network::CnnS(m) => Ok(nn::evaluate(m, images, labels)),
             Network::ResNet18 { model, shape, input } => {
-                resnet::evaluate(model, &ImageSet { pixels: images, labels, shape: *shape }, input, RESNET_BATCH).map_err(rerr)
+                resnet::evaluate(model, &ImageSet { pixels: images, labels, shape: *shape }, input, RESNET_BATCH)
+                    .map_err(candle_error("resnet18"))
             }
         }
     }

@@ -41,7 +41,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
@@ -50,11 +50,11 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 use super::behaviour;
 use super::decode::{Network, WeightCodec};
 use super::pca::{mse, Coefficients};
-use crate::data::files;
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
-use crate::zoo::store::{NamedTensors, Zoo, ZooRow};
+use crate::tensors::{self, csv_row, NamedTensors};
+use crate::zoo::store::{Zoo, ZooRow};
 
 /// The functional comparison of two models on one set of inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -124,7 +124,7 @@ pub struct Comparison {
 /// `n` synthetic images of i.i.d. U(0, 1) pixels, `len` values each.
 pub fn synthetic_images(n: usize, len: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * len).map(|_| (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32)).collect()
+    (0..n * len).map(|_| crate::sampling::uniform_f32(&mut rng)).collect()
 }
 
 /// The evaluation's parameters.
@@ -141,17 +141,11 @@ pub struct EvaluateOptions {
 
 impl EvaluateOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let positive_finite = |name: &str| -> Result<f64, StageError> {
-            match p.float(name)? {
-                x if x > 0.0 => Ok(x),
-                x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
-            }
-        };
         let refine = RefineOptions {
             steps: p.count("refine_steps")?,
-            lr: positive_finite("refine_lr")?,
+            lr: p.positive_float("refine_lr")?,
             probe_images: p.positive("probe_images")?,
-            temperature: positive_finite("temperature")? as f32,
+            temperature: p.positive_float("temperature")? as f32,
         };
         let split = match p.str("split")? {
             "train" => TaskSplit::Train,
@@ -287,8 +281,8 @@ pub fn run_evaluation(
     }
     let decoded_dir = out.join("decoded");
     std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
-    files::write_f32_safetensors(&decoded_dir.join("mean.safetensors"), &pca.decode(&pca.coefficient_mean)?)?;
-    let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.into_iter().flat_map(|(_, _, v)| v).collect();
+    pca.decode(&pca.coefficient_mean)?.write(&decoded_dir.join("mean.safetensors"))?;
+    let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.flat();
     let arch = codec.arch();
     let mean_net =
         Network::build(arch, &pca.decode(&pca.coefficient_mean)?)?.with_input(data.image_shape(), InputTransform::default());
@@ -309,17 +303,16 @@ pub fn run_evaluation(
             let r = &coefficients.meta.rows[i];
             let row = zoo.row_of(r)?;
             let weights = zoo.weights(row)?;
-            let w: Vec<f32> = weights.iter().flat_map(|(_, _, v)| v.iter().copied()).collect();
+            let w: Vec<f32> = weights.flat();
             let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
             let real = task_test_images(row, tasks, data)?;
             let calibration = calibration_images(row, tasks, data);
             let real = (real.0.as_slice(), real.1.as_slice());
             let mut comparisons = Vec::new();
-            let flat =
-                |t: &crate::zoo::store::NamedTensors| t.iter().flat_map(|(_, _, v)| v.iter().copied()).collect::<Vec<f32>>();
+            let flat = |t: &NamedTensors| t.flat();
             let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
                 let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
-                files::write_f32_safetensors(&out.join(&file), weights)?;
+                weights.write(&out.join(&file))?;
                 let rec = decoded(arch, weights, data, &calibration)?;
                 comparisons.push(compare(variant, file, (&w, &net), (&flat(weights), &rec), &synthetic, real)?);
                 Ok(())
@@ -348,14 +341,11 @@ pub fn run_evaluation(
         .collect::<Result<_, _>>()?;
 
     // reconstruction.csv
-    let mut csv = String::from(
-        "model_id,checkpoint,task_id,variant,file,weight_mse,synthetic_agreement,synthetic_correlation,synthetic_cosine,synthetic_output_mse,real_agreement,real_correlation,real_cosine,real_output_mse,original_accuracy,accuracy\n",
-    );
+    let mut csv_rows = Vec::new();
     for (row, cs) in &results {
         for c in cs {
             let (s, r) = (c.synthetic, c.real);
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            csv_rows.push(csv_row![
                 row.model_id,
                 row.checkpoint.as_str(),
                 row.task_id,
@@ -372,10 +362,31 @@ pub fn run_evaluation(
                 r.output_mse,
                 c.original_accuracy,
                 c.accuracy
-            ));
+            ]);
         }
     }
-    files::write(&out.join("reconstruction.csv"), csv.as_bytes())?;
+    tensors::write_csv(
+        &out.join("reconstruction.csv"),
+        &[
+            "model_id",
+            "checkpoint",
+            "task_id",
+            "variant",
+            "file",
+            "weight_mse",
+            "synthetic_agreement",
+            "synthetic_correlation",
+            "synthetic_cosine",
+            "synthetic_output_mse",
+            "real_agreement",
+            "real_correlation",
+            "real_cosine",
+            "real_output_mse",
+            "original_accuracy",
+            "accuracy",
+        ],
+        csv_rows,
+    )?;
 
     // metrics.json
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -424,7 +435,7 @@ pub fn run_evaluation(
     }
     metrics.insert("distributions".into(), serde_json::Value::Object(distributions));
     let metrics = serde_json::Value::Object(metrics);
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
 
     // Plots: sorted per-model values.
     let colour = |v: &str| match v {

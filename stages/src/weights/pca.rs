@@ -44,9 +44,10 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 
 use super::linalg::{self, ComponentRule};
 use super::{select_rows, split_rows};
-use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
-use crate::zoo::store::{Checkpoint, NamedTensors, ParamShape, Zoo};
+use crate::tensors::{self, TensorFile};
+use crate::tensors::{NamedTensor, NamedTensors};
+use crate::zoo::store::{Checkpoint, ParamShape, Zoo};
 
 /// The smallest standard deviation used to normalise a coefficient (the thesis's `clamp_min(1e-4)`).
 pub const STD_FLOOR: f32 = 1e-4;
@@ -229,14 +230,14 @@ impl WeightPca {
     pub fn encode(&self, weights: &NamedTensors) -> Result<Vec<f32>, StageError> {
         let mut out = vec![0.0; self.coefficient_dim()];
         for p in &self.params {
-            let (_, shape, values) = weights
-                .iter()
-                .find(|(n, _, _)| *n == p.name)
-                .ok_or_else(|| StageError::msg(format!("weights have no tensor `{}`", p.name)))?;
-            if *shape != p.shape || values.len() != p.len() {
-                return Err(StageError::msg(format!("tensor `{}` has shape {shape:?}, the PCA expects {:?}", p.name, p.shape)));
+            let t = weights.get(&p.name).ok_or_else(|| StageError::msg(format!("weights have no tensor `{}`", p.name)))?;
+            if t.shape != p.shape || t.values.len() != p.len() {
+                return Err(StageError::msg(format!(
+                    "tensor `{}` has shape {:?}, the PCA expects {:?}",
+                    p.name, t.shape, p.shape
+                )));
             }
-            p.encode(values, &mut out[p.offset..p.offset + p.coefficient_count()]);
+            p.encode(&t.values, &mut out[p.offset..p.offset + p.coefficient_count()]);
         }
         Ok(out)
     }
@@ -253,7 +254,13 @@ impl WeightPca {
         Ok(self
             .params
             .iter()
-            .map(|p| (p.name.clone(), p.shape.clone(), p.decode(&coefficients[p.offset..p.offset + p.coefficient_count()])))
+            .map(|p| {
+                NamedTensor::new(
+                    p.name.clone(),
+                    p.shape.clone(),
+                    p.decode(&coefficients[p.offset..p.offset + p.coefficient_count()]),
+                )
+            })
             .collect())
     }
 
@@ -436,18 +443,9 @@ impl WeightPca {
 
     /// Reads a `pca` stage's output (parameters and normalisation; not the per-model coefficients).
     pub fn load(dir: &Path) -> Result<WeightPca, StageError> {
-        let meta: PcaMeta = files::read_json(&dir.join("pca.json"))?;
+        let meta: PcaMeta = tensors::read_json(&dir.join("pca.json"))?;
         let file = TensorFile::open(&dir.join("pca.safetensors"))?;
-        let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> =
-            file.f32_all()?.into_iter().map(|(n, s, v)| (n, (s, v))).collect();
-        let mut take = |name: &str, want: &[usize]| -> Result<Vec<f32>, StageError> {
-            let (shape, v) =
-                tensors.remove(name).ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", file.path())))?;
-            if shape != want {
-                return Err(StageError::msg(format!("{}: `{name}` has shape {shape:?}, pca.json implies {want:?}", file.path())));
-            }
-            Ok(v)
-        };
+        let take = |name: &str, want: &[usize]| file.f32_shaped(name, want, "pca.json");
         let mut params = Vec::with_capacity(meta.parameters.len());
         for p in &meta.parameters {
             let d: usize = p.shape.iter().product();
@@ -576,22 +574,9 @@ pub struct Coefficients {
 
 impl Coefficients {
     pub fn load(dir: &Path) -> Result<Coefficients, StageError> {
-        let meta: PcaMeta = files::read_json(&dir.join("pca.json"))?;
+        let meta: PcaMeta = tensors::read_json(&dir.join("pca.json"))?;
         let file = TensorFile::open(&dir.join("pca.safetensors"))?;
-        let (shape, values) = file
-            .f32_all()?
-            .into_iter()
-            .find(|(n, _, _)| n == "coefficients")
-            .map(|(_, s, v)| (s, v))
-            .ok_or_else(|| StageError::msg(format!("{}: has no tensor `coefficients`", file.path())))?;
-        if shape != [meta.rows.len(), meta.coefficient_dim] {
-            return Err(StageError::msg(format!(
-                "{}: `coefficients` is {shape:?}, pca.json says {} rows × {}",
-                file.path(),
-                meta.rows.len(),
-                meta.coefficient_dim
-            )));
-        }
+        let values = file.f32_shaped("coefficients", &[meta.rows.len(), meta.coefficient_dim], "pca.json")?;
         Ok(Coefficients { meta, values })
     }
 
@@ -621,20 +606,20 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
     let coefficients: Vec<f32> = pca.encode_rows(&weights);
 
     // Tensors.
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut tensors = NamedTensors::new();
     for p in &pca.params {
-        tensors.push((format!("{}.mean", p.name), vec![p.len()], p.mean.clone()));
+        tensors.push(format!("{}.mean", p.name), vec![p.len()], p.mean.clone());
         if p.mode == Mode::Pca {
             let k = p.explained_variance.len();
-            tensors.push((format!("{}.components", p.name), vec![k, p.len()], p.components.clone()));
-            tensors.push((format!("{}.explained_variance", p.name), vec![k], p.explained_variance.clone()));
-            tensors.push((format!("{}.explained_variance_ratio", p.name), vec![k], p.explained_variance_ratio.clone()));
+            tensors.push(format!("{}.components", p.name), vec![k, p.len()], p.components.clone());
+            tensors.push(format!("{}.explained_variance", p.name), vec![k], p.explained_variance.clone());
+            tensors.push(format!("{}.explained_variance_ratio", p.name), vec![k], p.explained_variance_ratio.clone());
         }
     }
-    tensors.push(("coefficients".into(), vec![rows.len(), dim], coefficients.clone()));
-    tensors.push(("coefficient_mean".into(), vec![dim], pca.coefficient_mean.clone()));
-    tensors.push(("coefficient_std".into(), vec![dim], pca.coefficient_std.clone()));
-    files::write_f32_safetensors(&out.join("pca.safetensors"), &tensors)?;
+    tensors.push("coefficients", vec![rows.len(), dim], coefficients.clone());
+    tensors.push("coefficient_mean", vec![dim], pca.coefficient_mean.clone());
+    tensors.push("coefficient_std", vec![dim], pca.coefficient_std.clone());
+    tensors.write(&out.join("pca.safetensors"))?;
 
     let explained = if report.total_variance > 0.0 { report.kept_variance / report.total_variance } else { 1.0 };
     let meta = PcaMeta {
@@ -652,7 +637,7 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
             .map(|r| RowRef { model_id: r.model_id, checkpoint: r.checkpoint, split: r.split, task_id: r.task_id })
             .collect(),
     };
-    files::write_json(&out.join("pca.json"), &meta)?;
+    tensors::write_json(&out.join("pca.json"), &meta)?;
 
     // PCA-only reconstruction error in weight space, per split.
     let mut split_mse = serde_json::Map::new();
@@ -660,7 +645,7 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
         let idx = split_rows(&rows, split);
         let mut total = 0.0;
         for &i in &idx {
-            let back: Vec<f32> = pca.decode(&coefficients[i * dim..(i + 1) * dim])?.into_iter().flat_map(|(_, _, v)| v).collect();
+            let back: Vec<f32> = pca.decode(&coefficients[i * dim..(i + 1) * dim])?.flat();
             total += mse(&weights[i], &back);
         }
         let v = if idx.is_empty() { serde_json::Value::Null } else { serde_json::json!(total / idx.len() as f64) };
@@ -679,7 +664,7 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
     if let serde_json::Value::Object(m) = &mut metrics {
         m.extend(split_mse);
     }
-    files::write_json(&out.join("metrics.json"), &metrics)?;
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 

@@ -10,7 +10,8 @@ use wspace_stage_api::Value;
 use super::linalg::{self, ComponentRule};
 use super::pca::{Coefficients, ComponentSpec, Mode, PcaMeta};
 use super::*;
-use crate::data::{files, DatasetOptions, TasksOptions};
+use crate::data::{DatasetOptions, TasksOptions};
+use crate::tensors::{self, NamedTensors};
 use crate::test_util::run_stage;
 use crate::zoo::ZooKind;
 
@@ -156,7 +157,7 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     // --- pca: 4 components; the layout, modes and coefficients are consistent.
     let pca_dir = tmp.path().join("pca");
     run_stage(&PcaKind, &[("components", Value::Int(4))], &[("zoo", &zoo_dir)], &pca_dir).unwrap();
-    let meta: PcaMeta = files::read_json(&pca_dir.join("pca.json")).unwrap();
+    let meta: PcaMeta = tensors::read_json(&pca_dir.join("pca.json")).unwrap();
     let rows = select_rows(&zoo, &[crate::zoo::store::Checkpoint::Final]);
     assert_eq!(meta.rows.len(), rows.len());
     let mode = |n: &str| meta.parameters.iter().find(|p| p.name == n).unwrap().mode;
@@ -206,12 +207,12 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     // two sums (~n·d·u₆₄ ≈ 1e-12); 1e-6 fails only if a component is dropped.
     assert!(full["weight_mse_train"].as_f64().unwrap() < 1e-10, "{full}");
     assert!((full["explained_variance"].as_f64().unwrap() - 1.0).abs() < 1e-6);
-    let full_meta: PcaMeta = files::read_json(&full_dir.join("pca.json")).unwrap();
+    let full_meta: PcaMeta = tensors::read_json(&full_dir.join("pca.json")).unwrap();
     let conv2 = full_meta.parameters.iter().find(|p| p.name == "conv2.weight").unwrap();
     assert_eq!((conv2.requested, conv2.components), (64, full_meta.fit_models - 1), "capped at the rank bound");
     let huge = tmp.path().join("pca-constant");
     run_stage(&PcaKind, &[("variance_threshold", Value::Float(1e9))], &[("zoo", &zoo_dir)], &huge).unwrap();
-    let hm: PcaMeta = files::read_json(&huge.join("pca.json")).unwrap();
+    let hm: PcaMeta = tensors::read_json(&huge.join("pca.json")).unwrap();
     assert!(hm.parameters.iter().all(|p| p.mode == Mode::Constant) && hm.coefficient_dim == 0);
 
     // --- autoencoder: trains, early-stops on val, is deterministic, and round-trips through its files.
@@ -238,8 +239,8 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     // Decoding: a stored latent decodes to a runnable network equal to the codec's own encode → decode.
     let codec = WeightCodec::load(&pca_dir, Some(&ae_dir)).unwrap();
     assert_eq!(codec.latent_dim(), 6);
-    let latents = crate::data::files::TensorFile::open(&ae_dir.join("latents.safetensors")).unwrap().f32_all().unwrap();
-    let first = &latents[0].2[..6];
+    let latents = crate::tensors::TensorFile::open(&ae_dir.join("latents.safetensors")).unwrap().f32_all().unwrap();
+    let first = &latents[0].values[..6];
     let own = codec.encode(&zoo.weights(rows[0]).unwrap()).unwrap();
     // The codec's encode (f32 PCA projection → normalisation → encoder MLP) vs the stored latent computed
     // in a batch (other f32 summation order in the projection and the 16-unit layer): latents are O(1)
@@ -291,11 +292,13 @@ fn resnet18_decodes_without_buffers_and_refits_batch_norm() {
     use crate::resnet::{ImageSet, InputTransform, ResNet18};
     let device = candle_core::Device::Cpu;
     let model = ResNet18::init(3, &device).unwrap();
-    let params: crate::zoo::store::NamedTensors = model
+    let params: crate::tensors::NamedTensors = model
         .named_tensors()
         .unwrap()
         .into_iter()
-        .filter(|(n, _, _)| !n.ends_with("running_mean") && !n.ends_with("running_var") && !n.ends_with("num_batches_tracked"))
+        .filter(|t| {
+            !t.name.ends_with("running_mean") && !t.name.ends_with("running_var") && !t.name.ends_with("num_batches_tracked")
+        })
         .collect();
     assert_eq!(params.len(), 62);
     let mut net = Network::build("resnet18", &params).unwrap();
@@ -312,7 +315,7 @@ fn resnet18_decodes_without_buffers_and_refits_batch_norm() {
     let (train, stats) = model.forward_train(&x).unwrap();
     // Every BatchNorm's running statistics are its batch statistics (one batch of 16), variance unbiased.
     let tensors = model.named_tensors().unwrap();
-    let get = |name: &str| tensors.iter().find(|(n, _, _)| n == name).unwrap().2.clone();
+    let get = |name: &str| tensors.get(name).unwrap().values.clone();
     let bns: Vec<String> = crate::resnet::tensor_specs()
         .into_iter()
         .filter(|s| s.kind == crate::resnet::TensorKind::RunningMean)
@@ -449,16 +452,17 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), 4 * em["models"].as_u64().unwrap() as usize);
     for rec in &records {
-        let tensors = files::TensorFile::open(&ev_dir.join(&rec[fcol])).unwrap().f32_all().unwrap();
-        crate::nn::CnnS::from_named_tensors(tensors.iter().map(|(n, s, v)| (n, s, v))).unwrap();
+        let tensors = NamedTensors::read(&ev_dir.join(&rec[fcol])).unwrap();
+        crate::nn::CnnS::from_named_tensors(tensors.triples()).unwrap();
     }
     // The `pca` file holds exactly the PCA decoding of the model's coefficients.
     let first_pca = records.iter().find(|r| &r[vcol] == "pca").unwrap();
-    let mut stored = files::TensorFile::open(&ev_dir.join(&first_pca[fcol])).unwrap().f32_all().unwrap();
+    let stored = NamedTensors::read(&ev_dir.join(&first_pca[fcol])).unwrap();
     let test = coefficients.split(crate::data::TaskSplit::Test);
-    let mut want = codec.pca.decode(coefficients.row(test[0])).unwrap();
-    stored.sort_by(|a, b| a.0.cmp(&b.0));
-    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let decoded = codec.pca.decode(coefficients.row(test[0])).unwrap();
+    let mut want: Vec<_> = decoded.iter().cloned().collect();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    let want = NamedTensors::from(want);
     assert!(stored == want, "the stored `pca` reconstruction is not the PCA decoding of the model's coefficients");
     let e = run_stage(
         &EvaluateReconstructionKind,

@@ -11,40 +11,37 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::bench_args::{parse, positive, Format};
 use crate::data::DatasetOptions;
 use crate::nn::{CnnS, Optimizer, TrainConfig, Trainer};
 
+/// Zoo training throughput on the embedded Fashion-MNIST data (classes 0, 1, 2).
+#[derive(clap::Parser, Debug)]
 struct Args {
+    /// The architecture (only `cnn-s` can be benchmarked)
+    #[arg(long, value_parser = ["cnn-s"], default_value = "cnn-s")]
+    arch: String,
+    /// Models to train
+    #[arg(long, value_parser = positive, default_value_t = 8)]
     models: usize,
+    /// Epochs per model
+    #[arg(long, value_parser = positive, default_value_t = 2)]
     epochs: usize,
+    /// Mini-batch size
+    #[arg(long, value_parser = positive, default_value_t = 64)]
     batch: usize,
+    /// Models trained at a time (one thread each)
+    #[arg(long, value_parser = positive, default_value_t = 1)]
     threads: usize,
-    json: bool,
-}
-
-const USAGE: &str =
-    "usage: wspace bench zoo [--arch cnn-s] [--models M] [--epochs E] [--batch B] [--threads T] [--format text|json]";
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { models: 8, epochs: 2, batch: 64, threads: 1, json: false };
-    for (flag, value) in crate::bench_args::pairs(args, USAGE)? {
-        let number = || crate::bench_args::positive(flag, value);
-        match flag {
-            "--arch" if value == "cnn-s" => {}
-            "--arch" => return Err(format!("error: --arch {value}: only `cnn-s` can be benchmarked")),
-            "--models" => a.models = number()?,
-            "--epochs" => a.epochs = number()?,
-            "--batch" => a.batch = number()?,
-            "--threads" => a.threads = number()?,
-            "--format" => a.json = value == "json",
-            _ => return Err(format!("error: unknown argument {flag}\n{USAGE}")),
-        }
-    }
-    Ok(a)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 pub fn bench_zoo(args: &[String]) -> Result<String, String> {
-    let a = parse(args)?;
+    let a: Args = match parse("zoo", args) {
+        Ok(a) => a,
+        Err(help_or_error) => return help_or_error,
+    };
     let data = DatasetOptions::default().build().map_err(|e| e.to_string())?;
     let mut images = Vec::new();
     let mut labels = Vec::new();
@@ -80,7 +77,7 @@ pub fn bench_zoo(args: &[String]) -> Result<String, String> {
         "images": seen, "seconds": seconds, "images_per_second": ips,
         "images_per_second_per_thread": ips / a.threads as f64, "mean_last_epoch_loss": mean_loss,
     });
-    Ok(if a.json {
+    Ok(if a.format == Format::Json {
         v.to_string()
     } else {
         format!(

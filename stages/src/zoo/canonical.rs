@@ -77,10 +77,10 @@ use rayon::prelude::*;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
-use crate::data::files;
 use crate::data::TaskSplit;
 use crate::nn::cnn_s::{B1, B2, B3, F1B, F1W, F2W, W1, W2, W3};
 use crate::nn::{CnnS, NUM_PARAMS, PARAM_SPECS};
+use crate::tensors::{self, csv_row};
 
 /// One hidden layer of `cnn-s` as the alignment sees it: its own tensor (rows = units), its bias, and
 /// the next tensor, whose columns come in one block of `block` values per unit of this layer.
@@ -502,18 +502,18 @@ fn pass_through(ctx: &StageContext, zoo_dir: &Path) -> Result<(), StageError> {
     }
     let csv_in = zoo_dir.join("zoo.csv");
     std::fs::copy(&csv_in, out.join("zoo.csv")).map_err(|e| StageError::io(&csv_in, e))?;
-    let mut meta: serde_json::Value = files::read_json(&zoo_dir.join("zoo.json"))?;
+    let mut meta: serde_json::Value = tensors::read_json(&zoo_dir.join("zoo.json"))?;
     if let Some(obj) = meta.as_object_mut() {
         obj.insert("canonicalisation".into(), serde_json::json!({ "kind": "canonicalise", "method": "none" }));
     }
-    files::write_json(&out.join("zoo.json"), &meta)?;
-    let zoo_metrics: serde_json::Value = files::read_json(&zoo_dir.join("metrics.json"))?;
-    files::write_json(&out.join("metrics.json"), &serde_json::json!({ "method": "none", "zoo": zoo_metrics }))
+    tensors::write_json(&out.join("zoo.json"), &meta)?;
+    let zoo_metrics: serde_json::Value = tensors::read_json(&zoo_dir.join("metrics.json"))?;
+    tensors::write_json(&out.join("metrics.json"), &serde_json::json!({ "method": "none", "zoo": zoo_metrics }))
 }
 
 /// Refuses a zoo this stage cannot canonicalise, naming the stage and the zoo's `arch`.
 fn check_arch(stage: &str, zoo_dir: &Path) -> Result<ZooMeta, StageError> {
-    let meta: ZooMeta = files::read_json(&zoo_dir.join("zoo.json"))?;
+    let meta: ZooMeta = tensors::read_json(&zoo_dir.join("zoo.json"))?;
     if meta.arch != "cnn-s" {
         return Err(StageError::msg(format!(
             "stage `{stage}` (kind `canonicalise`): the zoo has arch = \"{}\"; canonicalisation supports only arch = \"cnn-s\" \
@@ -690,13 +690,14 @@ fn write_output(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent, e))?;
         }
-        files::write_f32_safetensors(&path, &CnnS::from_flat(w.clone()).named_tensors())
+        crate::tensors::NamedTensors::from(CnnS::from_flat(w.clone()).named_tensors()).write(&path)
     })?;
-    files::write_f32_safetensors(&out.join("reference.safetensors"), &CnnS::from_flat(reference.to_vec()).named_tensors())?;
+    crate::tensors::NamedTensors::from(CnnS::from_flat(reference.to_vec()).named_tensors())
+        .write(&out.join("reference.safetensors"))?;
     let csv_in = zoo.dir.join("zoo.csv");
     std::fs::copy(&csv_in, out.join("zoo.csv")).map_err(|e| StageError::io(&csv_in, e))?;
 
-    let mut meta: serde_json::Value = files::read_json(&zoo.dir.join("zoo.json"))?;
+    let mut meta: serde_json::Value = tensors::read_json(&zoo.dir.join("zoo.json"))?;
     if let Some(obj) = meta.as_object_mut() {
         obj.insert(
             "canonicalisation".into(),
@@ -707,7 +708,7 @@ fn write_output(
             }),
         );
     }
-    files::write_json(&out.join("zoo.json"), &meta)?;
+    tensors::write_json(&out.join("zoo.json"), &meta)?;
 
     write_alignment_csv(&out.join("alignment.csv"), &zoo.rows, results)?;
 
@@ -734,7 +735,7 @@ fn write_output(
         .map(|(l, m)| (l.name.to_string(), serde_json::json!(m as f64 / (count * l.units as f64))))
         .collect();
     let sweeps: Vec<usize> = aligned.iter().map(|a| a.sweeps).collect();
-    let zoo_metrics: serde_json::Value = files::read_json(&zoo.dir.join("metrics.json")).unwrap_or(serde_json::Value::Null);
+    let zoo_metrics: serde_json::Value = tensors::read_json(&zoo.dir.join("metrics.json")).unwrap_or(serde_json::Value::Null);
     let reference_name = match opts.reference {
         Reference::Mean { .. } => serde_json::json!("mean"),
         Reference::Model(id) => serde_json::json!(id),
@@ -756,12 +757,12 @@ fn write_output(
         "not_converged": aligned.iter().filter(|a| !a.converged).count(),
         "skipped_non_finite": zoo.rows.len() - aligned.len(),
     });
-    files::write_json(&out.join("metrics.json"), &metrics)
+    tensors::write_json(&out.join("metrics.json"), &metrics)
 }
 
 fn write_alignment_csv(path: &Path, rows: &[ZooRow], results: &[Option<Aligned>]) -> Result<(), StageError> {
     let join = |v: &mut dyn Iterator<Item = usize>| v.map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
-    let mut text = String::from("model_id,checkpoint,file,sweeps,converged,conv1,conv2,conv3,fc1,conv3_flips,fc1_flips\n");
+    let mut records = Vec::with_capacity(rows.len());
     for (row, a) in rows.iter().zip(results) {
         let (a, sweeps, converged) = match a {
             Some(r) => (r.alignment.clone(), r.sweeps.to_string(), r.converged.to_string()),
@@ -769,16 +770,13 @@ fn write_alignment_csv(path: &Path, rows: &[ZooRow], results: &[Option<Aligned>]
         };
         let perms: Vec<String> = a.perm.iter().map(|p| join(&mut p.iter().copied())).collect();
         let flips: Vec<String> = [2, 3].iter().map(|&l| join(&mut a.flip[l].iter().map(|&f| f as usize))).collect();
-        text.push_str(&format!(
-            "{},{},{},{sweeps},{converged},{},{}\n",
-            row.model_id,
-            row.checkpoint.as_str(),
-            row.file,
-            perms.join(","),
-            flips.join(",")
-        ));
+        let mut record = csv_row![row.model_id, row.checkpoint.as_str(), row.file, sweeps, converged];
+        record.extend(perms.into_iter().chain(flips));
+        records.push(record);
     }
-    files::write(path, text.as_bytes())
+    let header =
+        ["model_id", "checkpoint", "file", "sweeps", "converged", "conv1", "conv2", "conv3", "fc1", "conv3_flips", "fc1_flips"];
+    tensors::write_csv(path, &header, records)
 }
 
 #[cfg(test)]

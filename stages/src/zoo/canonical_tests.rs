@@ -313,8 +313,8 @@ fn the_stage_writes_a_zoo_that_pca_accepts_with_the_same_functions_and_smaller_d
     let mut moved = 0;
     for row in &zoo.rows {
         let (w0, w1) = (zoo.weights(row).unwrap(), canon.weights(row).unwrap());
-        let names0: Vec<_> = w0.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
-        let names1: Vec<_> = w1.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+        let names0: Vec<_> = w0.iter().map(|t| (t.name.clone(), t.shape.clone())).collect();
+        let names1: Vec<_> = w1.iter().map(|t| (t.name.clone(), t.shape.clone())).collect();
         assert_eq!(names0, names1);
         let (m0, m1) = (CnnS::from_flat(zoo.flat(row).unwrap()), CnnS::from_flat(canon.flat(row).unwrap()));
         moved += (m0 != m1) as usize;
@@ -367,7 +367,7 @@ fn a_zoo_with_one_model_permuted_canonicalises_to_the_same_bytes() {
     for (i, row) in zoo.rows.iter().enumerate() {
         let w = zoo.flat(row).unwrap();
         let w = if i == first { w } else { random_alignment(i as u64, true).apply(&w) };
-        files::write_f32_safetensors(&copy.join(&row.file), &CnnS::from_flat(w).named_tensors()).unwrap();
+        tensors::NamedTensors::from(CnnS::from_flat(w).named_tensors()).write(&copy.join(&row.file)).unwrap();
     }
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     run_stage(&CanonicaliseKind, &[], &[("zoo", &zoo_dir)], &a).unwrap();
@@ -399,7 +399,7 @@ fn an_unsupported_architecture_or_a_bad_parameter_is_a_clear_error() {
         checkpoints: vec![Checkpoint::Final],
         recipe: Default::default(),
     };
-    files::write_json(&resnet.join("zoo.json"), &meta).unwrap();
+    tensors::write_json(&resnet.join("zoo.json"), &meta).unwrap();
     let e = run_stage(&CanonicaliseKind, &[], &[("zoo", &resnet)], &tmp.path().join("o1")).unwrap_err().to_string();
     assert!(e.contains("stage `test`") && e.contains("arch") && e.contains("resnet18") && e.contains("cnn-s"), "{e}");
 

@@ -39,10 +39,10 @@ use std::path::Path;
 use rayon::prelude::*;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
-use crate::data::files;
 use crate::data::{Dataset, Task, Tasks};
 use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer};
 use crate::resnet;
+use crate::tensors::{self, candle_error};
 use sample::{ModelPlan, Recipe};
 use store::{Checkpoint, ParamShape, ZooMeta, ZooRow};
 
@@ -201,7 +201,8 @@ impl Job {
         }
         pending.par_iter().try_for_each(|task| -> Result<(), StageError> {
             let rows = train_model(self.arch, task, &self.recipe, &self.data, ctx.scratch)?;
-            write_atomically(&Self::record(ctx, task), |p| files::write_json(p, &rows))?;
+            let path = Self::record(ctx, task);
+            tensors::write_atomic(&path, &tensors::json_bytes(&path, &rows)?)?;
             ctx.progress.inc(1);
             Ok(())
         })
@@ -212,7 +213,7 @@ impl Job {
         let total = self.tasks.tasks.len();
         let mut rows: Vec<ZooRow> = Vec::with_capacity(2 * total);
         for task in &self.tasks.tasks {
-            let record: Vec<ZooRow> = files::read_json(&Self::record(ctx, task))?;
+            let record: Vec<ZooRow> = tensors::read_json(&Self::record(ctx, task))?;
             rows.extend(record);
         }
         let out_models = ctx.out.join("models");
@@ -232,9 +233,9 @@ impl Job {
             checkpoints: vec![Checkpoint::Early, Checkpoint::Final],
             recipe: ctx.params.clone(),
         };
-        files::write_json(&ctx.out.join("zoo.json"), &meta)?;
+        tensors::write_json(&ctx.out.join("zoo.json"), &meta)?;
         let diverged = rows.iter().filter(|r| r.checkpoint == Checkpoint::Final && !r.ok()).count();
-        files::write_json(&ctx.out.join("metrics.json"), &metrics(&rows, total, diverged))?;
+        tensors::write_json(&ctx.out.join("metrics.json"), &metrics(&rows, total, diverged))?;
         let max_diverged = ctx.float("max_diverged_fraction")?;
         if total > 0 && diverged as f64 > max_diverged * total as f64 {
             return Err(StageError::msg(format!(
@@ -244,13 +245,6 @@ impl Job {
         }
         Ok(())
     }
-}
-
-/// Writes through a temporary name, then renames: a killed run never leaves a half-written file.
-fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<(), StageError>) -> Result<(), StageError> {
-    let tmp = path.with_extension("partial");
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| StageError::io(path, e))
 }
 
 /// Images (`N × C·H·W` u8) and task-local labels of the given indices.
@@ -308,7 +302,7 @@ impl Arch {
 trait ModelTrainer {
     fn train_epoch(&mut self, x: &[u8], y: &[u8]) -> Result<nn::EpochStats, StageError>;
     fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError>;
-    fn named_tensors(&self) -> Result<store::NamedTensors, StageError>;
+    fn named_tensors(&self) -> Result<crate::tensors::NamedTensors, StageError>;
     fn diverged(&self) -> bool;
 }
 
@@ -319,8 +313,8 @@ impl ModelTrainer for Trainer {
     fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError> {
         Ok(nn::evaluate(self.model(), x, y))
     }
-    fn named_tensors(&self) -> Result<store::NamedTensors, StageError> {
-        Ok(self.model().named_tensors())
+    fn named_tensors(&self) -> Result<crate::tensors::NamedTensors, StageError> {
+        Ok(self.model().named_tensors().into())
     }
     fn diverged(&self) -> bool {
         Trainer::diverged(self) || !self.model().is_finite()
@@ -332,19 +326,15 @@ struct ResnetTrainer {
     shape: [usize; 3],
 }
 
-fn candle_err(e: candle_core::Error) -> StageError {
-    StageError::msg(format!("resnet18: {e}"))
-}
-
 impl ModelTrainer for ResnetTrainer {
     fn train_epoch(&mut self, x: &[u8], y: &[u8]) -> Result<nn::EpochStats, StageError> {
-        self.inner.train_epoch(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_err)
+        self.inner.train_epoch(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_error("resnet18"))
     }
     fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError> {
-        self.inner.evaluate(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_err)
+        self.inner.evaluate(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_error("resnet18"))
     }
-    fn named_tensors(&self) -> Result<store::NamedTensors, StageError> {
-        self.inner.model().named_tensors().map_err(candle_err)
+    fn named_tensors(&self) -> Result<crate::tensors::NamedTensors, StageError> {
+        self.inner.model().named_tensors().map_err(candle_error("resnet18"))
     }
     fn diverged(&self) -> bool {
         self.inner.diverged()
@@ -375,9 +365,12 @@ fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch
                 device,
                 ..resnet::ResnetTrainConfig::new(optimizer, plan.batch_size, plan.data_seed)
             };
-            let dev = device.device().map_err(candle_err)?;
-            let model = resnet::ResNet18::init(plan.init_seed, &dev).map_err(candle_err)?;
-            Box::new(ResnetTrainer { inner: resnet::Trainer::new(model, &cfg).map_err(candle_err)?, shape: data.image_shape() })
+            let dev = device.device().map_err(candle_error("resnet18"))?;
+            let model = resnet::ResNet18::init(plan.init_seed, &dev).map_err(candle_error("resnet18"))?;
+            Box::new(ResnetTrainer {
+                inner: resnet::Trainer::new(model, &cfg).map_err(candle_error("resnet18"))?,
+                shape: data.image_shape(),
+            })
         }
     };
     let mut rows = Vec::with_capacity(2);
@@ -397,8 +390,8 @@ fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch
         let val = trainer.evaluate(&val_x, &val_y)?;
         let test = trainer.evaluate(&test_x, &test_y)?;
         let file = format!("models/m{:05}-{}.safetensors", task.id, checkpoint.as_str());
-        let tensors = trainer.named_tensors()?;
-        write_atomically(&scratch.join(&file), |p| files::write_f32_safetensors(p, &tensors))?;
+        let path = scratch.join(&file);
+        tensors::write_atomic(&path, &trainer.named_tensors()?.to_safetensors(&path)?)?;
         let diverged = trainer.diverged();
         rows.push(ZooRow {
             model_id: task.id,

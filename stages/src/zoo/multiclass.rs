@@ -30,9 +30,9 @@ use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, Stage
 
 use super::sample::{InitScheme, Recipe};
 use super::store::ZooMeta;
-use crate::data::files;
 use crate::data::Dataset;
 use crate::nn::{self, CnnS, Optimizer, TrainConfig, SUPPORTED_CLASSES};
+use crate::tensors::{self, NamedTensors, TensorFile};
 
 /// One row of `multiclass.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,8 +66,8 @@ pub fn load_models(dir: &Path) -> Result<Vec<CnnS>, StageError> {
     rows.iter()
         .filter(|r| r.ok())
         .map(|r| {
-            let file = files::TensorFile::open(&dir.join(&r.file))?;
-            CnnS::from_named_tensors(file.f32_all()?).map_err(|e| StageError::msg(format!("{}: {e}", file.path())))
+            let file = TensorFile::open(&dir.join(&r.file))?;
+            CnnS::from_named_tensors(file.f32_all()?.triples()).map_err(|e| StageError::msg(format!("{}: {e}", file.path())))
         })
         .collect()
 }
@@ -110,7 +110,7 @@ pub fn triplet_accuracy(logits: &[Vec<f32>], labels: &[i64], classes: usize) -> 
 fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
     let data = Dataset::load(ctx.input("data")?)?;
     let zoo_json = ctx.input("zoo")?.join("zoo.json");
-    let zoo_meta: ZooMeta = files::read_json(&zoo_json)?;
+    let zoo_meta: ZooMeta = tensors::read_json(&zoo_json)?;
     if zoo_meta.arch != "cnn-s" {
         return Err(StageError::msg(format!(
             "stage `{}`: the zoo's arch is `{}`; the multiclass baseline trains `cnn-s` only",
@@ -160,7 +160,7 @@ fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
             let test = nn::evaluate(&model, &data.test.images, &test_y);
             let logits = nn::logits_n_u8(&model, &data.test.images);
             let file = format!("models/r{i:03}.safetensors");
-            files::write_f32_safetensors(&ctx.out.join(&file), &model.named_tensors())?;
+            NamedTensors::from(model.named_tensors()).write(&ctx.out.join(&file))?;
             Ok(MulticlassRow {
                 model: i,
                 optimizer: if plan.adam { "adam" } else { "sgd" }.into(),
@@ -192,7 +192,7 @@ fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
             json!(v.iter().sum::<f64>() / v.len() as f64)
         }
     };
-    files::write_json(
+    tensors::write_json(
         &ctx.out.join("metrics.json"),
         &json!({
             "models": rows.len(),

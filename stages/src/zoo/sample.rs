@@ -8,6 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Params, StageError, Value};
 
+use crate::sampling::{below, normal, uniform};
+
 /// Where the learning rate comes from: `log-uniform` on [a, b], or `log-normal` with ln(lr) ~ N(a, b).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LrDistribution {
@@ -167,9 +169,9 @@ impl Recipe {
             LrDistribution::LogUniform => (a.ln() + uniform(&mut rng) * (b.ln() - a.ln())).exp(),
             LrDistribution::LogNormal => (a + b * normal(&mut rng)).exp(),
         };
-        let batch_size = self.batch_sizes[(rng.next_u64() % self.batch_sizes.len() as u64) as usize];
+        let batch_size = self.batch_sizes[below(&mut rng, self.batch_sizes.len() as u64) as usize];
         let [e0, e1] = self.early_epoch;
-        let early_epoch = e0 + (rng.next_u64() % (e1 - e0 + 1) as u64) as usize;
+        let early_epoch = e0 + below(&mut rng, (e1 - e0 + 1) as u64) as usize;
         let [lo, hi] = self.final_epoch_range;
         let drawn = (self.final_epoch[0] + self.final_epoch[1] * normal(&mut rng)).round();
         let final_epoch = (drawn.clamp(lo as f64, hi as f64) as usize).max(early_epoch + 1);
@@ -185,18 +187,6 @@ impl Recipe {
         };
         ModelPlan { adam, lr, batch_size, early_epoch, final_epoch, init_seed, init: self.init.label(id), data_seed }
     }
-}
-
-/// U[0, 1) with 53 random bits.
-fn uniform(rng: &mut ChaCha8Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// N(0, 1) by Box–Muller.
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1 = 1.0 - uniform(rng);
-    let u2 = uniform(rng);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::StageError;
 
-use crate::data::files::{self, TensorFile};
 use crate::data::TaskSplit;
+use crate::tensors::{self, NamedTensors, TensorFile};
 
 /// Which checkpoint of a model a row describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,12 +114,9 @@ pub struct Zoo {
     pub rows: Vec<ZooRow>,
 }
 
-/// Named tensors in `state_dict` order: `(name, shape, values)`.
-pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
-
 impl Zoo {
     pub fn load(dir: &Path) -> Result<Zoo, StageError> {
-        let meta: ZooMeta = files::read_json(&dir.join("zoo.json"))?;
+        let meta: ZooMeta = tensors::read_json(&dir.join("zoo.json"))?;
         let csv_path = dir.join("zoo.csv");
         let mut reader =
             csv::Reader::from_path(&csv_path).map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
@@ -139,28 +136,27 @@ impl Zoo {
     pub fn weights(&self, row: &ZooRow) -> Result<NamedTensors, StageError> {
         let path = self.dir.join(&row.file);
         let mut all = TensorFile::open(&path)?.f32_all()?;
-        let mut out = Vec::with_capacity(self.meta.parameters.len());
+        let mut out = NamedTensors::new();
         for p in &self.meta.parameters {
-            let i = all
-                .iter()
-                .position(|(n, _, _)| *n == p.name)
-                .ok_or_else(|| StageError::msg(format!("{}: has no tensor `{}`", path.display(), p.name)))?;
-            let (name, shape, values) = all.swap_remove(i);
-            if shape != p.shape {
+            let t =
+                all.take(&p.name).ok_or_else(|| StageError::msg(format!("{}: has no tensor `{}`", path.display(), p.name)))?;
+            if t.shape != p.shape {
                 return Err(StageError::msg(format!(
-                    "{}: `{name}` has shape {shape:?}, zoo.json says {:?}",
+                    "{}: `{}` has shape {:?}, zoo.json says {:?}",
                     path.display(),
+                    t.name,
+                    t.shape,
                     p.shape
                 )));
             }
-            out.push((name, shape, values));
+            out.push(t.name, t.shape, t.values);
         }
         Ok(out)
     }
 
     /// One row's weights as one vector (parameters concatenated in `state_dict` order).
     pub fn flat(&self, row: &ZooRow) -> Result<Vec<f32>, StageError> {
-        Ok(self.weights(row)?.into_iter().flat_map(|(_, _, v)| v).collect())
+        Ok(self.weights(row)?.flat())
     }
 
     /// The row of a `pca` coefficient row's model (the same `model_id` and checkpoint).

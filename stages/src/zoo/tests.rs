@@ -75,9 +75,9 @@ fn a_saved_model_reloads_bit_identically_and_scores_as_recorded() {
     let zoo = Zoo::load(&root.path().join("zoo")).unwrap();
     let row = zoo.checkpoint(super::Checkpoint::Final).next().unwrap();
     let tensors = zoo.weights(row).unwrap();
-    let names: Vec<&str> = tensors.iter().map(|(n, _, _)| n.as_str()).collect();
+    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, nn::PARAM_SPECS.iter().map(|p| p.name).collect::<Vec<_>>());
-    let model = CnnS::from_named_tensors(tensors.iter().map(|(n, s, v)| (n, s, v))).unwrap();
+    let model = CnnS::from_named_tensors(tensors.triples()).unwrap();
     let again: Vec<f32> = model.named_tensors().into_iter().flat_map(|(_, _, v)| v).collect();
     assert_eq!(
         again.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -107,16 +107,16 @@ fn an_interrupted_zoo_resumes_without_retraining_finished_models() {
     let whole = Zoo::load(&root.path().join("whole")).unwrap();
     std::fs::create_dir_all(scratch.path().join("done")).unwrap();
     std::fs::create_dir_all(scratch.path().join("models")).unwrap();
-    let zeros: Vec<(String, Vec<usize>, Vec<f32>)> = CnnS::from_flat(vec![0.0; nn::NUM_PARAMS]).named_tensors();
+    let zeros = crate::tensors::NamedTensors::from(CnnS::from_flat(vec![0.0; nn::NUM_PARAMS]).named_tensors());
     for id in [0usize, 1] {
         let rows: Vec<_> = whole.rows.iter().filter(|r| r.model_id == id).cloned().collect();
         for r in &rows {
-            crate::data::files::write_f32_safetensors(&scratch.path().join(&r.file), &zeros).unwrap();
+            zeros.write(&scratch.path().join(&r.file)).unwrap();
         }
-        crate::data::files::write_json(&scratch.path().join(format!("done/m{id:05}.json")), &rows).unwrap();
+        crate::tensors::write_json(&scratch.path().join(format!("done/m{id:05}.json")), &rows).unwrap();
     }
     // Leftover of the model that was being trained when the run died.
-    std::fs::write(scratch.path().join("models/m00002-early.safetensors.partial"), b"half").unwrap();
+    std::fs::write(scratch.path().join("models/.4242.0.tmp"), b"half").unwrap();
     run_zoo(root.path(), "resumed", scratch.path());
     let resumed = Zoo::load(&root.path().join("resumed")).unwrap();
     assert_eq!(resumed.rows, whole.rows, "the table is complete and the same");
@@ -189,10 +189,10 @@ fn a_resnet18_zoo_saves_torchvision_names_with_batchnorm_buffers() {
     assert_eq!(zoo.rows.len(), 2);
     let weights = zoo.weights(&zoo.rows[1]).unwrap();
     assert_eq!(weights.len(), 122, "62 parameters + 60 BatchNorm buffers, as torchvision's state_dict");
-    assert_eq!(weights[0].0, "conv1.weight");
-    assert_eq!(weights[0].1, vec![64, 3, 7, 7]);
-    assert!(weights.iter().any(|(n, _, _)| n == "layer4.1.bn2.running_var"));
-    assert_eq!(weights.last().unwrap().1, vec![3], "fc.bias: three outputs");
+    assert_eq!(weights[0].name, "conv1.weight");
+    assert_eq!(weights[0].shape, vec![64, 3, 7, 7]);
+    assert!(weights.get("layer4.1.bn2.running_var").is_some());
+    assert_eq!(weights[weights.len() - 1].shape, vec![3], "fc.bias: three outputs");
     assert!(zoo.rows.iter().all(|r| r.ok() && r.test_loss.is_finite()));
 }
 

@@ -1,0 +1,316 @@
+//! AdamW with early stopping: the training loop shared by the stages that fit a small candle network
+//! on rows of a table (the weight autoencoder, the aligner).
+//!
+//! # Brief overview
+//! A stage describes its model through [`Objective`] — the trainable variables, one batch's loss, the
+//! validation loss — and [`fit`] runs the loop:
+//!
+//! ```text
+//! for epoch in 1..=epochs:
+//!     shuffle the train rows (ChaCha8 seeded with `shuffle_seed`, Fisher–Yates, crate::sampling::shuffle)
+//!     for each batch of `batch_size` rows (a last batch shorter than `min_batch` is skipped):
+//!         (loss, value) = objective.batch_loss(rows);  AdamW step on loss
+//!     train loss = mean of the batch values, weighted by batch length
+//!     val loss = objective.val_loss()        (None: no validation rows)
+//!     keep a snapshot of the variables if val improved (always, without validation rows);
+//!     stop after `patience` epochs without improvement
+//! restore the best snapshot
+//! ```
+//!
+//! A non-finite train loss is an error that names the stage and the epoch. The objective sees every
+//! epoch's [`EpochLoss`] through [`Objective::after_epoch`] (e.g. to record a picture after epoch 1), and
+//! the run's [`Progress`] counts epochs.
+
+use candle_core::{Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use wspace_stage_api::{ParamSpec, ParamType, Params, Progress, StageError, Value};
+
+use crate::tensors::candle_error;
+
+/// The loop's parameters as a stage declares them: [`FitParams::specs`] in [`StageKind::params`],
+/// [`FitParams::from_params`] in `validate` and `run`.
+///
+/// [`StageKind::params`]: wspace_stage_api::StageKind::params
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitParams {
+    pub epochs: usize,
+    /// Epochs without a better validation loss before stopping.
+    pub patience: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    /// Seeds the stage's initial weights and (with a salt of the stage's) the batch order.
+    pub seed: u64,
+}
+
+impl FitParams {
+    /// `batch_size`, `epochs`, `patience`, `lr`, `weight_decay`, `seed` with these defaults;
+    /// `batch_doc` says what a batch is to this stage.
+    pub fn specs(defaults: &FitParams, batch_doc: &'static str) -> Vec<ParamSpec> {
+        let int = |v: usize| Value::Int(v as i64);
+        vec![
+            ParamSpec::optional("batch_size", ParamType::Int, int(defaults.batch_size), batch_doc),
+            ParamSpec::optional("epochs", ParamType::Int, int(defaults.epochs), "maximum epochs"),
+            ParamSpec::optional(
+                "patience",
+                ParamType::Int,
+                int(defaults.patience),
+                "epochs without val improvement before stopping",
+            ),
+            ParamSpec::optional("lr", ParamType::Float, Value::Float(defaults.lr), "AdamW learning rate"),
+            ParamSpec::optional(
+                "weight_decay",
+                ParamType::Float,
+                Value::Float(defaults.weight_decay),
+                "AdamW (decoupled) weight decay",
+            ),
+            ParamSpec::optional(
+                "seed",
+                ParamType::Int,
+                Value::Int(defaults.seed as i64),
+                "seeds the initial weights and the batch order",
+            ),
+        ]
+    }
+
+    /// Reads the parameters [`FitParams::specs`] declares; errors name the parameter.
+    pub fn from_params(p: Params) -> Result<FitParams, StageError> {
+        Ok(FitParams {
+            epochs: p.positive("epochs")?,
+            patience: p.positive("patience")?,
+            lr: p.positive_float("lr")?,
+            weight_decay: p.non_negative("weight_decay")?,
+            batch_size: p.positive("batch_size")?,
+            // Negative seeds are fine: the bits are the seed.
+            seed: p.int("seed")? as u64,
+        })
+    }
+}
+
+/// The loop's settings.
+pub struct FitOptions<'a> {
+    pub params: FitParams,
+    /// The smallest batch worth a step (NT-Xent needs two rows); shorter last batches are skipped and
+    /// `batch_size` is raised to it.
+    pub min_batch: usize,
+    /// XORed into `params.seed` to seed the per-epoch shuffle of the train rows (so the batch order
+    /// and the initial weights draw from different streams).
+    pub shuffle_salt: u64,
+    /// Names the stage in errors ("autoencoder").
+    pub what: &'a str,
+    /// Counts epochs (`start(epochs, "epochs")`, one `inc` per epoch).
+    pub progress: &'a dyn Progress,
+}
+
+/// One epoch of the loss history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochLoss {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean over the epoch's batches, each measured before its update.
+    pub train: f64,
+    /// NaN without validation rows.
+    pub val: f64,
+}
+
+/// What [`fit`] needs of the model it trains.
+pub trait Objective {
+    /// The trainable variables: what AdamW updates and early stopping snapshots and restores.
+    fn vars(&self) -> Vec<Var>;
+    /// The loss of the train rows `rows` (indices into the objective's own train table) to
+    /// differentiate, and the value it contributes to the epoch's train loss (per row).
+    fn batch_loss(&mut self, rows: &[usize]) -> Result<(Tensor, f64), StageError>;
+    /// The loss on the validation rows with the current variables; `None` without validation rows
+    /// (then every epoch is kept and all `epochs` run).
+    fn val_loss(&mut self) -> Result<Option<f64>, StageError>;
+    /// Called once an epoch's losses are known, before the early-stopping decision.
+    fn after_epoch(&mut self, loss: &EpochLoss) -> Result<(), StageError> {
+        let _ = loss;
+        Ok(())
+    }
+}
+
+/// The outcome of [`fit`]; the objective's variables hold the weights of `best_epoch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fitted {
+    pub history: Vec<EpochLoss>,
+    /// 1-based; the epoch whose weights were kept (0 if none ran).
+    pub best_epoch: usize,
+}
+
+impl Fitted {
+    /// The losses of the kept epoch.
+    pub fn at_best(&self) -> Option<EpochLoss> {
+        self.history.get(self.best_epoch.checked_sub(1)?).copied()
+    }
+}
+
+/// Writes `history.csv`: `epoch,train_loss,val_loss`, one row per epoch run.
+pub fn write_history(path: &std::path::Path, history: &[EpochLoss]) -> Result<(), StageError> {
+    let rows = history.iter().map(|h| crate::tensors::csv_row![h.epoch, h.train, h.val]);
+    crate::tensors::write_csv(path, &["epoch", "train_loss", "val_loss"], rows)
+}
+
+fn snapshot(vars: &[Var], what: &str) -> Result<Vec<Tensor>, StageError> {
+    vars.iter().map(|v| v.as_tensor().copy().map_err(candle_error(what))).collect()
+}
+
+/// Trains `objective` on the train rows `rows` (see the module doc).
+pub fn fit(objective: &mut impl Objective, rows: &[usize], opts: &FitOptions) -> Result<Fitted, StageError> {
+    let e = candle_error(format!("{} training", opts.what));
+    let p = &opts.params;
+    let vars = objective.vars();
+    let adamw = ParamsAdamW { lr: p.lr, weight_decay: p.weight_decay, ..Default::default() };
+    let mut opt = AdamW::new(vars.clone(), adamw).map_err(&e)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ opts.shuffle_salt);
+    let mut order = rows.to_vec();
+    let mut history = Vec::new();
+    let (mut best, mut best_epoch, mut best_val) = (snapshot(&vars, opts.what)?, 0, f64::INFINITY);
+    let min_batch = opts.min_batch.max(1);
+    opts.progress.start(p.epochs as u64, "epochs");
+    for epoch in 1..=p.epochs {
+        crate::sampling::shuffle(&mut order, &mut rng);
+        let (mut sum, mut count) = (0.0, 0);
+        for chunk in order.chunks(p.batch_size.max(min_batch)) {
+            if chunk.len() < min_batch {
+                continue;
+            }
+            let (loss, value) = objective.batch_loss(chunk)?;
+            sum += value * chunk.len() as f64;
+            count += chunk.len();
+            opt.backward_step(&loss).map_err(&e)?;
+        }
+        let train = sum / count.max(1) as f64;
+        if !train.is_finite() {
+            return Err(StageError::msg(format!(
+                "{}: training loss became {train} at epoch {epoch} (try a smaller `lr`)",
+                opts.what
+            )));
+        }
+        let val = objective.val_loss()?;
+        let loss = EpochLoss { epoch, train, val: val.unwrap_or(f64::NAN) };
+        history.push(loss);
+        objective.after_epoch(&loss)?;
+        opts.progress.inc(1);
+        // Without validation every epoch is kept; with it, only a strictly lower loss (NaN never is).
+        let improved = val.is_none_or(|v| v < best_val);
+        if improved {
+            best_val = val.unwrap_or(best_val);
+            best_epoch = epoch;
+            best = snapshot(&vars, opts.what)?;
+        } else if epoch - best_epoch >= p.patience {
+            break;
+        }
+    }
+    for (v, t) in vars.iter().zip(&best) {
+        v.set(t).map_err(candle_error(opts.what))?;
+    }
+    Ok(Fitted { history, best_epoch })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use wspace_stage_api::NoProgress;
+
+    use super::*;
+
+    /// Fits `w` to `target` by squared error; the validation loss follows a script, to drive early
+    /// stopping.
+    struct Scripted {
+        w: Var,
+        target: Vec<f32>,
+        val: Vec<Option<f64>>,
+        batches: Vec<Vec<usize>>,
+        seen: Vec<EpochLoss>,
+    }
+
+    impl Objective for Scripted {
+        fn vars(&self) -> Vec<Var> {
+            vec![self.w.clone()]
+        }
+        fn batch_loss(&mut self, rows: &[usize]) -> Result<(Tensor, f64), StageError> {
+            self.batches.push(rows.to_vec());
+            let t: Vec<f32> = rows.iter().map(|&r| self.target[r]).collect();
+            let t = Tensor::from_vec(t, rows.len(), &Device::Cpu).unwrap();
+            let loss = self.w.as_tensor().broadcast_sub(&t).unwrap().sqr().unwrap().mean_all().unwrap();
+            let value = loss.to_scalar::<f32>().unwrap() as f64;
+            Ok((loss, value))
+        }
+        fn val_loss(&mut self) -> Result<Option<f64>, StageError> {
+            Ok(self.val.get(self.seen.len()).copied().flatten())
+        }
+        fn after_epoch(&mut self, loss: &EpochLoss) -> Result<(), StageError> {
+            self.seen.push(*loss);
+            Ok(())
+        }
+    }
+
+    fn scripted(val: Vec<Option<f64>>) -> Scripted {
+        let w = Var::from_vec(vec![0.0f32], 1, &Device::Cpu).unwrap();
+        Scripted { w, target: vec![1.0, 2.0, 3.0, 4.0, 5.0], val, batches: Vec::new(), seen: Vec::new() }
+    }
+
+    fn options(epochs: usize, patience: usize, min_batch: usize) -> FitOptions<'static> {
+        FitOptions {
+            params: FitParams { epochs, patience, lr: 0.1, weight_decay: 0.0, batch_size: 2, seed: 7 },
+            min_batch,
+            shuffle_salt: 0,
+            what: "test",
+            progress: &NoProgress,
+        }
+    }
+
+    #[test]
+    fn stops_after_patience_and_restores_the_best_epoch() {
+        let mut o = scripted(vec![Some(5.0), Some(3.0), Some(4.0), Some(3.5), Some(1.0)]);
+        let fitted = fit(&mut o, &[0, 1, 2, 3, 4], &options(10, 2, 1)).unwrap();
+        // Epoch 2 is best; epochs 3 and 4 do not improve: stop after epoch 4, before the better epoch 5.
+        assert_eq!(fitted.best_epoch, 2);
+        assert_eq!(fitted.history.len(), 4);
+        assert_eq!(o.seen, fitted.history);
+        assert_eq!(fitted.at_best().unwrap().val, 3.0);
+        // The variable holds the weights after epoch 2, not the last ones: rerun two epochs and compare.
+        let mut two = scripted(vec![Some(5.0), Some(3.0)]);
+        fit(&mut two, &[0, 1, 2, 3, 4], &options(2, 2, 1)).unwrap();
+        assert_eq!(o.w.as_tensor().to_vec1::<f32>().unwrap(), two.w.as_tensor().to_vec1::<f32>().unwrap());
+        // … and not those after epoch 4 (without validation the last epoch is kept).
+        let mut four = scripted(vec![None; 4]);
+        fit(&mut four, &[0, 1, 2, 3, 4], &options(4, 9, 1)).unwrap();
+        assert_ne!(o.w.as_tensor().to_vec1::<f32>().unwrap(), four.w.as_tensor().to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
+    fn without_validation_every_epoch_runs_and_the_last_is_kept() {
+        let mut o = scripted(vec![None; 6]);
+        let fitted = fit(&mut o, &[0, 1, 2, 3, 4], &options(6, 1, 1)).unwrap();
+        assert_eq!((fitted.history.len(), fitted.best_epoch), (6, 6));
+        assert!(fitted.history.iter().all(|h| h.val.is_nan() && h.train.is_finite()));
+        // Train loss falls towards the mean target.
+        assert!(fitted.history[5].train < fitted.history[0].train, "{:?}", fitted.history);
+    }
+
+    #[test]
+    fn batches_are_shuffled_per_epoch_and_short_ones_skipped() {
+        let mut o = scripted(vec![None; 3]);
+        fit(&mut o, &[0, 1, 2, 3, 4], &options(3, 1, 2)).unwrap();
+        // 5 rows, batches of 2: the last row of each epoch's order is skipped (min_batch 2).
+        assert_eq!(o.batches.len(), 6);
+        assert!(o.batches.iter().all(|b| b.len() == 2));
+        let epochs: Vec<Vec<usize>> = o.batches.chunks(2).map(|c| c.concat()).collect();
+        assert!(epochs.windows(2).any(|w| w[0] != w[1]), "the order changes between epochs: {epochs:?}");
+        let mut again = scripted(vec![None; 3]);
+        fit(&mut again, &[0, 1, 2, 3, 4], &options(3, 1, 2)).unwrap();
+        assert_eq!(o.batches, again.batches, "the order is a function of the seed");
+    }
+
+    #[test]
+    fn a_non_finite_train_loss_names_the_stage_and_epoch() {
+        let mut o = scripted(vec![None; 2]);
+        o.target[0] = f32::NAN;
+        let err = fit(&mut o, &[0, 1, 2, 3, 4], &options(2, 1, 1)).unwrap_err().to_string();
+        assert!(err.starts_with("test: training loss became NaN at epoch 1"), "{err}");
+    }
+}
