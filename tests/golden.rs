@@ -25,11 +25,11 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ("autoencoder", 2, "c71df5805edd72615227670f4b1fc609ec775ce02cc10711a635060af4cd0735"),
     ("evaluate-reconstruction", 2, "67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27"),
     ("align", 2, "e6e150339c21afd56bfa357a247d5e77ac97e87cd33010cff4db6c3a2c23cf74"),
-    ("multiclass", 1, "-"),
-    ("generator", 1, "-"),
-    ("sample", 2, "-"),
-    ("evaluate-samples", 4, "-"),
-    ("report", 4, "-"),
+    ("multiclass", 1, "0b2dd1968539debddb8c494ff702f5cde6bd45f77ac0616ecfbf188c67dff690"),
+    ("generator", 1, "a4d1abeba43943dbba0e140e5af5226250c4b3b13a4437f29c345fd7001d4eca"),
+    ("sample", 2, "a908c6803e983c769fd6c35b5ca62b418e66df17653b045f62e25eb0626dd603"),
+    ("evaluate-samples", 4, "e8502b3489f85b616bb4e77ab9f9ece0e02a2ccaf0f59d7d4a1515f52d43b009"),
+    ("report", 4, "d87e3eb2e09143c047fd3d3665615e4ddcf69021410af9645b1959fdc35844a7"),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).
