@@ -479,24 +479,14 @@ impl StageKind for GeneratorKind {
             ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![Value::Int(128)]), "the row MLP's hidden widths"),
             ParamSpec::optional("noise_dim", Int, Value::Int(8), "ξ values per head row (the draw)"),
             ParamSpec::optional("noise", Float, Value::Float(1.0), "σ of ξ in training and sampling"),
-            ParamSpec::optional(
-                "probe_images",
-                Int,
-                Value::Int(64),
-                "training images of each row's task whose outputs are matched",
-            ),
+            ParamSpec::optional("probe_images", Int, Value::Int(64), "training images per zoo row whose outputs are matched"),
             ParamSpec::optional("temperature", Float, Value::Float(1.0), "distillation temperature"),
-            ParamSpec::optional(
-                "label_weight",
-                Float,
-                Value::Float(0.0),
-                "λ: the loss is (1 − λ)·distillation + λ·cross-entropy with the probe images' labels",
-            ),
+            ParamSpec::optional("label_weight", Float, Value::Float(0.0), "λ: loss = (1 − λ)·distillation + λ·cross-entropy"),
             ParamSpec::optional(
                 "checkpoints",
                 Choice(&["both", "final"]),
                 Value::Str("both".into()),
-                "which zoo checkpoints to learn from",
+                "zoo checkpoints to learn from",
             ),
         ]
         .into_iter()

@@ -170,16 +170,10 @@ fn backward<S: Lanes, const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspa
 }
 
 #[inline(always)]
-fn train_block_inline<S: Lanes, const C: usize>(
-    p: &[f32],
-    g: &mut [f32],
-    ws: &mut Workspace,
-    n_valid: usize,
-    scale: f32,
-) -> (f64, u32) {
+fn train_block_inline<S: Lanes, const C: usize>(p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
     forward::<S, C>(p, ws);
     let labels = ws.labels;
-    let (loss, correct) = softmax_xent::<C>(&ws.z, &labels, n_valid, scale, &mut ws.dz);
+    let (loss, correct) = softmax_xent::<C>(&ws.z, &labels, n, s, &mut ws.dz);
     backward::<S, C>(p, g, ws);
     (loss, correct)
 }
@@ -282,24 +276,15 @@ pub(crate) fn train_block(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace
     }
 }
 
-fn train_block_c<const C: usize>(
-    isa: Isa,
-    p: &[f32],
-    g: &mut [f32],
-    ws: &mut Workspace,
-    n_valid: usize,
-    scale: f32,
-) -> (f64, u32) {
+fn train_block_c<const C: usize>(isa: Isa, p: &[f32], g: &mut [f32], ws: &mut Workspace, n: usize, s: f32) -> (f64, u32) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the guard checks that the CPU has the target feature.
-        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe {
-            train_block_avx512::<C>(p, g, ws, n_valid, scale)
-        },
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe { train_block_avx512::<C>(p, g, ws, n, s) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { train_block_avx2::<C>(p, g, ws, n_valid, scale) },
-        _ => train_block_portable::<C>(p, g, ws, n_valid, scale),
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { train_block_avx2::<C>(p, g, ws, n, s) },
+        _ => train_block_portable::<C>(p, g, ws, n, s),
     }
 }
 
