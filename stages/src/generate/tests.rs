@@ -129,7 +129,7 @@ fn generated_head_rows_follow_the_prompt_order_and_the_body_is_shared() {
     g.save(dir.path(), serde_json::json!({})).unwrap();
     let back = Generator::load(dir.path()).unwrap();
     let p = Prompt { classes: [2, 1, 0], target_loss: 0.7, xi: vec![0.1; 6] };
-    assert_eq!(back.generate(&[p.clone()]).unwrap(), g.generate(&[p]).unwrap());
+    assert_eq!(back.generate(std::slice::from_ref(&p)).unwrap(), g.generate(&[p]).unwrap());
 }
 
 #[test]
