@@ -27,6 +27,10 @@
 //! [`crate::nn`]) and `resnet18` (torchvision's ResNet-18 with 3 outputs, in candle: [`crate::resnet`];
 //! grey images are replicated to 3 channels; `device = "cuda"` with the `cuda` cargo feature). A
 //! ResNet-18 checkpoint also holds the BatchNorm buffers, under torchvision's names.
+//!
+//! Related kinds in this module: [`canonical`] (`kind = "canonicalise"`: a zoo with hidden units
+//! matched to a reference) and [`multiclass`] (`kind = "multiclass"`: one `cnn-s` with a head for every
+//! class, trained with the zoo's recipe — the row-selection baseline).
 
 pub mod bench;
 pub mod canonical;
