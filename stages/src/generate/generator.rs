@@ -184,9 +184,9 @@ impl Generator {
         Ok(w.into_iter().map(CnnS::from_flat).collect())
     }
 
-    /// `ξ` for one prompt: `3 × noise_dim` normals of std `noise × scale` from `rng`.
-    pub fn draw(&self, rng: &mut ChaCha8Rng, scale: f64) -> Vec<f32> {
-        let s = (self.config.noise * scale) as f32;
+    /// `ξ` for one prompt: `3 × noise_dim` normals of std `noise` from `rng`.
+    pub fn draw(&self, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        let s = self.config.noise as f32;
         (0..3 * self.config.noise_dim).map(|_| s * normal_f32(rng)).collect()
     }
 
@@ -438,10 +438,8 @@ impl Objective for GeneratorObjective<'_> {
 
     fn batch_loss(&mut self, rows: &[usize]) -> Result<(Tensor, f64), StageError> {
         let exs: Vec<&Example> = rows.iter().map(|&i| self.train[i]).collect();
-        let prompts: Vec<Prompt> = exs
-            .iter()
-            .map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: self.gen.draw(&mut self.rng, 1.0) })
-            .collect();
+        let prompts: Vec<Prompt> =
+            exs.iter().map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: self.gen.draw(&mut self.rng) }).collect();
         let w = self.gen.forward(&prompts)?;
         let values = w.to_vec2::<f32>().map_err(cerr("generator"))?;
         let (loss, g) = batch_loss(&values, &exs, self.temperature, self.lambda, true);

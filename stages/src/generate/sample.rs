@@ -313,7 +313,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
                 let prompts: Vec<Prompt> = grid
                     .iter()
                     .flat_map(|&t| (0..d).map(move |_| t))
-                    .map(|t| Prompt { classes: task.classes, target_loss: t, xi: g.draw(&mut rng, 1.0) })
+                    .map(|t| Prompt { classes: task.classes, target_loss: t, xi: g.draw(&mut rng) })
                     .collect();
                 Ok(g.generate(&prompts)?.iter().map(|m| m.named_tensors().into()).collect())
             };
