@@ -47,7 +47,7 @@ use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Fitted, O
 use crate::nn::{self, CnnS, Workspace, BODY_PARAMS, NUM_CLASSES, NUM_PARAMS};
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::{self, candle_error as cerr, NamedTensors, TensorFile};
-use crate::weights::behaviour::{load_probes, spread, surrogate, Probe};
+use crate::weights::behaviour::{load_probes, surrogate, Probe};
 use crate::weights::pca::RowRef;
 use crate::zoo::store::{Checkpoint, Zoo};
 
@@ -302,8 +302,6 @@ struct Example {
     classes: [usize; 3],
     loss: f64,
     probe: Probe,
-    /// The probe images' labels (task-local).
-    labels: Vec<u8>,
 }
 
 /// Mean loss `(1 − λ)·distillation + λ·cross-entropy` of the generated models on the examples' probes,
@@ -320,8 +318,16 @@ fn batch_loss(models: &[Vec<f32>], examples: &[&Example], temperature: f32, lamb
             WORKSPACE.with_borrow_mut(|ws| {
                 let mut g = if grad { vec![0.0f32; NUM_PARAMS] } else { Vec::new() };
                 let (images, teacher) = (&ex.probe.images, &ex.probe.teacher);
-                let loss =
-                    nn::distill_with_labels(w, images, teacher, &ex.labels, temperature, lambda, grad.then_some(&mut g[..]), ws);
+                let loss = nn::distill_with_labels(
+                    w,
+                    images,
+                    teacher,
+                    &ex.probe.labels,
+                    temperature,
+                    lambda,
+                    grad.then_some(&mut g[..]),
+                    ws,
+                );
                 g.iter_mut().for_each(|v| *v /= n);
                 (loss, g)
             })
@@ -366,13 +372,7 @@ pub fn train(
     let mut examples = Vec::with_capacity(rows.len());
     for (r, probe) in rows.iter().zip(probes) {
         let z = zoo.row_of(r)?;
-        // The labels of the probe images (load_probes takes the same evenly spaced training images).
-        let task = &tasks.tasks[z.task_id];
-        let labels = spread(task.train.len(), opts.probe_images)
-            .map(|j| task.local_label(data.train.labels[task.train[j]]).map(|l| l as u8))
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(|| StageError::msg(format!("task {}: a probe image is not of the task's classes", task.id)))?;
-        examples.push((r.split, Example { classes: [z.class_0, z.class_1, z.class_2], loss: z.val_loss, probe, labels }));
+        examples.push((r.split, Example { classes: [z.class_0, z.class_1, z.class_2], loss: z.val_loss, probe }));
     }
     let train_ex: Vec<&Example> = examples.iter().filter(|x| x.0 == TaskSplit::Train).map(|x| &x.1).collect();
     let val_ex: Vec<&Example> = examples.iter().filter(|x| x.0 == TaskSplit::Val).map(|x| &x.1).collect();

@@ -37,11 +37,11 @@ use super::align::task_embeddings;
 use super::generator::{Generator, Prompt};
 use super::model::Aligner;
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
-use crate::nn::{self, CnnS, IMAGE_PIXELS};
+use crate::nn::{self, CnnS};
 use crate::sampling::normal_f32;
 use crate::tensors::NamedTensors;
 use crate::tensors::{self, TensorFile};
-use crate::weights::behaviour::spread;
+use crate::weights::behaviour::task_probe_images;
 use crate::weights::WeightCodec;
 
 /// One row of `samples.csv`.
@@ -197,24 +197,6 @@ fn scale_head(w: &mut NamedTensors, s: f64) {
     }
 }
 
-/// `count` training images of `task` (evenly spaced, as the behavioural probes) and their labels.
-fn calibration_set(task: &Task, data: &Dataset, count: usize) -> Result<(Vec<f32>, Vec<u8>), StageError> {
-    let mut images = Vec::with_capacity(count * IMAGE_PIXELS);
-    let mut labels = Vec::with_capacity(count);
-    for j in spread(task.train.len(), count) {
-        let i = task.train[j];
-        let label = data.train.labels.get(i).and_then(|&l| task.local_label(l)).ok_or_else(|| {
-            StageError::msg(format!("task {}: training image {i} is missing or not of the task's classes", task.id))
-        })?;
-        if data.train.image_len != IMAGE_PIXELS {
-            return Err(StageError::msg("loss_control = \"scale\" runs cnn-s models on 28×28 grey images"));
-        }
-        images.extend(data.train.image(i).iter().map(|&p| p as f32 / 255.0));
-        labels.push(label as u8);
-    }
-    Ok((images, labels))
-}
-
 /// Makes the weights of one task's prompts: `targets` × `draws`, target-major.
 type Maker<'a> = Box<dyn Fn(&Task, &[f64], usize) -> Result<Vec<NamedTensors>, StageError> + 'a>;
 
@@ -336,7 +318,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     for task in &test {
         let mut weights = maker(task, &grid, draws)?;
         let calibration = match (opts.calibrate, &data) {
-            (Some(n), Some(data)) => Some(calibration_set(task, data, n)?),
+            (Some(n), Some(data)) => Some(task_probe_images(task, data, n)?),
             _ => None,
         };
         for (i, w) in weights.iter_mut().enumerate() {

@@ -28,7 +28,7 @@ use wspace_stage_api::StageError;
 
 use super::autoencoder::Autoencoder;
 use super::pca::{RowRef, WeightPca};
-use crate::data::{Dataset, Tasks};
+use crate::data::{Dataset, Task, Tasks};
 use crate::nn::{self, CnnS, Workspace, IMAGE_PIXELS, NUM_CLASSES, NUM_PARAMS};
 use crate::zoo::store::Zoo;
 
@@ -39,6 +39,8 @@ pub struct Probe {
     pub images: Vec<f32>,
     /// The original model's logits, one per image.
     pub teacher: Vec<[f32; NUM_CLASSES]>,
+    /// The images' task-local labels.
+    pub labels: Vec<u8>,
 }
 
 /// The positions `⌊j·n/count⌋`, `j < min(count, n)`, of a list of `n` indices.
@@ -54,6 +56,30 @@ pub fn check_arch(arch: &str, what: &str) -> Result<(), StageError> {
     } else {
         Err(StageError::msg(format!("{what} runs `cnn-s` models (the fast kernel's gradient); this zoo's arch is `{arch}`")))
     }
+}
+
+/// `count` training images of `task` at the evenly spaced positions of [`spread`] (pixels/255, `n × 784`)
+/// and their task-local labels: the probes of the behavioural term, the generator and loss control.
+pub fn task_probe_images(task: &Task, data: &Dataset, count: usize) -> Result<(Vec<f32>, Vec<u8>), StageError> {
+    let mut images = Vec::with_capacity(count * IMAGE_PIXELS);
+    let mut labels = Vec::with_capacity(count);
+    for j in spread(task.train.len(), count) {
+        let i = task.train[j];
+        let label = data.train.labels.get(i).and_then(|&l| task.local_label(l));
+        match label {
+            Some(l) if data.train.image_len == IMAGE_PIXELS => {
+                images.extend(data.train.image(i).iter().map(|&p| p as f32 / 255.0));
+                labels.push(l as u8);
+            }
+            _ => {
+                return Err(StageError::msg(format!(
+                    "task {}: training image {i} is missing, not 28×28 grey or not of the task's classes",
+                    task.id
+                )))
+            }
+        }
+    }
+    Ok((images, labels))
 }
 
 /// The probes of every row (in order): `count` training images of the row's task, and the original
@@ -73,17 +99,10 @@ pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, co
                     task.train.len()
                 )));
             }
-            let mut images = Vec::with_capacity(count * IMAGE_PIXELS);
-            for j in spread(task.train.len(), count) {
-                let i = task.train[j];
-                if i >= data.train.len() || data.train.image_len != IMAGE_PIXELS {
-                    return Err(StageError::msg(format!("task {}: training image {i} is missing or not 28×28 grey", task.id)));
-                }
-                images.extend(data.train.image(i).iter().map(|&p| p as f32 / 255.0));
-            }
+            let (images, labels) = task_probe_images(task, data, count)?;
             let weights = CnnS::from_flat(zoo.flat(row)?);
             let teacher = nn::logits_f32(&weights, &images);
-            Ok(Probe { images, teacher })
+            Ok(Probe { images, teacher, labels })
         })
         .collect()
 }
