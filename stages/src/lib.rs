@@ -3,7 +3,8 @@
 //!
 //! What the kinds share has one home each: [`tensors`] (named tensors, safetensors, JSON and CSV
 //! files), [`sampling`] (every seeded random draw), [`fit`] (the AdamW loop with early stopping of
-//! the small candle networks), [`plot`] (charts).
+//! the small candle networks), [`ntxent`] (the contrastive loss of `align` and the token transformer),
+//! [`plot`] (charts).
 
 mod bench_args;
 pub mod data;
@@ -11,6 +12,7 @@ pub mod encoders;
 pub mod fit;
 pub mod generate;
 pub mod nn;
+pub mod ntxent;
 pub mod plot;
 pub mod resnet;
 pub mod sampling;

@@ -1,5 +1,5 @@
 //! The `align` stage: trains the results encoder and the shared encoder ([`super::model`]) with NT-Xent
-//! ([`super::ntxent`]) against the autoencoder's (fixed) weight latents.
+//! ([`crate::ntxent`]) against the autoencoder's (fixed) weight latents.
 //!
 //! # Pairs
 //! One pair per row of the `pca` input (its `pca.json` `rows`, in order = the rows of the autoencoder's
@@ -32,7 +32,7 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
 
 use super::model::{AlignConfig, Aligner};
-use super::ntxent::{self, cosine_matrix};
+use crate::ntxent::{self, cosine_matrix};
 use crate::data::TaskSplit;
 use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Objective};
 use crate::plot::{self, Chart, Heatmap, Series};

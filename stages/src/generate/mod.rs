@@ -4,7 +4,7 @@
 //! # Brief overview
 //! - [`model`]: the results encoder (binned validation loss → learned embedding) and the shared
 //!   encoder (MLP on `[dataset embedding; results embedding]` → `z_proj` in the weight latent space).
-//! - [`ntxent`]: the symmetric NT-Xent loss, checked against PyTorch.
+//! - [`crate::ntxent`]: the symmetric NT-Xent loss, checked against PyTorch (shared with the token transformer).
 //! - [`AlignKind`] (`kind = "align"`, inputs `zoo`, `pca`, `autoencoder`, `embed`): trains both encoders
 //!   against the autoencoder's fixed weight latents ([`align`]).
 //! - [`GeneratorKind`] (`kind = "generator"`, inputs `zoo`, `tasks`, `data`, `embed`): a conditional
@@ -23,7 +23,6 @@ pub mod evaluate;
 pub mod generator;
 pub mod headline;
 pub mod model;
-pub mod ntxent;
 pub mod report;
 pub mod sample;
 

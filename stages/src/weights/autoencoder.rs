@@ -56,6 +56,8 @@ use rayon::prelude::*;
 
 use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
+use super::tokens::TokenLayout;
+use super::transformer::{run_transformer, TransformerOptions};
 use crate::data::{Dataset, TaskSplit, Tasks};
 pub use crate::fit::EpochLoss;
 use crate::fit::{fit, write_history, FitOptions, FitParams, Objective};
@@ -266,6 +268,9 @@ pub struct AutoencoderOptions {
     pub fit: FitParams,
     /// `None`: the thesis's coefficient MSE alone; `Some`: the behavioural loss.
     pub behaviour: Option<BehaviourOptions>,
+    /// `Some`: `architecture = "transformer"`, the token transformer of [`super::transformer`] in place
+    /// of the MLP (`hidden`, `latent_dim` and `activation` are then unused).
+    pub transformer: Option<TransformerOptions>,
 }
 
 /// `loss = "behaviour"`: `beta · MSE / MSE₀ + (1 − beta) · distillation / distillation₀`, each term
@@ -285,6 +290,7 @@ impl Default for AutoencoderOptions {
             activation: Activation::Elu,
             fit: FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 1e-5, batch_size: 32, seed: 0 },
             behaviour: None,
+            transformer: None,
         }
     }
 }
@@ -581,6 +587,23 @@ impl AutoencoderOptions {
                 }),
                 _ => None,
             },
+            transformer: match ctx.str("architecture")? {
+                "transformer" => {
+                    let width = ctx.count("token_width")?;
+                    Some(TransformerOptions {
+                        d_model: positive("d_model")?,
+                        heads: positive("heads")?,
+                        layers: positive("layers")?,
+                        token_latent: positive("token_latent")?,
+                        token_width: (width > 0).then_some(width),
+                        permute: ctx.bool("permute")?,
+                        noise: ctx.non_negative("noise")?,
+                        contrastive_weight: ctx.non_negative("contrastive_weight")?,
+                        tau: ctx.positive_float("tau")?,
+                    })
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -593,7 +616,7 @@ impl StageKind for AutoencoderKind {
         2
     }
     fn summary(&self) -> &'static str {
-        "MLP autoencoder on the normalised PCA coefficients, early-stopped on the val split"
+        "weight autoencoder, early-stopped on the val split: an MLP on the normalised PCA coefficients, or a transformer on weight tokens"
     }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
@@ -623,12 +646,44 @@ impl StageKind for AutoencoderKind {
             ParamSpec::optional("temperature", Float, Value::Float(2.0), "loss = behaviour: distillation temperature T"),
         ];
         specs.extend(FitParams::specs(&d.fit, "mini-batch size"));
+        specs.extend([
+            ParamSpec::optional(
+                "architecture",
+                Choice(&["mlp", "transformer"]),
+                Value::Str("mlp".into()),
+                "mlp: the thesis's MLP on the PCA coefficients; transformer: a SANE-style transformer on weight tokens (one per neuron; needs the zoo input)",
+            ),
+            ParamSpec::optional("d_model", Int, Value::Int(64), "transformer: token embedding width"),
+            ParamSpec::optional("heads", Int, Value::Int(4), "transformer: attention heads (must divide d_model)"),
+            ParamSpec::optional("layers", Int, Value::Int(2), "transformer: blocks in the encoder and in the decoder"),
+            ParamSpec::optional("token_latent", Int, Value::Int(16), "transformer: latent values per token (latent = tokens × token_latent)"),
+            ParamSpec::optional(
+                "token_width",
+                Int,
+                Value::Int(0),
+                "transformer: values per token (0: the widest layer's fan_in + 1); narrower than a layer is refused",
+            ),
+            ParamSpec::optional(
+                "permute",
+                Bool,
+                Value::Bool(false),
+                "transformer: augment with random permutations of the hidden units (for random-init zoos)",
+            ),
+            ParamSpec::optional("noise", Float, Value::Float(0.05), "transformer: std of the noise added to the normalised input tokens"),
+            ParamSpec::optional(
+                "contrastive_weight",
+                Float,
+                Value::Float(0.1),
+                "transformer: weight of the NT-Xent term between the two augmented views (0: off)",
+            ),
+            ParamSpec::optional("tau", Float, Value::Float(0.1), "transformer: NT-Xent temperature"),
+        ]);
         specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
-            ("pca", true, "a `pca` stage"),
-            ("zoo", false, "the zoo the `pca` stage encoded (loss = behaviour)"),
+            ("pca", true, "a `pca` stage (its rows and splits; the MLP's coefficients)"),
+            ("zoo", false, "the zoo the `pca` stage encoded (loss = behaviour; architecture = transformer)"),
             ("tasks", false, "its `tasks` stage (loss = behaviour)"),
             ("data", false, "its `dataset` stage (loss = behaviour)"),
         ])
@@ -639,6 +694,9 @@ impl StageKind for AutoencoderKind {
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let opts = AutoencoderOptions::from_params(ctx.view())?;
+        if let Some(t) = &opts.transformer {
+            return run_transformer_stage(ctx, &opts, t);
+        }
         ctx.progress.message("training the weight autoencoder");
         let loaded = match (opts.behaviour, ctx.inputs.get("zoo"), ctx.inputs.get("tasks"), ctx.inputs.get("data")) {
             (Some(_), Some(z), Some(t), Some(d)) => Some((Zoo::load(z)?, Tasks::load(t)?, Dataset::load(d)?)),
@@ -653,4 +711,37 @@ impl StageKind for AutoencoderKind {
         run_autoencoder(ctx.input("pca")?, loaded.as_ref().map(|(z, t, d)| (z, t, d)), &opts, ctx.out, ctx.progress)?;
         Ok(())
     }
+}
+
+/// `architecture = "transformer"`: the token transformer on the zoo's weights of the `pca` input's rows.
+fn run_transformer_stage(ctx: &StageContext, opts: &AutoencoderOptions, t: &TransformerOptions) -> Result<(), StageError> {
+    let Some(zoo) = ctx.inputs.get("zoo") else {
+        return Err(StageError::msg(format!(
+            "stage `{}`: parameter `architecture` = \"transformer\" needs the `zoo` input (it tokenises the weights)",
+            ctx.stage
+        )));
+    };
+    let zoo = Zoo::load(zoo)?;
+    // Refused before any weight is read or trained: an unknown architecture, a too-narrow token.
+    TokenLayout::new(&zoo.meta.arch, t.token_width)?;
+    let sources = match (opts.behaviour, ctx.inputs.get("tasks"), ctx.inputs.get("data")) {
+        (Some(_), Some(tk), Some(d)) => Some((Tasks::load(tk)?, Dataset::load(d)?)),
+        (Some(_), ..) => {
+            return Err(StageError::msg(format!(
+                "stage `{}`: parameter `loss` = \"behaviour\" needs the inputs `zoo`, `tasks` and `data`",
+                ctx.stage
+            )))
+        }
+        _ => None,
+    };
+    ctx.progress.message("training the token transformer");
+    run_transformer(
+        ctx.input("pca")?,
+        &zoo,
+        sources.as_ref().map(|(tk, d)| (tk, d)),
+        opts,
+        ctx.out,
+        ctx.progress,
+    )?;
+    Ok(())
 }

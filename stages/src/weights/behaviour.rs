@@ -10,10 +10,11 @@
 //! # The loss and its gradient
 //! A decoded model's behavioural loss is the distillation loss of [`crate::nn::distill`] (KL between
 //! the teacher's and the decoded model's softened outputs at temperature `T`, times `T²`). Its gradient
-//! with respect to the normalised PCA coefficients `z` flows back through the cnn-s backward pass
-//! (∂ℓ/∂w) and the transpose of the linear decoding `z → w`
-//! ([`WeightPca::flat_gradient_to_normalised`]); the autoencoder's candle graph takes it from there as
-//! the upstream gradient of its output ([`surrogate`]).
+//! with respect to the decoder's output `y` flows back through the cnn-s backward pass (∂ℓ/∂w) and the
+//! transpose of the linear map `y → w` ([`WeightMap`]: for the MLP autoencoder `y` is the normalised
+//! PCA coefficients and the map is the inverse PCA; for the token transformer `y` is the normalised
+//! tokens and the map de-normalises and detokenises); the autoencoder's candle graph takes it from
+//! there as the upstream gradient of its output ([`surrogate`]).
 //!
 //! # Latent refinement ([`refine`])
 //! At encode time the latent `h` of a model can be moved to match the model's outputs better:
@@ -26,7 +27,6 @@ use candle_core::{Device, Tensor, Var};
 use rayon::prelude::*;
 use wspace_stage_api::StageError;
 
-use super::autoencoder::Autoencoder;
 use super::pca::{RowRef, WeightPca};
 use crate::data::{Dataset, Task, Tasks};
 use crate::nn::{self, CnnS, Workspace, IMAGE_PIXELS, NUM_CLASSES, NUM_PARAMS};
@@ -107,20 +107,44 @@ pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, co
         .collect()
 }
 
-/// The behavioural loss of the model decoded from normalised coefficients `z` and, when `grad`, its
-/// gradient with respect to `z`.
-pub fn loss_and_gradient(pca: &WeightPca, z: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
+/// A decoder's output space as the behavioural term sees it: the linear map from one model's output
+/// row to its flat cnn-s weights, and that map's transpose (which carries a weight gradient back).
+pub trait WeightMap: Sync {
+    /// One model's decoder output → flat weights ([`NUM_PARAMS`], `state_dict` order).
+    fn to_flat(&self, y: &[f32]) -> Vec<f32>;
+    /// ∂ℓ/∂w → ∂ℓ/∂y.
+    fn flat_gradient_to_output(&self, g: &[f32]) -> Vec<f32>;
+}
+
+impl WeightMap for WeightPca {
+    fn to_flat(&self, z: &[f32]) -> Vec<f32> {
+        self.normalised_to_flat(z)
+    }
+    fn flat_gradient_to_output(&self, g: &[f32]) -> Vec<f32> {
+        self.flat_gradient_to_normalised(g)
+    }
+}
+
+/// The behavioural loss of the model decoded from the decoder output `y` and, when `grad`, its
+/// gradient with respect to `y`.
+pub fn loss_and_gradient(
+    map: &dyn WeightMap,
+    y: &[f32],
+    probe: &Probe,
+    temperature: f32,
+    grad: bool,
+) -> (f64, Option<Vec<f32>>) {
     thread_local! {
         // One kernel workspace (≈ 0.5 MB) per worker thread, not one per call.
         static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
     }
-    let w = pca.normalised_to_flat(z);
+    let w = map.to_flat(y);
     debug_assert_eq!(w.len(), NUM_PARAMS);
     WORKSPACE.with_borrow_mut(|ws| {
         if grad {
             let mut g = vec![0.0f32; NUM_PARAMS];
             let loss = nn::distill(&w, &probe.images, &probe.teacher, temperature, Some(&mut g), ws);
-            (loss, Some(pca.flat_gradient_to_normalised(&g)))
+            (loss, Some(map.flat_gradient_to_output(&g)))
         } else {
             (nn::distill(&w, &probe.images, &probe.teacher, temperature, None, ws), None)
         }
@@ -143,11 +167,14 @@ pub struct Refined {
     pub loss_after: f64,
 }
 
+/// A frozen decoder: latents `[n, latent]` → outputs `[n, …]` (the space of a [`WeightMap`]).
+pub type Decoder<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
+
 /// Latent refinement (see the module doc): `steps` Adam steps on `latent` through the frozen decoder.
 /// Keeps the best latent seen (the loss is measured before each step and after the last).
 pub fn refine(
-    ae: &Autoencoder,
-    pca: &WeightPca,
+    decoder: &Decoder,
+    map: &dyn WeightMap,
     latent: &[f32],
     probe: &Probe,
     temperature: f32,
@@ -162,9 +189,9 @@ pub fn refine(
     let mut best: Option<(f64, Vec<f32>)> = None;
     let mut first = f64::NAN;
     for step in 0..=steps {
-        let z_t = ae.decode_tensor(h.as_tensor()).map_err(e)?;
+        let z_t = decoder(h.as_tensor()).map_err(e)?;
         let z: Vec<f32> = z_t.flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
-        let (loss, g) = loss_and_gradient(pca, &z, probe, temperature, step < steps);
+        let (loss, g) = loss_and_gradient(map, &z, probe, temperature, step < steps);
         let current: Vec<f32> = h.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
         if step == 0 {
             first = loss;

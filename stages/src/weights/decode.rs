@@ -8,6 +8,10 @@
 //!  → named tensors in `state_dict` order → Network::build(arch, …)
 //! ```
 //!
+//! With a token transformer (`autoencoder.architecture = "transformer"`, [`super::transformer`]) the
+//! latent is the per-token latent `[tokens · token_latent]` and decoding is transformer decoder →
+//! de-normalised tokens → detokenised weights; the PCA is not on that path.
+//!
 //! [`WeightCodec`] does both directions for any architecture the `pca` stage saw; [`Network`] turns
 //! named tensors into a model that runs. Architectures:
 //! - `cnn-s`: no normalisation layers, nothing to refit.
@@ -27,20 +31,33 @@ use candle_core::{Device, Tensor};
 
 use super::autoencoder::Autoencoder;
 use super::pca::WeightPca;
+use super::transformer::TokenAutoencoder;
 use crate::nn::{self, CnnS, Evaluation};
 use crate::resnet::{self, ImageSet, InputTransform, ResNet18, TensorKind};
 use crate::tensors::{candle_error, NamedTensors};
 
-/// The weight encoder: the fitted PCA and, optionally, the autoencoder on top of it.
+/// The weight encoder: the fitted PCA and, optionally, the autoencoder on top of it — the MLP on the
+/// coefficients, or the token transformer (at most one of the two).
 pub struct WeightCodec {
     pub pca: WeightPca,
     pub autoencoder: Option<Autoencoder>,
+    pub tokens: Option<TokenAutoencoder>,
 }
 
 impl WeightCodec {
     /// Reads a `pca` stage's output and, when given, an `autoencoder` stage's output (trained on it).
     pub fn load(pca_dir: &Path, autoencoder_dir: Option<&Path>) -> Result<WeightCodec, StageError> {
         let pca = WeightPca::load(pca_dir)?;
+        if let Some(dir) = autoencoder_dir.filter(|d| TokenAutoencoder::is_in(d)) {
+            let tokens = TokenAutoencoder::load(dir)?;
+            if tokens.config.arch != pca.arch {
+                return Err(StageError::msg(format!(
+                    "the transformer encodes `{}` weights but the PCA's zoo is `{}`: it was trained on another zoo",
+                    tokens.config.arch, pca.arch
+                )));
+            }
+            return Ok(WeightCodec { pca, autoencoder: None, tokens: Some(tokens) });
+        }
         let autoencoder = autoencoder_dir.map(Autoencoder::load).transpose()?;
         if let Some(ae) = &autoencoder {
             if ae.config.input_dim != pca.coefficient_dim() {
@@ -51,7 +68,7 @@ impl WeightCodec {
                 )));
             }
         }
-        Ok(WeightCodec { pca, autoencoder })
+        Ok(WeightCodec { pca, autoencoder, tokens: None })
     }
 
     /// The architecture the codec's weights belong to (the zoo's `arch`).
@@ -61,11 +78,18 @@ impl WeightCodec {
 
     /// Length of a latent vector: the autoencoder's latent size, or the coefficient dimension without one.
     pub fn latent_dim(&self) -> usize {
+        if let Some(t) = &self.tokens {
+            return t.config.latent_dim();
+        }
         self.autoencoder.as_ref().map_or(self.pca.coefficient_dim(), |ae| ae.config.latent_dim)
     }
 
     /// One model's weights → its latent vector.
     pub fn encode(&self, weights: &NamedTensors) -> Result<Vec<f32>, StageError> {
+        if let Some(t) = &self.tokens {
+            let flat = t.normaliser.layout.detokenise(&t.normaliser.layout.tokenise_named(weights)?);
+            return t.encode(&[&flat]);
+        }
         let z = self.pca.normalise(&self.pca.encode(weights)?);
         match &self.autoencoder {
             Some(ae) => ae.encode(&z),
@@ -95,6 +119,9 @@ impl WeightCodec {
 
     /// Latent vectors (`n × latent_dim`) → named tensors of `n` models.
     pub fn decode(&self, latents: &[f32]) -> Result<Vec<NamedTensors>, StageError> {
+        if let Some(t) = &self.tokens {
+            return t.decode_weights(latents);
+        }
         let d = self.pca.coefficient_dim();
         let z = self.latents_to_normalised(latents)?;
         if d == 0 {

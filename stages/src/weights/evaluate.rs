@@ -7,6 +7,9 @@
 //! - `pca`: inverse PCA of its own coefficients (the loss of the PCA alone);
 //! - `pca_ae`: encoder → latent → decoder → inverse PCA (the whole weight encoder; present when the
 //!   `autoencoder` input is connected), so the two losses can be told apart;
+//! - `tokens_ae`, `tokens_ae_refined` in place of `pca_ae`, `pca_ae_refined` when the `autoencoder`
+//!   input is a token transformer (`architecture = "transformer"`): tokens → transformer → latent →
+//!   transformer decoder → detokenised weights (the PCA is then only the `pca` reference);
 //! - `pca_ae_refined` (with `refine_steps` > 0): the `pca_ae` latent after latent refinement
 //!   ([`super::behaviour::refine`]: Adam steps on the latent through the frozen decoder, matching the
 //!   original's outputs on `probe_images` of its task's *training* images — never the test images
@@ -35,7 +38,7 @@
 //! | `decoded/m<id>-<checkpoint>-<variant>.safetensors` | every reconstruction's weights, with the zoo's tensor names and shapes (`decoded/mean.safetensors`: the `mean` reference) |
 //! | `reconstruction.csv` | one row per (model, reconstruction): `model_id, checkpoint, task_id, variant, file (its weights, relative to the output), weight_mse, synthetic_agreement, synthetic_correlation, synthetic_cosine, synthetic_output_mse, real_agreement, real_correlation, real_cosine, real_output_mse, original_accuracy, accuracy` |
 //! | `metrics.json` | `models`, `original_accuracy`, and per variant `weight_mse`, `synthetic.{agreement, correlation, cosine}`, `real.{agreement, correlation, cosine, accuracy}` (means); the per-model values as arrays under `distributions` (arrays are not sweep-table columns) |
-//! | `agreement.svg` | real-data agreement per model, sorted (x = rank, y = agreement), one line per variant (`pca` blue, `pca_ae` orange, `pca_ae_refined` green, `mean` grey), legend |
+//! | `agreement.svg` | real-data agreement per model, sorted (x = rank, y = agreement), one line per variant (`pca` blue, `pca_ae` orange, `pca_ae_refined` green, `tokens_ae` red, `tokens_ae_refined` purple, `mean` grey), legend |
 //! | `correlation.svg` | the same for the real-data output correlation |
 
 use std::collections::BTreeMap;
@@ -274,7 +277,7 @@ pub fn run_evaluation(
         None => None,
     };
     if opts.refine.steps > 0 {
-        if codec.autoencoder.is_none() {
+        if codec.autoencoder.is_none() && codec.tokens.is_none() {
             return Err(StageError::msg("parameter `refine_steps` > 0 needs the `autoencoder` input (it refines latents)"));
         }
         behaviour::check_arch(codec.arch(), "latent refinement")?;
@@ -324,8 +327,19 @@ pub fn run_evaluation(
                     let o = opts.refine;
                     let probe = behaviour::load_probes(std::slice::from_ref(r), zoo, tasks, data, o.probe_images)?.remove(0);
                     let latent = &latents[t * ae.config.latent_dim..(t + 1) * ae.config.latent_dim];
-                    let refined = behaviour::refine(ae, pca, latent, &probe, o.temperature, o.steps, o.lr)?;
+                    let refined = behaviour::refine(&|h| ae.decode_tensor(h), pca, latent, &probe, o.temperature, o.steps, o.lr)?;
                     push("pca_ae_refined", &codec.normalised_to_weights(&ae.decode(&refined.latent)?)?)?;
+                }
+            }
+            if let Some(tok) = &codec.tokens {
+                let latent = tok.encode(&[&w])?;
+                push("tokens_ae", &tok.decode_weights(&latent)?.remove(0))?;
+                if opts.refine.steps > 0 {
+                    let o = opts.refine;
+                    let probe = behaviour::load_probes(std::slice::from_ref(r), zoo, tasks, data, o.probe_images)?.remove(0);
+                    let decoder = |h: &candle_core::Tensor| tok.decode_flat_tensor(h);
+                    let refined = behaviour::refine(&decoder, &tok.normaliser, &latent, &probe, o.temperature, o.steps, o.lr)?;
+                    push("tokens_ae_refined", &tok.decode_weights(&refined.latent)?.remove(0))?;
                 }
             }
             comparisons.push(compare(
@@ -442,6 +456,8 @@ pub fn run_evaluation(
         "pca" => plot::BLUE,
         "pca_ae" => plot::ORANGE,
         "pca_ae_refined" => plot::GREEN,
+        "tokens_ae" => plot::RED,
+        "tokens_ae_refined" => plot::PURPLE,
         _ => plot::GREY,
     };
     for (file, key, title, y) in [

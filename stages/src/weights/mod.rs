@@ -22,6 +22,8 @@ pub mod decode;
 pub mod evaluate;
 pub mod linalg;
 pub mod pca;
+pub mod tokens;
+pub mod transformer;
 
 #[cfg(test)]
 mod tests;

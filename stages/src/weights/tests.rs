@@ -434,7 +434,7 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     let codec = WeightCodec::load(&pca_dir, Some(&mse_dir)).unwrap();
     let ae = codec.autoencoder.as_ref().unwrap();
     let latent = ae.encode(&codec.pca.normalise(coefficients.row(train[0]))).unwrap();
-    let r = behaviour::refine(ae, &codec.pca, &latent, &probes[0], 2.0, 10, 0.05).unwrap();
+    let r = behaviour::refine(&|h| ae.decode_tensor(h), &codec.pca, &latent, &probes[0], 2.0, 10, 0.05).unwrap();
     assert!(r.loss_after < r.loss_before, "{} → {}", r.loss_before, r.loss_after);
 
     // evaluate-reconstruction with refinement: a fourth variant, and every reconstruction's weights on
