@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn matches_pytorch_reference() {
-        let fixture: serde_json::Value = serde_json::from_str(include_str!("../../tests/fixtures/generate/ntxent.json")).unwrap();
+        let fixture: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/generate/ntxent.json")).unwrap();
         for case in fixture["cases"].as_array().unwrap() {
             let n = case["n"].as_u64().unwrap() as usize;
             let k = case["k"].as_u64().unwrap() as usize;

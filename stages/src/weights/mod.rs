@@ -27,6 +27,8 @@ pub mod transformer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transformer_tests;
 
 pub use autoencoder::{Autoencoder, AutoencoderKind, AutoencoderOptions};
 pub use decode::{Network, WeightCodec};

@@ -126,7 +126,7 @@ fn output_comparison_of_equal_and_opposite_outputs() {
 }
 
 /// A dataset, 20 tasks and a zoo of 2-epoch `cnn-s` models in `root`.
-fn tiny_zoo(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(super) fn tiny_zoo(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (data_dir, tasks_dir, zoo_dir) = (root.join("data"), root.join("tasks"), root.join("zoo"));
     let data = DatasetOptions { train_per_class: 30, test_per_class: 12, ..DatasetOptions::default() }.build().unwrap();
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -144,7 +144,7 @@ fn tiny_zoo(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (data_dir, tasks_dir, zoo_dir)
 }
 
-fn read_metrics(dir: &Path) -> serde_json::Value {
+pub(super) fn read_metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
 }
 
