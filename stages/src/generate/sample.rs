@@ -1,4 +1,4 @@
-//! The `sample` stage: prompts → weights. For every test-split task of the `tasks` input, every target
+//! The `sample` stage: prompts → weights. For every task of the `prompts` split of the `tasks` input, every target
 //! loss of a grid and `samples_per_prompt` draws, one model's weights, by the stage's `method`:
 //! - `"align"` (the thesis): `z_proj = align(task embedding, target)` decoded by the weight codec
 //!   (autoencoder decoder → de-normalisation → inverse PCA). Draw 0 is `z_proj` itself; draw `j ≥ 1`
@@ -6,8 +6,16 @@
 //!   latents. Inputs `align`, `pca`, `autoencoder`, `embed`.
 //! - `"generator"`: the `generator` stage's model ([`super::generator`]) with a fresh `ξ` per draw.
 //!   Input `generator`.
+//! - `"kde"` (SANE's sampling, for either weight codec): a draw is a train-split latent `h_c` of the
+//!   `autoencoder` input's `latents.safetensors` chosen uniformly, plus `N(0, (bandwidth·s_i)²)` on
+//!   coordinate `i` (`s_i` the coordinate's std over all train-split latents): a Gaussian kernel density
+//!   estimate, decoded by the codec. The kernels are the train-split latents of the prompt's own task
+//!   when the zoo has models of it (SANE's zero-shot sampling of a zoo's task: `prompts = "train"`), and
+//!   all train-split latents otherwise (an unseen triplet: sampling that ignores the prompt). It ignores
+//!   the target loss (loss control still applies). Inputs `pca`, `autoencoder`, `zoo` (the loss range).
 //!
-//! The grid: `targets` values evenly spaced over the method's loss range (the train split's `val_loss`
+//! Prompts: every task of the split `prompts` (default `test`: unseen triplets; `train`: the zoo's own
+//! tasks). The grid: `targets` values evenly spaced over the method's loss range (the train split's `val_loss`
 //! range, `loss_min` … `loss_max`; one value = the midpoint), or the losses listed in `target_losses`:
 //! a listed loss outside the range is **refused** with an error naming it and the range (a model of
 //! that loss was never seen). Draws are seeded by `seed`, the task and the draw index.
@@ -24,7 +32,7 @@
 //! | --- | --- |
 //! | `samples/t<task>-<k>-<draw>.safetensors` | `F32` weights with the zoo's parameter names and shapes (`state_dict` order) |
 //! | `samples.csv` | `sample,prompt,draw,task_id,class_0,class_1,class_2,target_loss,head_scale,file` (`prompt`: task × target, shared by its draws; `head_scale` 1 without loss control) |
-//! | `metrics.json` | `method`, `samples`, `prompts`, `tasks`, `targets`, `samples_per_prompt`, `loss_min`, `loss_max`, `arch` |
+//! | `metrics.json` | `method`, `prompt_split`, `samples`, `prompts`, `tasks`, `targets`, `samples_per_prompt`, `loss_min`, `loss_max`, `arch`; with `kde`: `bandwidth`, `kde_own_task_prompts` (tasks whose kernels were their own models) |
 
 use std::path::Path;
 
@@ -38,11 +46,12 @@ use super::generator::{Generator, Prompt};
 use super::model::Aligner;
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
 use crate::nn::{self, CnnS};
-use crate::sampling::normal_f32;
+use crate::sampling::{below, normal_f32};
 use crate::tensors::NamedTensors;
 use crate::tensors::{self, TensorFile};
 use crate::weights::behaviour::task_probe_images;
-use crate::weights::WeightCodec;
+use crate::weights::{Coefficients, WeightCodec};
+use crate::zoo::Zoo;
 
 /// One row of `samples.csv`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -88,6 +97,17 @@ pub fn target_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 pub enum Method {
     Align,
     Generator,
+    Kde,
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Align => "align",
+            Method::Generator => "generator",
+            Method::Kde => "kde",
+        }
+    }
 }
 
 /// The checked parameters of a `sample` stage.
@@ -101,6 +121,10 @@ pub struct SampleOptions {
     /// `Some(n)`: scale each sample's head to its target loss on `n` training images of its task.
     pub calibrate: Option<usize>,
     pub seed: u64,
+    /// Whose tasks are prompted.
+    pub prompts: TaskSplit,
+    /// `kde`: kernel std as a fraction of each latent coordinate's std.
+    pub bandwidth: f64,
 }
 
 impl SampleOptions {
@@ -116,6 +140,7 @@ impl SampleOptions {
         Ok(SampleOptions {
             method: match p.str("method")? {
                 "generator" => Method::Generator,
+                "kde" => Method::Kde,
                 _ => Method::Align,
             },
             targets: p.positive("targets")?,
@@ -126,6 +151,8 @@ impl SampleOptions {
                 _ => None,
             },
             seed: p.int("seed")? as u64,
+            prompts: if p.str("prompts")? == "train" { TaskSplit::Train } else { TaskSplit::Test },
+            bandwidth: p.positive_float("bandwidth")?,
         })
     }
 
@@ -267,6 +294,81 @@ impl AlignMethod {
     }
 }
 
+/// The `kde` method (see the module doc).
+struct KdeMethod {
+    codec: WeightCodec,
+    /// Train-split latents, `n × k`.
+    latents: Vec<f32>,
+    /// Their task ids.
+    tasks: Vec<usize>,
+    /// Per-coordinate std over them.
+    std: Vec<f32>,
+    bandwidth: f32,
+    /// The train split's `val_loss` range.
+    range: (f64, f64),
+}
+
+impl KdeMethod {
+    fn load(pca: &Path, ae: &Path, zoo: &Path, bandwidth: f64) -> Result<Self, StageError> {
+        let codec = WeightCodec::load(pca, Some(ae))?;
+        let k = codec.latent_dim();
+        let rows = Coefficients::load(pca)?.meta.rows;
+        let file = TensorFile::open(&ae.join("latents.safetensors"))?;
+        let all = file.f32("latents")?;
+        if all.shape != [rows.len(), k] {
+            return Err(StageError::msg(format!(
+                "{}: `latents` is {:?} but the `pca` input has {} rows of latent {k}: the autoencoder was trained on another `pca`",
+                file.path(),
+                all.shape,
+                rows.len()
+            )));
+        }
+        let zoo = Zoo::load(zoo)?;
+        let (mut latents, mut tasks, mut losses) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in rows.iter().enumerate().filter(|(_, r)| r.split == TaskSplit::Train) {
+            latents.extend_from_slice(&all.values[i * k..(i + 1) * k]);
+            tasks.push(r.task_id);
+            losses.push(zoo.row_of(r)?.val_loss);
+        }
+        if tasks.is_empty() {
+            return Err(StageError::msg("method `kde`: the `pca` input has no train-split rows to place kernels on"));
+        }
+        let n = tasks.len() as f64;
+        let std = (0..k)
+            .map(|i| {
+                let col = latents.iter().skip(i).step_by(k);
+                let mean = col.clone().map(|&v| v as f64).sum::<f64>() / n;
+                (col.map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+            })
+            .collect();
+        let range = losses.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        Ok(KdeMethod { codec, latents, tasks, std, bandwidth: bandwidth as f32, range })
+    }
+
+    /// The kernels of a task: its own train-split latents, or all of them when it has none.
+    fn kernels(&self, task: usize) -> Vec<usize> {
+        let own: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i] == task).collect();
+        if own.is_empty() {
+            (0..self.tasks.len()).collect()
+        } else {
+            own
+        }
+    }
+
+    fn make(&self, task: &Task, grid: &[f64], draws: usize, seed: u64) -> Result<Vec<NamedTensors>, StageError> {
+        let k = self.codec.latent_dim();
+        let kernels = self.kernels(task.id);
+        let mut rng = draw_rng(seed, task.id);
+        let mut all = Vec::with_capacity(grid.len() * draws * k);
+        for _ in 0..grid.len() * draws {
+            let c = kernels[below(&mut rng, kernels.len() as u64) as usize];
+            let centre = &self.latents[c * k..(c + 1) * k];
+            all.extend(centre.iter().zip(&self.std).map(|(v, s)| v + self.bandwidth * s * normal_f32(&mut rng)));
+        }
+        self.codec.decode(&all)
+    }
+}
+
 pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json::Value, StageError> {
     let tasks = Tasks::load(ctx.input("tasks")?)?;
     let need = |slot: &str| {
@@ -274,12 +376,13 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
             StageError::msg(format!(
                 "stage `{}`: method `{}` needs the `{slot}` input",
                 ctx.stage,
-                if opts.method == Method::Align { "align" } else { "generator" }
+                opts.method.name()
             ))
         })
     };
     let draws = opts.samples_per_prompt;
     let seed = opts.seed;
+    let mut own_task_prompts = 0;
     let (maker, (lo, hi), arch): (Maker, (f64, f64), String) = match opts.method {
         Method::Align => {
             let m = AlignMethod::load(need("align")?, need("pca")?, need("autoencoder")?, need("embed")?)?;
@@ -301,6 +404,12 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
             };
             (Box::new(make), range, "cnn-s".to_string())
         }
+        Method::Kde => {
+            let m = KdeMethod::load(need("pca")?, need("autoencoder")?, need("zoo")?, opts.bandwidth)?;
+            let (range, arch) = (m.range, m.codec.arch().to_string());
+            own_task_prompts = tasks.split(opts.prompts).filter(|t| m.tasks.contains(&t.id)).count();
+            (Box::new(move |t, g, d| m.make(t, g, d, seed)), range, arch)
+        }
     };
     let grid = opts.grid(lo, hi)?;
     let data = match opts.calibrate {
@@ -313,7 +422,10 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     let out = ctx.out;
     std::fs::create_dir_all(out.join("samples")).map_err(|e| StageError::io(out.join("samples"), e))?;
     let mut rows = Vec::new();
-    let test: Vec<_> = tasks.split(TaskSplit::Test).collect();
+    let test: Vec<_> = tasks.split(opts.prompts).collect();
+    if test.is_empty() {
+        return Err(StageError::param("prompts", format!("the `tasks` input has no {}-split tasks to prompt", opts.prompts.as_str())));
+    }
     ctx.progress.start(test.len() as u64, "tasks");
     for task in &test {
         let mut weights = maker(task, &grid, draws)?;
@@ -352,8 +464,9 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
         w.serialize(r).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
     }
     w.flush().map_err(|e| StageError::io(&path, e))?;
-    let metrics = json!({
-        "method": if opts.method == Method::Align { "align" } else { "generator" },
+    let mut metrics = json!({
+        "method": opts.method.name(),
+        "prompt_split": opts.prompts.as_str(),
         "samples": rows.len(),
         "prompts": rows.len() / draws,
         "tasks": test.len(),
@@ -363,6 +476,10 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
         "loss_max": hi,
         "arch": arch,
     });
+    if opts.method == Method::Kde {
+        metrics["bandwidth"] = json!(opts.bandwidth);
+        metrics["kde_own_task_prompts"] = json!(own_task_prompts);
+    }
     tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
@@ -375,17 +492,17 @@ impl StageKind for SampleKind {
         "sample"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
-        "P(W | D, R): weights for every test task × target loss × draw, by the align method or a generator"
+        "P(W | D, R): weights for every test task × target loss × draw, by the align method, a generator, or SANE's KDE"
     }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
         vec![
             ParamSpec::optional(
                 "method",
-                Choice(&["align", "generator"]),
+                Choice(&["align", "generator", "kde"]),
                 Value::Str("align".into()),
                 "how weights are made (see the stage doc)",
             ),
@@ -410,14 +527,27 @@ impl StageKind for SampleKind {
             ),
             ParamSpec::optional("calibration_images", Int, Value::Int(256), "loss_control = \"scale\": training images per task"),
             ParamSpec::optional("seed", Int, Value::Int(0), "seeds the draws"),
+            ParamSpec::optional(
+                "prompts",
+                Choice(&["test", "train"]),
+                Value::Str("test".into()),
+                "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)",
+            ),
+            ParamSpec::optional(
+                "bandwidth",
+                Float,
+                Value::Float(0.1),
+                "method kde: kernel std, as a fraction of each latent coordinate's std over the train split",
+            ),
         ]
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
             ("tasks", true, "the `tasks` stage (which tasks are test tasks)"),
             ("align", false, "method align: an `align` stage"),
-            ("pca", false, "method align: the `pca` stage the autoencoder was trained on"),
-            ("autoencoder", false, "method align: the `autoencoder` stage (its decoder)"),
+            ("pca", false, "methods align, kde: the `pca` stage the autoencoder was trained on"),
+            ("autoencoder", false, "methods align, kde: the `autoencoder` stage (its decoder; kde: its latents)"),
+            ("zoo", false, "method kde: the zoo (the train split's loss range)"),
             ("embed", false, "method align: the `dataset-embed` stage the align stage used"),
             ("generator", false, "method generator: a `generator` stage"),
             ("data", false, "loss_control = \"scale\": the zoo's `dataset` stage (training images)"),

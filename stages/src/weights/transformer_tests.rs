@@ -198,3 +198,28 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
     }
     assert!(em.get("pca_ae").is_none());
 }
+
+/// The hand-built encoder and decoder equal PyTorch's `TransformerEncoderLayer` stack on the same
+/// weights. Expected numbers: `scripts/weights/transformer_reference.py` → `stages/tests/fixtures/transformer/`
+/// (weights N(0, 0.3²) in float32, outputs in float64). Tolerance: both sides are O(1) values after
+/// eight f32 layers of width ≤ 201 (each an f32 dot product, relative error ≲ 201·2⁻²⁴ ≈ 1.2e-5 per
+/// layer); 1e-4 absolute covers that with room, and a wrong head split, norm placement or GELU is off
+/// by ≫ 1e-2.
+#[test]
+fn transformer_matches_pytorch() {
+    use candle_core::{Device, Tensor};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformer");
+    let model = TokenAutoencoder::load(&dir).unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let values = |k: &str| -> Vec<f32> { expected[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect() };
+    let x = Tensor::from_vec(values("input"), (1, 41, 201), &Device::Cpu).unwrap();
+    let z: Vec<f32> = model.encode_tensor(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let want_z = values("latents");
+    assert_eq!(z.len(), want_z.len());
+    let worst = z.iter().zip(&want_z).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "encoder differs from PyTorch by {worst}");
+    let zt = Tensor::from_vec(want_z, (1, 41, 3), &Device::Cpu).unwrap();
+    let y: Vec<f32> = model.decode_tensor(&zt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let worst = y.iter().zip(&values("decoded")).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "decoder differs from PyTorch by {worst}");
+}
