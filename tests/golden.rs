@@ -1,10 +1,10 @@
 //! The whole science end to end on a tiny zoo — dataset → tasks → zoo (shared init) → canonicalise →
-//! pca → autoencoder (behavioural loss) → dataset-embed → align, multiclass, generator → sample →
-//! evaluate-samples → report (and evaluate-reconstruction) — and every stage kind's output bytes pinned
-//! to its code version.
+//! pca → autoencoder (behavioural loss; and the token transformer) → dataset-embed → align, multiclass,
+//! generator → sample (generator; and SANE's KDE on the transformer) → evaluate-samples → report (and
+//! evaluate-reconstruction) — and every stage's output bytes pinned to its kind's code version.
 //!
 //! A kind whose output bytes change must bump its `version()` (the cache would otherwise serve old
-//! results as if they were new). [`GOLDEN`] records, per kind, the version and the output hash (the
+//! results as if they were new). [`GOLDEN`] records, per stage, its kind's version and the output hash (the
 //! tree hash of its output directory) on the tiny pipeline below. When a kind's output changes, this
 //! test fails and prints the new hash; after bumping the kind's version, update its row (one line).
 //! Stages downstream of a changed one get new inputs, so their hashes change too: the failure lists
@@ -14,22 +14,24 @@ mod common;
 
 use common::Project;
 
-/// `(kind, code version, output hash on TINY)`.
-const GOLDEN: &[(&str, u32, &str)] = &[
-    ("dataset", 1, "d7cb01f7c02d832df96f2141b8375c92201784991c189b40ef4fa34e47e23a88"),
-    ("tasks", 1, "1fbbbd46792634842833c98356e5f8cd0f1e02ac790ea41751c3975d98465982"),
-    ("zoo", 3, "15116ec07adbe950b918cd52ec7647fc02fbe76292462ef8bcad9fe7332732fe"),
-    ("canonicalise", 1, "b69fe222c87c4c20a26edb9a6673ca36ba2de11699c2cdbddb45e05a691252b5"),
-    ("dataset-embed", 2, "d4d766076e00f66a6c4ab2d9e0974547165afbcde673f0712c0dd569b5afda2b"),
-    ("pca", 2, "5467488a0a5cbca6f83238b49c23889ea9c11a39e1c0f3036f6ca100384b8670"),
-    ("autoencoder", 2, "c71df5805edd72615227670f4b1fc609ec775ce02cc10711a635060af4cd0735"),
-    ("evaluate-reconstruction", 2, "67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27"),
-    ("align", 2, "e6e150339c21afd56bfa357a247d5e77ac97e87cd33010cff4db6c3a2c23cf74"),
-    ("multiclass", 1, "0b2dd1968539debddb8c494ff702f5cde6bd45f77ac0616ecfbf188c67dff690"),
-    ("generator", 1, "a4d1abeba43943dbba0e140e5af5226250c4b3b13a4437f29c345fd7001d4eca"),
-    ("sample", 2, "a908c6803e983c769fd6c35b5ca62b418e66df17653b045f62e25eb0626dd603"),
-    ("evaluate-samples", 4, "e8502b3489f85b616bb4e77ab9f9ece0e02a2ccaf0f59d7d4a1515f52d43b009"),
-    ("report", 4, "d87e3eb2e09143c047fd3d3665615e4ddcf69021410af9645b1959fdc35844a7"),
+/// `(stage, kind, code version, output hash on TINY)`.
+const GOLDEN: &[(&str, &str, u32, &str)] = &[
+    ("data", "dataset", 1, "d7cb01f7c02d832df96f2141b8375c92201784991c189b40ef4fa34e47e23a88"),
+    ("tasks", "tasks", 1, "1fbbbd46792634842833c98356e5f8cd0f1e02ac790ea41751c3975d98465982"),
+    ("zoo", "zoo", 3, "15116ec07adbe950b918cd52ec7647fc02fbe76292462ef8bcad9fe7332732fe"),
+    ("canonical", "canonicalise", 1, "b69fe222c87c4c20a26edb9a6673ca36ba2de11699c2cdbddb45e05a691252b5"),
+    ("dataset_embed", "dataset-embed", 2, "d4d766076e00f66a6c4ab2d9e0974547165afbcde673f0712c0dd569b5afda2b"),
+    ("pca", "pca", 2, "5467488a0a5cbca6f83238b49c23889ea9c11a39e1c0f3036f6ca100384b8670"),
+    ("autoencoder", "autoencoder", 2, "c71df5805edd72615227670f4b1fc609ec775ce02cc10711a635060af4cd0735"),
+    ("tokens", "autoencoder", 2, "9c9b8a5282c6d3906248b4f7b5ff22271dd0d37f8708b2e4f9d8c2e4c6697688"),
+    ("reconstruction", "evaluate-reconstruction", 2, "67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27"),
+    ("align", "align", 2, "e6e150339c21afd56bfa357a247d5e77ac97e87cd33010cff4db6c3a2c23cf74"),
+    ("row_selection", "multiclass", 1, "0b2dd1968539debddb8c494ff702f5cde6bd45f77ac0616ecfbf188c67dff690"),
+    ("generator", "generator", 1, "a4d1abeba43943dbba0e140e5af5226250c4b3b13a4437f29c345fd7001d4eca"),
+    ("sample", "sample", 3, "558dab429f696b6ac2c9a9c1d97c9d0f298824678184100e0cef408353d46688"),
+    ("sample_kde", "sample", 3, "5455e4eb149d84a9dc569ae087ff715b38cb0231a0a561a838e197b7eaf72a0a"),
+    ("evaluate_samples", "evaluate-samples", 4, "e8502b3489f85b616bb4e77ab9f9ece0e02a2ccaf0f59d7d4a1515f52d43b009"),
+    ("report", "report", 4, "d87e3eb2e09143c047fd3d3665615e4ddcf69021410af9645b1959fdc35844a7"),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).
@@ -41,7 +43,7 @@ fn tiny_pipeline_runs_end_to_end_and_every_kinds_output_matches_its_golden_hash(
     p.write("tiny.toml", TINY);
     let s = p.run_json("tiny.toml", &[], 0);
     let stages = s.variants()[0]["stages"].as_array().unwrap().clone();
-    assert_eq!(stages.len(), GOLDEN.len(), "one stage of every kind in the golden table");
+    assert_eq!(stages.len(), GOLDEN.len(), "one row per stage in the golden table");
     assert!(stages.iter().all(|st| st["status"] == "ran"), "{stages:?}");
     let report = p.wspace(&["show", "tiny.toml", "report"]);
     assert!(String::from_utf8_lossy(&report.stdout).lines().next().unwrap_or("").ends_with("report.html"));
@@ -57,16 +59,16 @@ fn tiny_pipeline_runs_end_to_end_and_every_kinds_output_matches_its_golden_hash(
         let version = manifest["ingredients"]["version"].as_u64().unwrap() as u32;
         let hash = manifest["output_hash"].as_str().unwrap();
         let stage = st["name"].as_str().unwrap().to_string();
-        table.push_str(&format!("    (\"{kind}\", {version}, \"{hash}\"),\n"));
+        table.push_str(&format!("    (\"{stage}\", \"{kind}\", {version}, \"{hash}\"),\n"));
         let upstream_changed: Vec<&String> = manifest["ingredients"]["inputs"]
             .as_object()
             .unwrap()
             .values()
             .filter_map(|i| changed.iter().find(|c| **c == i["stage"].as_str().unwrap()))
             .collect();
-        match GOLDEN.iter().find(|g| g.0 == kind) {
-            Some(&(_, v, h)) if v == version && h == hash => continue,
-            Some(&(_, v, _)) if v != version => problems.push(format!(
+        match GOLDEN.iter().find(|g| g.0 == stage && g.1 == kind) {
+            Some(&(_, _, v, h)) if v == version && h == hash => continue,
+            Some(&(_, _, v, _)) if v != version => problems.push(format!(
                 "kind `{kind}` is at version {version}, the golden table at {v}: update its golden hash to {hash}"
             )),
             _ if !upstream_changed.is_empty() => problems.push(format!(

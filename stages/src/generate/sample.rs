@@ -422,12 +422,12 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     let out = ctx.out;
     std::fs::create_dir_all(out.join("samples")).map_err(|e| StageError::io(out.join("samples"), e))?;
     let mut rows = Vec::new();
-    let test: Vec<_> = tasks.split(opts.prompts).collect();
-    if test.is_empty() {
+    let prompted: Vec<_> = tasks.split(opts.prompts).collect();
+    if prompted.is_empty() {
         return Err(StageError::param("prompts", format!("the `tasks` input has no {}-split tasks to prompt", opts.prompts.as_str())));
     }
-    ctx.progress.start(test.len() as u64, "tasks");
-    for task in &test {
+    ctx.progress.start(prompted.len() as u64, "tasks");
+    for task in &prompted {
         let mut weights = maker(task, &grid, draws)?;
         let calibration = match (opts.calibrate, &data) {
             (Some(n), Some(data)) => Some(task_probe_images(task, data, n)?),
@@ -469,7 +469,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
         "prompt_split": opts.prompts.as_str(),
         "samples": rows.len(),
         "prompts": rows.len() / draws,
-        "tasks": test.len(),
+        "tasks": prompted.len(),
         "targets": grid.len(),
         "samples_per_prompt": draws,
         "loss_min": lo,

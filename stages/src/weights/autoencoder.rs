@@ -1,5 +1,10 @@
 //! The weight autoencoder (the thesis's stage 2) and the `autoencoder` stage kind.
 //!
+//! `architecture = "mlp"` (the default) is the thesis's network, described here. `architecture =
+//! "transformer"` trains the tokenised encoder of [`super::transformer`] instead, with the same `loss`,
+//! `beta`, `probe_images`, `temperature` and training parameters, and its own output files (that
+//! module's doc); the `pca` input then only gives the rows and their splits.
+//!
 //! # The network
 //! An MLP on the normalised PCA coefficient vector `z ∈ R^D` ([`super::pca`]):
 //!
@@ -656,7 +661,7 @@ impl StageKind for AutoencoderKind {
             ParamSpec::optional("d_model", Int, Value::Int(64), "transformer: token embedding width"),
             ParamSpec::optional("heads", Int, Value::Int(4), "transformer: attention heads (must divide d_model)"),
             ParamSpec::optional("layers", Int, Value::Int(2), "transformer: blocks in the encoder and in the decoder"),
-            ParamSpec::optional("token_latent", Int, Value::Int(16), "transformer: latent values per token (latent = tokens × token_latent)"),
+            ParamSpec::optional("token_latent", Int, Value::Int(32), "transformer: latent values per token (latent = tokens × token_latent)"),
             ParamSpec::optional(
                 "token_width",
                 Int,

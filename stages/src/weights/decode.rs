@@ -87,8 +87,7 @@ impl WeightCodec {
     /// One model's weights → its latent vector.
     pub fn encode(&self, weights: &NamedTensors) -> Result<Vec<f32>, StageError> {
         if let Some(t) = &self.tokens {
-            let flat = t.normaliser.layout.detokenise(&t.normaliser.layout.tokenise_named(weights)?);
-            return t.encode(&[&flat]);
+            return t.encode(&[&t.normaliser.layout.flat_of(weights)?]);
         }
         let z = self.pca.normalise(&self.pca.encode(weights)?);
         match &self.autoencoder {

@@ -6,11 +6,13 @@
 //!   on the train-split models, applied to all; the exact PCA itself is in [`linalg`].
 //! - [`AutoencoderKind`] (`kind = "autoencoder"`, input `pca`): an MLP autoencoder (candle) on the
 //!   normalised coefficient vectors, early-stopped on the val split ([`autoencoder`]).
+//!   With `architecture = "transformer"` it is instead a SANE-style transformer autoencoder on weight
+//!   tokens, one per neuron ([`tokens`], [`transformer`]); every consumer of the codec takes either.
 //! - [`decode`]: latent → coefficients → de-normalised → inverse PCA → named tensors → a runnable
 //!   network ([`WeightCodec`], [`Network`]); what later stages (sampling) use.
 //! - [`EvaluateReconstructionKind`] (`kind = "evaluate-reconstruction"`, inputs `zoo`, `pca`,
 //!   `autoencoder`, `tasks`, `data`): weight-space MSE and functional agreement of the test-split
-//!   models with their PCA-only and PCA + autoencoder reconstructions ([`evaluate`]).
+//!   models with their PCA-only and PCA + autoencoder (or token transformer) reconstructions ([`evaluate`]).
 //!
 //! Which models: the rows of the zoo whose checkpoint is in the `pca` stage's `checkpoints` and whose
 //! `status` is `ok`, in `zoo.csv` order ([`select_rows`]). Fitting uses the train split only.

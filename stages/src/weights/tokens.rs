@@ -150,8 +150,9 @@ impl TokenLayout {
         flat
     }
 
-    /// Named tensors (the zoo's names and shapes) → tokens; a missing or misshapen tensor is an error.
-    pub fn tokenise_named(&self, weights: &NamedTensors) -> Result<Vec<f32>, StageError> {
+    /// Named tensors (the zoo's names and shapes) → flat weights in `state_dict` order; a missing or
+    /// misshapen tensor is an error.
+    pub fn flat_of(&self, weights: &NamedTensors) -> Result<Vec<f32>, StageError> {
         let mut flat = Vec::with_capacity(self.weights());
         for s in &self.specs {
             let t = weights
@@ -165,12 +166,11 @@ impl TokenLayout {
             }
             flat.extend_from_slice(&t.values);
         }
-        Ok(self.tokenise(&flat))
+        Ok(flat)
     }
 
-    /// Tokens → named tensors with the architecture's names and shapes, in `state_dict` order.
-    pub fn detokenise_named(&self, tokens: &[f32]) -> NamedTensors {
-        let flat = self.detokenise(tokens);
+    /// Flat weights → named tensors with the architecture's names and shapes, in `state_dict` order.
+    pub fn named(&self, flat: &[f32]) -> NamedTensors {
         self.specs.iter().map(|s| (s.name.to_string(), s.shape.to_vec(), flat[s.range()].to_vec())).collect::<Vec<_>>().into()
     }
 }

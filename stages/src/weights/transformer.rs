@@ -364,8 +364,7 @@ impl TokenAutoencoder {
 
     /// Latents → named tensors with the architecture's names and shapes.
     pub fn decode_weights(&self, latents: &[f32]) -> Result<Vec<NamedTensors>, StageError> {
-        let layout = &self.normaliser.layout;
-        Ok(self.decode(latents)?.iter().map(|w| layout.detokenise_named(&layout.tokenise(w))).collect())
+        Ok(self.decode(latents)?.iter().map(|w| self.normaliser.layout.named(w)).collect())
     }
 
     fn tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, StageError> {

@@ -49,11 +49,11 @@ fn tokens_hold_each_units_incoming_weights_and_bias_and_round_trip_exactly() {
     // Exact round trip, flat and named (the zoo's names, shapes and order).
     let back = layout.detokenise(&tokens);
     assert!(back.iter().zip(&flat).all(|(a, b)| a.to_bits() == b.to_bits()));
-    let named = layout.detokenise_named(&tokens);
+    let named = layout.named(&back);
     let names: Vec<&str> = named.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, PARAM_SPECS.iter().map(|s| s.name).collect::<Vec<_>>());
     assert!(named.iter().zip(PARAM_SPECS.iter()).all(|(t, s)| t.shape == s.shape && t.values == flat[s.range()]));
-    assert_eq!(layout.tokenise_named(&named).unwrap(), tokens);
+    assert_eq!(layout.tokenise(&layout.flat_of(&named).unwrap()), tokens);
     // A wider token only adds padding.
     let wide = TokenLayout::new("cnn-s", Some(256)).unwrap();
     assert_eq!(wide.detokenise(&wide.tokenise(&flat)), flat);
@@ -65,9 +65,10 @@ fn the_tokeniser_refuses_unknown_architectures_and_too_narrow_tokens() {
     assert!(e.contains("`resnet18`") && e.contains("cnn-s"), "{e}");
     let e = TokenLayout::new("cnn-s", Some(100)).unwrap_err().to_string();
     assert!(e.contains("`token_width`") && e.contains("`conv2`") && e.contains("201"), "{e}");
-    let mut named = TokenLayout::new("cnn-s", None).unwrap().detokenise_named(&vec![0.0; 41 * 201]);
+    let layout = TokenLayout::new("cnn-s", None).unwrap();
+    let mut named = layout.named(&vec![0.0; NUM_PARAMS]);
     named.iter_mut().next().unwrap().shape = vec![8, 25];
-    let e = TokenLayout::new("cnn-s", None).unwrap().tokenise_named(&named).unwrap_err().to_string();
+    let e = layout.flat_of(&named).unwrap_err().to_string();
     assert!(e.contains("conv1.weight"), "{e}");
 }
 
