@@ -15,6 +15,7 @@ use super::transformer::{Normaliser, TokenAutoencoder};
 use super::*;
 use crate::nn::{CnnS, NUM_PARAMS, PARAM_SPECS};
 use crate::sampling::normal_f32;
+use crate::tensors::NamedTensors;
 use crate::test_util::{run_stage, s};
 use crate::zoo::canonical::Alignment;
 
@@ -198,6 +199,29 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
         assert!(em[v]["real"]["agreement"].as_f64().is_some(), "{v} missing: {em}");
     }
     assert!(em.get("pca_ae").is_none());
+
+    // SANE's KDE sampling on its latents: on the zoo's own tasks the kernels are the task's own models;
+    // on unseen tasks all train-split models; without the `zoo` input it names what is missing.
+    use crate::generate::SampleKind;
+    let kde_inputs = [("pca", pca_dir.as_path()), ("autoencoder", &a), ("zoo", &zoo_dir), ("tasks", &tasks_dir)];
+    let kde = |prompts: &str, out: &str| {
+        let params = [("method", s("kde")), ("prompts", s(prompts)), ("targets", Value::Int(1)), ("samples_per_prompt", Value::Int(2))];
+        run_stage(&SampleKind, &params, &kde_inputs, &tmp.path().join(out)).map(|_| read_metrics(&tmp.path().join(out)))
+    };
+    let tasks = crate::data::Tasks::load(&tasks_dir).unwrap();
+    let train_tasks = tasks.split(crate::data::TaskSplit::Train).count();
+    let m = kde("train", "kde-train").unwrap();
+    assert_eq!((m["tasks"].as_u64(), m["kde_own_task_prompts"].as_u64()), (Some(train_tasks as u64), Some(train_tasks as u64)));
+    assert_eq!(m["samples"].as_u64(), Some(2 * train_tasks as u64));
+    let m = kde("test", "kde-test").unwrap();
+    assert_eq!(m["kde_own_task_prompts"].as_u64(), Some(0));
+    let rows = crate::generate::sample::load_samples(&tmp.path().join("kde-test")).unwrap();
+    let w = NamedTensors::read(&tmp.path().join("kde-test").join(&rows[0].file)).unwrap();
+    CnnS::from_named_tensors(w.triples()).unwrap();
+    let params = [("method", s("kde"))];
+    let no_zoo = [kde_inputs[0], kde_inputs[1], kde_inputs[3]];
+    let e = run_stage(&SampleKind, &params, &no_zoo, &tmp.path().join("kde-bad")).unwrap_err().to_string();
+    assert!(e.contains("`kde`") && e.contains("`zoo`"), "{e}");
 }
 
 /// The hand-built encoder and decoder equal PyTorch's `TransformerEncoderLayer` stack on the same
