@@ -153,6 +153,17 @@ pub fn write_history(path: &std::path::Path, history: &[EpochLoss]) -> Result<()
     crate::tensors::write_csv(path, &["epoch", "train_loss", "val_loss"], rows)
 }
 
+/// The train and val loss per epoch as a chart (blue, orange; epoch on x), for a stage's `loss.svg`.
+pub fn loss_chart(title: &str, y_label: &str, history: &[EpochLoss]) -> crate::plot::Chart {
+    use crate::plot::{self, Chart, Series};
+    let xy = |f: fn(&EpochLoss) -> f64| history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
+    Chart::new(title, "epoch", y_label).series(Series::line("train", plot::BLUE, xy(|h| h.train))).series(Series::line(
+        "val",
+        plot::ORANGE,
+        xy(|h| h.val),
+    ))
+}
+
 fn snapshot(vars: &[Var], what: &str) -> Result<Vec<Tensor>, StageError> {
     vars.iter().map(|v| v.as_tensor().copy().map_err(candle_error(what))).collect()
 }

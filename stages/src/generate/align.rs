@@ -32,10 +32,10 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
 
 use super::model::{AlignConfig, Aligner};
-use crate::ntxent::{self, cosine_matrix};
 use crate::data::TaskSplit;
-use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Objective};
-use crate::plot::{self, Chart, Heatmap, Series};
+use crate::fit::{fit, loss_chart, write_history, EpochLoss, FitOptions, FitParams, Objective};
+use crate::ntxent::{self, cosine_matrix};
+use crate::plot::{self, Heatmap, Series};
 use crate::tensors::{self, candle_error, csv_row, NamedTensor, TensorFile};
 use crate::weights::pca::PcaMeta;
 use crate::zoo::store::{Checkpoint, Zoo};
@@ -347,9 +347,7 @@ pub fn run_align(
     let flat = |y: f64| vec![(1.0, y), (last.max(2.0), y)];
     plot::write_chart(
         &out.join("loss.svg"),
-        &Chart::new("Alignment loss per epoch", "epoch", "NT-Xent loss (nats)")
-            .series(Series::line("train", plot::BLUE, t.history.iter().map(|h| (h.epoch as f64, h.train)).collect()))
-            .series(Series::line("val", plot::ORANGE, t.history.iter().map(|h| (h.epoch as f64, h.val)).collect()))
+        &loss_chart("Alignment loss per epoch", "NT-Xent loss (nats)", &t.history)
             .series(Series::line("val, untrained model", plot::GREY, flat(t.val_untrained)))
             .series(Series::line("chance, ln N_val", plot::RED, flat(chance(va.len())))),
     )?;

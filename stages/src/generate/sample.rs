@@ -232,6 +232,18 @@ fn draw_rng(seed: u64, task: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// The population std of each coordinate of `rows` (`n × k`, row-major).
+fn coordinate_std(rows: &[f32], k: usize) -> Vec<f32> {
+    let n = (rows.len() / k.max(1)).max(1) as f64;
+    (0..k)
+        .map(|i| {
+            let col = rows.iter().skip(i).step_by(k);
+            let mean = col.clone().map(|&v| v as f64).sum::<f64>() / n;
+            (col.map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+        })
+        .collect()
+}
+
 /// The `align` method (see the module doc).
 struct AlignMethod {
     al: Aligner,
@@ -262,14 +274,7 @@ impl AlignMethod {
         }
         let file = TensorFile::open(&ae.join("latents.safetensors"))?;
         let latents = file.f32_all()?.into_iter().find(|t| t.name == "latents").map(|t| t.values).unwrap_or_default();
-        let n = (latents.len() / k.max(1)).max(1) as f64;
-        let latent_std = (0..k)
-            .map(|i| {
-                let col = latents.iter().skip(i).step_by(k);
-                let mean = col.clone().map(|&v| v as f64).sum::<f64>() / n;
-                (col.map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
-            })
-            .collect();
+        let latent_std = coordinate_std(&latents, k);
         Ok(AlignMethod { al, codec, emb, dim, latent_std })
     }
 
@@ -333,14 +338,7 @@ impl KdeMethod {
         if tasks.is_empty() {
             return Err(StageError::msg("method `kde`: the `pca` input has no train-split rows to place kernels on"));
         }
-        let n = tasks.len() as f64;
-        let std = (0..k)
-            .map(|i| {
-                let col = latents.iter().skip(i).step_by(k);
-                let mean = col.clone().map(|&v| v as f64).sum::<f64>() / n;
-                (col.map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
-            })
-            .collect();
+        let std = coordinate_std(&latents, k);
         let range = losses.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| (lo.min(l), hi.max(l)));
         Ok(KdeMethod { codec, latents, tasks, std, bandwidth: bandwidth as f32, range })
     }
@@ -373,11 +371,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     let tasks = Tasks::load(ctx.input("tasks")?)?;
     let need = |slot: &str| {
         ctx.inputs.get(slot).map(|p| p.as_path()).ok_or_else(|| {
-            StageError::msg(format!(
-                "stage `{}`: method `{}` needs the `{slot}` input",
-                ctx.stage,
-                opts.method.name()
-            ))
+            StageError::msg(format!("stage `{}`: method `{}` needs the `{slot}` input", ctx.stage, opts.method.name()))
         })
     };
     let draws = opts.samples_per_prompt;
@@ -424,7 +418,10 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     let mut rows = Vec::new();
     let prompted: Vec<_> = tasks.split(opts.prompts).collect();
     if prompted.is_empty() {
-        return Err(StageError::param("prompts", format!("the `tasks` input has no {}-split tasks to prompt", opts.prompts.as_str())));
+        return Err(StageError::param(
+            "prompts",
+            format!("the `tasks` input has no {}-split tasks to prompt", opts.prompts.as_str()),
+        ));
     }
     ctx.progress.start(prompted.len() as u64, "tasks");
     for task in &prompted {

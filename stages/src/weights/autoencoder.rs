@@ -57,16 +57,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
 
-use rayon::prelude::*;
-
 use super::behaviour::{self, Probe};
 use super::pca::{Coefficients, WeightPca};
 use super::tokens::TokenLayout;
 use super::transformer::{run_transformer, TransformerOptions};
 use crate::data::{Dataset, TaskSplit, Tasks};
 pub use crate::fit::EpochLoss;
-use crate::fit::{fit, write_history, FitOptions, FitParams, Objective};
-use crate::plot::{self, Chart, Series};
+use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Objective};
+use crate::plot;
 use crate::sampling::uniform_in;
 use crate::tensors::{self, TensorFile};
 use crate::tensors::{candle_error, NamedTensor, NamedTensors};
@@ -344,16 +342,7 @@ impl BehaviourData<'_> {
     /// Per row of `y` (`rows × d`, decoded normalised coefficients): the mean behavioural loss, and
     /// when `grad` the gradient of that mean with respect to `y` (`rows × d`).
     fn evaluate(&self, y: &[f32], d: usize, probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
-        let n = probes.len();
-        let t = self.options.temperature;
-        let per_row: Vec<(f64, Option<Vec<f32>>)> = probes
-            .par_iter()
-            .enumerate()
-            .map(|(i, p)| behaviour::loss_and_gradient(self.pca, &y[i * d..(i + 1) * d], p, t, grad))
-            .collect();
-        let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n as f64;
-        let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
-        (loss, g)
+        behaviour::batch_loss_and_gradient(self.pca, y, d, probes, self.options.temperature, grad)
     }
 
     /// `(combined loss, MSE, distillation)` of `rows` (`n × d`, normalised) with their `probes`
@@ -519,22 +508,12 @@ pub fn run_autoencoder(
     )?;
 
     write_history(&out.join("history.csv"), &trained.history)?;
-    let xy = |f: fn(&EpochLoss) -> f64| trained.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
-    plot::write_chart(
-        &out.join("loss.svg"),
-        &Chart::new(
-            "Autoencoder loss per epoch",
-            "epoch",
-            if behaviour_data.is_some() {
-                "β·MSE/MSE₀ + (1−β)·distillation/distillation₀ (log scale)"
-            } else {
-                "MSE (normalised PCA coefficients, log scale)"
-            },
-        )
-        .y_log()
-        .series(Series::line("train", plot::BLUE, xy(|h| h.train)))
-        .series(Series::line("val", plot::ORANGE, xy(|h| h.val))),
-    )?;
+    let y_label = if behaviour_data.is_some() {
+        "β·MSE/MSE₀ + (1−β)·distillation/distillation₀ (log scale)"
+    } else {
+        "MSE (normalised PCA coefficients, log scale)"
+    };
+    plot::write_chart(&out.join("loss.svg"), &loss_chart("Autoencoder loss per epoch", y_label, &trained.history).y_log())?;
 
     let at_best = trained.history.get(trained.best_epoch.saturating_sub(1)).copied();
     let num = |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
@@ -740,13 +719,6 @@ fn run_transformer_stage(ctx: &StageContext, opts: &AutoencoderOptions, t: &Tran
         _ => None,
     };
     ctx.progress.message("training the token transformer");
-    run_transformer(
-        ctx.input("pca")?,
-        &zoo,
-        sources.as_ref().map(|(tk, d)| (tk, d)),
-        opts,
-        ctx.out,
-        ctx.progress,
-    )?;
+    run_transformer(ctx.input("pca")?, &zoo, sources.as_ref().map(|(tk, d)| (tk, d)), opts, ctx.out, ctx.progress)?;
     Ok(())
 }

@@ -127,13 +127,7 @@ impl WeightMap for WeightPca {
 
 /// The behavioural loss of the model decoded from the decoder output `y` and, when `grad`, its
 /// gradient with respect to `y`.
-pub fn loss_and_gradient(
-    map: &dyn WeightMap,
-    y: &[f32],
-    probe: &Probe,
-    temperature: f32,
-    grad: bool,
-) -> (f64, Option<Vec<f32>>) {
+pub fn loss_and_gradient(map: &dyn WeightMap, y: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
     thread_local! {
         // One kernel workspace (≈ 0.5 MB) per worker thread, not one per call.
         static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
@@ -149,6 +143,27 @@ pub fn loss_and_gradient(
             (nn::distill(&w, &probe.images, &probe.teacher, temperature, None, ws), None)
         }
     })
+}
+
+/// The mean behavioural loss of a batch: rows `y` (`probes.len() × row`, one decoder output per model)
+/// against each model's probes and, when `grad`, the gradient of that mean with respect to `y`.
+pub fn batch_loss_and_gradient(
+    map: &dyn WeightMap,
+    y: &[f32],
+    row: usize,
+    probes: &[&Probe],
+    temperature: f32,
+    grad: bool,
+) -> (f64, Option<Vec<f32>>) {
+    let n = probes.len();
+    let per_row: Vec<(f64, Option<Vec<f32>>)> = probes
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| loss_and_gradient(map, &y[i * row..(i + 1) * row], p, temperature, grad))
+        .collect();
+    let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n.max(1) as f64;
+    let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
+    (loss, g)
 }
 
 /// `Σ y ⊙ G` with `G` a constant: its gradient with respect to `y` is `G`, which is how a gradient

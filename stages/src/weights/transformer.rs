@@ -55,10 +55,10 @@ use super::behaviour::{self, Probe, WeightMap};
 use super::pca::Coefficients;
 use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
-use crate::fit::{fit, write_history, EpochLoss, FitOptions, Objective};
-use crate::ntxent;
+use crate::fit::{fit, loss_chart, write_history, FitOptions, Objective};
 use crate::nn::NUM_PARAMS;
-use crate::plot::{self, Chart, Series};
+use crate::ntxent;
+use crate::plot;
 use crate::sampling::{normal_f32, shuffle, uniform_in};
 use crate::tensors::{self, candle_error, NamedTensors, TensorFile};
 use crate::zoo::canonical::Alignment;
@@ -108,10 +108,8 @@ pub struct Normaliser {
 
 impl Normaliser {
     fn new(layout: TokenLayout, mean: Vec<f32>, std: Vec<f32>) -> Self {
-        let mask = layout.mask();
-        let w = layout.width;
-        let scale =
-            layout.token_layers().iter().enumerate().flat_map(|(t, &l)| (0..w).map(move |k| (t, k, l))).map(|(t, k, l)| mask[t * w + k] * std[l]).collect();
+        let (w, layer_of) = (layout.width, layout.token_layers());
+        let scale = layout.mask().iter().enumerate().map(|(i, m)| m * std[layer_of[i / w]]).collect();
         Normaliser { layout, mean, std, scale }
     }
 
@@ -260,7 +258,10 @@ impl Init {
     }
 
     fn norm(&mut self, name: &str, d: usize) -> Result<LayerNorm, StageError> {
-        Ok(LayerNorm { g: self.var(format!("{name}.weight"), &[d], vec![1.0; d])?, b: self.var(format!("{name}.bias"), &[d], vec![0.0; d])? })
+        Ok(LayerNorm {
+            g: self.var(format!("{name}.weight"), &[d], vec![1.0; d])?,
+            b: self.var(format!("{name}.bias"), &[d], vec![0.0; d])?,
+        })
     }
 
     fn stack(&mut self, prefix: &str, c: &TransformerConfig, inp: usize, out: usize) -> Result<Stack, StageError> {
@@ -389,7 +390,10 @@ impl TokenAutoencoder {
     /// Writes `transformer.safetensors` and `transformer.json`.
     fn save(&self, dir: &Path, best_epoch: usize, epochs_run: usize) -> Result<(), StageError> {
         NamedTensors::from(self.tensors()?).write(&dir.join("transformer.safetensors"))?;
-        tensors::write_json(&dir.join("transformer.json"), &TransformerFile { config: self.config.clone(), best_epoch, epochs_run })
+        tensors::write_json(
+            &dir.join("transformer.json"),
+            &TransformerFile { config: self.config.clone(), best_epoch, epochs_run },
+        )
     }
 
     /// Whether `dir` holds a transformer (rather than the MLP autoencoder).
@@ -485,16 +489,8 @@ impl TransformerObjective<'_> {
     /// gradient with respect to `y` (when `grad`).
     fn behaviour(&self, y: &[f32], probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
         let (t, w) = self.shape();
-        let n = probes.len();
         let temperature = self.behaviour.map_or(2.0, |b| b.temperature);
-        let per_row: Vec<(f64, Option<Vec<f32>>)> = probes
-            .par_iter()
-            .enumerate()
-            .map(|(i, p)| behaviour::loss_and_gradient(&self.model.normaliser, &y[i * t * w..(i + 1) * t * w], p, temperature, grad))
-            .collect();
-        let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n.max(1) as f64;
-        let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
-        (loss, g)
+        behaviour::batch_loss_and_gradient(&self.model.normaliser, y, t * w, probes, temperature, grad)
     }
 
     fn tensor(&self, rows: Vec<f32>, n: usize) -> candle_core::Result<Tensor> {
@@ -536,7 +532,11 @@ impl Objective for TransformerObjective<'_> {
         for _view in 0..2 {
             for &r in rows {
                 let w = &self.train.flat[r];
-                let x = if self.opts.permute { norm.normalise(&random_permutation(&mut self.rng).apply(w)) } else { norm.normalise(w) };
+                let x = if self.opts.permute {
+                    norm.normalise(&random_permutation(&mut self.rng).apply(w))
+                } else {
+                    norm.normalise(w)
+                };
                 input.extend(x.iter().zip(&norm.scale).map(|(v, s)| {
                     if *s > 0.0 && self.opts.noise > 0.0 {
                         v + self.opts.noise as f32 * normal_f32(&mut self.rng)
@@ -571,7 +571,8 @@ impl Objective for TransformerObjective<'_> {
                 let probes: Vec<&Probe> = rows.iter().map(|&r| &self.train.probes[r]).collect();
                 let (kl, g) = self.behaviour(&yv, &probes, true);
                 let sc = *self.scales.get_or_insert(Scales { mse: mse_value.max(1e-12), behaviour: kl.max(1e-12) });
-                let g: Vec<f32> = g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - bo.beta) / sc.behaviour) as f32).collect();
+                let g: Vec<f32> =
+                    g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - bo.beta) / sc.behaviour) as f32).collect();
                 let loss = ((mse * (bo.beta / sc.mse)).map_err(&e)? + behaviour::surrogate(&ya, &g).map_err(&e)?).map_err(&e)?;
                 (loss, bo.beta * mse_value / sc.mse + (1.0 - bo.beta) * kl / sc.behaviour)
             }
@@ -602,7 +603,8 @@ pub fn run_transformer(
     progress: &dyn Progress,
 ) -> Result<serde_json::Value, StageError> {
     let (fit_params, behaviour) = (&options.fit, options.behaviour);
-    let opts = options.transformer.as_ref().ok_or_else(|| StageError::msg("run_transformer: architecture is not \"transformer\""))?;
+    let opts =
+        options.transformer.as_ref().ok_or_else(|| StageError::msg("run_transformer: architecture is not \"transformer\""))?;
     let layout = TokenLayout::new(&zoo.meta.arch, opts.token_width)?;
     let coefficients = Coefficients::load(pca_dir)?;
     let meta_rows = &coefficients.meta.rows;
@@ -645,7 +647,8 @@ pub fn run_transformer(
     let model = TokenAutoencoder::init(config, normaliser, fit_params.seed)?;
     let mask_values = layout.mask();
     let mask_sum = mask_values.iter().map(|&m| m as f64).sum();
-    let mask = Tensor::from_vec(mask_values, (layout.tokens(), layout.width), &Device::Cpu).map_err(candle_error("transformer"))?;
+    let mask =
+        Tensor::from_vec(mask_values, (layout.tokens(), layout.width), &Device::Cpu).map_err(candle_error("transformer"))?;
     let mut objective = TransformerObjective {
         model: &model,
         opts,
@@ -672,14 +675,8 @@ pub fn run_transformer(
     let latents = model.encode(&all)?;
     tensors::write_f32(&out.join("latents.safetensors"), "latents", vec![flat.len(), model.config.latent_dim()], latents)?;
     write_history(&out.join("history.csv"), &fitted.history)?;
-    let xy = |f: fn(&EpochLoss) -> f64| fitted.history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
-    plot::write_chart(
-        &out.join("loss.svg"),
-        &Chart::new("Token transformer loss per epoch", "epoch", "train: combined loss with augmentation; val: reconstruction terms (log scale)")
-            .y_log()
-            .series(Series::line("train", plot::BLUE, xy(|h| h.train)))
-            .series(Series::line("val", plot::ORANGE, xy(|h| h.val))),
-    )?;
+    let y_label = "train: combined loss with augmentation; val: reconstruction terms (log scale)";
+    plot::write_chart(&out.join("loss.svg"), &loss_chart("Token transformer loss per epoch", y_label, &fitted.history).y_log())?;
     let at_best = fitted.at_best();
     let num = |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
     let metrics = serde_json::json!({

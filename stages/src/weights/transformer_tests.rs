@@ -108,7 +108,8 @@ fn permutation_augmentation_keeps_the_function() {
     let permuted = a.apply(&flat);
     assert_ne!(permuted, flat);
     let images: Vec<f32> = (0..4 * 784).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
-    let (x, y) = (crate::nn::logits_f32(&CnnS::from_flat(flat), &images), crate::nn::logits_f32(&CnnS::from_flat(permuted), &images));
+    let (x, y) =
+        (crate::nn::logits_f32(&CnnS::from_flat(flat), &images), crate::nn::logits_f32(&CnnS::from_flat(permuted), &images));
     for (p, q) in x.iter().zip(&y) {
         assert!(p.iter().zip(q).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs())), "{p:?} vs {q:?}");
     }
@@ -148,9 +149,10 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`zoo`") && e.contains("`architecture`"), "{e}");
-    let e = run_stage(&AutoencoderKind, &transformer_params(&[("token_width", Value::Int(100))]), &sources, &tmp.path().join("x2"))
-        .unwrap_err()
-        .to_string();
+    let e =
+        run_stage(&AutoencoderKind, &transformer_params(&[("token_width", Value::Int(100))]), &sources, &tmp.path().join("x2"))
+            .unwrap_err()
+            .to_string();
     assert!(e.contains("`token_width`") && e.contains("`conv2`"), "{e}");
     let e = run_stage(&AutoencoderKind, &transformer_params(&[("heads", Value::Int(3))]), &sources, &tmp.path().join("x3"))
         .unwrap_err()
@@ -165,7 +167,10 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs between runs");
     }
     let m = read_metrics(&a);
-    assert_eq!((m["architecture"].as_str(), m["tokens"].as_u64(), m["latent_dim"].as_u64()), (Some("transformer"), Some(41), Some(164)));
+    assert_eq!(
+        (m["architecture"].as_str(), m["tokens"].as_u64(), m["latent_dim"].as_u64()),
+        (Some("transformer"), Some(41), Some(164))
+    );
     // It learns: the best val loss is below the first epoch's.
     let history = std::fs::read_to_string(a.join("history.csv")).unwrap();
     let val: Vec<f64> = history.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
@@ -205,7 +210,8 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
     use crate::generate::SampleKind;
     let kde_inputs = [("pca", pca_dir.as_path()), ("autoencoder", &a), ("zoo", &zoo_dir), ("tasks", &tasks_dir)];
     let kde = |prompts: &str, out: &str| {
-        let params = [("method", s("kde")), ("prompts", s(prompts)), ("targets", Value::Int(1)), ("samples_per_prompt", Value::Int(2))];
+        let params =
+            [("method", s("kde")), ("prompts", s(prompts)), ("targets", Value::Int(1)), ("samples_per_prompt", Value::Int(2))];
         run_stage(&SampleKind, &params, &kde_inputs, &tmp.path().join(out)).map(|_| read_metrics(&tmp.path().join(out)))
     };
     let tasks = crate::data::Tasks::load(&tasks_dir).unwrap();
