@@ -368,15 +368,16 @@ impl TokenAutoencoder {
         Ok(self.decode(latents)?.iter().map(|w| self.normaliser.layout.named(w)).collect())
     }
 
-    fn tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, StageError> {
+    /// The weights and the normaliser, as saved.
+    fn tensors(&self) -> Result<NamedTensors, StageError> {
         let e = candle_error("transformer");
-        let mut out = Vec::with_capacity(self.named.len() + 2);
+        let mut out = NamedTensors::new();
         for (name, v) in &self.named {
-            out.push((name.clone(), v.dims().to_vec(), v.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?));
+            out.push(name.clone(), v.dims().to_vec(), v.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?);
         }
         let n = &self.normaliser;
-        out.push(("normaliser.mean".into(), vec![self.config.tokens, self.config.token_width], n.mean.clone()));
-        out.push(("normaliser.std".into(), vec![n.std.len()], n.std.clone()));
+        out.push("normaliser.mean", vec![self.config.tokens, self.config.token_width], n.mean.clone());
+        out.push("normaliser.std", vec![n.std.len()], n.std.clone());
         Ok(out)
     }
 
@@ -389,7 +390,7 @@ impl TokenAutoencoder {
 
     /// Writes `transformer.safetensors` and `transformer.json`.
     fn save(&self, dir: &Path, best_epoch: usize, epochs_run: usize) -> Result<(), StageError> {
-        NamedTensors::from(self.tensors()?).write(&dir.join("transformer.safetensors"))?;
+        self.tensors()?.write(&dir.join("transformer.safetensors"))?;
         tensors::write_json(
             &dir.join("transformer.json"),
             &TransformerFile { config: self.config.clone(), best_epoch, epochs_run },
