@@ -57,7 +57,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
 
-use super::behaviour::{self, Probe};
+use super::behaviour::{self, Probe, Scales};
 use super::pca::{Coefficients, WeightPca};
 use super::tokens::TokenLayout;
 use super::transformer::{run_transformer, TransformerOptions};
@@ -331,13 +331,6 @@ pub struct BehaviourData<'a> {
     pub options: BehaviourOptions,
 }
 
-/// The two terms' values on the first batch, which scale them for the rest of training.
-#[derive(Debug, Clone, Copy)]
-pub struct Scales {
-    pub mse: f64,
-    pub behaviour: f64,
-}
-
 impl BehaviourData<'_> {
     /// Per row of `y` (`rows × d`, decoded normalised coefficients): the mean behavioural loss, and
     /// when `grad` the gradient of that mean with respect to `y` (`rows × d`).
@@ -365,8 +358,7 @@ impl BehaviourData<'_> {
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
         let probes: Vec<&Probe> = probes.iter().collect();
         let (kl, _) = self.evaluate(&yv, d, &probes, false);
-        let beta = self.options.beta;
-        Ok((beta * mse / scales.mse + (1.0 - beta) * kl / scales.behaviour, mse, kl))
+        Ok((scales.combined(self.options.beta, mse, kl), mse, kl))
     }
 }
 
@@ -404,11 +396,10 @@ impl Objective for AutoencoderObjective<'_> {
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
         let probes: Vec<&Probe> = rows.iter().map(|&r| &b.train[r]).collect();
         let (kl, g) = b.evaluate(&yv, d, &probes, true);
-        let sc = *self.scales.get_or_insert(Scales { mse: mse_value.max(1e-12), behaviour: kl.max(1e-12) });
+        let sc = *self.scales.get_or_insert(Scales::first(mse_value, kl));
         let beta = b.options.beta;
-        let g: Vec<f32> = g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - beta) / sc.behaviour) as f32).collect();
-        let loss = ((mse * (beta / sc.mse)).map_err(&e)? + behaviour::surrogate(&y, &g).map_err(&e)?).map_err(&e)?;
-        Ok((loss, beta * mse_value / sc.mse + (1.0 - beta) * kl / sc.behaviour))
+        let loss = sc.loss(beta, mse, &y, &g.unwrap_or_default()).map_err(&e)?;
+        Ok((loss, sc.combined(beta, mse_value, kl)))
     }
 
     fn val_loss(&mut self) -> Result<Option<f64>, StageError> {

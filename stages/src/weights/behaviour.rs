@@ -166,6 +166,35 @@ pub fn batch_loss_and_gradient(
     (loss, g)
 }
 
+/// The combined loss `β · MSE / MSE₀ + (1 − β) · distill / distill₀` of the autoencoders' behavioural
+/// training: the two terms' values on the first batch (`MSE₀`, `distill₀`, floored at 1e-12), which
+/// scale them for the rest of training.
+#[derive(Debug, Clone, Copy)]
+pub struct Scales {
+    pub mse: f64,
+    pub behaviour: f64,
+}
+
+impl Scales {
+    /// The scales fixed by the first batch's values.
+    pub fn first(mse: f64, distill: f64) -> Scales {
+        Scales { mse: mse.max(1e-12), behaviour: distill.max(1e-12) }
+    }
+
+    /// The combined loss's value.
+    pub fn combined(&self, beta: f64, mse: f64, distill: f64) -> f64 {
+        beta * mse / self.mse + (1.0 - beta) * distill / self.behaviour
+    }
+
+    /// The combined loss as a tensor to differentiate: `mse` (a candle scalar of the decoder output
+    /// `y`) scaled, plus the distillation term entering through [`surrogate`] with its gradient `grad`
+    /// (with respect to `y`, unscaled).
+    pub fn loss(&self, beta: f64, mse: Tensor, y: &Tensor, grad: &[f32]) -> candle_core::Result<Tensor> {
+        let g: Vec<f32> = grad.iter().map(|v| (*v as f64 * (1.0 - beta) / self.behaviour) as f32).collect();
+        (mse * (beta / self.mse))? + surrogate(y, &g)?
+    }
+}
+
 /// `Σ y ⊙ G` with `G` a constant: its gradient with respect to `y` is `G`, which is how a gradient
 /// computed outside candle (here: through the cnn-s kernel) enters candle's backward pass.
 pub fn surrogate(y: &Tensor, upstream: &[f32]) -> candle_core::Result<Tensor> {

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Progress, StageError};
 
 use super::autoencoder::{AutoencoderOptions, BehaviourOptions};
-use super::behaviour::{self, Probe, WeightMap};
+use super::behaviour::{self, Probe, Scales, WeightMap};
 use super::pca::Coefficients;
 use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
@@ -381,13 +381,6 @@ impl TokenAutoencoder {
         Ok(out)
     }
 
-    fn set_from(&self, snapshot: &[Tensor]) -> Result<(), StageError> {
-        for ((_, v), t) in self.named.iter().zip(snapshot) {
-            v.set(t).map_err(candle_error("transformer"))?;
-        }
-        Ok(())
-    }
-
     /// Writes `transformer.safetensors` and `transformer.json`.
     fn save(&self, dir: &Path, best_epoch: usize, epochs_run: usize) -> Result<(), StageError> {
         self.tensors()?.write(&dir.join("transformer.safetensors"))?;
@@ -416,12 +409,11 @@ impl TokenAutoencoder {
         let mean = weights.f32_shaped("normaliser.mean", &[c.tokens, c.token_width], &source)?;
         let std = weights.f32_shaped("normaliser.std", &[layout.layers.len()], &source)?;
         let model = TokenAutoencoder::init(c, Normaliser::new(layout, mean, std), 0)?;
-        let mut snapshot = Vec::with_capacity(model.named.len());
+        let e = candle_error("transformer");
         for (name, v) in &model.named {
             let values = weights.f32_shaped(name, v.dims(), &source)?;
-            snapshot.push(Tensor::from_vec(values, v.dims(), &Device::Cpu).map_err(candle_error("transformer"))?);
+            v.set(&Tensor::from_vec(values, v.dims(), &Device::Cpu).map_err(&e)?).map_err(&e)?;
         }
-        model.set_from(&snapshot)?;
         Ok(model)
     }
 }
@@ -441,17 +433,10 @@ pub struct TransformerOptions {
     pub tau: f64,
 }
 
-/// One model: its flat weights and (with the behavioural loss) its probes.
+/// The models of one split: their flat weights and (with the behavioural loss) their probes.
 struct Rows {
     flat: Vec<Vec<f32>>,
     probes: Vec<Probe>,
-}
-
-/// The first batch's term values (the scales of the combined loss).
-#[derive(Debug, Clone, Copy)]
-struct Scales {
-    mse: f64,
-    behaviour: f64,
 }
 
 struct TransformerObjective<'a> {
@@ -467,7 +452,7 @@ struct TransformerObjective<'a> {
 }
 
 /// A random permutation of `cnn-s`'s hidden units (no sign flips).
-fn random_permutation(rng: &mut ChaCha8Rng) -> Alignment {
+pub(super) fn random_permutation(rng: &mut ChaCha8Rng) -> Alignment {
     let mut a = Alignment::identity();
     for p in a.perm.iter_mut() {
         shuffle(p, rng);
@@ -488,10 +473,9 @@ impl TransformerObjective<'_> {
 
     /// Mean behavioural loss of the decoded rows `y` (`n × T·W`, flat) against `probes`, and its
     /// gradient with respect to `y` (when `grad`).
-    fn behaviour(&self, y: &[f32], probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
+    fn distill(&self, b: BehaviourOptions, y: &[f32], probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
         let (t, w) = self.shape();
-        let temperature = self.behaviour.map_or(2.0, |b| b.temperature);
-        behaviour::batch_loss_and_gradient(&self.model.normaliser, y, t * w, probes, temperature, grad)
+        behaviour::batch_loss_and_gradient(&self.model.normaliser, y, t * w, probes, b.temperature, grad)
     }
 
     fn tensor(&self, rows: Vec<f32>, n: usize) -> candle_core::Result<Tensor> {
@@ -513,8 +497,8 @@ impl TransformerObjective<'_> {
         let (Some(b), Some(sc)) = (self.behaviour, self.scales) else { return Ok((mse, mse, f64::NAN)) };
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
         let probes: Vec<&Probe> = rows.probes.iter().collect();
-        let (kl, _) = self.behaviour(&yv, &probes, false);
-        Ok((b.beta * mse / sc.mse + (1.0 - b.beta) * kl / sc.behaviour, mse, kl))
+        let (kl, _) = self.distill(b, &yv, &probes, false);
+        Ok((sc.combined(b.beta, mse, kl), mse, kl))
     }
 }
 
@@ -570,12 +554,9 @@ impl Objective for TransformerObjective<'_> {
                 let ya = y.narrow(0, 0, b).map_err(&e)?;
                 let yv: Vec<f32> = ya.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
                 let probes: Vec<&Probe> = rows.iter().map(|&r| &self.train.probes[r]).collect();
-                let (kl, g) = self.behaviour(&yv, &probes, true);
-                let sc = *self.scales.get_or_insert(Scales { mse: mse_value.max(1e-12), behaviour: kl.max(1e-12) });
-                let g: Vec<f32> =
-                    g.unwrap_or_default().iter().map(|v| (*v as f64 * (1.0 - bo.beta) / sc.behaviour) as f32).collect();
-                let loss = ((mse * (bo.beta / sc.mse)).map_err(&e)? + behaviour::surrogate(&ya, &g).map_err(&e)?).map_err(&e)?;
-                (loss, bo.beta * mse_value / sc.mse + (1.0 - bo.beta) * kl / sc.behaviour)
+                let (kl, g) = self.distill(bo, &yv, &probes, true);
+                let sc = *self.scales.get_or_insert(Scales::first(mse_value, kl));
+                (sc.loss(bo.beta, mse, &ya, &g.unwrap_or_default()).map_err(&e)?, sc.combined(bo.beta, mse_value, kl))
             }
         };
         if let Some(c) = contrastive {
