@@ -501,9 +501,9 @@ impl<'a> Runner<'a> {
         Err(format!("stage `{}` is not in the pipeline", self.stage(i).name))
     }
 
-    /// Recomputes stage `i` into a throw-away directory and compares its output with the cached one.
-    /// Returns the cached entry and the recomputed file list.
-    pub fn recompute(&self, i: usize) -> Result<(Entry, Vec<crate::digest::FileRecord>), String> {
+    /// Recomputes stage `i` into a throw-away directory (removed when the [`Recomputed`] is dropped), to
+    /// compare with the cached entry, which it returns too.
+    pub fn recompute(&self, i: usize) -> Result<(Entry, Recomputed), String> {
         let (entry, _) = self.cached_entry(i)?;
         let stage = self.stage(i);
         let mut inputs = BTreeMap::new();
@@ -512,8 +512,8 @@ impl<'a> Runner<'a> {
             self.cache.verify(&e).map_err(|c| format!("input `{slot}` is corrupt: {c}"))?;
             inputs.insert(slot.clone(), e.out());
         }
-        let dir = tempdir_in(self.cache.root()).map_err(|e| e.to_string())?;
-        let (out, scratch) = (dir.join("out"), dir.join("scratch"));
+        let mut recomputed = Recomputed { dir: tempdir_in(self.cache.root()).map_err(|e| e.to_string())?, files: Vec::new() };
+        let (out, scratch) = (recomputed.out(), recomputed.dir.join("scratch"));
         for d in [&out, &scratch] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -532,9 +532,28 @@ impl<'a> Runner<'a> {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(|e| e.to_string())?;
         let result = run_kind(stage.kind.as_ref(), &ctx, Some(&pool), None);
         drop(bar);
-        let files = result.and_then(|()| crate::digest::list_tree(&out).map_err(|e| e.to_string()));
-        let _ = crate::cache::remove_tree(&dir);
-        Ok((entry, files?))
+        result?;
+        recomputed.files = crate::digest::list_tree(&out).map_err(|e| e.to_string())?;
+        Ok((entry, recomputed))
+    }
+}
+
+/// A stage's output recomputed by [`Runner::recompute`]: its files, and the directory they are in
+/// (removed on drop).
+pub struct Recomputed {
+    dir: PathBuf,
+    pub files: Vec<crate::digest::FileRecord>,
+}
+
+impl Recomputed {
+    pub fn out(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+}
+
+impl Drop for Recomputed {
+    fn drop(&mut self) {
+        let _ = crate::cache::remove_tree(&self.dir);
     }
 }
 

@@ -11,19 +11,22 @@
 //! - where stages run: in-process, or [`slurm`] jobs that run a serialised [`spec`] (`wspace exec-stage`);
 //!   [`interrupt`]: Ctrl-C cancels those jobs.
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
-//! - [`gc`]: what `gc` keeps, and `fsck`.
+//! - [`gc`]: what `gc` keeps, and `fsck`; [`compare`]: two versions of an output, number by number (`verify`);
+//!   [`machine`]: the machine's float class.
 //! - [`cli`]: the commands; [`report`]: tables, JSON, documents and headlines, sweep CSV; [`sweep_page`]: the
 //!   sweep's page of plots; [`progress`]: bars, or lines off a terminal.
 
 pub mod builtin;
 pub mod cache;
 pub mod cli;
+pub mod compare;
 pub mod diag;
 pub mod digest;
 pub mod exec;
 pub mod gc;
 pub mod interrupt;
 pub mod key;
+pub mod machine;
 pub mod pipeline;
 pub mod progress;
 pub mod reason;

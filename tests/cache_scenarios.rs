@@ -187,12 +187,50 @@ fn a_flipped_byte_in_a_stored_output_is_detected_and_recomputed() {
 #[test]
 fn verify_detects_a_nondeterministic_stage() {
     let p = Project::new();
-    p.write("p.toml", "[stages.r]\nkind = \"command\"\nrun = \"date +%s%N > $WSPACE_OUT/t\"\n");
+    p.write("p.toml", "[stages.r]\nkind = \"command\"\nrun = \"date +%s%N > $WSPACE_OUT/t; echo x > $WSPACE_OUT/u\"\n");
     p.run_json("p.toml", &[], 0);
-    let v = p.wspace(&["verify", "p.toml", "r"]);
+    let v = p.wspace(&["verify", "p.toml", "r", "--rtol", "0", "--atol", "0"]);
     assert_eq!(v.status.code(), Some(1));
     let text = String::from_utf8_lossy(&v.stdout);
-    assert!(text.contains("differs: t") && text.contains("NOT reproducible"), "{text}");
+    assert!(text.contains("  t: different (1 of 1 numbers differ; max |Δ|") && text.contains("NOT reproducible"), "{text}");
+    assert!(!text.contains("  u:"), "an identical file is not listed: {text}");
+}
+
+/// A stage that writes `first` on its first run and `again` on every later one (`w.csv`, one value).
+fn drifting(first: &str, again: &str) -> String {
+    format!(
+        "[stages.r]\nkind = \"command\"\nrun = \"echo x >> runs.log; if [ $(wc -l < runs.log) = 1 ]; then v={first}; \
+         else v={again}; fi; printf 'loss\\\\n%s\\\\n' $v > $WSPACE_OUT/w.csv\"\n"
+    )
+}
+
+#[test]
+fn verify_reports_how_far_apart_the_numbers_are() {
+    // Within the default tolerance (|Δ| ≤ 3e-5 + 1e-4·|x|): numerically equal, exit 3.
+    let p = Project::new();
+    p.write("p.toml", &drifting("0.5", "0.50000001"));
+    p.run_json("p.toml", &[], 0);
+    let v = p.wspace(&["verify", "p.toml", "r"]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("  w.csv: numerically equal within rtol 1e-4, atol 3e-5 (1 of 1 numbers differ; max |Δ| 1.000e-8 (at line 2), max relative 2.000e-8)"),
+        "{text}"
+    );
+    assert!(text.contains("numerically equal within rtol 1e-4, atol 3e-5: stage `r` recomputed to different bytes"), "{text}");
+    // The same difference with no tolerance is a difference, and says where and what.
+    let v = p.wspace(&["verify", "p.toml", "r", "--rtol", "0", "--atol", "0"]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(1), "{text}");
+    assert!(text.contains("outside the tolerance first at line 2: 0.5 vs 0.50000001)"), "{text}");
+
+    let p = Project::new();
+    p.write("p.toml", &drifting("0.5", "0.7"));
+    p.run_json("p.toml", &[], 0);
+    let v = p.wspace(&["verify", "p.toml", "r"]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(1), "{text}");
+    assert!(text.contains("  w.csv: different (1 of 1 numbers differ; max |Δ| 2.000e-1"), "{text}");
 }
 
 #[test]

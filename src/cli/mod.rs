@@ -26,7 +26,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::cache::Cache;
 use crate::diag::Diagnostics;
@@ -152,13 +152,21 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Recompute a cached stage and compare output hashes (proves reproducibility)
+    /// Recompute a cached stage and compare: bytes, then numbers (exit 0 the same bytes, 3 numerically
+    /// equal within --rtol/--atol, 1 different)
     Verify {
         #[command(flatten)]
         p: PipelineArgs,
         stage: String,
         #[arg(short = 'j', long, default_value_t = default_jobs())]
         jobs: usize,
+        /// Where bytes differ: numbers a, b count as equal when |a − b| ≤ atol + rtol·max(|a|, |b|)
+        /// (the defaults: README, "Reproducibility across machines")
+        #[arg(long, default_value_t = 1e-4)]
+        rtol: f64,
+        /// See --rtol
+        #[arg(long, default_value_t = 3e-5)]
+        atol: f64,
     },
     /// Benchmarks that stage kinds provide (e.g. `wspace bench zoo --help`)
     Bench {
@@ -196,7 +204,10 @@ impl From<Diagnostics> for Fail {
 }
 
 pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    // `--version` also names the float class: which machines give the same bytes (README, "Reproducibility").
+    let long = format!("{}\nfloat class: {}", env!("CARGO_PKG_VERSION"), crate::machine::float_class());
+    let matches = Cli::command().long_version(&*Box::leak(long.into_boxed_str())).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing(cli.verbose);
     match dispatch(cli.command, &registry) {
         Ok(code) => ExitCode::from(code),
@@ -254,7 +265,9 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
             gc::gc(&cache, &keep, dry_run)
         }
         Command::Fsck { cache, repair } => gc::fsck(&Cache::new(cache.cache), repair),
-        Command::Verify { p, stage, jobs } => verify::verify(&p, registry, &stage, jobs.max(1)),
+        Command::Verify { p, stage, jobs, rtol, atol } => {
+            verify::verify(&p, registry, &stage, jobs.max(1), crate::compare::Tolerance { rtol, atol })
+        }
         Command::Kinds { kind } => kinds::kinds(registry, kind.as_deref()),
         Command::Bench { args } => {
             let (name, args) = args.split_first().expect("clap requires the name");

@@ -11,6 +11,7 @@ pub mod data;
 pub mod encoders;
 pub mod fit;
 pub mod generate;
+pub mod matmul;
 pub mod nn;
 pub mod ntxent;
 pub mod plot;

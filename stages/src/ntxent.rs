@@ -21,7 +21,7 @@ pub fn normalise_rows(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// `S = P Hᵀ`: cosine similarity of every projection (rows) with every latent (columns).
 pub fn cosine_matrix(p: &Tensor, h: &Tensor) -> candle_core::Result<Tensor> {
-    normalise_rows(p)?.matmul(&normalise_rows(h)?.t()?)
+    crate::matmul::matmul(&normalise_rows(p)?, &normalise_rows(h)?.t()?)
 }
 
 /// The loss of the [module doc](self) (a scalar tensor of `p`'s dtype).

@@ -26,9 +26,22 @@ impl Project {
     pub fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.path(rel)).unwrap_or_default()
     }
-    /// `wspace ARGS` in the project directory, with the cache in `./cache`.
+    /// `wspace ARGS` in the project directory, with the cache in `./cache`. With
+    /// `WSPACE_TEST_WRAPPER` set (e.g. `qemu-x86_64 -cpu Nehalem`), the binary runs under that command,
+    /// as cargo's `target.<triple>.runner` runs the test binaries: how the README's other CPU
+    /// configurations are tested.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_wspace"));
+        let bin = env!("CARGO_BIN_EXE_wspace");
+        let wrapper: Vec<String> =
+            std::env::var("WSPACE_TEST_WRAPPER").unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let mut c = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         c.args(args).current_dir(self.dir.path()).env_remove("WSPACE_CACHE").env_remove("RUST_LOG");
         c
     }

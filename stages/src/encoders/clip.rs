@@ -25,11 +25,24 @@
 use std::path::Path;
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
 use wspace_stage_api::StageError;
 
 use super::weights::{read_file, require_file, WeightFile};
+use crate::matmul::{linear, matmul};
 use crate::tensors::candle_error;
+
+/// `y = x Wᵀ + b` (as `torch.nn.Linear`), through the machine-independent [`crate::matmul`].
+struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        linear(x, &self.w, &self.b)
+    }
+}
 
 /// CLIP's image normalisation (`CLIPImageProcessor`): per RGB channel, `(v/255 − mean) / std`
 /// (mean 0.48145466, 0.4578275, 0.40821073; std 0.26862954, 0.26130258, 0.27577711, rounded to f32).
@@ -192,7 +205,7 @@ impl ClipVision {
             Ok(LayerNorm::new(wf.get(&format!("{name}.weight"), d)?, wf.get(&format!("{name}.bias"), d)?, c.layer_norm_eps))
         };
         let lin = |name: &str, o: usize, inp: usize| -> R<Linear> {
-            Ok(Linear::new(wf.get(&format!("{name}.weight"), (o, inp))?, Some(wf.get(&format!("{name}.bias"), o)?)))
+            Ok(Linear { w: wf.get(&format!("{name}.weight"), (o, inp))?, b: wf.get(&format!("{name}.bias"), o)? })
         };
         let e = "vision_model.embeddings";
         let class_embedding = wf.get(&format!("{e}.class_embedding"), d)?;
@@ -237,8 +250,8 @@ impl ClipVision {
         let q = split((layer.q.forward(x)? * (hd as f64).powf(-0.5))?)?;
         let k = split(layer.k.forward(x)?)?;
         let v = split(layer.v.forward(x)?)?;
-        let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let att = candle_nn::ops::softmax_last_dim(&matmul(&q, &k.t()?)?)?;
+        let y = matmul(&att, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
         layer.out.forward(&y)
     }
 
@@ -250,7 +263,12 @@ impl ClipVision {
             candle_core::bail!("CLIP expects {0}×{0} images, got {h}×{w}", c.image_size)
         }
         let d = c.hidden_size;
-        let patches = x.conv2d(&self.patch_embedding, 0, c.patch_size, 1, 1)?.flatten_from(2)?.transpose(1, 2)?;
+        // The patch convolution (kernel = stride = patch size) as a product: each patch's 3·p·p values
+        // (channel, row, column order, as the kernel's) times the kernel matrix.
+        let (p, g) = (c.patch_size, c.image_size / c.patch_size);
+        let cols = x.reshape((b, 3, g, p, g, p))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b * g * g, 3 * p * p))?;
+        let kernel = self.patch_embedding.reshape((d, 3 * p * p))?;
+        let patches = matmul(&cols, &kernel.t()?)?.reshape((b, g * g, d))?;
         let cls = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
         let mut x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         x = self.pre_ln.forward(&x)?;
@@ -264,7 +282,7 @@ impl ClipVision {
 
     /// Image features as `CLIPModel.get_image_features`: `[B, 3, S, S]` → `[B, projection_dim]`.
     pub fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.pooled(x)?.matmul(&self.projection_t)
+        matmul(&self.pooled(x)?, &self.projection_t)
     }
 
     /// The feature dimension (`projection_dim`).

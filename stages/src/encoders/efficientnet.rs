@@ -32,6 +32,7 @@ use wspace_stage_api::StageError;
 
 use super::depthwise::{depthwise_same, same_padding};
 use super::weights::{read_file, WeightFile};
+use crate::matmul::matmul;
 use crate::tensors::candle_error;
 
 /// The converted ImageNet-1k weights (f32 safetensors, 18.8 MB), compiled into the binary.
@@ -126,7 +127,7 @@ impl Pointwise {
     /// `x`: `[B, H, W, C_in]` → `[B, H, W, C_out]`, ReLU6 when `relu6`.
     fn forward(&self, x: &Tensor, relu6: bool) -> candle_core::Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let y = x.reshape((b * h * w, c))?.matmul(&self.w_t)?.broadcast_add(&self.b)?;
+        let y = matmul(&x.reshape((b * h * w, c))?, &self.w_t)?.broadcast_add(&self.b)?;
         let y = if relu6 { y.clamp(0f32, 6f32)? } else { y };
         y.reshape((b, h, w, ()))
     }
@@ -200,6 +201,6 @@ impl EfficientNetLite0 {
 
     /// ImageNet logits of pooled features: `[B, 1280]` → `[B, 1000]`.
     pub fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
-        features.matmul(&self.fc_w_t)?.broadcast_add(&self.fc_b)
+        matmul(features, &self.fc_w_t)?.broadcast_add(&self.fc_b)
     }
 }

@@ -164,7 +164,7 @@ impl Generator {
         let run = || -> candle_core::Result<Tensor> {
             let mut h = Tensor::from_vec(x, (3 * n, d + 1 + q), &Device::Cpu)?;
             for (i, (w, b)) in self.layers.iter().enumerate() {
-                h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+                h = crate::matmul::linear(&h, w.as_tensor(), b.as_tensor())?;
                 if i + 1 < self.layers.len() {
                     h = h.elu(1.0)?;
                 }

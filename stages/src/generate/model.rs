@@ -101,10 +101,10 @@ impl Aligner {
             onehot[i * self.config.bins + b] = 1.0;
         }
         let onehot = Tensor::from_vec(onehot, (bins.len(), self.config.bins), &Device::Cpu)?;
-        let r = onehot.matmul(self.results.as_tensor())?;
+        let r = crate::matmul::matmul(&onehot, self.results.as_tensor())?;
         let mut x = Tensor::cat(&[d, &r], 1)?;
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            x = x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            x = crate::matmul::linear(&x, w.as_tensor(), b.as_tensor())?;
             if i + 1 < self.layers.len() {
                 x = x.elu(1.0)?;
             }

@@ -177,7 +177,7 @@ impl Autoencoder {
     fn mlp(&self, layers: &[(Var, Var)], x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for (i, (w, b)) in layers.iter().enumerate() {
-            x = x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            x = crate::matmul::linear(&x, w.as_tensor(), b.as_tensor())?;
             if i + 1 < layers.len() {
                 x = self.config.activation.apply(&x)?;
             }

@@ -56,6 +56,7 @@ use super::pca::Coefficients;
 use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::fit::{fit, loss_chart, write_history, FitOptions, Objective};
+use crate::matmul::matmul;
 use crate::nn::NUM_PARAMS;
 use crate::ntxent;
 use crate::plot;
@@ -167,12 +168,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (inp, out) = (dims[dims.len() - 1], self.w.dims()[0]);
-        let y = x.reshape((x.elem_count() / inp, inp))?.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())?;
-        let mut shape = dims;
-        *shape.last_mut().expect("rank ≥ 1") = out;
-        y.reshape(shape)
+        crate::matmul::linear(x, self.w.as_tensor(), self.b.as_tensor())
     }
 }
 
@@ -209,9 +205,9 @@ impl Block {
             qkv.narrow(2, i * d, d)?.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let att = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
+        let att = (matmul(&q, &k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let o = matmul(&att, &v)?.transpose(1, 2)?.reshape((b, t, d))?;
         let x = (x + self.proj.forward(&o)?)?;
         let m = self.fc2.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?)?;
         x + m
