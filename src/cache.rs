@@ -32,7 +32,8 @@
 //!   entries/<key>/out/...       the stage's output files (read-only)
 //!   locks/<key>.lock            flock(2) target while a run computes <key> (an empty file)
 //!   tmp/<key>.<pid>.<n>/        a build in progress: out/ + entry.json, renamed into entries/ on success
-//!   scratch/<key>/              resumable work of an unfinished build (kept across killed runs)
+//!   scratch/<key>/              work of an unfinished build; kept across failed and interrupted runs
+//!                               (marked `.wspace-resumable`) for a kind that resumes from it
 //!   jobs/<key>/                 a Slurm-run stage: spec.json, job.sh, logs/, done/ (see `crate::slurm`)
 //!   runs/<pipeline>/<stage>.json  ingredients of the last run of that stage name (for `explain`)
 //!   runs/history.jsonl          one line per finished `wspace run`: time, pipeline name and file, the
@@ -88,14 +89,39 @@
 //!   resolve to now. It prints what it will remove and the space freed first. See [`crate::gc`].
 //! - `wspace fsck` re-hashes every entry and lists corrupt entries (a file changed, missing or extra; an
 //!   unreadable manifest), partial ones (a build in `tmp/` no live run holds) and orphaned ones
-//!   (`scratch/`, `jobs/` that no run holds and no entry owns); `--repair` removes them.
+//!   (`scratch/`, `jobs/` that no run holds and no entry owns); `--repair` removes them. Resumable work
+//!   (a `scratch/<key>/` marked `.wspace-resumable`: a zoo's finished models) is listed, not counted
+//!   as a problem; the next run of that stage resumes from it, and `gc FILE...` removes it when
+//!   the files no longer resolve to its key.
+//!
+//! # Reproducibility across machines
+//! A key never includes the machine (a shared cache serves every node), so "the same key, the same
+//! bytes" holds only as far as the computation is the same on both machines. Measured on the tiny
+//! golden pipeline (`tests/golden.rs`), natively on AVX2 and AVX-512 CPUs, under faked cache sizes
+//! (`scripts/repro/fake-caches.sh`) and under `qemu-x86_64` CPU models (README, "Reproducibility across
+//! machines"):
+//!
+//! | kinds | the same bytes on |
+//! |---|---|
+//! | `dataset`, `tasks`, `zoo` (`cnn-s`), `canonicalise`, `multiclass` | every x86-64 CPU: any instruction set (SSE2 only to AVX-512), cache sizes and core count |
+//! | `pca`, `dataset-embed`, `autoencoder` (both architectures), `evaluate-reconstruction`, `align`, `generator`, `sample`, `evaluate-samples`, `report` | every x86-64 CPU of one float class (`wspace --version` names it): with AVX2 + FMA, or without FMA; any cache sizes and core count |
+//! | `zoo` with `arch = "resnet18"` on the CPU | one float class and one L1 data cache geometry |
+//! | `command` | whatever the command guarantees |
+//!
+//! The first row's kinds use the project's own kernels, whose instruction-set variants agree bit for
+//! bit. The second row's go through candle's `gemm` or nalgebra's `matrixmultiply`, which choose an FMA
+//! or a plain kernel at run time; their products are cut where `gemm` would size its blocks from the
+//! cache (`wspace_stages::matmul`). ResNet-18's convolutions are not cut. Between classes the numbers
+//! differ in their last bits, and training stages carry the difference on: `wspace verify` says by how
+//! much ("numerically equal within …" or "different"). Other architectures (aarch64) have not been
+//! measured.
 //!
 //! # Known limits
 //! - `Path` parameters are re-hashed on every run (blake3, ~1 GB/s): huge data directories cost time.
 //! - `gc` must not run while another run reads the entries it removes (it skips keys being built).
 //! - Concurrent runs rely on `flock` and `rename` being atomic: true on local file systems; on NFS
 //!   only with a server and client that support them (NFSv4).
-//! - Outputs are trusted to be deterministic; `wspace verify` checks one.
+//! - Outputs are trusted to be deterministic; `wspace verify` checks one, on the machine it runs on.
 //! - Stamps are exact mtimes: a cache copied without preserving mtimes (`cp` without `-a`) is re-hashed
 //!   on every hit (correct, slower) until its entries are recomputed.
 
@@ -402,7 +428,7 @@ impl Cache {
     }
 
     /// Builds, scratch and job directories that no live run holds and no entry owns: left by killed
-    /// or failed runs.
+    /// or failed runs. Resumable work ([`Cache::resumable`]) is not among them.
     pub fn orphans(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for sub in ["tmp", "scratch", "jobs"] {
@@ -411,7 +437,8 @@ impl Cache {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let key = name.split('.').next().unwrap_or("");
                 let published = sub == "jobs" && self.entry_dir(&StageKey(key.to_string())).exists();
-                if !self.is_locked(key) && !published {
+                let resumable = sub == "scratch" && e.path().join(RESUMABLE).is_file();
+                if !self.is_locked(key) && !published && !resumable {
                     out.push(e.path());
                 }
             }
@@ -419,6 +446,35 @@ impl Cache {
         out.sort();
         out
     }
+
+    /// Scratch directories of unfinished builds that a later run of the same stage resumes from (a zoo
+    /// interrupted part-way keeps its trained models), with what their marker says, oldest first not
+    /// guaranteed: sorted by path.
+    pub fn resumable(&self) -> Vec<(PathBuf, ResumeNote)> {
+        let mut out = Vec::new();
+        let Ok(dir) = fs::read_dir(self.root.join("scratch")) else { return out };
+        for e in dir.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let note = fs::read(e.path().join(RESUMABLE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if let (Some(note), false) = (note, self.is_locked(&name)) {
+                out.push((e.path(), note));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// The marker file in the scratch directory of a kind that resumes from it
+/// ([`wspace_stage_api::StageKind::resumes`]): JSON, a [`ResumeNote`].
+pub const RESUMABLE: &str = ".wspace-resumable";
+
+/// Whose resumable work a scratch directory holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResumeNote {
+    pub pipeline: String,
+    pub stage: String,
+    pub kind: String,
 }
 
 /// Removes a directory tree whose files may be read-only (`remove_dir_all` needs only the directories
@@ -442,6 +498,20 @@ pub struct Build {
     dir: PathBuf,
     pub out: PathBuf,
     pub scratch: PathBuf,
+    /// Whether the scratch directory holds resumable work (kept when the build is abandoned).
+    resumable: bool,
+}
+
+impl Build {
+    /// What removing this unfinished build takes: its directory, and its scratch unless that is
+    /// resumable work.
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.dir.clone()];
+        if !self.resumable {
+            paths.push(self.scratch.clone());
+        }
+        paths
+    }
 }
 
 impl BuildLock<'_> {
@@ -475,8 +545,9 @@ impl BuildLock<'_> {
         }
     }
 
-    /// A fresh, empty build directory (and the persistent scratch directory).
-    pub fn begin(&self) -> Result<Build, PathError> {
+    /// A fresh, empty build directory (and the persistent scratch directory). `resumes`: the kind keeps
+    /// resumable work in the scratch directory, which is marked as such ([`RESUMABLE`]).
+    pub fn begin(&self, resumes: Option<&ResumeNote>) -> Result<Build, PathError> {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = self.cache.root.join("tmp").join(format!(
             "{}.{}.{}",
@@ -488,7 +559,10 @@ impl BuildLock<'_> {
         fs::create_dir_all(&out).map_err(path_err(&out))?;
         let scratch = self.cache.root.join("scratch").join(&self.key.0);
         fs::create_dir_all(&scratch).map_err(path_err(&scratch))?;
-        Ok(Build { dir, out, scratch })
+        if let Some(note) = resumes {
+            write_atomic(&scratch.join(RESUMABLE), &serde_json::to_vec_pretty(note).unwrap_or_default())?;
+        }
+        Ok(Build { dir, out, scratch, resumable: resumes.is_some() })
     }
 
     /// Hashes the build's output, writes its manifest, and renames it into place.
@@ -533,8 +607,10 @@ impl BuildLock<'_> {
         Ok(Entry { dir: dest, manifest })
     }
 
-    /// Throws a failed build away (its scratch stays, for a resumed attempt).
+    /// Throws a failed or interrupted build away; its scratch stays only if it is resumable work.
     pub fn abandon(&self, build: Build) {
-        let _ = remove_tree(&build.dir);
+        for path in build.leftovers() {
+            let _ = remove_tree(&path);
+        }
     }
 }

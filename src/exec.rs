@@ -14,18 +14,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wspace_stage_api::StageContext;
 
-use crate::cache::{now, Cache, Corruption, Entry, RunRecord};
+use crate::cache::{now, Cache, Corruption, Entry, ResumeNote, RunRecord};
 use crate::key::{Ingredients, SlotInput, StageKey};
 use crate::pipeline::{ExecutorKind, Pipeline, Stage};
 use crate::progress::Ui;
 use crate::reason::rerun_reason;
 use crate::slurm;
-use crate::spec::{run_kind, SpecInput, StageSpec};
+use crate::spec::{run_kind, KindError, SpecInput, StageSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -34,6 +34,8 @@ pub enum Status {
     Cached,
     Failed,
     Skipped,
+    /// It was running when the run was interrupted (Ctrl-C, SIGTERM), and stopped.
+    Interrupted,
     /// `--dry-run`: would run.
     WouldRun,
     /// `--dry-run`: an upstream stage would run first; runs unless its output comes out unchanged.
@@ -47,6 +49,7 @@ impl Status {
             Status::Cached => "cached",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::Interrupted => "interrupted",
             Status::WouldRun => "would-run",
             Status::Pending => "pending",
         }
@@ -98,15 +101,32 @@ pub struct Runner<'a> {
     pub cache: &'a Cache,
     pub ui: &'a Ui,
     pub jobs: usize,
+    /// Called when an interrupted run gives up waiting for stages that do not stop within
+    /// [`STOP_GRACE`], with every stage's report: it is expected to print them and exit the process.
+    /// Without it, `run` waits for them.
+    pub on_abandon: Option<&'a (dyn Fn(Vec<StageReport>) + Sync)>,
 }
+
+/// How long an interrupted run waits for its running stages to stop before it abandons them.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Upstream results, shared by the workers.
 struct Shared {
     entries: Mutex<Vec<Option<Entry>>>,
     reports: Mutex<Vec<Option<StageReport>>>,
+    /// What removing each running stage's unfinished build takes (see [`crate::cache::Build::leftovers`]).
+    builds: Mutex<BTreeMap<usize, Vec<PathBuf>>>,
+    /// Held while a build is published or abandoned, so that an interrupted run that abandons its
+    /// stages never exits half-way through either.
+    settling: Mutex<()>,
 }
 
-type Outcome = Result<(Entry, Status, String, f64), String>;
+type Outcome = Result<(Entry, Status, String, f64), KindError>;
+
+/// The reason a stage was cut by an interrupt gives.
+fn interrupted_reason(what: &str) -> String {
+    format!("{what} ({})", crate::interrupt::signal_name().unwrap_or("interrupt"))
+}
 
 impl<'a> Runner<'a> {
     fn stage(&self, i: usize) -> &'a Stage {
@@ -165,10 +185,17 @@ impl<'a> Runner<'a> {
     pub fn run(&self, mask: &[bool]) -> Vec<StageReport> {
         let n = self.pipeline.stages.len();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().ok();
-        let shared = Shared { entries: Mutex::new(vec![None; n]), reports: Mutex::new(vec![None; n]) };
+        let shared = Shared {
+            entries: Mutex::new(vec![None; n]),
+            reports: Mutex::new(vec![None; n]),
+            builds: Mutex::new(BTreeMap::new()),
+            settling: Mutex::new(()),
+        };
         let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
         let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
         let mut running = 0usize;
+        let mut started: Vec<Option<Instant>> = vec![None; n];
+        let mut interrupted_at: Option<Instant> = None;
 
         std::thread::scope(|scope| loop {
             // Settle everything that needs no worker; start workers for ready misses.
@@ -181,7 +208,9 @@ impl<'a> Runner<'a> {
                     }
                     let stage = self.stage(i);
                     if let Some((slot, &up)) = stage.inputs.iter().find(|(_, &up)| matches!(state[up], State::Failed)) {
-                        let why = format!("input `{slot}` failed (stage `{}`)", self.stage(up).name);
+                        let cut = shared.reports.lock().unwrap()[up].as_ref().is_some_and(|r| r.status == Status::Interrupted);
+                        let what = if cut { "was interrupted" } else { "failed" };
+                        let why = format!("input `{slot}` {what} (stage `{}`)", self.stage(up).name);
                         shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
                         state[i] = State::Failed;
                         progressed = true;
@@ -191,8 +220,8 @@ impl<'a> Runner<'a> {
                         continue;
                     }
                     if crate::interrupt::requested() {
-                        shared.reports.lock().unwrap()[i] =
-                            Some(self.report(i, Status::Skipped, None, 0.0, "interrupted".into(), None));
+                        let why = interrupted_reason("not started: the run was interrupted");
+                        shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
                         state[i] = State::Failed;
                         progressed = true;
                         continue;
@@ -239,6 +268,7 @@ impl<'a> Runner<'a> {
                             };
                             self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
                             state[i] = State::Running;
+                            started[i] = Some(Instant::now());
                             running += 1;
                             let (tx, shared, pool) = (tx.clone(), &shared, pool.as_ref());
                             scope.spawn(move || {
@@ -253,9 +283,22 @@ impl<'a> Runner<'a> {
             if running == 0 {
                 break;
             }
-            let Ok((i, outcome)) = rx.recv() else { break };
+            let received = rx.recv_timeout(Duration::from_millis(20));
+            if crate::interrupt::requested() {
+                let since = *interrupted_at.get_or_insert_with(|| {
+                    self.ui.line(&interrupted_reason("interrupted: stopping the running stages"));
+                    Instant::now()
+                });
+                if received.is_err() && since.elapsed() > STOP_GRACE {
+                    if let Some(abandon) = self.on_abandon {
+                        abandon(self.abandon_running(&shared, &state, &started));
+                    }
+                }
+            }
+            let Ok((i, outcome)) = received else { continue };
             running -= 1;
             let stage = self.stage(i);
+            let seconds = started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
             match outcome {
                 Ok((entry, status, reason, seconds)) => {
                     self.ui.line(&format!("✓ {} {} in {seconds:.2}s", stage.name, status.as_str()));
@@ -266,16 +309,44 @@ impl<'a> Runner<'a> {
                     shared.entries.lock().unwrap()[i] = Some(entry);
                     state[i] = State::Done;
                 }
-                Err(e) => {
+                Err(KindError::Stopped) => {
+                    self.ui.line(&format!("■ {} stopped", stage.name));
+                    let why = interrupted_reason("stopped: the run was interrupted");
+                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
+                    state[i] = State::Failed;
+                }
+                Err(KindError::Failed(e)) => {
                     self.ui.line(&format!("✗ {} failed: {e}", stage.name));
                     let first = e.lines().next().unwrap_or("").to_string();
-                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, first, None));
+                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, seconds, first, None));
                     state[i] = State::Failed;
                 }
             }
         });
 
         shared.reports.into_inner().unwrap().into_iter().flatten().collect()
+    }
+
+    /// An interrupted run's last act for stages that did not stop in time: waits for any publish in
+    /// progress, removes their unfinished builds and returns every stage's report, those marked
+    /// interrupted. Their threads are left running; the caller exits the process.
+    fn abandon_running(&self, shared: &Shared, state: &[State], started: &[Option<Instant>]) -> Vec<StageReport> {
+        let _settled = shared.settling.lock().unwrap_or_else(|e| e.into_inner());
+        let builds = shared.builds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut reports = shared.reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (i, st) in state.iter().enumerate() {
+            if !matches!(st, State::Running) {
+                continue;
+            }
+            for path in builds.get(&i).into_iter().flatten() {
+                let _ = crate::cache::remove_tree(path);
+            }
+            let why =
+                interrupted_reason(&format!("did not stop within {} s; its partial build was removed", STOP_GRACE.as_secs()));
+            let seconds = started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+            reports[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
+        }
+        reports.into_iter().flatten().collect()
     }
 
     /// Makes stage `i`'s result exist: waits for another run building it, verifies the entries it
@@ -298,6 +369,9 @@ impl<'a> Runner<'a> {
                 .cache
                 .lock(&key, || self.ui.line(&format!("… {}: another run is computing it; waiting", stage.name)))
                 .map_err(|e| e.to_string())?;
+            if crate::interrupt::requested() {
+                return Err(KindError::Stopped);
+            }
             let found = match lock.lookup() {
                 Ok(found) => found,
                 // An unreadable manifest is a corrupt entry: moved away and recomputed.
@@ -305,7 +379,7 @@ impl<'a> Runner<'a> {
                     lock.discard().map_err(|e| e.to_string())?;
                     None
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string().into()),
             };
             if let Some(entry) = found {
                 match distrust {
@@ -330,7 +404,13 @@ impl<'a> Runner<'a> {
                     continue 'again;
                 }
             }
-            let build = lock.begin().map_err(|e| e.to_string())?;
+            let resumes = stage.kind.resumes().then(|| ResumeNote {
+                pipeline: self.pipeline.name.clone(),
+                stage: stage.name.clone(),
+                kind: stage.kind.name().to_string(),
+            });
+            let build = lock.begin(resumes.as_ref()).map_err(|e| e.to_string())?;
+            shared.builds.lock().unwrap().insert(i, build.leftovers());
             tracing::info!(key = %key, build = %build.out.display(), "running: {reason}");
             let inputs: BTreeMap<String, PathBuf> = stage
                 .inputs
@@ -359,17 +439,21 @@ impl<'a> Runner<'a> {
             let started = Instant::now();
             let result = match self.pipeline.executor.kind {
                 ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                ExecutorKind::Slurm => self.spec(i, &ctx, &key, &ingredients, settings.shards).and_then(|spec| {
-                    slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar)?;
-                    // Shards leave their work in the scratch directory; `run` assembles the output here.
-                    match spec.shards {
-                        1 => Ok(()),
-                        _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                    }
-                }),
+                ExecutorKind::Slurm => {
+                    self.spec(i, &ctx, &key, &ingredients, settings.shards).map_err(KindError::from).and_then(|spec| {
+                        slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar)?;
+                        // Shards leave their work in the scratch directory; `run` assembles the output here.
+                        match spec.shards {
+                            1 => Ok(()),
+                            _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+                        }
+                    })
+                }
             };
             drop(bar);
             let seconds = started.elapsed().as_secs_f64();
+            let _settling = shared.settling.lock().unwrap_or_else(|e| e.into_inner());
+            shared.builds.lock().unwrap().remove(&i);
             return match result {
                 Ok(()) => {
                     let entry = lock
@@ -532,7 +616,7 @@ impl<'a> Runner<'a> {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(|e| e.to_string())?;
         let result = run_kind(stage.kind.as_ref(), &ctx, Some(&pool), None);
         drop(bar);
-        result?;
+        result.map_err(|e| e.to_string())?;
         recomputed.files = crate::digest::list_tree(&out).map_err(|e| e.to_string())?;
         Ok((entry, recomputed))
     }

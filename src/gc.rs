@@ -9,6 +9,8 @@
 //! - Entries no finished run mentions but made after the last finished run of their pipeline: a run
 //!   that was killed or interrupted made them, and its next attempt will want them.
 //! - **By pipeline** (`wspace gc FILE...`): exactly what those files resolve to now; all else goes.
+//! - Resumable work (a zoo's finished models, left by an interrupted or failed run: see
+//!   [`Cache::resumable`]) stays, except that `gc FILE...` removes what those files no longer resolve to.
 //!
 //! Entries whose manifest cannot be read are never removed by gc: it reports them, and
 //! `wspace fsck --repair` removes them.
@@ -16,7 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use crate::cache::{Cache, Entry, HistoryLine};
+use crate::cache::{Cache, Entry, HistoryLine, ResumeNote};
 use crate::key::StageKey;
 
 /// Which entries to keep.
@@ -33,8 +35,11 @@ pub struct GcPlan {
     pub remove: Vec<Entry>,
     /// Kept because a run that did not finish made them.
     pub unfinished: Vec<Entry>,
-    /// Builds, scratch and job directories of dead runs (see [`Cache::orphans`]).
+    /// Builds, scratch and job directories of dead runs (see [`Cache::orphans`]), and resumable work
+    /// that `gc FILE...` does not keep.
     pub leftovers: Vec<PathBuf>,
+    /// Resumable work kept (see [`Cache::resumable`]).
+    pub resumable: Vec<(PathBuf, ResumeNote)>,
     pub unreadable: Vec<(PathBuf, String)>,
 }
 
@@ -61,6 +66,13 @@ pub fn recent_keys(history: &[HistoryLine], keep_last: usize) -> HashSet<StageKe
 pub fn plan(cache: &Cache, keep: &Keep) -> GcPlan {
     let scan = cache.scan();
     let mut plan = GcPlan { leftovers: cache.orphans(), unreadable: scan.unreadable, ..GcPlan::default() };
+    for (path, note) in cache.resumable() {
+        let key = StageKey(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        match keep {
+            Keep::Exactly(keys) if !keys.contains(&key) => plan.leftovers.push(path),
+            _ => plan.resumable.push((path, note)),
+        }
+    }
     let history = cache.history();
     let (kept, mentioned, last_run) = match keep {
         Keep::Exactly(keys) => (keys.clone(), HashSet::new(), BTreeMap::new()),

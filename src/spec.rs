@@ -46,13 +46,30 @@ pub struct StageSpec {
     pub shards: usize,
 }
 
+/// Why a kind's run did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KindError {
+    /// It failed (or panicked): the message.
+    #[error("{0}")]
+    Failed(String),
+    /// It stopped because the run was interrupted ([`wspace_stage_api::StageError::Stopped`]).
+    #[error("stopped: the run was interrupted")]
+    Stopped,
+}
+
+impl From<String> for KindError {
+    fn from(message: String) -> Self {
+        KindError::Failed(message)
+    }
+}
+
 /// Runs a kind in `pool` (when given), turning a panic into an error message.
 pub fn run_kind(
     kind: &dyn StageKind,
     ctx: &StageContext,
     pool: Option<&rayon::ThreadPool>,
     shard: Option<(usize, usize)>,
-) -> Result<(), String> {
+) -> Result<(), KindError> {
     let call = || {
         std::panic::catch_unwind(AssertUnwindSafe(|| match shard {
             Some((index, count)) => kind.run_shard(ctx, index, count),
@@ -65,10 +82,11 @@ pub fn run_kind(
     };
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(wspace_stage_api::StageError::Stopped)) => Err(KindError::Stopped),
+        Ok(Err(e)) => Err(KindError::Failed(e.to_string())),
         Err(panic) => {
             let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            Err(format!("the stage panicked: {}", msg.unwrap_or_default()))
+            Err(KindError::Failed(format!("the stage panicked: {}", msg.unwrap_or_default())))
         }
     }
 }
@@ -119,6 +137,8 @@ pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Res
     };
     eprintln!("wspace exec-stage: {what} (kind `{}`, key {}), {} thread(s)", spec.kind, spec.key.short(), spec.threads);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(spec.threads.max(1)).build().map_err(|e| e.to_string())?;
+    // `scancel` sends SIGTERM: the stage stops at its next check, and the task is not marked done.
+    crate::interrupt::catch();
     let started = Instant::now();
     run_kind(kind.as_ref(), &ctx, Some(&pool), shard).map_err(|e| format!("{what} failed: {e}"))?;
     eprintln!("wspace exec-stage: {what} done in {:.1} s", started.elapsed().as_secs_f64());

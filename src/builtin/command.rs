@@ -15,9 +15,14 @@
 //! output), `WSPACE_IN_<SLOT>` (the read-only output directory of each input, slot upper-cased),
 //! `WSPACE_PARAMS` (the `params` table as JSON) and `WSPACE_PARAM_<NAME>` for each scalar param.
 //! Its stdout and stderr go to a log; the last lines are shown when it fails.
+//!
+//! The shell runs in a process group of its own. When the run is interrupted, that whole group gets
+//! SIGTERM, then SIGKILL half a second later: nothing the command started outlives the stage.
 
 use std::fs::File;
-use std::process::{Command as Process, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Command as Process, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
 
@@ -85,7 +90,10 @@ impl StageKind for Command {
             }
         }
         ctx.progress.message(script);
-        let status = cmd.status().map_err(|e| StageError::msg(format!("cannot start `sh -c {script:?}`: {e}")))?;
+        let status = run_until_stopped(&mut cmd).map_err(|e| match e {
+            StageError::Io { source, .. } => StageError::msg(format!("cannot run `sh -c {script:?}`: {source}")),
+            e => e,
+        })?;
         if !status.success() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -112,3 +120,34 @@ impl StageKind for Command {
         Ok(())
     }
 }
+
+/// Runs `cmd` in a new process group and waits for it, polling for a stop request; on one, kills the
+/// group (SIGTERM, then SIGKILL after [`GRACE`]) and returns [`StageError::Stopped`].
+fn run_until_stopped(cmd: &mut Process) -> Result<ExitStatus, StageError> {
+    let io = |e| StageError::io("sh", e);
+    let mut child = cmd.process_group(0).spawn().map_err(io)?;
+    let _registered = crate::interrupt::ChildGuard::new(child.id());
+    loop {
+        if let Some(status) = child.try_wait().map_err(io)? {
+            return Ok(status);
+        }
+        if wspace_stage_api::stop_requested() {
+            let group = -(child.id() as i32);
+            // SAFETY: plain kill(2) calls on the child's own process group.
+            unsafe { libc::kill(group, libc::SIGTERM) };
+            let asked = Instant::now();
+            while child.try_wait().map_err(io)?.is_none() && asked.elapsed() < GRACE {
+                std::thread::sleep(POLL);
+            }
+            unsafe { libc::kill(group, libc::SIGKILL) };
+            let _ = child.wait();
+            return Err(StageError::Stopped);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How often a running command is checked on.
+const POLL: Duration = Duration::from_millis(10);
+/// How long an interrupted command's group has between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_millis(500);

@@ -45,6 +45,6 @@ impl OneStage {
     }
 
     pub fn runner<'a>(&'a self, ui: &'a Ui, jobs: usize) -> Runner<'a> {
-        Runner { pipeline: &self.pipeline, cache: &self.cache, ui, jobs }
+        Runner { pipeline: &self.pipeline, cache: &self.cache, ui, jobs, on_abandon: None }
     }
 }

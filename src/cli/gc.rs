@@ -12,7 +12,7 @@ use super::fmt::{human_size, report_unreadable};
 use super::Fail;
 
 /// The keys the pipeline files resolve to now, over every sweep variant (stages not computed yet
-/// have no entry to keep).
+/// have no entry to keep, only perhaps resumable work).
 pub(super) fn resolved_keys(
     files: &[PathBuf],
     registry: &Registry,
@@ -24,9 +24,10 @@ pub(super) fn resolved_keys(
         let pipeline = pipeline::load(file, registry)?;
         for variant in pipeline.variants() {
             let vp = pipeline.with_overrides(&variant).map_err(|d| Fail(d.to_string(), 2))?;
-            let runner = Runner { pipeline: &vp, cache, ui: &ui, jobs: 1 };
+            let runner = Runner { pipeline: &vp, cache, ui: &ui, jobs: 1, on_abandon: None };
             let plan = runner.plan(&vec![true; vp.stages.len()]);
-            keys.extend(plan.into_iter().filter(|r| r.status == Status::Cached).filter_map(|r| r.key));
+            // A stage that would run has no entry yet, but may have resumable work to keep.
+            keys.extend(plan.into_iter().filter(|r| matches!(r.status, Status::Cached | Status::WouldRun)).filter_map(|r| r.key));
         }
     }
     Ok(keys)
@@ -53,6 +54,9 @@ pub(super) fn gc(cache: &Cache, keep: &crate::gc::Keep, dry_run: bool) -> Result
     for e in &plan.unfinished {
         println!("keeping {}: made by a run that did not finish", describe(e));
     }
+    for (path, note) in &plan.resumable {
+        println!("keeping {}: {}", path.display(), resumable(note));
+    }
     report_unreadable(&plan.unreadable);
     if dry_run {
         return Ok(0);
@@ -75,7 +79,18 @@ pub(super) fn gc(cache: &Cache, keep: &crate::gc::Keep, dry_run: bool) -> Result
     Ok(0)
 }
 
+/// How `gc` and `fsck` describe resumable work.
+fn resumable(note: &crate::cache::ResumeNote) -> String {
+    format!(
+        "resumable work of stage `{}` ({}, pipeline `{}`): its next run continues from it",
+        note.stage, note.kind, note.pipeline
+    )
+}
+
 pub(super) fn fsck(cache: &Cache, repair: bool) -> Result<u8, Fail> {
+    for (path, note) in cache.resumable() {
+        println!("{:<9} {}: {}", "resumable", path.display(), resumable(&note));
+    }
     let (entries, findings) = crate::gc::fsck(cache);
     for f in &findings {
         println!("{:<9} {}: {}", f.what, f.path.display(), f.detail);

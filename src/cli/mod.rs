@@ -8,8 +8,9 @@
 //! arguments into a checked pipeline (and one stage of it); [`fmt`] holds the small output formatters.
 //!
 //! Exit codes: 0 success; 1 a stage failed (or `verify` found a difference); 2 the command line or the
-//! pipeline file is wrong (nothing ran, nothing in the cache was touched); 130 a run on Slurm was
-//! interrupted (its jobs cancelled).
+//! pipeline file is wrong (nothing ran, nothing in the cache was touched); 3 `verify` found different
+//! bytes, every number within its tolerance; 130 / 143 a run was interrupted by SIGINT / SIGTERM (see
+//! [`crate::interrupt`]).
 
 mod args;
 mod dag;

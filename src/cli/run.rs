@@ -30,7 +30,7 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
     if let Some(kind) = executor {
         pipeline.executor.kind = kind;
     }
-    if pipeline.executor.kind != ExecutorKind::Local && !dry_run {
+    if !dry_run {
         crate::interrupt::catch();
     }
     let mask = pipeline.select(targets).map_err(|d| Fail(d.to_string(), 2))?;
@@ -47,7 +47,19 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
             let desc = variant.iter().map(|o| format!("{} = {}", o.address(), o.value)).collect::<Vec<_>>().join(", ");
             ui.line(&format!("── variant {}/{}: {desc}", n + 1, variants.len()));
         }
-        let runner = Runner { pipeline: &vp, cache: &cache, ui: &ui, jobs };
+        // Stages that do not stop within a second of an interrupt: the summary so far, then exit.
+        let abandon = |reports: Vec<StageReport>| {
+            match format {
+                Format::Text => println!("{}", report::summary(&reports)),
+                Format::Json => println!(
+                    "{}",
+                    json!({"pipeline": pipeline.name, "variants": [{"overrides": pipeline::check::overrides_json(variant), "stages": reports}]})
+                ),
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(crate::interrupt::exit_code().unwrap_or(130).into());
+        };
+        let runner = Runner { pipeline: &vp, cache: &cache, ui: &ui, jobs, on_abandon: Some(&abandon) };
         let reports = if dry_run { runner.plan(&mask) } else { runner.run(&mask) };
         if !dry_run {
             used.extend(reports.iter().filter_map(|r| r.key.clone()));
@@ -70,8 +82,12 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
             print!("{}", report::documents(&reports));
         }
         results.push((variant.clone(), reports));
+        if crate::interrupt::requested() {
+            break;
+        }
     }
-    if !dry_run {
+    // An interrupted run is not a finished one: `gc` keeps what it made (see `crate::gc`).
+    if !dry_run && !crate::interrupt::requested() {
         let file = std::fs::canonicalize(&p.file).unwrap_or_else(|_| p.file.clone());
         let line = HistoryLine {
             time: crate::cache::now(),
@@ -114,11 +130,9 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
         println!("{obj}");
     }
     let failed = results.iter().flat_map(|(_, r)| r).any(|r| matches!(r.status, Status::Failed | Status::Skipped));
-    Ok(if crate::interrupt::requested() {
-        130
-    } else if failed {
-        1
-    } else {
-        0
+    Ok(match crate::interrupt::exit_code() {
+        Some(code) => code,
+        None if failed => 1,
+        None => 0,
     })
 }

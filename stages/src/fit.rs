@@ -188,6 +188,7 @@ pub fn fit(objective: &mut impl Objective, rows: &[usize], opts: &FitOptions) ->
             if chunk.len() < min_batch {
                 continue;
             }
+            wspace_stage_api::check_stop()?;
             let (loss, value) = objective.batch_loss(chunk)?;
             sum += value * chunk.len() as f64;
             count += chunk.len();

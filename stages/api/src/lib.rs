@@ -5,7 +5,8 @@
 //! ([`ParamSpec`], typed, with defaults), its input slots ([`Inputs`]) and a code [`StageKind::version`],
 //! and it [`StageKind::run`]s with a [`StageContext`]: resolved parameters ([`Value`]s), one read-only
 //! directory per input slot, an empty private output directory, a persistent scratch directory for
-//! resumable work, and a [`Progress`] handle.
+//! resumable work, and a [`Progress`] handle. Long loops call [`check_stop`], so that an interrupted
+//! run stops within about a second.
 //!
 //! Stage code knows nothing of the cache: it reads its input directories, writes files into
 //! `ctx.out`, and returns. Whatever it wrote is the stage's output. A `metrics.json` (a JSON object) at
@@ -333,9 +334,38 @@ impl<'a> Params<'a> {
     }
 }
 
+/// Stopping a run early (Ctrl-C, SIGTERM): the runner calls [`request_stop`]; stage code calls
+/// [`check_stop`] between units of work — an epoch, a batch, a model, a task — and returns its error, so
+/// that a stage ends within about a second of the request. The runner then discards the stage's
+/// output directory; what the stage kept in its scratch directory stays for the next attempt (see
+/// [`StageKind::resumes`]).
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every running stage of this process to stop (async-signal-safe: one atomic store).
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `Err(StageError::Stopped)` once a stop was requested: `check_stop()?` between units of work.
+pub fn check_stop() -> Result<(), StageError> {
+    if stop_requested() {
+        Err(StageError::Stopped)
+    } else {
+        Ok(())
+    }
+}
+
 /// A stage failed. The message should name the file or parameter at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
+    /// The run was interrupted ([`check_stop`]); not a failure of the stage.
+    #[error("stopped: the run was interrupted")]
+    Stopped,
     #[error("{0}")]
     Msg(String),
     #[error("{path}: {source}")]
@@ -384,6 +414,13 @@ pub trait StageKind: Send + Sync {
         Ok(())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError>;
+    /// Whether the kind keeps finished work in `ctx.scratch` that a later attempt resumes from (the zoo
+    /// keeps each trained model). The runner keeps such a scratch directory when a run is interrupted
+    /// or fails, and marks it as resumable work for `wspace fsck`; any other kind's scratch is removed
+    /// with the failed build.
+    fn resumes(&self) -> bool {
+        false
+    }
     /// Whether the kind's work splits into shards that can run as separate processes at once (a Slurm
     /// array job, `shards = N` in the pipeline's `[executor.stages.NAME]`): see [`StageKind::run_shard`].
     fn shardable(&self) -> bool {

@@ -115,6 +115,7 @@ impl Encoder {
         let batches: Vec<Vec<Vec<f32>>> = images
             .par_chunks(BATCH)
             .map(|chunk| {
+                wspace_stage_api::check_stop()?;
                 let mut buf = Vec::with_capacity(chunk.len() * 3 * size * size);
                 for img in chunk {
                     preprocess_into(img, shape.channels, shape.height, shape.width, size, norm, &mut buf);

@@ -374,6 +374,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         .collect::<Result<_, _>>()?;
 
     let eval_one = |s: &SampleRow| -> Result<SampleEval, StageError> {
+        wspace_stage_api::check_stop()?;
         let task = tasks
             .tasks
             .get(s.task_id)

@@ -425,6 +425,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     }
     ctx.progress.start(prompted.len() as u64, "tasks");
     for task in &prompted {
+        wspace_stage_api::check_stop()?;
         let mut weights = maker(task, &grid, draws)?;
         let calibration = match (opts.calibrate, &data) {
             (Some(n), Some(data)) => Some(task_probe_images(task, data, n)?),

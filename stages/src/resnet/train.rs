@@ -291,6 +291,9 @@ impl Trainer {
             if batch.len() < 2 {
                 continue;
             }
+            if wspace_stage_api::stop_requested() {
+                candle_core::bail!("stopped: the run was interrupted");
+            }
             let s = self.step_indexed(data, batch)?;
             if let Err(diverged) = tally.add(&s) {
                 self.order = order;

@@ -303,6 +303,7 @@ pub fn run_evaluation(
         .par_iter()
         .enumerate()
         .map(|(t, &i)| -> Result<_, StageError> {
+            wspace_stage_api::check_stop()?;
             let r = &coefficients.meta.rows[i];
             let row = zoo.row_of(r)?;
             let weights = zoo.weights(row)?;

@@ -328,6 +328,7 @@ impl WeightPca {
             .par_iter()
             .zip(starts)
             .map(|(shape, start)| -> Result<_, StageError> {
+                wspace_stage_api::check_stop()?;
                 let d = shape.len();
                 let mut x = Vec::with_capacity(n * d);
                 train.iter().for_each(|w| x.extend(w[start..start + d].iter().map(|&v| v as f64)));

@@ -16,8 +16,9 @@
 //! of the models diverged.
 //!
 //! **Resume**: each finished model is written at once into the stage's scratch directory (weights,
-//! then a small record, each renamed into place). A killed run's finished models are found there by
-//! the next attempt of the same stage key and not retrained.
+//! then a small record, each renamed into place). A killed or interrupted run's finished models are
+//! found there by the next attempt of the same stage key and not retrained; a model part-way through
+//! training when a run is interrupted is trained again from the start.
 //!
 //! **Shards** ([`StageKind::run_shard`]): shard `i` of `n` trains the task rows `i`, `i + n`, … into
 //! the same scratch directory; `run` then finds every model trained and only assembles the output. A
@@ -151,6 +152,10 @@ impl StageKind for ZooKind {
     }
 
     fn shardable(&self) -> bool {
+        true
+    }
+    /// Each finished model stays in the scratch directory (see the module doc's **Resume**).
+    fn resumes(&self) -> bool {
         true
     }
 
@@ -332,7 +337,9 @@ struct ResnetTrainer {
 
 impl ModelTrainer for ResnetTrainer {
     fn train_epoch(&mut self, x: &[u8], y: &[u8]) -> Result<nn::EpochStats, StageError> {
-        self.inner.train_epoch(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_error("resnet18"))
+        let epoch = self.inner.train_epoch(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape });
+        wspace_stage_api::check_stop()?;
+        epoch.map_err(candle_error("resnet18"))
     }
     fn evaluate(&self, x: &[u8], y: &[u8]) -> Result<nn::Evaluation, StageError> {
         self.inner.evaluate(&resnet::ImageSet { pixels: x, labels: y, shape: self.shape }).map_err(candle_error("resnet18"))
@@ -380,6 +387,7 @@ fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch
     let mut rows = Vec::with_capacity(2);
     let mut train_loss = f64::NAN;
     for epoch in 1..=plan.final_epoch {
+        wspace_stage_api::check_stop()?;
         let stats = trainer.train_epoch(&train_x, &train_y)?;
         if !stats.diverged {
             train_loss = stats.loss;

@@ -155,6 +155,7 @@ fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
                 }
                 ctx.progress.inc(1);
             });
+            wspace_stage_api::check_stop()?;
             let diverged = trainer.diverged() || !trainer.model().is_finite();
             let model = trainer.into_model();
             let test = nn::evaluate(&model, &data.test.images, &test_y);
