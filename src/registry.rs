@@ -3,16 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wspace_stage_api::StageKind;
-
-/// A benchmark a stage crate offers as `wspace bench NAME ARGS...`: it parses its own arguments and
-/// returns what to print (or an error message). The runner only dispatches to it.
-pub type BenchFn = fn(&[String]) -> Result<String, String>;
+use wspace_stage_api::{Bench, StageKind};
 
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
-    benches: BTreeMap<&'static str, BenchFn>,
+    benches: BTreeMap<&'static str, Bench>,
 }
 
 impl Registry {
@@ -28,10 +24,10 @@ impl Registry {
     pub fn add(&mut self, kind: Box<dyn StageKind>) {
         self.kinds.insert(kind.name(), Arc::from(kind));
     }
-    pub fn add_bench(&mut self, name: &'static str, f: BenchFn) {
+    pub fn add_bench(&mut self, name: &'static str, f: Bench) {
         self.benches.insert(name, f);
     }
-    pub fn bench(&self, name: &str) -> Option<BenchFn> {
+    pub fn bench(&self, name: &str) -> Option<Bench> {
         self.benches.get(name).copied()
     }
     pub fn bench_names(&self) -> impl Iterator<Item = &'static str> + '_ {

@@ -26,9 +26,7 @@ mod test_util;
 
 use wspace_stage_api::StageKind;
 
-/// A benchmark: parses its own arguments with clap (`bench_args`) and returns what to print (its
-/// result, or its usage for `--help`) or an error message (clap's, for wrong arguments: exit 2).
-pub type Bench = fn(&[String]) -> Result<String, String>;
+pub use wspace_stage_api::Bench;
 
 /// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.
 pub fn benches() -> Vec<(&'static str, Bench)> {

@@ -240,10 +240,7 @@ impl<'a> StageContext<'a> {
         self.view().param(name)
     }
     pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
-        self.inputs
-            .get(slot)
-            .map(PathBuf::as_path)
-            .ok_or_else(|| StageError::msg(format!("input slot `{slot}` is not connected")))
+        self.inputs.get(slot).map(PathBuf::as_path).ok_or_else(|| StageError::input(slot, "is not connected"))
     }
     pub fn int(&self, name: &str) -> Result<i64, StageError> {
         self.view().int(name)
@@ -373,6 +370,9 @@ pub enum StageError {
     /// A parameter's value is wrong: `message` completes "parameter `name` …".
     #[error("parameter `{name}` {message}")]
     Param { name: String, message: String },
+    /// An input slot is missing, or what it holds is wrong: `message` completes "input `slot` …".
+    #[error("input `{slot}` {message}")]
+    Input { slot: String, message: String },
 }
 
 impl StageError {
@@ -383,11 +383,19 @@ impl StageError {
     pub fn param(name: &str, message: impl Into<String>) -> Self {
         StageError::Param { name: name.to_string(), message: message.into() }
     }
+    /// "input `slot` {message}": the runner points at that input in the pipeline file.
+    pub fn input(slot: &str, message: impl Into<String>) -> Self {
+        StageError::Input { slot: slot.to_string(), message: message.into() }
+    }
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StageError::Io { path: path.into(), source }
     }
 }
+
+/// A benchmark (`wspace bench NAME ARGS`): parses its own arguments and returns what to print (its
+/// result, or its usage for `--help`) or an error message (for wrong arguments: exit 2).
+pub type Bench = fn(&[String]) -> Result<String, String>;
 
 /// A kind of stage: `kind = "..."` in a pipeline file.
 pub trait StageKind: Send + Sync {
