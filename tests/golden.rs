@@ -34,111 +34,24 @@ use Pin::{Everywhere, PerClass};
 const CLASSES: [&str; 2] = ["x86_64 with AVX2+FMA", "x86_64 without FMA"];
 
 /// `(stage, kind, code version, output hash on TINY)`.
+#[rustfmt::skip]
 const GOLDEN: &[(&str, &str, u32, Pin)] = &[
     ("data", "dataset", 1, Everywhere("d7cb01f7c02d832df96f2141b8375c92201784991c189b40ef4fa34e47e23a88")),
     ("tasks", "tasks", 1, Everywhere("1fbbbd46792634842833c98356e5f8cd0f1e02ac790ea41751c3975d98465982")),
     ("zoo", "zoo", 3, Everywhere("15116ec07adbe950b918cd52ec7647fc02fbe76292462ef8bcad9fe7332732fe")),
     ("canonical", "canonicalise", 1, Everywhere("b69fe222c87c4c20a26edb9a6673ca36ba2de11699c2cdbddb45e05a691252b5")),
-    (
-        "dataset_embed",
-        "dataset-embed",
-        2,
-        PerClass(
-            "d4d766076e00f66a6c4ab2d9e0974547165afbcde673f0712c0dd569b5afda2b",
-            "f8a639624121ce277266a5d46e747408e7d9189d6cc15c33e022a56e8a5db5c2",
-        ),
-    ),
-    (
-        "pca",
-        "pca",
-        2,
-        PerClass(
-            "5467488a0a5cbca6f83238b49c23889ea9c11a39e1c0f3036f6ca100384b8670",
-            "991b69478266ef38243dcb891a3de55ea181e7ab00c58e6b2957e4bfb1b34c9f",
-        ),
-    ),
-    (
-        "autoencoder",
-        "autoencoder",
-        2,
-        PerClass(
-            "c71df5805edd72615227670f4b1fc609ec775ce02cc10711a635060af4cd0735",
-            "ca2a8ffb012b3f384a7bcfc81beeee73b769443f20901cbe176dd51a542d4fd1",
-        ),
-    ),
-    (
-        "tokens",
-        "autoencoder",
-        2,
-        PerClass(
-            "9c9b8a5282c6d3906248b4f7b5ff22271dd0d37f8708b2e4f9d8c2e4c6697688",
-            "aa01cb1f3eca16595a50fe435c0b2d3762373618f90c344ab8e68c6423177fe3",
-        ),
-    ),
-    (
-        "reconstruction",
-        "evaluate-reconstruction",
-        2,
-        PerClass(
-            "67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27",
-            "e83e239c27396abbe3f718c697ba72f4773eea84fcde39fef72ab5c59e903695",
-        ),
-    ),
-    (
-        "align",
-        "align",
-        2,
-        PerClass(
-            "67353e19111f88c9e335921c694d6312e6e0c55ce5d1dcd8f7cf5c6b8ceb68a7",
-            "d5c584e77f142d732cff05e14dc0415899e4364963886380ccdc0febce607c68",
-        ),
-    ),
+    ("dataset_embed", "dataset-embed", 2, PerClass("d4d766076e00f66a6c4ab2d9e0974547165afbcde673f0712c0dd569b5afda2b", "f8a639624121ce277266a5d46e747408e7d9189d6cc15c33e022a56e8a5db5c2")),
+    ("pca", "pca", 2, PerClass("5467488a0a5cbca6f83238b49c23889ea9c11a39e1c0f3036f6ca100384b8670", "991b69478266ef38243dcb891a3de55ea181e7ab00c58e6b2957e4bfb1b34c9f")),
+    ("autoencoder", "autoencoder", 3, PerClass("e23ffa1e91c1ce34668c349e5f0c01f5b24bfa1d4d29e055a6564e9823aa9b32", "ca2a8ffb012b3f384a7bcfc81beeee73b769443f20901cbe176dd51a542d4fd1")),
+    ("tokens", "autoencoder", 3, PerClass("fff542854b2fb9e0445e7ffd2a597ad44a05926cd9b41f92185fdc9d86edadfc", "aa01cb1f3eca16595a50fe435c0b2d3762373618f90c344ab8e68c6423177fe3")),
+    ("reconstruction", "evaluate-reconstruction", 2, PerClass("67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27", "e83e239c27396abbe3f718c697ba72f4773eea84fcde39fef72ab5c59e903695")),
+    ("align", "align", 2, PerClass("67353e19111f88c9e335921c694d6312e6e0c55ce5d1dcd8f7cf5c6b8ceb68a7", "d5c584e77f142d732cff05e14dc0415899e4364963886380ccdc0febce607c68")),
     ("row_selection", "multiclass", 1, Everywhere("0b2dd1968539debddb8c494ff702f5cde6bd45f77ac0616ecfbf188c67dff690")),
-    (
-        "generator",
-        "generator",
-        1,
-        PerClass(
-            "a4d1abeba43943dbba0e140e5af5226250c4b3b13a4437f29c345fd7001d4eca",
-            "d200bc862668b30c1b8c56e33e7796a631e836173fe0df3cd859285851179ad0",
-        ),
-    ),
-    (
-        "sample",
-        "sample",
-        3,
-        PerClass(
-            "558dab429f696b6ac2c9a9c1d97c9d0f298824678184100e0cef408353d46688",
-            "df291a2fedce7bc256490f80e695a8a47ea71e782c2ac6df7e47f71c3096ff83",
-        ),
-    ),
-    (
-        "sample_kde",
-        "sample",
-        3,
-        PerClass(
-            "5455e4eb149d84a9dc569ae087ff715b38cb0231a0a561a838e197b7eaf72a0a",
-            "448702bee34f7769ac6c2a7d8d74ba490ae938413030e2bf6317b69ec87a282b",
-        ),
-    ),
-    (
-        "evaluate_samples",
-        "evaluate-samples",
-        4,
-        PerClass(
-            "cf03fc1d1607b0f244323c3626da2626423e38890b61aed612ccf007ed1e03fd",
-            "fc2aadc5f737047187b507ad35f1b55b196b469d7e98dc526af628800c1b3edb",
-        ),
-    ),
-    (
-        "report",
-        "report",
-        4,
-        PerClass(
-            "dc53984075c9570e63ad68565212d3a23e0d5b97dafe7b685f7b370c4d26aaea",
-            "dc53984075c9570e63ad68565212d3a23e0d5b97dafe7b685f7b370c4d26aaea",
-        ),
-    ),
+    ("generator", "generator", 1, PerClass("a4d1abeba43943dbba0e140e5af5226250c4b3b13a4437f29c345fd7001d4eca", "d200bc862668b30c1b8c56e33e7796a631e836173fe0df3cd859285851179ad0")),
+    ("sample", "sample", 3, PerClass("558dab429f696b6ac2c9a9c1d97c9d0f298824678184100e0cef408353d46688", "df291a2fedce7bc256490f80e695a8a47ea71e782c2ac6df7e47f71c3096ff83")),
+    ("sample_kde", "sample", 3, PerClass("5455e4eb149d84a9dc569ae087ff715b38cb0231a0a561a838e197b7eaf72a0a", "448702bee34f7769ac6c2a7d8d74ba490ae938413030e2bf6317b69ec87a282b")),
+    ("evaluate_samples", "evaluate-samples", 4, PerClass("cf03fc1d1607b0f244323c3626da2626423e38890b61aed612ccf007ed1e03fd", "fc2aadc5f737047187b507ad35f1b55b196b469d7e98dc526af628800c1b3edb")),
+    ("report", "report", 4, PerClass("dc53984075c9570e63ad68565212d3a23e0d5b97dafe7b685f7b370c4d26aaea", "dc53984075c9570e63ad68565212d3a23e0d5b97dafe7b685f7b370c4d26aaea")),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).

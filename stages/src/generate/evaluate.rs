@@ -61,7 +61,7 @@ use crate::nn::CnnS;
 use crate::plot::{self, Chart, Series};
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::{self, csv_row, NamedTensor, NamedTensors, TensorFile};
-use crate::weights::{Network, WeightCodec};
+use crate::weights::{codec, Network};
 use crate::zoo::multiclass;
 use crate::zoo::store::{Checkpoint, Zoo, ZooRow};
 
@@ -267,7 +267,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let pairs: Vec<&PairRow> = all_pairs.iter().filter(|p| p.split == TaskSplit::Train).collect();
     let codec = match dirs.codec {
         Some((pca, ae)) => {
-            let codec = WeightCodec::load(pca, Some(ae))?;
+            let codec = codec::load(pca, ae)?;
             let file = TensorFile::open(&ae.join("latents.safetensors"))?;
             let latents = file.f32_all()?.take("latents").map(|t| t.values).unwrap_or_default();
             if latents.len() != all_pairs.len() * codec.latent_dim() {

@@ -48,8 +48,7 @@ use crate::nn::{self, CnnS, Workspace, BODY_PARAMS, NUM_CLASSES, NUM_PARAMS};
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::{self, candle_error as cerr, NamedTensors, TensorFile};
 use crate::weights::behaviour::{load_probes, surrogate, Probe};
-use crate::weights::pca::RowRef;
-use crate::zoo::store::{Checkpoint, Zoo};
+use crate::zoo::store::{Checkpoint, RowRef, Zoo, ZooRow};
 
 /// Values per head row: 20 weights and a bias.
 const ROW: usize = 21;
@@ -366,7 +365,7 @@ pub fn train(
         .rows
         .iter()
         .filter(|r| r.ok() && r.split != TaskSplit::Test && (!opts.final_only || r.checkpoint == Checkpoint::Final))
-        .map(|r| RowRef { model_id: r.model_id, checkpoint: r.checkpoint, split: r.split, task_id: r.task_id })
+        .map(ZooRow::reference)
         .collect();
     let probes = load_probes(&rows, zoo, tasks, data, opts.probe_images)?;
     let mut examples = Vec::with_capacity(rows.len());

@@ -403,7 +403,7 @@ fn latent_map_section(page: &mut Page, p: &Path, a: &Path, align: Option<&Path>,
     )?;
     // The same map in quartiles of each model's validation loss.
     let Some(zoo) = zoo.and_then(|z| Zoo::load(z).ok()) else { return Ok(()) };
-    let loss = |m: &crate::weights::pca::RowRef| {
+    let loss = |m: &crate::zoo::store::RowRef| {
         zoo.rows.iter().find(|r| r.model_id == m.model_id && r.checkpoint == m.checkpoint).map_or(f64::NAN, |r| r.val_loss)
     };
     let losses: Vec<f64> = meta.rows.iter().map(loss).collect();

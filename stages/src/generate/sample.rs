@@ -50,7 +50,7 @@ use crate::sampling::{below, normal_f32};
 use crate::tensors::NamedTensors;
 use crate::tensors::{self, TensorFile};
 use crate::weights::behaviour::task_probe_images;
-use crate::weights::{Coefficients, WeightCodec};
+use crate::weights::{codec, Codec, Coefficients};
 use crate::zoo::Zoo;
 
 /// One row of `samples.csv`.
@@ -247,7 +247,7 @@ fn coordinate_std(rows: &[f32], k: usize) -> Vec<f32> {
 /// The `align` method (see the module doc).
 struct AlignMethod {
     al: Aligner,
-    codec: WeightCodec,
+    codec: Box<dyn Codec>,
     emb: Vec<f32>,
     dim: usize,
     /// Per-coordinate std of the autoencoder's latents.
@@ -257,7 +257,7 @@ struct AlignMethod {
 impl AlignMethod {
     fn load(align: &Path, pca: &Path, ae: &Path, embed: &Path) -> Result<Self, StageError> {
         let al = Aligner::load(align)?;
-        let codec = WeightCodec::load(pca, Some(ae))?;
+        let codec = codec::load(pca, ae)?;
         let k = codec.latent_dim();
         if k != al.config.latent_dim {
             return Err(StageError::msg(format!(
@@ -301,7 +301,7 @@ impl AlignMethod {
 
 /// The `kde` method (see the module doc).
 struct KdeMethod {
-    codec: WeightCodec,
+    codec: Box<dyn Codec>,
     /// Train-split latents, `n × k`.
     latents: Vec<f32>,
     /// Their task ids.
@@ -315,7 +315,7 @@ struct KdeMethod {
 
 impl KdeMethod {
     fn load(pca: &Path, ae: &Path, zoo: &Path, bandwidth: f64) -> Result<Self, StageError> {
-        let codec = WeightCodec::load(pca, Some(ae))?;
+        let codec = codec::load(pca, ae)?;
         let k = codec.latent_dim();
         let rows = Coefficients::load(pca)?.meta.rows;
         let file = TensorFile::open(&ae.join("latents.safetensors"))?;

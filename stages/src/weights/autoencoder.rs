@@ -1,9 +1,8 @@
-//! The weight autoencoder (the thesis's stage 2) and the `autoencoder` stage kind.
-//!
-//! `architecture = "mlp"` (the default) is the thesis's network, described here. `architecture =
-//! "transformer"` trains the tokenised encoder of [`super::transformer`] instead, with the same `loss`,
-//! `beta`, `probe_images`, `temperature` and training parameters, and its own output files (that
-//! module's doc); the `pca` input then only gives the rows and their splits.
+//! The weight autoencoder (the thesis's stage 2): the `autoencoder` stage with `architecture = "mlp"`
+//! (the default; the stage kind is [`super::autoencoder_kind`]). `architecture = "transformer"` trains
+//! the tokenised encoder of [`super::transformer`] instead, with the same `loss`, `beta`,
+//! `probe_images`, `temperature` and training parameters, and its own output files (that module's doc);
+//! the `pca` input then only gives the rows and their splits.
 //!
 //! # The network
 //! An MLP on the normalised PCA coefficient vector `z ∈ R^D` ([`super::pca`]):
@@ -44,6 +43,7 @@
 //! | --- | --- |
 //! | `autoencoder.safetensors` | `F32` weights named as a PyTorch `nn.Sequential` pair: `encoder.0.weight` `[h0, D]`, `encoder.0.bias`, `encoder.2.weight`, …, `decoder.0.weight`, … (Linear layers at even indices, activations between) |
 //! | `autoencoder.json` | [`AutoencoderConfig`] (`input_dim`, `hidden`, `latent_dim`, `activation`) plus `best_epoch`, `epochs_run` |
+//! | `codec.json` | `{"codec": "mlp"}`: how consumers load it ([`super::codec`]) |
 //! | `latents.safetensors` | `latents` `[N, latent]`: every coefficient row of the `pca` input (rows as in its `pca.json`) |
 //! | `history.csv` | `epoch,train_loss,val_loss` (train loss = mean over the epoch's batches, before each update) |
 //! | `loss.svg` | train and val loss per epoch (the combined loss with `loss = "behaviour"`), log y, titled axes and a legend |
@@ -55,12 +55,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Progress, StageError};
 
-use super::behaviour::{self, Probe, Scales};
+use super::behaviour::{self, BehaviourOptions, Probe, Scales};
 use super::pca::{Coefficients, WeightPca};
-use super::tokens::TokenLayout;
-use super::transformer::{run_transformer, TransformerOptions};
 use crate::data::{Dataset, TaskSplit, Tasks};
 pub use crate::fit::EpochLoss;
 use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Objective};
@@ -261,41 +259,12 @@ impl Autoencoder {
     }
 }
 
-/// The `autoencoder` stage's parameters.
+/// The MLP's shape (`architecture = "mlp"`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct AutoencoderOptions {
+pub struct MlpOptions {
     pub hidden: Vec<usize>,
     pub latent_dim: usize,
     pub activation: Activation,
-    /// Epochs, patience, AdamW, batch size, seed.
-    pub fit: FitParams,
-    /// `None`: the thesis's coefficient MSE alone; `Some`: the behavioural loss.
-    pub behaviour: Option<BehaviourOptions>,
-    /// `Some`: `architecture = "transformer"`, the token transformer of [`super::transformer`] in place
-    /// of the MLP (`hidden`, `latent_dim` and `activation` are then unused).
-    pub transformer: Option<TransformerOptions>,
-}
-
-/// `loss = "behaviour"`: `beta · MSE / MSE₀ + (1 − beta) · distillation / distillation₀`, each term
-/// divided by its value on the first batch (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BehaviourOptions {
-    pub beta: f64,
-    pub probe_images: usize,
-    pub temperature: f32,
-}
-
-impl Default for AutoencoderOptions {
-    fn default() -> Self {
-        AutoencoderOptions {
-            hidden: vec![256],
-            latent_dim: 32,
-            activation: Activation::Elu,
-            fit: FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 1e-5, batch_size: 32, seed: 0 },
-            behaviour: None,
-            transformer: None,
-        }
-    }
 }
 
 /// The outcome of [`train`].
@@ -419,7 +388,7 @@ pub fn train(
     train: &[f32],
     val: &[f32],
     d: usize,
-    opts: &AutoencoderOptions,
+    (mlp, params): (&MlpOptions, &FitParams),
     behaviour: Option<&BehaviourData>,
     progress: &dyn Progress,
 ) -> Result<Trained, StageError> {
@@ -428,8 +397,8 @@ pub fn train(
         return Err(StageError::msg(format!("autoencoder: no train-split coefficient rows to train on ({n} rows of {d})")));
     }
     let config =
-        AutoencoderConfig { input_dim: d, hidden: opts.hidden.clone(), latent_dim: opts.latent_dim, activation: opts.activation };
-    let ae = Autoencoder::init(config, opts.fit.seed)?;
+        AutoencoderConfig { input_dim: d, hidden: mlp.hidden.clone(), latent_dim: mlp.latent_dim, activation: mlp.activation };
+    let ae = Autoencoder::init(config, params.seed)?;
     let mut objective = AutoencoderObjective {
         ae: &ae,
         train,
@@ -437,27 +406,27 @@ pub fn train(
         d,
         behaviour,
         scales: None,
-        batch: Vec::with_capacity(opts.fit.batch_size * d),
+        batch: Vec::with_capacity(params.batch_size * d),
     };
     let rows: Vec<usize> = (0..n).collect();
     let fitted = fit(
         &mut objective,
         &rows,
-        &FitOptions { params: opts.fit, min_batch: 1, shuffle_salt: 0x005e_edae, what: "autoencoder", progress },
+        &FitOptions { params: *params, min_batch: 1, shuffle_salt: 0x005e_edae, what: "autoencoder", progress },
     )?;
     let behaviour_scales = objective.scales;
     Ok(Trained { model: ae, history: fitted.history, best_epoch: fitted.best_epoch, behaviour_scales })
 }
 
-/// Trains on a `pca` output and writes the stage output into `out`.
 /// The zoo a `pca` output was fitted on, with its tasks and data: where the behavioural loss finds each
 /// model's probes.
 pub type ZooSources<'a> = (&'a Zoo, &'a Tasks, &'a Dataset);
 
+/// Trains on a `pca` output and writes the stage output into `out`.
 pub fn run_autoencoder(
     pca_dir: &Path,
     sources: Option<ZooSources>,
-    opts: &AutoencoderOptions,
+    (mlp, fit_params, behaviour): (&MlpOptions, &FitParams, Option<BehaviourOptions>),
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<serde_json::Value, StageError> {
@@ -469,12 +438,12 @@ pub fn run_autoencoder(
     };
     let (tr, va, te) = (gather(TaskSplit::Train), gather(TaskSplit::Val), gather(TaskSplit::Test));
     let probes = |split: TaskSplit| -> Result<Vec<Probe>, StageError> {
-        let (Some(b), Some((zoo, tasks, data))) = (opts.behaviour, sources) else { return Ok(Vec::new()) };
+        let (Some(b), Some((zoo, tasks, data))) = (behaviour, sources) else { return Ok(Vec::new()) };
         let rows: Vec<_> = coefficients.split(split).into_iter().map(|i| coefficients.meta.rows[i].clone()).collect();
         behaviour::load_probes(&rows, zoo, tasks, data, b.probe_images)
     };
     let (p_train, p_val, p_test) = (probes(TaskSplit::Train)?, probes(TaskSplit::Val)?, probes(TaskSplit::Test)?);
-    let behaviour_data = match (opts.behaviour, sources) {
+    let behaviour_data = match (behaviour, sources) {
         (Some(options), Some(_)) => Some(BehaviourData { pca: &pca, train: &p_train, val: &p_val, options }),
         (Some(_), None) => {
             return Err(StageError::msg(
@@ -483,7 +452,7 @@ pub fn run_autoencoder(
         }
         (None, _) => None,
     };
-    let trained = train(&tr, &va, d, opts, behaviour_data.as_ref(), progress)?;
+    let trained = train(&tr, &va, d, (mlp, fit_params), behaviour_data.as_ref(), progress)?;
     let ae = &trained.model;
 
     ae.named_tensors()?.write(&out.join("autoencoder.safetensors"))?;
@@ -539,177 +508,4 @@ pub fn run_autoencoder(
     }
     tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
-}
-
-/// `kind = "autoencoder"`: see the [module doc](self).
-pub struct AutoencoderKind;
-
-impl AutoencoderOptions {
-    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let positive = |name: &str| ctx.positive(name);
-        let activation = ctx.str("activation")?;
-        Ok(AutoencoderOptions {
-            hidden: ctx.positive_list("hidden")?,
-            latent_dim: positive("latent_dim")?,
-            activation: Activation::parse(activation)
-                .ok_or_else(|| StageError::msg(format!("parameter `activation`: unknown `{activation}`")))?,
-            fit: FitParams::from_params(ctx)?,
-            behaviour: match ctx.str("loss")? {
-                "behaviour" => Some(BehaviourOptions {
-                    beta: ctx.fraction("beta", false)?,
-                    probe_images: positive("probe_images")?,
-                    temperature: ctx.positive_float("temperature")? as f32,
-                }),
-                _ => None,
-            },
-            transformer: match ctx.str("architecture")? {
-                "transformer" => {
-                    let width = ctx.count("token_width")?;
-                    Some(TransformerOptions {
-                        d_model: positive("d_model")?,
-                        heads: positive("heads")?,
-                        layers: positive("layers")?,
-                        token_latent: positive("token_latent")?,
-                        token_width: (width > 0).then_some(width),
-                        permute: ctx.bool("permute")?,
-                        noise: ctx.non_negative("noise")?,
-                        contrastive_weight: ctx.non_negative("contrastive_weight")?,
-                        tau: ctx.positive_float("tau")?,
-                    })
-                }
-                _ => None,
-            },
-        })
-    }
-}
-
-impl StageKind for AutoencoderKind {
-    fn name(&self) -> &'static str {
-        "autoencoder"
-    }
-    fn version(&self) -> u32 {
-        2
-    }
-    fn summary(&self) -> &'static str {
-        "weight autoencoder, early-stopped on the val split: an MLP on the normalised PCA coefficients, or a transformer on weight tokens"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        let d = AutoencoderOptions::default();
-        let mut specs = vec![
-            ParamSpec::optional(
-                "hidden",
-                List(Box::new(Int)),
-                Value::List(vec![Value::Int(256)]),
-                "hidden layer sizes of the encoder (the decoder mirrors them)",
-            ),
-            ParamSpec::optional("latent_dim", Int, Value::Int(d.latent_dim as i64), "latent size"),
-            ParamSpec::optional("activation", Choice(Activation::NAMES), Value::Str("elu".into()), "hidden nonlinearity"),
-            ParamSpec::optional(
-                "loss",
-                Choice(&["mse", "behaviour"]),
-                Value::Str("mse".into()),
-                "mse: the thesis's coefficient MSE; behaviour: beta·MSE + (1 − beta)·distillation of the decoded model's outputs (needs the zoo, tasks and data inputs)",
-            ),
-            ParamSpec::optional("beta", Float, Value::Float(0.1), "loss = behaviour: weight of the coefficient MSE, in [0, 1]"),
-            ParamSpec::optional(
-                "probe_images",
-                Int,
-                Value::Int(128),
-                "loss = behaviour: training images of each model's own task on which outputs are matched",
-            ),
-            ParamSpec::optional("temperature", Float, Value::Float(2.0), "loss = behaviour: distillation temperature T"),
-        ];
-        specs.extend(FitParams::specs(&d.fit, "mini-batch size"));
-        specs.extend([
-            ParamSpec::optional(
-                "architecture",
-                Choice(&["mlp", "transformer"]),
-                Value::Str("mlp".into()),
-                "mlp: the thesis's MLP on the PCA coefficients; transformer: a SANE-style transformer on weight tokens (one per neuron; needs the zoo input)",
-            ),
-            ParamSpec::optional("d_model", Int, Value::Int(64), "transformer: token embedding width"),
-            ParamSpec::optional("heads", Int, Value::Int(4), "transformer: attention heads (must divide d_model)"),
-            ParamSpec::optional("layers", Int, Value::Int(2), "transformer: blocks in the encoder and in the decoder"),
-            ParamSpec::optional("token_latent", Int, Value::Int(32), "transformer: latent values per token (latent = tokens × token_latent)"),
-            ParamSpec::optional(
-                "token_width",
-                Int,
-                Value::Int(0),
-                "transformer: values per token (0: the widest layer's fan_in + 1); narrower than a layer is refused",
-            ),
-            ParamSpec::optional(
-                "permute",
-                Bool,
-                Value::Bool(false),
-                "transformer: augment with random permutations of the hidden units (for random-init zoos)",
-            ),
-            ParamSpec::optional("noise", Float, Value::Float(0.05), "transformer: std of the noise added to the normalised input tokens"),
-            ParamSpec::optional(
-                "contrastive_weight",
-                Float,
-                Value::Float(0.1),
-                "transformer: weight of the NT-Xent term between the two augmented views (0: off)",
-            ),
-            ParamSpec::optional("tau", Float, Value::Float(0.1), "transformer: NT-Xent temperature"),
-        ]);
-        specs
-    }
-    fn inputs(&self) -> Inputs {
-        Inputs::Slots(vec![
-            ("pca", true, "a `pca` stage (its rows and splits; the MLP's coefficients)"),
-            ("zoo", false, "the zoo the `pca` stage encoded (loss = behaviour; architecture = transformer)"),
-            ("tasks", false, "its `tasks` stage (loss = behaviour)"),
-            ("data", false, "its `dataset` stage (loss = behaviour)"),
-        ])
-    }
-    fn validate(&self, params: Params) -> Result<(), StageError> {
-        AutoencoderOptions::from_params(params).map(|_| ())
-    }
-
-    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let opts = AutoencoderOptions::from_params(ctx.view())?;
-        if let Some(t) = &opts.transformer {
-            return run_transformer_stage(ctx, &opts, t);
-        }
-        ctx.progress.message("training the weight autoencoder");
-        let loaded = match (opts.behaviour, ctx.inputs.get("zoo"), ctx.inputs.get("tasks"), ctx.inputs.get("data")) {
-            (Some(_), Some(z), Some(t), Some(d)) => Some((Zoo::load(z)?, Tasks::load(t)?, Dataset::load(d)?)),
-            (Some(_), ..) => {
-                return Err(StageError::msg(format!(
-                    "stage `{}`: parameter `loss` = \"behaviour\" needs the inputs `zoo`, `tasks` and `data`",
-                    ctx.stage
-                )))
-            }
-            _ => None,
-        };
-        run_autoencoder(ctx.input("pca")?, loaded.as_ref().map(|(z, t, d)| (z, t, d)), &opts, ctx.out, ctx.progress)?;
-        Ok(())
-    }
-}
-
-/// `architecture = "transformer"`: the token transformer on the zoo's weights of the `pca` input's rows.
-fn run_transformer_stage(ctx: &StageContext, opts: &AutoencoderOptions, t: &TransformerOptions) -> Result<(), StageError> {
-    let Some(zoo) = ctx.inputs.get("zoo") else {
-        return Err(StageError::msg(format!(
-            "stage `{}`: parameter `architecture` = \"transformer\" needs the `zoo` input (it tokenises the weights)",
-            ctx.stage
-        )));
-    };
-    let zoo = Zoo::load(zoo)?;
-    // Refused before any weight is read or trained: an unknown architecture, a too-narrow token.
-    TokenLayout::new(&zoo.meta.arch, t.token_width)?;
-    let sources = match (opts.behaviour, ctx.inputs.get("tasks"), ctx.inputs.get("data")) {
-        (Some(_), Some(tk), Some(d)) => Some((Tasks::load(tk)?, Dataset::load(d)?)),
-        (Some(_), ..) => {
-            return Err(StageError::msg(format!(
-                "stage `{}`: parameter `loss` = \"behaviour\" needs the inputs `zoo`, `tasks` and `data`",
-                ctx.stage
-            )))
-        }
-        _ => None,
-    };
-    ctx.progress.message("training the token transformer");
-    run_transformer(ctx.input("pca")?, &zoo, sources.as_ref().map(|(tk, d)| (tk, d)), opts, ctx.out, ctx.progress)?;
-    Ok(())
 }

@@ -27,10 +27,10 @@ use candle_core::{Device, Tensor, Var};
 use rayon::prelude::*;
 use wspace_stage_api::StageError;
 
-use super::pca::{RowRef, WeightPca};
+use super::pca::WeightPca;
 use crate::data::{Dataset, Task, Tasks};
 use crate::nn::{self, CnnS, Workspace, IMAGE_PIXELS, NUM_CLASSES, NUM_PARAMS};
-use crate::zoo::store::Zoo;
+use crate::zoo::store::{RowRef, Zoo};
 
 /// One model's probe images and its own outputs on them.
 #[derive(Debug, Clone)]
@@ -164,6 +164,15 @@ pub fn batch_loss_and_gradient(
     let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n.max(1) as f64;
     let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
     (loss, g)
+}
+
+/// `loss = "behaviour"` for either autoencoder: `beta · MSE / MSE₀ + (1 − beta) · distillation /
+/// distillation₀` ([`Scales`]) on `probe_images` probes per model at `temperature`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BehaviourOptions {
+    pub beta: f64,
+    pub probe_images: usize,
+    pub temperature: f32,
 }
 
 /// The combined loss `β · MSE / MSE₀ + (1 − β) · distill / distill₀` of the autoencoders' behavioural

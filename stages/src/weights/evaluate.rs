@@ -51,8 +51,9 @@ use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use super::behaviour;
-use super::decode::{Network, WeightCodec};
-use super::pca::{mse, Coefficients};
+use super::codec::{self, Codec, RefineOptions};
+use super::network::Network;
+use super::pca::{mse, Coefficients, WeightPca};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
@@ -159,15 +160,6 @@ impl EvaluateOptions {
     }
 }
 
-/// Latent refinement's settings ([`super::behaviour::refine`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RefineOptions {
-    pub steps: usize,
-    pub lr: f64,
-    pub probe_images: usize,
-    pub temperature: f32,
-}
-
 /// A task's test images (u8) with labels `0..3` in the model's output order.
 fn task_test_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Result<(Vec<u8>, Vec<u8>), StageError> {
     let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
@@ -246,6 +238,89 @@ fn accuracy(logits: &[[f32; 3]], labels: &[u8]) -> f64 {
     logits.iter().zip(labels).filter(|(l, y)| argmax(l) == **y as usize).count() as f64 / labels.len().max(1) as f64
 }
 
+/// What every model is compared with besides its own reconstructions: the `mean` reference (the
+/// decoded mean train coefficients) and the synthetic images.
+struct References {
+    mean_weights: Vec<f32>,
+    mean_net: Network,
+    synthetic: Vec<f32>,
+}
+
+impl References {
+    /// Also writes `decoded/mean.safetensors`.
+    fn new(pca: &WeightPca, data: &Dataset, opts: &EvaluateOptions, out: &Path) -> Result<References, StageError> {
+        let decoded_dir = out.join("decoded");
+        std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
+        let mean = pca.decode(&pca.coefficient_mean)?;
+        mean.write(&decoded_dir.join("mean.safetensors"))?;
+        let mean_net = Network::build(&pca.arch, &mean)?.with_input(data.image_shape(), InputTransform::default());
+        let image_len = mean_net.image_len();
+        if data.test.image_len != image_len {
+            return Err(StageError::input(
+                "data",
+                format!("has images of {} values, `{}` takes {image_len}", data.test.image_len, pca.arch),
+            ));
+        }
+        let synthetic = synthetic_images(opts.synthetic_images, image_len, opts.seed);
+        Ok(References { mean_weights: mean.flat(), mean_net, synthetic })
+    }
+}
+
+/// Everything one model's comparisons read.
+struct Sources<'a> {
+    zoo: &'a Zoo,
+    tasks: &'a Tasks,
+    data: &'a Dataset,
+    pca: &'a WeightPca,
+    coefficients: &'a Coefficients,
+    codec: Option<&'a dyn Codec>,
+    references: &'a References,
+    opts: &'a EvaluateOptions,
+    out: &'a Path,
+}
+
+/// One test model (coefficient row `i`) against each of its reconstructions; `coded`: its latent and
+/// its codec's decoding of it.
+fn compare_model<'a>(
+    x: &Sources<'a>,
+    i: usize,
+    coded: Option<(&[f32], &NamedTensors)>,
+) -> Result<(&'a ZooRow, Vec<Comparison>), StageError> {
+    wspace_stage_api::check_stop()?;
+    let (arch, data) = (&x.pca.arch, x.data);
+    let r = &x.coefficients.meta.rows[i];
+    let row = x.zoo.row_of(r)?;
+    let weights = x.zoo.weights(row)?;
+    let w: Vec<f32> = weights.flat();
+    let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
+    let real = task_test_images(row, x.tasks, data)?;
+    let calibration = calibration_images(row, x.tasks, data);
+    let real = (real.0.as_slice(), real.1.as_slice());
+    let synthetic = &x.references.synthetic;
+    let mut comparisons = Vec::new();
+    let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
+        let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
+        weights.write(&x.out.join(&file))?;
+        let rec = decoded(arch, weights, data, &calibration)?;
+        comparisons.push(compare(variant, file, (&w, &net), (&weights.flat(), &rec), synthetic, real)?);
+        Ok(())
+    };
+    push("pca", &x.pca.decode(x.coefficients.row(i))?)?;
+    if let (Some(codec), Some((latent, back))) = (x.codec, coded) {
+        let [pure, refined] = codec.variants();
+        push(pure, back)?;
+        let o = x.opts.refine;
+        if o.steps > 0 {
+            let probe = behaviour::load_probes(std::slice::from_ref(r), x.zoo, x.tasks, data, o.probe_images)?.remove(0);
+            let better = codec.refine(latent, &probe, &o)?;
+            push(refined, &codec.decode(&better)?.remove(0))?;
+        }
+    }
+    let mean = (x.references.mean_weights.as_slice(), &x.references.mean_net);
+    comparisons.push(compare("mean", "decoded/mean.safetensors".into(), (&w, &net), mean, synthetic, real)?);
+    Ok((row, comparisons))
+}
+
 /// Runs the evaluation and writes the stage output into `out`.
 pub fn run_evaluation(
     zoo: &Zoo,
@@ -256,108 +331,59 @@ pub fn run_evaluation(
     opts: &EvaluateOptions,
     out: &Path,
 ) -> Result<serde_json::Value, StageError> {
-    let codec = WeightCodec::load(pca_dir, autoencoder_dir)?;
+    let pca = WeightPca::load(pca_dir)?;
+    let codec = autoencoder_dir.map(|d| codec::load(pca_dir, d)).transpose()?;
     let coefficients = Coefficients::load(pca_dir)?;
-    let pca = &codec.pca;
     let test = coefficients.split(opts.split);
     if test.is_empty() {
-        return Err(StageError::msg(format!(
-            "evaluate-reconstruction: the `pca` input has no {}-split models",
-            opts.split.as_str()
-        )));
+        return Err(StageError::input("pca", format!("has no {}-split models", opts.split.as_str())));
     }
-    // Batched through the autoencoder: latents, then back.
-    let normalised: Vec<f32> = test.iter().flat_map(|&i| pca.normalise(coefficients.row(i))).collect();
-    let latents = match &codec.autoencoder {
-        Some(ae) => ae.encode(&normalised)?,
-        None => Vec::new(),
-    };
-    let ae_back = match &codec.autoencoder {
-        Some(ae) => Some(ae.decode(&latents)?),
-        None => None,
-    };
     if opts.refine.steps > 0 {
-        if codec.autoencoder.is_none() && codec.tokens.is_none() {
-            return Err(StageError::msg("parameter `refine_steps` > 0 needs the `autoencoder` input (it refines latents)"));
+        if codec.is_none() {
+            return Err(StageError::param("refine_steps", "> 0 needs the `autoencoder` input (it refines latents)"));
         }
-        behaviour::check_arch(codec.arch(), "latent refinement")?;
+        behaviour::check_arch(&pca.arch, "latent refinement")?;
     }
-    let decoded_dir = out.join("decoded");
-    std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
-    pca.decode(&pca.coefficient_mean)?.write(&decoded_dir.join("mean.safetensors"))?;
-    let mean_weights: Vec<f32> = pca.decode(&pca.coefficient_mean)?.flat();
-    let arch = codec.arch();
-    let mean_net =
-        Network::build(arch, &pca.decode(&pca.coefficient_mean)?)?.with_input(data.image_shape(), InputTransform::default());
-    let image_len = mean_net.image_len();
-    if data.test.image_len != image_len {
-        return Err(StageError::msg(format!(
-            "the `data` input has images of {} values, `{arch}` takes {image_len}",
-            data.test.image_len
-        )));
-    }
-    let synthetic = synthetic_images(opts.synthetic_images, image_len, opts.seed);
-    let dim = pca.coefficient_dim();
-
+    let references = References::new(&pca, data, opts, out)?;
+    // Every test model through the codec at once: its latent, and their decoding.
+    let (latents, back) = match &codec {
+        Some(c) => {
+            let weights: Vec<NamedTensors> =
+                test.iter().map(|&i| zoo.weights(zoo.row_of(&coefficients.meta.rows[i])?)).collect::<Result<_, _>>()?;
+            let latents = c.encode(&weights.iter().collect::<Vec<_>>())?;
+            let back = c.decode(&latents)?;
+            (latents, back)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let k = codec.as_ref().map_or(0, |c| c.latent_dim());
+    let x = Sources {
+        zoo,
+        tasks,
+        data,
+        pca: &pca,
+        coefficients: &coefficients,
+        codec: codec.as_deref(),
+        references: &references,
+        opts,
+        out,
+    };
     let results: Vec<(&ZooRow, Vec<Comparison>)> = test
         .par_iter()
         .enumerate()
-        .map(|(t, &i)| -> Result<_, StageError> {
-            wspace_stage_api::check_stop()?;
-            let r = &coefficients.meta.rows[i];
-            let row = zoo.row_of(r)?;
-            let weights = zoo.weights(row)?;
-            let w: Vec<f32> = weights.flat();
-            let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
-            let real = task_test_images(row, tasks, data)?;
-            let calibration = calibration_images(row, tasks, data);
-            let real = (real.0.as_slice(), real.1.as_slice());
-            let mut comparisons = Vec::new();
-            let flat = |t: &NamedTensors| t.flat();
-            let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
-                let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
-                weights.write(&out.join(&file))?;
-                let rec = decoded(arch, weights, data, &calibration)?;
-                comparisons.push(compare(variant, file, (&w, &net), (&flat(weights), &rec), &synthetic, real)?);
-                Ok(())
-            };
-            push("pca", &pca.decode(coefficients.row(i))?)?;
-            if let (Some(back), Some(ae)) = (&ae_back, &codec.autoencoder) {
-                push("pca_ae", &codec.normalised_to_weights(&back[t * dim..(t + 1) * dim])?)?;
-                if opts.refine.steps > 0 {
-                    let o = opts.refine;
-                    let probe = behaviour::load_probes(std::slice::from_ref(r), zoo, tasks, data, o.probe_images)?.remove(0);
-                    let latent = &latents[t * ae.config.latent_dim..(t + 1) * ae.config.latent_dim];
-                    let refined = behaviour::refine(&|h| ae.decode_tensor(h), pca, latent, &probe, o.temperature, o.steps, o.lr)?;
-                    push("pca_ae_refined", &codec.normalised_to_weights(&ae.decode(&refined.latent)?)?)?;
-                }
-            }
-            if let Some(tok) = &codec.tokens {
-                let latent = tok.encode(&[&w])?;
-                push("tokens_ae", &tok.decode_weights(&latent)?.remove(0))?;
-                if opts.refine.steps > 0 {
-                    let o = opts.refine;
-                    let probe = behaviour::load_probes(std::slice::from_ref(r), zoo, tasks, data, o.probe_images)?.remove(0);
-                    let decoder = |h: &candle_core::Tensor| tok.decode_flat_tensor(h);
-                    let refined = behaviour::refine(&decoder, &tok.normaliser, &latent, &probe, o.temperature, o.steps, o.lr)?;
-                    push("tokens_ae_refined", &tok.decode_weights(&refined.latent)?.remove(0))?;
-                }
-            }
-            comparisons.push(compare(
-                "mean",
-                "decoded/mean.safetensors".into(),
-                (&w, &net),
-                (&mean_weights, &mean_net),
-                &synthetic,
-                real,
-            )?);
-            Ok((row, comparisons))
-        })
+        .map(|(t, &i)| compare_model(&x, i, back.get(t).map(|b| (&latents[t * k..(t + 1) * k], b))))
         .collect::<Result<_, _>>()?;
+    write_comparisons(&out.join("reconstruction.csv"), &results)?;
+    let (metrics, per_variant) = summarise(&results);
+    tensors::write_json(&out.join("metrics.json"), &metrics)?;
+    write_plots(out, &per_variant)?;
+    Ok(metrics)
+}
 
-    // reconstruction.csv
+/// `reconstruction.csv`: one row per model and reconstruction.
+fn write_comparisons(path: &Path, results: &[(&ZooRow, Vec<Comparison>)]) -> Result<(), StageError> {
     let mut csv_rows = Vec::new();
-    for (row, cs) in &results {
+    for (row, cs) in results {
         for c in cs {
             let (s, r) = (c.synthetic, c.real);
             csv_rows.push(csv_row![
@@ -381,7 +407,7 @@ pub fn run_evaluation(
         }
     }
     tensors::write_csv(
-        &out.join("reconstruction.csv"),
+        path,
         &[
             "model_id",
             "checkpoint",
@@ -401,10 +427,15 @@ pub fn run_evaluation(
             "accuracy",
         ],
         csv_rows,
-    )?;
+    )
+}
 
-    // metrics.json
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+/// Per-model values of each metric, per variant.
+type PerVariant = BTreeMap<&'static str, BTreeMap<&'static str, Vec<f64>>>;
+
+/// `metrics.json` (means per variant, and the per-model values under `distributions`), and the
+/// per-model values the plots draw.
+fn summarise(results: &[(&ZooRow, Vec<Comparison>)]) -> (serde_json::Value, PerVariant) {
     let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
     let variants: Vec<&'static str> = results[0].1.iter().map(|c| c.variant).collect();
     let mut metrics = serde_json::Map::new();
@@ -413,10 +444,10 @@ pub fn run_evaluation(
     let original: Vec<f64> = results.iter().map(|(_, cs)| cs[0].original_accuracy).collect();
     metrics.insert("original_accuracy".into(), num(mean(&original)));
     distributions.insert("original_accuracy".into(), json!(original));
-    let mut per_variant: BTreeMap<&str, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    let mut per_variant = PerVariant::new();
     for (vi, v) in variants.iter().enumerate() {
         let get = |f: &dyn Fn(&Comparison) -> f64| results.iter().map(|(_, cs)| f(&cs[vi])).collect::<Vec<f64>>();
-        let cols: BTreeMap<&str, Vec<f64>> = [
+        let cols: BTreeMap<&'static str, Vec<f64>> = [
             ("weight_mse", get(&|c| c.weight_mse)),
             ("synthetic.agreement", get(&|c| c.synthetic.agreement)),
             ("synthetic.correlation", get(&|c| c.synthetic.correlation)),
@@ -449,10 +480,15 @@ pub fn run_evaluation(
         per_variant.insert(v, cols);
     }
     metrics.insert("distributions".into(), serde_json::Value::Object(distributions));
-    let metrics = serde_json::Value::Object(metrics);
-    tensors::write_json(&out.join("metrics.json"), &metrics)?;
+    (serde_json::Value::Object(metrics), per_variant)
+}
 
-    // Plots: sorted per-model values.
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// `agreement.svg` and `correlation.svg`: sorted per-model values, one line per variant.
+fn write_plots(out: &Path, per_variant: &PerVariant) -> Result<(), StageError> {
     let colour = |v: &str| match v {
         "pca" => plot::BLUE,
         "pca_ae" => plot::ORANGE,
@@ -482,7 +518,7 @@ pub fn run_evaluation(
         });
         plot::write_chart(&out.join(file), &Chart::new(title, "model rank (sorted by value)", y).with_series(series))?;
     }
-    Ok(metrics)
+    Ok(())
 }
 
 /// `kind = "evaluate-reconstruction"`: see the [module doc](self).

@@ -8,8 +8,8 @@
 //!   normalised coefficient vectors, early-stopped on the val split ([`autoencoder`]).
 //!   With `architecture = "transformer"` it is instead a SANE-style transformer autoencoder on weight
 //!   tokens, one per neuron ([`tokens`], [`transformer`]); every consumer of the codec takes either.
-//! - [`decode`]: latent → coefficients → de-normalised → inverse PCA → named tensors → a runnable
-//!   network ([`WeightCodec`], [`Network`]); what later stages (sampling) use.
+//! - [`codec`]: a trained autoencoder as a [`Codec`] (weights ↔ latents), whichever architecture it
+//!   has; [`network`]: named tensors → a runnable [`Network`]. What later stages (sampling) use.
 //! - [`EvaluateReconstructionKind`] (`kind = "evaluate-reconstruction"`, inputs `zoo`, `pca`,
 //!   `autoencoder`, `tasks`, `data`): weight-space MSE and functional agreement of the test-split
 //!   models with their PCA-only and PCA + autoencoder (or token transformer) reconstructions ([`evaluate`]).
@@ -18,11 +18,13 @@
 //! `status` is `ok`, in `zoo.csv` order ([`select_rows`]). Fitting uses the train split only.
 
 pub mod autoencoder;
+pub mod autoencoder_kind;
 pub mod behaviour;
 pub mod bench;
-pub mod decode;
+pub mod codec;
 pub mod evaluate;
 pub mod linalg;
+pub mod network;
 pub mod pca;
 pub mod tokens;
 pub mod transformer;
@@ -32,9 +34,11 @@ mod tests;
 #[cfg(test)]
 mod transformer_tests;
 
-pub use autoencoder::{Autoencoder, AutoencoderKind, AutoencoderOptions};
-pub use decode::{Network, WeightCodec};
+pub use autoencoder::Autoencoder;
+pub use autoencoder_kind::{AutoencoderKind, AutoencoderOptions};
+pub use codec::Codec;
 pub use evaluate::EvaluateReconstructionKind;
+pub use network::Network;
 pub use pca::{Coefficients, PcaKind, PcaOptions, WeightPca};
 
 use crate::data::TaskSplit;

@@ -47,7 +47,7 @@ use super::{select_rows, split_rows};
 use crate::data::TaskSplit;
 use crate::tensors::{self, TensorFile};
 use crate::tensors::{NamedTensor, NamedTensors};
-use crate::zoo::store::{Checkpoint, ParamShape, Zoo};
+use crate::zoo::store::{Checkpoint, ParamShape, RowRef, Zoo};
 
 /// The smallest standard deviation used to normalise a coefficient (the thesis's `clamp_min(1e-4)`).
 pub const STD_FLOOR: f32 = 1e-4;
@@ -541,15 +541,6 @@ pub struct ParamReport {
     pub explained_variance_ratio: f64,
 }
 
-/// One coefficient row's model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RowRef {
-    pub model_id: usize,
-    pub checkpoint: Checkpoint,
-    pub split: TaskSplit,
-    pub task_id: usize,
-}
-
 /// `pca.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcaMeta {
@@ -633,10 +624,7 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
         total_variance: report.total_variance,
         explained_variance: explained,
         parameters: report.params.clone(),
-        rows: rows
-            .iter()
-            .map(|r| RowRef { model_id: r.model_id, checkpoint: r.checkpoint, split: r.split, task_id: r.task_id })
-            .collect(),
+        rows: rows.iter().map(|r| r.reference()).collect(),
     };
     tensors::write_json(&out.join("pca.json"), &meta)?;
 

@@ -237,20 +237,20 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     assert!(losses.last().unwrap() < &losses[0], "train loss falls: {losses:?}");
 
     // Decoding: a stored latent decodes to a runnable network equal to the codec's own encode → decode.
-    let codec = WeightCodec::load(&pca_dir, Some(&ae_dir)).unwrap();
-    assert_eq!(codec.latent_dim(), 6);
+    let codec = codec::load(&pca_dir, &ae_dir).unwrap();
+    assert_eq!((codec.name(), codec.latent_shape(), codec.variants()), ("mlp", vec![6], ["pca_ae", "pca_ae_refined"]));
     let latents = crate::tensors::TensorFile::open(&ae_dir.join("latents.safetensors")).unwrap().f32_all().unwrap();
     let first = &latents[0].values[..6];
-    let own = codec.encode(&zoo.weights(rows[0]).unwrap()).unwrap();
-    // The codec's encode (f32 PCA projection → normalisation → encoder MLP) vs the stored latent computed
-    // in a batch (other f32 summation order in the projection and the 16-unit layer): latents are O(1)
-    // with a few hundred f32 products behind each; 1e-4 ≈ 100 ulps.
+    let own = codec.encode(&[&zoo.weights(rows[0]).unwrap()]).unwrap();
+    // The codec's encode (the PCA stage's projection of one row → normalisation → encoder MLP) vs the
+    // stored latent computed in a batch of all rows (another f32 summation order in the 16-unit layer):
+    // latents are O(1) with a few hundred f32 products behind each; 1e-4 ≈ 100 ulps.
     for (a, b) in own.iter().zip(first) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
-    let net = codec.decode_network(first, None).unwrap();
+    let net = Network::build(codec.arch(), &codec.decode(first).unwrap().remove(0)).unwrap();
     assert_eq!(net.logits_f32(&[0.5; 784]).unwrap().len(), 1);
-    let wrong = WeightCodec::load(&full_dir, Some(&ae_dir)).err().unwrap().to_string();
+    let wrong = codec::load(&full_dir, &ae_dir).err().unwrap().to_string();
     assert!(wrong.contains("another `pca` output"), "{wrong}");
 
     // --- evaluate-reconstruction: metrics for the three reconstructions, sensible relations.
@@ -415,15 +415,14 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     let data = crate::data::Dataset::load(&data_dir).unwrap();
     let probes = behaviour::load_probes(&rows, &zoo, &tasks, &data, 16).unwrap();
     let distill_after = |ae_dir: &Path| -> f64 {
-        let codec = WeightCodec::load(&pca_dir, Some(ae_dir)).unwrap();
-        let ae = codec.autoencoder.as_ref().unwrap();
-        let z: Vec<f32> = train.iter().flat_map(|&i| codec.pca.normalise(coefficients.row(i))).collect();
+        let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(ae_dir).unwrap());
+        let z: Vec<f32> = train.iter().flat_map(|&i| pca.normalise(coefficients.row(i))).collect();
         let back = ae.decode(&ae.encode(&z).unwrap()).unwrap();
-        let d = codec.pca.coefficient_dim();
+        let d = pca.coefficient_dim();
         let sum: f64 = probes
             .iter()
             .enumerate()
-            .map(|(r, p)| behaviour::loss_and_gradient(&codec.pca, &back[r * d..(r + 1) * d], p, 2.0, false).0)
+            .map(|(r, p)| behaviour::loss_and_gradient(&pca, &back[r * d..(r + 1) * d], p, 2.0, false).0)
             .sum();
         sum / probes.len() as f64
     };
@@ -431,10 +430,9 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     assert!(with_behaviour < with_mse, "train distillation: behaviour {with_behaviour} vs mse {with_mse}");
 
     // Refinement lowers the behavioural loss of the latent it starts from (it keeps the best step).
-    let codec = WeightCodec::load(&pca_dir, Some(&mse_dir)).unwrap();
-    let ae = codec.autoencoder.as_ref().unwrap();
-    let latent = ae.encode(&codec.pca.normalise(coefficients.row(train[0]))).unwrap();
-    let r = behaviour::refine(&|h| ae.decode_tensor(h), &codec.pca, &latent, &probes[0], 2.0, 10, 0.05).unwrap();
+    let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(&mse_dir).unwrap());
+    let latent = ae.encode(&pca.normalise(coefficients.row(train[0]))).unwrap();
+    let r = behaviour::refine(&|h| ae.decode_tensor(h), &pca, &latent, &probes[0], 2.0, 10, 0.05).unwrap();
     assert!(r.loss_after < r.loss_before, "{} → {}", r.loss_before, r.loss_after);
 
     // evaluate-reconstruction with refinement: a fourth variant, and every reconstruction's weights on
@@ -459,7 +457,7 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     let first_pca = records.iter().find(|r| &r[vcol] == "pca").unwrap();
     let stored = NamedTensors::read(&ev_dir.join(&first_pca[fcol])).unwrap();
     let test = coefficients.split(crate::data::TaskSplit::Test);
-    let decoded = codec.pca.decode(coefficients.row(test[0])).unwrap();
+    let decoded = pca.decode(coefficients.row(test[0])).unwrap();
     let mut want: Vec<_> = decoded.iter().cloned().collect();
     want.sort_by(|a, b| a.name.cmp(&b.name));
     let want = NamedTensors::from(want);

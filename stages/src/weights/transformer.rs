@@ -37,6 +37,7 @@
 //! | --- | --- |
 //! | `transformer.safetensors` | the network's weights (`encoder.embed.weight`, `encoder.blocks.0.attn.qkv.weight`, …), and the normaliser: `normaliser.mean` `[T, W]`, `normaliser.std` `[layers]` |
 //! | `transformer.json` | [`TransformerConfig`] plus `best_epoch`, `epochs_run` |
+//! | `codec.json` | `{"codec": "transformer"}`: how consumers load it ([`super::codec`]) |
 //! | `latents.safetensors` | `latents` `[N, T·k]`: every row of the `pca` input (its `pca.json` order), so `align` and `sample` use it as they use the MLP's |
 //! | `history.csv`, `loss.svg` | per epoch: train loss (the combined loss) and val loss |
 //! | `metrics.json` | `architecture`, `best_epoch`, `epochs_run`, `train_loss`, `val_loss`, `val_mse`, `test_mse` (token MSE), `val_distillation`, `test_distillation` (with `loss = "behaviour"`), `tokens`, `token_width`, `latent_dim`, `parameters` |
@@ -50,12 +51,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Progress, StageError};
 
-use super::autoencoder::{AutoencoderOptions, BehaviourOptions};
-use super::behaviour::{self, Probe, Scales, WeightMap};
+use super::behaviour::{self, BehaviourOptions, Probe, Scales, WeightMap};
 use super::pca::Coefficients;
 use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
-use crate::fit::{fit, loss_chart, write_history, FitOptions, Objective};
+use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Objective};
 use crate::matmul::matmul;
 use crate::nn::NUM_PARAMS;
 use crate::ntxent;
@@ -386,11 +386,6 @@ impl TokenAutoencoder {
         )
     }
 
-    /// Whether `dir` holds a transformer (rather than the MLP autoencoder).
-    pub fn is_in(dir: &Path) -> bool {
-        dir.join("transformer.json").is_file()
-    }
-
     /// Reads an `autoencoder` stage's output written with `architecture = "transformer"`.
     pub fn load(dir: &Path) -> Result<TokenAutoencoder, StageError> {
         let json = dir.join("transformer.json");
@@ -574,15 +569,11 @@ impl Objective for TransformerObjective<'_> {
 /// (see the module doc). `sources`: the zoo, and with the behavioural loss its tasks and data.
 pub fn run_transformer(
     pca_dir: &Path,
-    zoo: &Zoo,
-    probes_from: Option<(&Tasks, &Dataset)>,
-    options: &AutoencoderOptions,
+    (zoo, probes_from): (&Zoo, Option<(&Tasks, &Dataset)>),
+    (opts, fit_params, behaviour): (&TransformerOptions, &FitParams, Option<BehaviourOptions>),
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<serde_json::Value, StageError> {
-    let (fit_params, behaviour) = (&options.fit, options.behaviour);
-    let opts =
-        options.transformer.as_ref().ok_or_else(|| StageError::msg("run_transformer: architecture is not \"transformer\""))?;
     let layout = TokenLayout::new(&zoo.meta.arch, opts.token_width)?;
     let coefficients = Coefficients::load(pca_dir)?;
     let meta_rows = &coefficients.meta.rows;

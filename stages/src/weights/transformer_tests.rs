@@ -172,13 +172,12 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
     assert!(val.iter().cloned().fold(f64::INFINITY, f64::min) < val[0], "val loss {val:?}");
 
     // The codec: load, encode a zoo model (= its row of latents.safetensors), decode to runnable weights.
-    let codec = WeightCodec::load(&pca_dir, Some(&a)).unwrap();
-    assert!(codec.autoencoder.is_none() && codec.tokens.is_some());
-    assert_eq!(codec.latent_dim(), 164);
+    let codec = super::codec::load(&pca_dir, &a).unwrap();
+    assert_eq!((codec.name(), codec.latent_shape(), codec.latent_dim()), ("transformer", vec![41, 4], 164));
     let coefficients = pca::Coefficients::load(&pca_dir).unwrap();
     let zoo = crate::zoo::Zoo::load(&zoo_dir).unwrap();
     let row = zoo.row_of(&coefficients.meta.rows[2]).unwrap();
-    let latent = codec.encode(&zoo.weights(row).unwrap()).unwrap();
+    let latent = codec.encode(&[&zoo.weights(row).unwrap()]).unwrap();
     let stored = crate::tensors::TensorFile::open(&a.join("latents.safetensors")).unwrap().f32("latents").unwrap();
     assert_eq!(stored.shape, vec![coefficients.meta.rows.len(), 164]);
     let want = &stored.values[2 * 164..3 * 164];

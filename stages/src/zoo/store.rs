@@ -69,9 +69,23 @@ fn own_init() -> String {
     "random".into()
 }
 
+/// One checkpoint of a zoo's model, as the stages built on a zoo list it (a `pca` output's rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowRef {
+    pub model_id: usize,
+    pub checkpoint: Checkpoint,
+    pub split: TaskSplit,
+    pub task_id: usize,
+}
+
 impl ZooRow {
     pub fn classes(&self) -> [usize; 3] {
         [self.class_0, self.class_1, self.class_2]
+    }
+
+    /// This row as a [`RowRef`].
+    pub fn reference(&self) -> RowRef {
+        RowRef { model_id: self.model_id, checkpoint: self.checkpoint, split: self.split, task_id: self.task_id }
     }
     pub fn ok(&self) -> bool {
         self.status == "ok"
@@ -160,7 +174,7 @@ impl Zoo {
     }
 
     /// The row of a `pca` coefficient row's model (the same `model_id` and checkpoint).
-    pub fn row_of(&self, r: &crate::weights::pca::RowRef) -> Result<&ZooRow, StageError> {
+    pub fn row_of(&self, r: &RowRef) -> Result<&ZooRow, StageError> {
         self.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
             StageError::msg(format!(
                 "model {} ({}) of the `pca` input is not in the `zoo` input",

@@ -1,19 +1,7 @@
-//! Decoding: latent → coefficients → de-normalised → inverse PCA → named tensors → a runnable network.
+//! A runnable network built from named tensors: what decoded, sampled and imported weights become to
+//! be scored.
 //!
-//! ```text
-//! h  (latent, [latent_dim])                       ← WeightCodec::encode(weights)
-//!  → z = decoder(h)             normalised coefficients [D]   (identity when there is no autoencoder)
-//!  → c = z ⊙ std + mean         raw coefficients, per coordinate (pca.safetensors `coefficient_*`)
-//!  → Ŵ_p = V_pᵀ c_p + μ_p       per named parameter (centre mode: c_p + μ_p; constant mode: μ_p)
-//!  → named tensors in `state_dict` order → Network::build(arch, …)
-//! ```
-//!
-//! With a token transformer (`autoencoder.architecture = "transformer"`, [`super::transformer`]) the
-//! latent is the per-token latent `[tokens · token_latent]` and decoding is transformer decoder →
-//! de-normalised tokens → detokenised weights; the PCA is not on that path.
-//!
-//! [`WeightCodec`] does both directions for any architecture the `pca` stage saw; [`Network`] turns
-//! named tensors into a model that runs. Architectures:
+//! Architectures:
 //! - `cnn-s`: no normalisation layers, nothing to refit.
 //! - `resnet18` ([`crate::resnet`]): BatchNorm buffers the decoded tensors lack (the PCA sees what the
 //!   zoo's `zoo.json` lists; the thesis encoded `model.parameters()` only) start as PyTorch's (mean 0,
@@ -23,124 +11,13 @@
 //!   the variance unbiased). Images are `C × H × W` bytes ([`Network::with_input`]; default 1 × 28 × 28
 //!   grey, pixels/255, no per-channel normalisation).
 
-use std::path::Path;
-
 use wspace_stage_api::StageError;
 
 use candle_core::{Device, Tensor};
 
-use super::autoencoder::Autoencoder;
-use super::pca::WeightPca;
-use super::transformer::TokenAutoencoder;
 use crate::nn::{self, CnnS, Evaluation};
 use crate::resnet::{self, ImageSet, InputTransform, ResNet18, TensorKind};
 use crate::tensors::{candle_error, NamedTensors};
-
-/// The weight encoder: the fitted PCA and, optionally, the autoencoder on top of it — the MLP on the
-/// coefficients, or the token transformer (at most one of the two).
-pub struct WeightCodec {
-    pub pca: WeightPca,
-    pub autoencoder: Option<Autoencoder>,
-    pub tokens: Option<TokenAutoencoder>,
-}
-
-impl WeightCodec {
-    /// Reads a `pca` stage's output and, when given, an `autoencoder` stage's output (trained on it).
-    pub fn load(pca_dir: &Path, autoencoder_dir: Option<&Path>) -> Result<WeightCodec, StageError> {
-        let pca = WeightPca::load(pca_dir)?;
-        if let Some(dir) = autoencoder_dir.filter(|d| TokenAutoencoder::is_in(d)) {
-            let tokens = TokenAutoencoder::load(dir)?;
-            if tokens.config.arch != pca.arch {
-                return Err(StageError::msg(format!(
-                    "the transformer encodes `{}` weights but the PCA's zoo is `{}`: it was trained on another zoo",
-                    tokens.config.arch, pca.arch
-                )));
-            }
-            return Ok(WeightCodec { pca, autoencoder: None, tokens: Some(tokens) });
-        }
-        let autoencoder = autoencoder_dir.map(Autoencoder::load).transpose()?;
-        if let Some(ae) = &autoencoder {
-            if ae.config.input_dim != pca.coefficient_dim() {
-                return Err(StageError::msg(format!(
-                    "the autoencoder takes {} coefficients but the PCA gives {}: it was trained on another `pca` output",
-                    ae.config.input_dim,
-                    pca.coefficient_dim()
-                )));
-            }
-        }
-        Ok(WeightCodec { pca, autoencoder, tokens: None })
-    }
-
-    /// The architecture the codec's weights belong to (the zoo's `arch`).
-    pub fn arch(&self) -> &str {
-        &self.pca.arch
-    }
-
-    /// Length of a latent vector: the autoencoder's latent size, or the coefficient dimension without one.
-    pub fn latent_dim(&self) -> usize {
-        if let Some(t) = &self.tokens {
-            return t.config.latent_dim();
-        }
-        self.autoencoder.as_ref().map_or(self.pca.coefficient_dim(), |ae| ae.config.latent_dim)
-    }
-
-    /// One model's weights → its latent vector.
-    pub fn encode(&self, weights: &NamedTensors) -> Result<Vec<f32>, StageError> {
-        if let Some(t) = &self.tokens {
-            return t.encode(&[&t.normaliser.layout.flat_of(weights)?]);
-        }
-        let z = self.pca.normalise(&self.pca.encode(weights)?);
-        match &self.autoencoder {
-            Some(ae) => ae.encode(&z),
-            None => Ok(z),
-        }
-    }
-
-    /// Latent vectors (`n × latent_dim`, row-major) → normalised coefficients (`n × D`).
-    pub fn latents_to_normalised(&self, latents: &[f32]) -> Result<Vec<f32>, StageError> {
-        if !latents.len().is_multiple_of(self.latent_dim().max(1)) {
-            return Err(StageError::msg(format!(
-                "{} latent values are not a multiple of latent_dim {}",
-                latents.len(),
-                self.latent_dim()
-            )));
-        }
-        match &self.autoencoder {
-            Some(ae) => ae.decode(latents),
-            None => Ok(latents.to_vec()),
-        }
-    }
-
-    /// Normalised coefficients of one model → its named tensors.
-    pub fn normalised_to_weights(&self, z: &[f32]) -> Result<NamedTensors, StageError> {
-        self.pca.decode(&self.pca.denormalise(z))
-    }
-
-    /// Latent vectors (`n × latent_dim`) → named tensors of `n` models.
-    pub fn decode(&self, latents: &[f32]) -> Result<Vec<NamedTensors>, StageError> {
-        if let Some(t) = &self.tokens {
-            return t.decode_weights(latents);
-        }
-        let d = self.pca.coefficient_dim();
-        let z = self.latents_to_normalised(latents)?;
-        if d == 0 {
-            let n = latents.len() / self.latent_dim().max(1);
-            return (0..n).map(|_| self.pca.decode(&[])).collect();
-        }
-        z.chunks_exact(d).map(|z| self.normalised_to_weights(z)).collect()
-    }
-
-    /// One latent vector → a runnable network; `calibration` images (`N × C·H·W` bytes of the task) refit
-    /// normalisation statistics where the architecture has them.
-    pub fn decode_network(&self, latent: &[f32], calibration: Option<&[u8]>) -> Result<Network, StageError> {
-        let weights = self.decode(latent)?.pop().ok_or_else(|| StageError::msg("decode: empty latent vector"))?;
-        let mut net = Network::build(self.arch(), &weights)?;
-        if let Some(images) = calibration {
-            net.refit_normalisation(images)?;
-        }
-        Ok(net)
-    }
-}
 
 /// A model that runs, built from named tensors.
 #[derive(Debug, Clone)]
