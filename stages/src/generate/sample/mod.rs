@@ -1,18 +1,13 @@
 //! The `sample` stage: prompts → weights. For every task of the `prompts` split of the `tasks` input, every target
-//! loss of a grid and `samples_per_prompt` draws, one model's weights, by the stage's `method`:
-//! - `"align"` (the thesis): `z_proj = align(task embedding, target)` decoded by the weight codec
-//!   (autoencoder decoder → de-normalisation → inverse PCA). Draw 0 is `z_proj` itself; draw `j ≥ 1`
-//!   adds `N(0, (0.1·s_i)²)` to coordinate `i`, `s_i` the coordinate's std over the autoencoder's
-//!   latents. Inputs `align`, `pca`, `autoencoder`, `embed`.
-//! - `"generator"`: the `generator` stage's model ([`super::generator`]) with a fresh `ξ` per draw.
-//!   Input `generator`.
-//! - `"kde"` (SANE's sampling, for either weight codec): a draw is a train-split latent `h_c` of the
-//!   `autoencoder` input's `latents.safetensors` chosen uniformly, plus `N(0, (bandwidth·s_i)²)` on
-//!   coordinate `i` (`s_i` the coordinate's std over all train-split latents): a Gaussian kernel density
-//!   estimate, decoded by the codec. The kernels are the train-split latents of the prompt's own task
-//!   when the zoo has models of it (SANE's zero-shot sampling of a zoo's task: `prompts = "train"`), and
-//!   all train-split latents otherwise (an unseen triplet: sampling that ignores the prompt). It ignores
-//!   the target loss (loss control still applies). Inputs `pca`, `autoencoder`, `zoo` (the loss range).
+//! loss of a grid and `samples_per_prompt` draws, one model's weights, by the stage's `method`: a
+//! [`Sampler`], one file per method, registered in [`METHODS`] with its inputs and parameters:
+//! - `"align"` ([`align`], the thesis): the prompt projected into the weight latent space, decoded;
+//! - `"generator"` ([`generator`]): the `generator` stage's model with a fresh noise per draw;
+//! - `"kde"` ([`kde`], SANE's sampling, for either weight codec): a kernel density over the
+//!   autoencoder's train-split latents, decoded.
+//!
+//! A new method is a file here with a [`Method`] (its name, inputs, parameters and how it loads) and
+//! an implementation of [`Sampler`], and one line in [`METHODS`].
 //!
 //! Prompts: every task of the split `prompts` (default `test`: unseen triplets; `train`: the zoo's own
 //! tasks). The grid: `targets` values evenly spaced over the method's loss range (the train split's `val_loss`
@@ -34,24 +29,22 @@
 //! | `samples.csv` | `sample,prompt,draw,task_id,class_0,class_1,class_2,target_loss,head_scale,file` (`prompt`: task × target, shared by its draws; `head_scale` 1 without loss control) |
 //! | `metrics.json` | `method`, `prompt_split`, `samples`, `prompts`, `tasks`, `targets`, `samples_per_prompt`, `loss_min`, `loss_max`, `arch`; with `kde`: `bandwidth`, `kde_own_task_prompts` (tasks whose kernels were their own models) |
 
-use std::path::Path;
+pub mod align;
+pub mod generator;
+pub mod kde;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
-use super::align::task_embeddings;
-use super::generator::{Generator, Prompt};
-use super::model::Aligner;
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
 use crate::nn::{self, CnnS};
-use crate::sampling::{below, normal_f32};
-use crate::tensors::NamedTensors;
-use crate::tensors::{self, TensorFile};
+use crate::tensors::{self, NamedTensors};
 use crate::weights::behaviour::task_probe_images;
-use crate::weights::{codec, Codec, Coefficients};
-use crate::zoo::Zoo;
 
 /// One row of `samples.csv`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -92,28 +85,72 @@ pub fn target_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     }
 }
 
-/// How the stage makes weights.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Method {
-    Align,
-    Generator,
-    Kde,
+/// A way to make weights for prompts (`method = "<name>"`).
+pub trait Sampler {
+    /// The loss range the targets are placed in: the train split's `val_loss` range the method knows.
+    fn loss_range(&self) -> (f64, f64);
+    /// The architecture of the models it makes.
+    fn arch(&self) -> &str;
+    /// One task's models, `grid.len() × draws` of them, target-major, drawn from `rng` (seeded by the
+    /// stage's `seed` and the task).
+    fn make(&self, task: &Task, grid: &[f64], draws: usize, rng: &mut ChaCha8Rng) -> Result<Vec<NamedTensors>, StageError>;
+    /// Entries the method adds to `metrics.json`, given the prompted tasks.
+    fn metrics(&self, prompted: &[&Task]) -> serde_json::Map<String, serde_json::Value> {
+        let _ = prompted;
+        serde_json::Map::new()
+    }
 }
 
-impl Method {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::Align => "align",
-            Method::Generator => "generator",
-            Method::Kde => "kde",
-        }
+/// A sampling method: its name, the input slots it reads, its own parameters, and how it is built.
+pub struct Method {
+    pub name: &'static str,
+    /// `(slot, what it is for)`.
+    pub inputs: &'static [(&'static str, &'static str)],
+    pub params: fn() -> Vec<ParamSpec>,
+    /// Checks its own parameters before anything runs.
+    pub validate: fn(Params) -> Result<(), StageError>,
+    pub load: fn(&MethodInputs, Params) -> Result<Box<dyn Sampler>, StageError>,
+}
+
+/// [`Method::validate`] for a method without parameters of its own.
+fn nothing_to_check(_: Params) -> Result<(), StageError> {
+    Ok(())
+}
+
+/// Every method, in the order `wspace kinds` lists them.
+pub const METHODS: &[Method] = &[align::METHOD, generator::METHOD, kde::METHOD];
+
+/// The methods' names: the choices of `method`.
+const METHOD_NAMES: [&str; METHODS.len()] = {
+    let mut names = [""; METHODS.len()];
+    let mut i = 0;
+    while i < METHODS.len() {
+        names[i] = METHODS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The stage's connected inputs, as a method asks for them.
+pub struct MethodInputs<'a> {
+    method: &'static str,
+    inputs: &'a BTreeMap<String, PathBuf>,
+}
+
+impl MethodInputs<'_> {
+    /// The input `slot`, which the method needs.
+    pub fn need(&self, slot: &str) -> Result<&Path, StageError> {
+        self.inputs
+            .get(slot)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StageError::input(slot, format!("must be connected: method `{}` reads it", self.method)))
     }
 }
 
 /// The checked parameters of a `sample` stage.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct SampleOptions {
-    pub method: Method,
+    pub method: &'static Method,
     pub targets: usize,
     /// Explicit target losses (instead of the grid) when non-empty.
     pub target_losses: Vec<f64>,
@@ -123,8 +160,6 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Whose tasks are prompted.
     pub prompts: TaskSplit,
-    /// `kde`: kernel std as a fraction of each latent coordinate's std.
-    pub bandwidth: f64,
 }
 
 impl SampleOptions {
@@ -137,12 +172,14 @@ impl SampleOptions {
             .map(|v| v.as_f64().filter(|x| x.is_finite()))
             .collect::<Option<Vec<f64>>>()
             .ok_or_else(|| StageError::param("target_losses", "must be a list of finite numbers"))?;
+        let name = p.str("method")?;
+        let method = METHODS
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| StageError::param("method", format!("is unknown: `{name}`")))?;
+        (method.validate)(p)?;
         Ok(SampleOptions {
-            method: match p.str("method")? {
-                "generator" => Method::Generator,
-                "kde" => Method::Kde,
-                _ => Method::Align,
-            },
+            method,
             targets: p.positive("targets")?,
             target_losses,
             samples_per_prompt: p.positive("samples_per_prompt")?,
@@ -152,7 +189,6 @@ impl SampleOptions {
             },
             seed: p.int("seed")? as u64,
             prompts: if p.str("prompts")? == "train" { TaskSplit::Train } else { TaskSplit::Test },
-            bandwidth: p.positive_float("bandwidth")?,
         })
     }
 
@@ -224,16 +260,13 @@ fn scale_head(w: &mut NamedTensors, s: f64) {
     }
 }
 
-/// Makes the weights of one task's prompts: `targets` × `draws`, target-major.
-type Maker<'a> = Box<dyn Fn(&Task, &[f64], usize) -> Result<Vec<NamedTensors>, StageError> + 'a>;
-
 /// The per-draw RNG of a task.
 fn draw_rng(seed: u64, task: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// The population std of each coordinate of `rows` (`n × k`, row-major).
-fn coordinate_std(rows: &[f32], k: usize) -> Vec<f32> {
+pub(crate) fn coordinate_std(rows: &[f32], k: usize) -> Vec<f32> {
     let n = (rows.len() / k.max(1)).max(1) as f64;
     (0..k)
         .map(|i| {
@@ -244,175 +277,23 @@ fn coordinate_std(rows: &[f32], k: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The `align` method (see the module doc).
-struct AlignMethod {
-    al: Aligner,
-    codec: Box<dyn Codec>,
-    emb: Vec<f32>,
-    dim: usize,
-    /// Per-coordinate std of the autoencoder's latents.
-    latent_std: Vec<f32>,
-}
-
-impl AlignMethod {
-    fn load(align: &Path, pca: &Path, ae: &Path, embed: &Path) -> Result<Self, StageError> {
-        let al = Aligner::load(align)?;
-        let codec = codec::load(pca, ae)?;
-        let k = codec.latent_dim();
-        if k != al.config.latent_dim {
-            return Err(StageError::msg(format!(
-                "the align stage projects to {} dimensions but the autoencoder's latent has {k}",
-                al.config.latent_dim
-            )));
-        }
-        let (emb, dim) = task_embeddings(embed)?;
-        if dim != al.config.dataset_dim {
-            return Err(StageError::msg(format!(
-                "embeddings are {dim}-d, the align stage was trained on {}-d",
-                al.config.dataset_dim
-            )));
-        }
-        let file = TensorFile::open(&ae.join("latents.safetensors"))?;
-        let latents = file.f32_all()?.into_iter().find(|t| t.name == "latents").map(|t| t.values).unwrap_or_default();
-        let latent_std = coordinate_std(&latents, k);
-        Ok(AlignMethod { al, codec, emb, dim, latent_std })
-    }
-
-    fn make(&self, task: &Task, grid: &[f64], draws: usize, seed: u64) -> Result<Vec<NamedTensors>, StageError> {
-        let (dim, k) = (self.dim, self.codec.latent_dim());
-        let e = self
-            .emb
-            .get(task.id * dim..(task.id + 1) * dim)
-            .ok_or_else(|| StageError::msg(format!("task {} has no embedding: the `embed` input is of other tasks", task.id)))?;
-        let raw: Vec<f32> = grid.iter().flat_map(|_| e.iter().copied()).collect();
-        let z = self.al.project(&raw, grid)?;
-        let mut rng = draw_rng(seed, task.id);
-        let mut all = Vec::with_capacity(grid.len() * draws * k);
-        for zt in z.chunks(k) {
-            for j in 0..draws {
-                all.extend(
-                    zt.iter().zip(&self.latent_std).map(|(v, s)| if j == 0 { *v } else { v + 0.1 * s * normal_f32(&mut rng) }),
-                );
-            }
-        }
-        self.codec.decode(&all)
-    }
-}
-
-/// The `kde` method (see the module doc).
-struct KdeMethod {
-    codec: Box<dyn Codec>,
-    /// Train-split latents, `n × k`.
-    latents: Vec<f32>,
-    /// Their task ids.
-    tasks: Vec<usize>,
-    /// Per-coordinate std over them.
-    std: Vec<f32>,
-    bandwidth: f32,
-    /// The train split's `val_loss` range.
-    range: (f64, f64),
-}
-
-impl KdeMethod {
-    fn load(pca: &Path, ae: &Path, zoo: &Path, bandwidth: f64) -> Result<Self, StageError> {
-        let codec = codec::load(pca, ae)?;
-        let k = codec.latent_dim();
-        let rows = Coefficients::load(pca)?.meta.rows;
-        let file = TensorFile::open(&ae.join("latents.safetensors"))?;
-        let all = file.f32("latents")?;
-        if all.shape != [rows.len(), k] {
-            return Err(StageError::msg(format!(
-                "{}: `latents` is {:?} but the `pca` input has {} rows of latent {k}: the autoencoder was trained on another `pca`",
-                file.path(),
-                all.shape,
-                rows.len()
-            )));
-        }
-        let zoo = Zoo::load(zoo)?;
-        let (mut latents, mut tasks, mut losses) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, r) in rows.iter().enumerate().filter(|(_, r)| r.split == TaskSplit::Train) {
-            latents.extend_from_slice(&all.values[i * k..(i + 1) * k]);
-            tasks.push(r.task_id);
-            losses.push(zoo.row_of(r)?.val_loss);
-        }
-        if tasks.is_empty() {
-            return Err(StageError::msg("method `kde`: the `pca` input has no train-split rows to place kernels on"));
-        }
-        let std = coordinate_std(&latents, k);
-        let range = losses.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| (lo.min(l), hi.max(l)));
-        Ok(KdeMethod { codec, latents, tasks, std, bandwidth: bandwidth as f32, range })
-    }
-
-    /// The kernels of a task: its own train-split latents, or all of them when it has none.
-    fn kernels(&self, task: usize) -> Vec<usize> {
-        let own: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i] == task).collect();
-        if own.is_empty() {
-            (0..self.tasks.len()).collect()
-        } else {
-            own
-        }
-    }
-
-    fn make(&self, task: &Task, grid: &[f64], draws: usize, seed: u64) -> Result<Vec<NamedTensors>, StageError> {
-        let k = self.codec.latent_dim();
-        let kernels = self.kernels(task.id);
-        let mut rng = draw_rng(seed, task.id);
-        let mut all = Vec::with_capacity(grid.len() * draws * k);
-        for _ in 0..grid.len() * draws {
-            let c = kernels[below(&mut rng, kernels.len() as u64) as usize];
-            let centre = &self.latents[c * k..(c + 1) * k];
-            all.extend(centre.iter().zip(&self.std).map(|(v, s)| v + self.bandwidth * s * normal_f32(&mut rng)));
-        }
-        self.codec.decode(&all)
-    }
-}
-
 pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json::Value, StageError> {
     let tasks = Tasks::load(ctx.input("tasks")?)?;
-    let need = |slot: &str| {
-        ctx.inputs.get(slot).map(|p| p.as_path()).ok_or_else(|| {
-            StageError::msg(format!("stage `{}`: method `{}` needs the `{slot}` input", ctx.stage, opts.method.name()))
-        })
-    };
     let draws = opts.samples_per_prompt;
-    let seed = opts.seed;
-    let mut own_task_prompts = 0;
-    let (maker, (lo, hi), arch): (Maker, (f64, f64), String) = match opts.method {
-        Method::Align => {
-            let m = AlignMethod::load(need("align")?, need("pca")?, need("autoencoder")?, need("embed")?)?;
-            let range = (m.al.config.loss_min, m.al.config.loss_max);
-            let arch = m.codec.arch().to_string();
-            (Box::new(move |t, g, d| m.make(t, g, d, seed)), range, arch)
-        }
-        Method::Generator => {
-            let g = Generator::load(need("generator")?)?;
-            let range = (g.config.loss_min, g.config.loss_max);
-            let make = move |task: &Task, grid: &[f64], d: usize| -> Result<Vec<NamedTensors>, StageError> {
-                let mut rng = draw_rng(seed, task.id);
-                let prompts: Vec<Prompt> = grid
-                    .iter()
-                    .flat_map(|&t| (0..d).map(move |_| t))
-                    .map(|t| Prompt { classes: task.classes, target_loss: t, xi: g.draw(&mut rng) })
-                    .collect();
-                Ok(g.generate(&prompts)?.iter().map(|m| m.named_tensors().into()).collect())
-            };
-            (Box::new(make), range, "cnn-s".to_string())
-        }
-        Method::Kde => {
-            let m = KdeMethod::load(need("pca")?, need("autoencoder")?, need("zoo")?, opts.bandwidth)?;
-            let (range, arch) = (m.range, m.codec.arch().to_string());
-            own_task_prompts = tasks.split(opts.prompts).filter(|t| m.tasks.contains(&t.id)).count();
-            (Box::new(move |t, g, d| m.make(t, g, d, seed)), range, arch)
-        }
-    };
+    let inputs = MethodInputs { method: opts.method.name, inputs: ctx.inputs };
+    let sampler = (opts.method.load)(&inputs, ctx.view())?;
+    let ((lo, hi), arch) = (sampler.loss_range(), sampler.arch().to_string());
     let grid = opts.grid(lo, hi)?;
-    let data = match opts.calibrate {
-        Some(_) if arch != "cnn-s" => {
-            return Err(StageError::param("loss_control", format!("\"scale\" runs cnn-s models; the samples are `{arch}`")))
-        }
-        Some(_) => Some(Dataset::load(need("data")?)?),
-        None => None,
-    };
+    let data =
+        match opts.calibrate {
+            Some(_) if arch != "cnn-s" => {
+                return Err(StageError::param("loss_control", format!("\"scale\" runs cnn-s models; the samples are `{arch}`")))
+            }
+            Some(_) => Some(Dataset::load(ctx.inputs.get("data").ok_or_else(|| {
+                StageError::input("data", "must be connected: `loss_control` = \"scale\" reads training images")
+            })?)?),
+            None => None,
+        };
     let out = ctx.out;
     std::fs::create_dir_all(out.join("samples")).map_err(|e| StageError::io(out.join("samples"), e))?;
     let mut rows = Vec::new();
@@ -426,7 +307,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     ctx.progress.start(prompted.len() as u64, "tasks");
     for task in &prompted {
         wspace_stage_api::check_stop()?;
-        let mut weights = maker(task, &grid, draws)?;
+        let mut weights = sampler.make(task, &grid, draws, &mut draw_rng(opts.seed, task.id))?;
         let calibration = match (opts.calibrate, &data) {
             (Some(n), Some(data)) => Some(task_probe_images(task, data, n)?),
             _ => None,
@@ -463,7 +344,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
     }
     w.flush().map_err(|e| StageError::io(&path, e))?;
     let mut metrics = json!({
-        "method": opts.method.name(),
+        "method": opts.method.name,
         "prompt_split": opts.prompts.as_str(),
         "samples": rows.len(),
         "prompts": rows.len() / draws,
@@ -474,9 +355,8 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
         "loss_max": hi,
         "arch": arch,
     });
-    if opts.method == Method::Kde {
-        metrics["bandwidth"] = json!(opts.bandwidth);
-        metrics["kde_own_task_prompts"] = json!(own_task_prompts);
+    for (key, value) in sampler.metrics(&prompted) {
+        metrics[key] = value;
     }
     tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
@@ -497,11 +377,11 @@ impl StageKind for SampleKind {
     }
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType::*;
-        vec![
+        let mut specs = vec![
             ParamSpec::optional(
                 "method",
-                Choice(&["align", "generator", "kde"]),
-                Value::Str("align".into()),
+                Choice(&METHOD_NAMES),
+                Value::Str(METHOD_NAMES[0].into()),
                 "how weights are made (see the stage doc)",
             ),
             ParamSpec::optional(
@@ -531,25 +411,19 @@ impl StageKind for SampleKind {
                 Value::Str("test".into()),
                 "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)",
             ),
-            ParamSpec::optional(
-                "bandwidth",
-                Float,
-                Value::Float(0.1),
-                "method kde: kernel std, as a fraction of each latent coordinate's std over the train split",
-            ),
-        ]
+        ];
+        specs.extend(METHODS.iter().flat_map(|m| (m.params)()));
+        specs
     }
     fn inputs(&self) -> Inputs {
-        Inputs::Slots(vec![
-            ("tasks", true, "the `tasks` stage (which tasks are test tasks)"),
-            ("align", false, "method align: an `align` stage"),
-            ("pca", false, "methods align, kde: the `pca` stage the autoencoder was trained on"),
-            ("autoencoder", false, "methods align, kde: the `autoencoder` stage (its decoder; kde: its latents)"),
-            ("zoo", false, "method kde: the zoo (the train split's loss range)"),
-            ("embed", false, "method align: the `dataset-embed` stage the align stage used"),
-            ("generator", false, "method generator: a `generator` stage"),
-            ("data", false, "loss_control = \"scale\": the zoo's `dataset` stage (training images)"),
-        ])
+        let mut slots = vec![("tasks", true, "the `tasks` stage (which tasks are test tasks)")];
+        for &(slot, doc) in METHODS.iter().flat_map(|m| m.inputs) {
+            if !slots.iter().any(|s| s.0 == slot) {
+                slots.push((slot, false, doc));
+            }
+        }
+        slots.push(("data", false, "loss_control = \"scale\": the zoo's `dataset` stage (training images)"));
+        Inputs::Slots(slots)
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
         SampleOptions::from_params(params).map(|_| ())
