@@ -24,9 +24,17 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, StageContext, StageError, StageKind, Ty, Value};
 
 pub struct Command;
+
+const RUN: Param = Param::required("run", Ty::Str, "the shell command (run by `sh -c` in the pipeline's directory)");
+const OUTPUTS: Param =
+    Param::optional("outputs", Ty::List(&Ty::Str), Fixed::Strs(&[]), "files that must exist in $WSPACE_OUT afterwards");
+const DEPS: Param =
+    Param::optional("deps", Ty::List(&Ty::Path), Fixed::Strs(&[]), "files whose content joins the key (e.g. the script)");
+const PARAMS: Param =
+    Param::optional("params", Ty::Table, Fixed::EmptyTable, "free-form values passed as WSPACE_PARAMS / WSPACE_PARAM_<NAME>");
 
 const LOG_TAIL: usize = 20;
 
@@ -41,27 +49,7 @@ impl StageKind for Command {
         "runs a shell command that writes its output into $WSPACE_OUT"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::required("run", ParamType::Str, "the shell command (run by `sh -c` in the pipeline's directory)"),
-            ParamSpec::optional(
-                "outputs",
-                ParamType::List(Box::new(ParamType::Str)),
-                Value::List(vec![]),
-                "files that must exist in $WSPACE_OUT afterwards",
-            ),
-            ParamSpec::optional(
-                "deps",
-                ParamType::List(Box::new(ParamType::Path)),
-                Value::List(vec![]),
-                "files whose content joins the key (e.g. the script)",
-            ),
-            ParamSpec::optional(
-                "params",
-                ParamType::Table,
-                Value::Table(Default::default()),
-                "free-form values passed as WSPACE_PARAMS / WSPACE_PARAM_<NAME>",
-            ),
-        ]
+        Param::specs(&[RUN, OUTPUTS, DEPS, PARAMS])
     }
     fn inputs(&self) -> Inputs {
         Inputs::Any
@@ -71,7 +59,7 @@ impl StageKind for Command {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let script = ctx.str("run")?;
+        let script = ctx.view().str(&RUN)?;
         let log_path = ctx.scratch.join("command.log");
         let log = File::create(&log_path).map_err(|e| StageError::io(&log_path, e))?;
         let log2 = log.try_clone().map_err(|e| StageError::io(&log_path, e))?;
@@ -82,7 +70,7 @@ impl StageKind for Command {
             cmd.env(format!("WSPACE_IN_{}", slot.to_uppercase()), dir);
         }
         let empty = Default::default();
-        let params = ctx.param("params")?.as_table().unwrap_or(&empty);
+        let params = ctx.view().value(&PARAMS)?.as_table().unwrap_or(&empty);
         cmd.env("WSPACE_PARAMS", serde_json::to_string(&Value::Table(params.clone())).unwrap_or_default());
         for (name, v) in params {
             if let Some(text) = v.scalar_text() {
@@ -104,7 +92,8 @@ impl StageKind for Command {
             )));
         }
         let missing: Vec<&str> = ctx
-            .param("outputs")?
+            .view()
+            .value(&OUTPUTS)?
             .as_list()
             .unwrap_or(&[])
             .iter()

@@ -25,7 +25,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
-use wspace_stage_api::{ParamSpec, ParamType, Params, Progress, StageError, Value};
+use wspace_stage_api::{Fixed, Param, ParamSpec, Params, Progress, StageError, Ty};
 
 use crate::tensors::candle_error;
 
@@ -45,46 +45,36 @@ pub struct FitParams {
     pub seed: u64,
 }
 
+const BATCH_SIZE: Param = Param::optional("batch_size", Ty::Int, Fixed::Int(32), "mini-batch size");
+const EPOCHS: Param = Param::optional("epochs", Ty::Int, Fixed::Int(100), "maximum epochs");
+const PATIENCE: Param = Param::optional("patience", Ty::Int, Fixed::Int(30), "epochs without val improvement before stopping");
+const LR: Param = Param::optional("lr", Ty::Float, Fixed::Float(1e-3), "AdamW learning rate");
+const WEIGHT_DECAY: Param = Param::optional("weight_decay", Ty::Float, Fixed::Float(0.0), "AdamW (decoupled) weight decay");
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the initial weights and the batch order");
+
 impl FitParams {
     /// `batch_size`, `epochs`, `patience`, `lr`, `weight_decay`, `seed` with these defaults;
     /// `batch_doc` says what a batch is to this stage.
     pub fn specs(defaults: &FitParams, batch_doc: &'static str) -> Vec<ParamSpec> {
-        let int = |v: usize| Value::Int(v as i64);
-        vec![
-            ParamSpec::optional("batch_size", ParamType::Int, int(defaults.batch_size), batch_doc),
-            ParamSpec::optional("epochs", ParamType::Int, int(defaults.epochs), "maximum epochs"),
-            ParamSpec::optional(
-                "patience",
-                ParamType::Int,
-                int(defaults.patience),
-                "epochs without val improvement before stopping",
-            ),
-            ParamSpec::optional("lr", ParamType::Float, Value::Float(defaults.lr), "AdamW learning rate"),
-            ParamSpec::optional(
-                "weight_decay",
-                ParamType::Float,
-                Value::Float(defaults.weight_decay),
-                "AdamW (decoupled) weight decay",
-            ),
-            ParamSpec::optional(
-                "seed",
-                ParamType::Int,
-                Value::Int(defaults.seed as i64),
-                "seeds the initial weights and the batch order",
-            ),
-        ]
+        let int = |v: usize| Some(Fixed::Int(v as i64));
+        Param::specs(&[
+            Param { default: int(defaults.batch_size), doc: batch_doc, ..BATCH_SIZE },
+            Param { default: int(defaults.epochs), ..EPOCHS },
+            Param { default: int(defaults.patience), ..PATIENCE },
+            Param { default: Some(Fixed::Float(defaults.lr)), ..LR },
+            Param { default: Some(Fixed::Float(defaults.weight_decay)), ..WEIGHT_DECAY },
+            Param { default: Some(Fixed::Int(defaults.seed as i64)), ..SEED },
+        ])
     }
 
-    /// Reads the parameters [`FitParams::specs`] declares; errors name the parameter.
     pub fn from_params(p: Params) -> Result<FitParams, StageError> {
         Ok(FitParams {
-            epochs: p.positive("epochs")?,
-            patience: p.positive("patience")?,
-            lr: p.positive_float("lr")?,
-            weight_decay: p.non_negative("weight_decay")?,
-            batch_size: p.positive("batch_size")?,
-            // Negative seeds are fine: the bits are the seed.
-            seed: p.int("seed")? as u64,
+            epochs: p.positive(&EPOCHS)?,
+            patience: p.positive(&PATIENCE)?,
+            lr: p.positive_float(&LR)?,
+            weight_decay: p.non_negative(&WEIGHT_DECAY)?,
+            batch_size: p.positive(&BATCH_SIZE)?,
+            seed: p.seed(&SEED)?,
         })
     }
 }

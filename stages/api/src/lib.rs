@@ -21,9 +21,13 @@
 //! Determinism is part of the contract: given the same parameters and input bytes, a stage must write
 //! the same bytes (on CPU), so that `wspace verify` can prove a cached result reproducible.
 
+mod params;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+pub use params::{defaults, Choice, Fixed, Param, Params, Ty};
 
 /// A resolved parameter value. Maps are ordered (`BTreeMap`) so every encoding of a value is canonical.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -232,102 +236,12 @@ pub struct StageContext<'a> {
 }
 
 impl<'a> StageContext<'a> {
-    /// The parameters as a [`Params`] view (what [`StageKind::validate`] gets).
+    /// The parameters, read through their declarations ([`Params`]).
     pub fn view(&self) -> Params<'a> {
         Params(self.params)
     }
-    pub fn param(&self, name: &str) -> Result<&'a Value, StageError> {
-        self.view().param(name)
-    }
     pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
         self.inputs.get(slot).map(PathBuf::as_path).ok_or_else(|| StageError::input(slot, "is not connected"))
-    }
-    pub fn int(&self, name: &str) -> Result<i64, StageError> {
-        self.view().int(name)
-    }
-    pub fn float(&self, name: &str) -> Result<f64, StageError> {
-        self.view().float(name)
-    }
-    pub fn str(&self, name: &str) -> Result<&'a str, StageError> {
-        self.view().str(name)
-    }
-    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
-        self.view().bool(name)
-    }
-}
-
-/// A stage's resolved parameters (defaults filled in, `Path` values absolute), with typed accessors
-/// whose errors name the parameter. [`StageKind::validate`] gets one before anything runs; a running
-/// stage gets the same through [`StageContext::view`], so one `from_params(Params)` per kind serves both.
-#[derive(Debug, Clone, Copy)]
-pub struct Params<'a>(pub &'a BTreeMap<String, Value>);
-
-impl<'a> Params<'a> {
-    pub fn param(&self, name: &str) -> Result<&'a Value, StageError> {
-        self.0.get(name).ok_or_else(|| StageError::param(name, "is missing"))
-    }
-    pub fn int(&self, name: &str) -> Result<i64, StageError> {
-        self.param(name)?.as_i64().ok_or_else(|| StageError::param(name, "must be an integer"))
-    }
-    /// A finite number (integers are accepted).
-    pub fn float(&self, name: &str) -> Result<f64, StageError> {
-        match self.param(name)?.as_f64() {
-            Some(x) if x.is_finite() => Ok(x),
-            Some(x) => Err(StageError::param(name, format!("must be a finite number, got {x}"))),
-            None => Err(StageError::param(name, "must be a number")),
-        }
-    }
-    pub fn str(&self, name: &str) -> Result<&'a str, StageError> {
-        self.param(name)?.as_str().ok_or_else(|| StageError::param(name, "must be a string"))
-    }
-    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
-        self.param(name)?.as_bool().ok_or_else(|| StageError::param(name, "must be a boolean"))
-    }
-    /// An integer ≥ 0.
-    pub fn count(&self, name: &str) -> Result<usize, StageError> {
-        let v = self.int(name)?;
-        usize::try_from(v).map_err(|_| StageError::param(name, format!("must be ≥ 0, got {v}")))
-    }
-    /// An integer ≥ 1.
-    pub fn positive(&self, name: &str) -> Result<usize, StageError> {
-        match self.int(name)? {
-            v if v >= 1 => usize::try_from(v).map_err(|_| StageError::param(name, format!("is out of range: {v}"))),
-            v => Err(StageError::param(name, format!("must be ≥ 1, got {v}"))),
-        }
-    }
-    /// A finite number > 0 (learning rates, temperatures).
-    pub fn positive_float(&self, name: &str) -> Result<f64, StageError> {
-        match self.float(name)? {
-            x if x > 0.0 => Ok(x),
-            x => Err(StageError::param(name, format!("must be > 0, got {x}"))),
-        }
-    }
-    /// A finite number ≥ 0 (weight decay, noise scales).
-    pub fn non_negative(&self, name: &str) -> Result<f64, StageError> {
-        match self.float(name)? {
-            x if x >= 0.0 => Ok(x),
-            x => Err(StageError::param(name, format!("must be ≥ 0, got {x}"))),
-        }
-    }
-    /// A list of integers ≥ 1 (layer sizes); an absent or non-list value is an empty list only if
-    /// the parameter is missing its list type, which the runner's type check already refused.
-    pub fn positive_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
-        let list = self.param(name)?.as_list().ok_or_else(|| StageError::param(name, "must be a list of integers"))?;
-        list.iter()
-            .map(|v| match v.as_i64() {
-                Some(n) if n >= 1 => usize::try_from(n).map_err(|_| StageError::param(name, format!("is out of range: {n}"))),
-                _ => Err(StageError::param(name, format!("every size must be an integer ≥ 1, found {v}"))),
-            })
-            .collect()
-    }
-    /// A number in [0, 1] (or [0, 1) when `max_exclusive`).
-    pub fn fraction(&self, name: &str, max_exclusive: bool) -> Result<f64, StageError> {
-        let f = self.float(name)?;
-        if f >= 0.0 && if max_exclusive { f < 1.0 } else { f <= 1.0 } {
-            return Ok(f);
-        }
-        let range = if max_exclusive { "[0, 1)" } else { "[0, 1]" };
-        Err(StageError::param(name, format!("must be in {range}, got {f}")))
     }
 }
 
@@ -461,36 +375,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::
     let mut f = std::fs::File::create(&tmp).map_err(|e| (tmp.clone(), e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| (tmp.clone(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))
-}
-
-#[cfg(test)]
-mod params_tests {
-    use super::*;
-
-    fn params(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-    }
-
-    #[test]
-    fn numeric_constraints_name_the_parameter_and_the_value() {
-        let map = params(&[
-            ("lr", Value::Float(0.0)),
-            ("decay", Value::Float(-1.0)),
-            ("ok", Value::Int(2)),
-            ("hidden", Value::List(vec![Value::Int(4), Value::Int(0)])),
-            ("sizes", Value::List(vec![Value::Int(4), Value::Int(2)])),
-        ]);
-        let p = Params(&map);
-        assert_eq!(p.positive_float("lr").unwrap_err().to_string(), "parameter `lr` must be > 0, got 0");
-        assert_eq!(p.non_negative("decay").unwrap_err().to_string(), "parameter `decay` must be ≥ 0, got -1");
-        assert_eq!((p.positive_float("ok").unwrap(), p.non_negative("ok").unwrap()), (2.0, 2.0));
-        assert_eq!(
-            p.positive_list("hidden").unwrap_err().to_string(),
-            "parameter `hidden` every size must be an integer ≥ 1, found 0"
-        );
-        assert_eq!(p.positive_list("sizes").unwrap(), vec![4, 2]);
-        assert!(p.positive_list("ok").is_err());
-    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{
+    choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty, Value,
+};
 
 use super::files::{self, RawDataset};
 use super::{cifar, folder, idx};
@@ -45,31 +47,35 @@ const EMBEDDED_TEST_IMAGES: &[u8] =
 const EMBEDDED_TEST_LABELS: &[u8] =
     include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fashion-mnist/t10k-labels-idx1-ubyte.gz"));
 
-/// Where a dataset comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Embedded,
-    Idx,
-    Cifar10,
-    Folder,
+choice_enum! {
+    /// Where a dataset comes from.
+    pub enum Format { Embedded = "embedded", Idx = "idx", Cifar10 = "cifar10", Folder = "folder" }
 }
 
-impl Format {
-    pub const NAMES: &'static [&'static str] = &["embedded", "idx", "cifar10", "folder"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Embedded => "embedded",
-            Format::Idx => "idx",
-            Format::Cifar10 => "cifar10",
-            Format::Folder => "folder",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Format> {
-        [Format::Embedded, Format::Idx, Format::Cifar10, Format::Folder].into_iter().find(|f| f.as_str() == s)
-    }
-}
+const FORMAT: Param =
+    Param::choice("format", Format::NAMES, "embedded", "the source: embedded (Fashion-MNIST subset), idx, cifar10 or folder");
+const PATH: Param =
+    Param::optional("path", Ty::Path, Fixed::Str(""), "the source directory (required unless format = \"embedded\")");
+const TRAIN_PER_CLASS: Param = Param::optional(
+    "train_per_class",
+    Ty::Int,
+    Fixed::Int(0),
+    "keep the first N training images of each class, in file order (0 = all)",
+);
+const TEST_PER_CLASS: Param = Param::optional(
+    "test_per_class",
+    Ty::Int,
+    Fixed::Int(0),
+    "keep the first N test images of each class, in file order (0 = all)",
+);
+const CLASS_NAMES: Param =
+    Param::optional("class_names", Ty::List(&Ty::Str), Fixed::Strs(&[]), "class names in label order ([] = the source's names)");
+const CHANNELS: Param = Param::optional(
+    "channels",
+    Ty::Int,
+    Fixed::Int(0),
+    "folder format: 1 = grey, 3 = RGB, 0 = auto (grey if every image is grey)",
+);
 
 /// The checked parameters of a `dataset` stage; [`DatasetOptions::build`] reads the source.
 #[derive(Debug, Clone)]
@@ -102,52 +108,48 @@ impl Default for DatasetOptions {
 
 impl DatasetOptions {
     /// Reads and checks the stage's parameters.
-    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let format_name = ctx.str("format")?;
-        let format = Format::parse(format_name).ok_or_else(|| {
-            StageError::msg(format!("parameter `format` must be one of {}, got \"{format_name}\"", Format::NAMES.join(", ")))
-        })?;
-        let path = ctx.str("path")?;
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
+        let format: Format = p.choice(&FORMAT)?;
+        let path = p.str(&PATH)?;
         let path = match (format, path.is_empty()) {
             (Format::Embedded, true) => None,
             (Format::Embedded, false) => {
-                return Err(StageError::msg(format!(
-                    "parameter `path` (\"{path}\") is not used with format = \"embedded\"; remove it or set `format`"
-                )))
+                return Err(StageError::param(
+                    PATH.name,
+                    format!("(\"{path}\") is not used with format = \"embedded\"; remove it or set `format`"),
+                ))
             }
             (_, true) => {
-                return Err(StageError::msg(format!(
-                    "parameter `path` is required with format = \"{}\" (the directory to read)",
-                    format.as_str()
-                )))
+                return Err(StageError::param(
+                    PATH.name,
+                    format!("is required with format = \"{}\" (the directory to read)", format.name()),
+                ))
             }
             (_, false) => Some(PathBuf::from(path)),
         };
-        let class_names = match ctx.param("class_names")? {
+        let class_names = match p.value(&CLASS_NAMES)? {
             Value::List(items) => items
                 .iter()
                 .map(|v| {
-                    v.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| StageError::msg("parameter `class_names` must be an array of strings"))
+                    v.as_str().map(String::from).ok_or_else(|| StageError::param(CLASS_NAMES.name, "must be an array of strings"))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             other => {
-                return Err(StageError::msg(format!(
-                    "parameter `class_names` must be an array of strings, got {}",
-                    other.type_name()
-                )))
+                return Err(StageError::param(
+                    CLASS_NAMES.name,
+                    format!("must be an array of strings, got {}", other.type_name()),
+                ))
             }
         };
-        let channels = ctx.count("channels")?;
+        let channels = p.count(&CHANNELS)?;
         if ![0, 1, 3].contains(&channels) {
-            return Err(StageError::msg(format!("parameter `channels` must be 0 (auto), 1 or 3, got {channels}")));
+            return Err(StageError::param(CHANNELS.name, format!("must be 0 (auto), 1 or 3, got {channels}")));
         }
         Ok(DatasetOptions {
             format,
             path,
-            train_per_class: ctx.count("train_per_class")?,
-            test_per_class: ctx.count("test_per_class")?,
+            train_per_class: p.count(&TRAIN_PER_CLASS)?,
+            test_per_class: p.count(&TEST_PER_CLASS)?,
             class_names,
             channels,
         })
@@ -157,12 +159,12 @@ impl DatasetOptions {
         let path = self
             .path
             .as_deref()
-            .ok_or_else(|| StageError::msg(format!("parameter `path` is required with format = \"{}\"", self.format.as_str())))?;
+            .ok_or_else(|| StageError::msg(format!("parameter `path` is required with format = \"{}\"", self.format.name())))?;
         if !path.is_dir() {
             return Err(StageError::msg(format!(
                 "{}: not a directory (parameter `path`, format = \"{}\")",
                 path.display(),
-                self.format.as_str()
+                self.format.name()
             )));
         }
         Ok(path)
@@ -185,7 +187,7 @@ impl DatasetOptions {
             return Err(StageError::msg(format!(
                 "parameter `channels` = {} but format \"{}\" has {} channel(s); conversion is only done for \"folder\"",
                 self.channels,
-                self.format.as_str(),
+                self.format.name(),
                 raw.channels
             )));
         }
@@ -205,7 +207,7 @@ impl DatasetOptions {
             return Err(StageError::msg(format!(
                 "parameter `class_names` has {} names, but the {} dataset has {} classes ({})",
                 self.class_names.len(),
-                self.format.as_str(),
+                self.format.name(),
                 source_names.len(),
                 source_names.join(", ")
             )));
@@ -316,7 +318,7 @@ impl Dataset {
             width: raw.width,
             train_count: train.len(),
             test_count: test.len(),
-            format: opts.format.as_str().to_string(),
+            format: opts.format.name().to_string(),
         };
         Dataset { meta, train, test }
     }
@@ -393,44 +395,7 @@ impl StageKind for DatasetKind {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::optional(
-                "format",
-                ParamType::Choice(Format::NAMES),
-                Value::Str("embedded".into()),
-                "the source: embedded (Fashion-MNIST subset), idx, cifar10 or folder",
-            ),
-            ParamSpec::optional(
-                "path",
-                ParamType::Path,
-                Value::Str(String::new()),
-                "the source directory (required unless format = \"embedded\")",
-            ),
-            ParamSpec::optional(
-                "train_per_class",
-                ParamType::Int,
-                Value::Int(0),
-                "keep the first N training images of each class, in file order (0 = all)",
-            ),
-            ParamSpec::optional(
-                "test_per_class",
-                ParamType::Int,
-                Value::Int(0),
-                "keep the first N test images of each class, in file order (0 = all)",
-            ),
-            ParamSpec::optional(
-                "class_names",
-                ParamType::List(Box::new(ParamType::Str)),
-                Value::List(Vec::new()),
-                "class names in label order ([] = the source's names)",
-            ),
-            ParamSpec::optional(
-                "channels",
-                ParamType::Int,
-                Value::Int(0),
-                "folder format: 1 = grey, 3 = RGB, 0 = auto (grey if every image is grey)",
-            ),
-        ]
+        Param::specs(&[FORMAT, PATH, TRAIN_PER_CLASS, TEST_PER_CLASS, CLASS_NAMES, CHANNELS])
     }
 
     fn inputs(&self) -> Inputs {
@@ -443,7 +408,7 @@ impl StageKind for DatasetKind {
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let opts = DatasetOptions::from_params(ctx.view())?;
-        ctx.progress.message(&format!("reading {} data", opts.format.as_str()));
+        ctx.progress.message(&format!("reading {} data", opts.format.name()));
         let dataset = opts.build()?;
         dataset.write(ctx.out)?;
         let m = &dataset.meta;

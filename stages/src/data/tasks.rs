@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use super::dataset::Dataset;
 use crate::sampling::shuffle;
@@ -138,31 +138,57 @@ pub struct TasksOptions {
     pub test_per_class: usize,
 }
 
+const COUNT: Param = Param::optional("count", Ty::Int, Fixed::Int(100), "number of task rows (rows may share a triplet)");
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "RNG seed");
+const VAL_TASKS: Param = Param::optional(
+    "val_tasks",
+    Ty::Float,
+    Fixed::Float(0.1),
+    "fraction of the unordered class triplets held out as validation tasks",
+);
+const TEST_TASKS: Param = Param::optional(
+    "test_tasks",
+    Ty::Float,
+    Fixed::Float(0.2),
+    "fraction of the unordered class triplets held out as test tasks",
+);
+const VAL_FRACTION: Param = Param::optional(
+    "val_fraction",
+    Ty::Float,
+    Fixed::Float(0.2),
+    "fraction of each task's training images used for per-task validation",
+);
+const TRAIN_PER_CLASS: Param = Param::optional(
+    "train_per_class",
+    Ty::Int,
+    Fixed::Int(0),
+    "training images (train + val) per class and task, a random subset (0 = all)",
+);
+const TEST_PER_CLASS: Param = Param::optional(
+    "test_per_class",
+    Ty::Int,
+    Fixed::Int(0),
+    "test images per class and task, the first in file order (0 = all)",
+);
+/// The kind's parameters, in the order `wspace kinds` lists them.
+const PARAMS: &[Param] = &[COUNT, SEED, VAL_TASKS, TEST_TASKS, VAL_FRACTION, TRAIN_PER_CLASS, TEST_PER_CLASS];
+
 impl Default for TasksOptions {
     fn default() -> Self {
-        TasksOptions {
-            count: 100,
-            seed: 0,
-            val_tasks: 0.1,
-            test_tasks: 0.2,
-            val_fraction: 0.2,
-            train_per_class: 0,
-            test_per_class: 0,
-        }
+        TasksOptions::from_params(Params(&Param::defaults(PARAMS))).expect("the defaults are valid")
     }
 }
 
 impl TasksOptions {
-    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
         Ok(TasksOptions {
-            count: ctx.positive("count")?,
-            // Negative seeds are fine: the bits are the seed.
-            seed: ctx.int("seed")? as u64,
-            val_tasks: ctx.fraction("val_tasks", false)?,
-            test_tasks: ctx.fraction("test_tasks", false)?,
-            val_fraction: ctx.fraction("val_fraction", true)?,
-            train_per_class: ctx.count("train_per_class")?,
-            test_per_class: ctx.count("test_per_class")?,
+            count: p.positive(&COUNT)?,
+            seed: p.seed(&SEED)?,
+            val_tasks: p.fraction(&VAL_TASKS, false)?,
+            test_tasks: p.fraction(&TEST_TASKS, false)?,
+            val_fraction: p.fraction(&VAL_FRACTION, true)?,
+            train_per_class: p.count(&TRAIN_PER_CLASS)?,
+            test_per_class: p.count(&TEST_PER_CLASS)?,
         })
     }
 
@@ -425,46 +451,7 @@ impl StageKind for TasksKind {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        let d = TasksOptions::default();
-        vec![
-            ParamSpec::optional(
-                "count",
-                ParamType::Int,
-                Value::Int(d.count as i64),
-                "number of task rows (rows may share a triplet)",
-            ),
-            ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "RNG seed"),
-            ParamSpec::optional(
-                "val_tasks",
-                ParamType::Float,
-                Value::Float(d.val_tasks),
-                "fraction of the unordered class triplets held out as validation tasks",
-            ),
-            ParamSpec::optional(
-                "test_tasks",
-                ParamType::Float,
-                Value::Float(d.test_tasks),
-                "fraction of the unordered class triplets held out as test tasks",
-            ),
-            ParamSpec::optional(
-                "val_fraction",
-                ParamType::Float,
-                Value::Float(d.val_fraction),
-                "fraction of each task's training images used for per-task validation",
-            ),
-            ParamSpec::optional(
-                "train_per_class",
-                ParamType::Int,
-                Value::Int(0),
-                "training images (train + val) per class and task, a random subset (0 = all)",
-            ),
-            ParamSpec::optional(
-                "test_per_class",
-                ParamType::Int,
-                Value::Int(0),
-                "test images per class and task, the first in file order (0 = all)",
-            ),
-        ]
+        Param::specs(PARAMS)
     }
 
     fn inputs(&self) -> Inputs {

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use wspace_stage_api::Value;
+
 use super::*;
 use crate::data::dataset::{DatasetKind, DatasetMeta, Split};
 use crate::test_util::run_stage;

@@ -15,9 +15,9 @@ use std::path::Path;
 use candle_core::Device;
 use safetensors::tensor::Dtype;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
-use super::encoder::{Encoder, ImageShape, ENCODER_NAMES};
+use super::encoder::{Encoder, EncoderName, ImageShape};
 use super::probe;
 use crate::data::{Dataset, Tasks};
 use crate::plot::{self, Heatmap};
@@ -26,7 +26,7 @@ use crate::tensors::{self, csv_row, write_json};
 /// The checked parameters of a `dataset-embed` stage.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
-    pub encoder: String,
+    pub encoder: EncoderName,
     /// `None` = the embedded EfficientNet-Lite0 weights.
     pub weights: Option<std::path::PathBuf>,
     pub images_per_class: usize,
@@ -35,22 +35,49 @@ pub struct EmbedOptions {
     pub eval_per_class: usize,
 }
 
+const ENCODER: Param = Param::choice(
+    "encoder",
+    EncoderName::NAMES,
+    "efficientnet-lite0",
+    "the image encoder: efficientnet-lite0 (embedded ImageNet weights) or clip-vit-b32 (needs `weights`)",
+);
+const WEIGHTS: Param = Param::optional(
+    "weights",
+    Ty::Path,
+    Fixed::Str(""),
+    "encoder weights: a CLIP checkpoint directory (model.safetensors + config.json), or an \
+     EfficientNet-Lite0 safetensors file; \"\" = the embedded EfficientNet-Lite0 weights",
+);
+const IMAGES_PER_CLASS: Param = Param::optional(
+    "images_per_class",
+    Ty::Int,
+    Fixed::Int(100),
+    "training images averaged per class (the first N of each class, in file order)",
+);
+const IMAGE_SIZE: Param = Param::optional(
+    "image_size",
+    Ty::Int,
+    Fixed::Int(0),
+    "side the images are resized to (bilinear) before encoding; 0 = the encoder's native size (224)",
+);
+const EVAL_PER_CLASS: Param = Param::optional(
+    "eval_per_class",
+    Ty::Int,
+    Fixed::Int(100),
+    "held-out test images per class for the nearest-class-mean probe (0 = no probe)",
+);
+/// The kind's parameters, in the order `wspace kinds` lists them.
+const PARAMS: &[Param] = &[ENCODER, WEIGHTS, IMAGES_PER_CLASS, IMAGE_SIZE, EVAL_PER_CLASS];
+
 impl EmbedOptions {
-    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let count = |name: &str, min: i64| -> Result<usize, StageError> {
-            let v = ctx.int(name)?;
-            if v < min {
-                return Err(StageError::msg(format!("parameter `{name}` must be at least {min}, got {v}")));
-            }
-            usize::try_from(v).map_err(|_| StageError::msg(format!("parameter `{name}` is out of range: {v}")))
-        };
-        let weights = ctx.str("weights")?;
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
+        let weights = p.str(&WEIGHTS)?;
         Ok(EmbedOptions {
-            encoder: ctx.str("encoder")?.to_string(),
+            encoder: p.choice(&ENCODER)?,
             weights: (!weights.is_empty()).then(|| weights.into()),
-            images_per_class: count("images_per_class", 1)?,
-            image_size: count("image_size", 0)?,
-            eval_per_class: count("eval_per_class", 0)?,
+            images_per_class: p.positive(&IMAGES_PER_CLASS)?,
+            image_size: p.count(&IMAGE_SIZE)?,
+            eval_per_class: p.count(&EVAL_PER_CLASS)?,
         })
     }
 }
@@ -190,7 +217,7 @@ pub fn write_output(
     write_json(
         &out.join("embeddings.json"),
         &json!({
-            "encoder": opts.encoder,
+            "encoder": opts.encoder.name(),
             "weights": weights,
             "dim": d,
             "task_dim": 3 * d,
@@ -276,39 +303,7 @@ impl StageKind for DatasetEmbedKind {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::optional(
-                "encoder",
-                ParamType::Choice(ENCODER_NAMES),
-                Value::Str("efficientnet-lite0".into()),
-                "the image encoder: efficientnet-lite0 (embedded ImageNet weights) or clip-vit-b32 (needs `weights`)",
-            ),
-            ParamSpec::optional(
-                "weights",
-                ParamType::Path,
-                Value::Str(String::new()),
-                "encoder weights: a CLIP checkpoint directory (model.safetensors + config.json), or an \
-                 EfficientNet-Lite0 safetensors file; \"\" = the embedded EfficientNet-Lite0 weights",
-            ),
-            ParamSpec::optional(
-                "images_per_class",
-                ParamType::Int,
-                Value::Int(100),
-                "training images averaged per class (the first N of each class, in file order)",
-            ),
-            ParamSpec::optional(
-                "image_size",
-                ParamType::Int,
-                Value::Int(0),
-                "side the images are resized to (bilinear) before encoding; 0 = the encoder's native size (224)",
-            ),
-            ParamSpec::optional(
-                "eval_per_class",
-                ParamType::Int,
-                Value::Int(100),
-                "held-out test images per class for the nearest-class-mean probe (0 = no probe)",
-            ),
-        ]
+        Param::specs(PARAMS)
     }
 
     fn inputs(&self) -> Inputs {
@@ -329,9 +324,9 @@ impl StageKind for DatasetEmbedKind {
                 tasks.class_names, dataset.meta.classes
             )));
         }
-        ctx.progress.message(&format!("loading {}", opts.encoder));
+        ctx.progress.message(&format!("loading {}", opts.encoder.name()));
         let device = Device::Cpu;
-        let encoder = Encoder::load(&opts.encoder, opts.weights.as_deref(), &device)?;
+        let encoder = Encoder::load(opts.encoder, opts.weights.as_deref(), &device)?;
         let e = embed(&dataset, &encoder, &opts, &device, ctx.progress)?;
         write_output(ctx.out, &e, &tasks, &dataset.meta.classes, &opts)
     }

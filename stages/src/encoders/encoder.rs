@@ -5,14 +5,16 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
-use wspace_stage_api::{Progress, StageError};
+use wspace_stage_api::{choice_enum, Progress, StageError};
 
 use super::clip::ClipVision;
 use super::efficientnet::{self, EfficientNetLite0};
 use super::preprocess::{preprocess_into, Normalisation};
 
-/// The `encoder = "..."` names.
-pub const ENCODER_NAMES: &[&str] = &["efficientnet-lite0", "clip-vit-b32"];
+choice_enum! {
+    /// The `encoder = "..."` choices.
+    pub enum EncoderName { EfficientNetLite0 = "efficientnet-lite0", ClipVitB32 = "clip-vit-b32" }
+}
 
 /// Images per forward pass. Fixed (not a parameter) so that results never depend on it.
 pub const BATCH: usize = 8;
@@ -35,21 +37,18 @@ pub struct ImageShape {
 }
 
 impl Encoder {
-    /// Loads `name` (one of [`ENCODER_NAMES`]). `weights`: `None` = the embedded EfficientNet-Lite0
-    /// weights; for `clip-vit-b32` a checkpoint directory is required.
-    pub fn load(name: &str, weights: Option<&Path>, device: &Device) -> Result<Encoder, StageError> {
+    /// Loads `name`. `weights`: `None` = the embedded EfficientNet-Lite0 weights; for `clip-vit-b32` a
+    /// checkpoint directory is required.
+    pub fn load(name: EncoderName, weights: Option<&Path>, device: &Device) -> Result<Encoder, StageError> {
         match (name, weights) {
-            ("efficientnet-lite0", None) => Ok(Encoder::EfficientNetLite0(EfficientNetLite0::embedded(device)?)),
-            ("efficientnet-lite0", Some(p)) => Ok(Encoder::EfficientNetLite0(EfficientNetLite0::from_file(p, device)?)),
-            ("clip-vit-b32", Some(p)) => Ok(Encoder::Clip(Box::new(ClipVision::load(p, device)?))),
-            ("clip-vit-b32", None) => Err(StageError::msg(
-                "encoder \"clip-vit-b32\" needs `weights`: a directory with the Hugging Face files model.safetensors \
+            (EncoderName::EfficientNetLite0, None) => Ok(Encoder::EfficientNetLite0(EfficientNetLite0::embedded(device)?)),
+            (EncoderName::EfficientNetLite0, Some(p)) => Ok(Encoder::EfficientNetLite0(EfficientNetLite0::from_file(p, device)?)),
+            (EncoderName::ClipVitB32, Some(p)) => Ok(Encoder::Clip(Box::new(ClipVision::load(p, device)?))),
+            (EncoderName::ClipVitB32, None) => Err(StageError::param(
+                "weights",
+                "is required with encoder \"clip-vit-b32\": a directory with the Hugging Face files model.safetensors \
                  and config.json of openai/clip-vit-base-patch32 (no CLIP weights are embedded)",
             )),
-            (other, _) => Err(StageError::msg(format!(
-                "unknown encoder \"{other}\" (expected one of {})",
-                ENCODER_NAMES.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
-            ))),
         }
     }
 

@@ -44,5 +44,5 @@ mod tests;
 pub use clip::{ClipVision, ClipVisionConfig};
 pub use efficientnet::EfficientNetLite0;
 pub use embed::{DatasetEmbedKind, EmbedOptions};
-pub use encoder::Encoder;
+pub use encoder::{Encoder, EncoderName};
 pub use weights::WeightFile;

@@ -225,8 +225,8 @@ fn missing_or_wrong_weight_files_are_clear_errors() {
 
     let e = err_text(ClipVisionConfig::parse("cfg.json", "{\"model_type\": \"clip\"}"));
     assert!(e.contains("cfg.json") && e.contains("vision_config"), "{e}");
-    let e = err_text(Encoder::load("clip-vit-b32", None, &dev));
-    assert!(e.contains("needs `weights`"), "{e}");
+    let e = err_text(Encoder::load(EncoderName::ClipVitB32, None, &dev));
+    assert!(e.contains("`weights` is required") && e.contains("clip-vit-b32"), "{e}");
 }
 
 fn read_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
@@ -299,7 +299,7 @@ fn dataset_embed_stage_writes_class_and_task_embeddings() {
 
     // User errors are messages, not panics.
     let e = err_text(run_stage(&DatasetEmbedKind, &[("encoder", Value::Str("clip-vit-b32".into()))], &inputs, &p.join("d")));
-    assert!(e.contains("needs `weights`"), "{e}");
+    assert!(e.contains("`weights` is required") && e.contains("clip-vit-b32"), "{e}");
     let bad_size = [clip_params[0].clone(), clip_params[1].clone(), ("image_size", Value::Int(64))];
     let e = err_text(run_stage(&DatasetEmbedKind, &bad_size, &inputs, &p.join("e")));
     assert!(e.contains("exactly 32×32"), "{e}");

@@ -29,7 +29,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, Progress, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{defaults, Fixed, Inputs, Param, ParamSpec, Params, Progress, StageContext, StageError, StageKind, Ty};
 
 use super::model::{AlignConfig, Aligner};
 use crate::data::TaskSplit;
@@ -151,15 +151,18 @@ pub struct AlignOptions {
     pub fit: FitParams,
 }
 
+const BINS: Param = Param::optional("bins", Ty::Int, Fixed::Int(10), "loss bins over the train split's val_loss range");
+const RESULTS_DIM: Param =
+    Param::optional("results_dim", Ty::Int, Fixed::Int(512), "size of each bin's learned embedding (thesis: 512)");
+const HIDDEN: Param = Param::optional("hidden", Ty::List(&Ty::Int), Fixed::Ints(&[512]), "hidden sizes of the shared MLP");
+const TAU: Param = Param::optional("tau", Ty::Float, Fixed::Float(0.1), "NT-Xent temperature");
+/// The kind's own parameters (the training loop's follow them).
+const PARAMS: &[Param] = &[BINS, RESULTS_DIM, HIDDEN, TAU];
+const FIT_DEFAULTS: FitParams = FitParams { epochs: 200, patience: 30, lr: 1e-3, weight_decay: 1e-4, batch_size: 32, seed: 0 };
+
 impl Default for AlignOptions {
     fn default() -> Self {
-        AlignOptions {
-            bins: 10,
-            results_dim: 512,
-            hidden: vec![512],
-            tau: 0.1,
-            fit: FitParams { epochs: 200, patience: 30, lr: 1e-3, weight_decay: 1e-4, batch_size: 32, seed: 0 },
-        }
+        AlignOptions::from_params(Params(&defaults(&AlignKind.params()))).expect("the defaults are valid")
     }
 }
 
@@ -402,16 +405,16 @@ pub fn run_align(
 pub struct AlignKind;
 
 impl AlignOptions {
-    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let fit = FitParams::from_params(ctx)?;
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
+        let fit = FitParams::from_params(p)?;
         if fit.batch_size < 2 {
             return Err(StageError::param("batch_size", "must be ≥ 2 (NT-Xent needs negatives)"));
         }
         Ok(AlignOptions {
-            bins: ctx.positive("bins")?,
-            results_dim: ctx.positive("results_dim")?,
-            hidden: ctx.positive_list("hidden")?,
-            tau: ctx.positive_float("tau")?,
+            bins: p.positive(&BINS)?,
+            results_dim: p.positive(&RESULTS_DIM)?,
+            hidden: p.positive_list(&HIDDEN)?,
+            tau: p.positive_float(&TAU)?,
             fit,
         })
     }
@@ -428,16 +431,8 @@ impl StageKind for AlignKind {
         "results encoder + shared encoder: (dataset, loss) → weight latent, trained with NT-Xent"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        let d = AlignOptions::default();
-        let int = |v: usize| Value::Int(v as i64);
-        let mut specs = vec![
-            ParamSpec::optional("bins", Int, int(d.bins), "loss bins over the train split's val_loss range"),
-            ParamSpec::optional("results_dim", Int, int(d.results_dim), "size of each bin's learned embedding (thesis: 512)"),
-            ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![int(512)]), "hidden sizes of the shared MLP"),
-            ParamSpec::optional("tau", Float, Value::Float(d.tau), "NT-Xent temperature"),
-        ];
-        specs.extend(FitParams::specs(&d.fit, "pairs per batch (the negatives), at least 2"));
+        let mut specs = Param::specs(PARAMS);
+        specs.extend(FitParams::specs(&FIT_DEFAULTS, "pairs per batch (the negatives), at least 2"));
         specs
     }
     fn inputs(&self) -> Inputs {

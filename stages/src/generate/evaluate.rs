@@ -51,7 +51,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use super::align::task_embeddings;
 use super::model::Aligner;
@@ -596,8 +596,12 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     Ok(metrics)
 }
 
-fn noise(params: Params) -> Result<f64, StageError> {
-    params.non_negative("noise")
+const NOISE: Param = Param::optional("noise", Ty::Float, Fixed::Float(0.1), "nn_noise: Gaussian noise × each tensor's std");
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the noise and the random initialisations");
+
+/// `(noise, seed)`.
+fn options(p: Params) -> Result<(f64, u64), StageError> {
+    Ok((p.non_negative(&NOISE)?, p.seed(&SEED)?))
 }
 
 /// `kind = "evaluate-samples"`: see the [module doc](self).
@@ -614,10 +618,7 @@ impl StageKind for EvaluateSamplesKind {
         "sampled models on their tasks' test images vs trained, nearest-neighbour, noisy-neighbour and random baselines"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::optional("noise", ParamType::Float, Value::Float(0.1), "nn_noise: Gaussian noise × each tensor's std"),
-            ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "seeds the noise and the random initialisations"),
-        ]
+        Param::specs(&[NOISE, SEED])
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
@@ -633,10 +634,10 @@ impl StageKind for EvaluateSamplesKind {
         ])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
-        noise(params).map(|_| ())
+        options(params).map(|_| ())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let noise = noise(ctx.view())?;
+        let (noise, seed) = options(ctx.view())?;
         let dirs = Inputs6 {
             samples: ctx.input("samples")?,
             align: ctx.input("align")?,
@@ -647,12 +648,13 @@ impl StageKind for EvaluateSamplesKind {
             codec: match (ctx.inputs.get("pca"), ctx.inputs.get("autoencoder")) {
                 (Some(p), Some(a)) => Some((p.as_path(), a.as_path())),
                 (None, None) => None,
-                _ => return Err(StageError::msg("connect both `pca` and `autoencoder`, or neither")),
+                (None, Some(_)) => return Err(StageError::input("pca", "must be connected with `autoencoder` (or neither)")),
+                (Some(_), None) => return Err(StageError::input("autoencoder", "must be connected with `pca` (or neither)")),
             },
             row_selection: ctx.inputs.get("row_selection").map(|p| p.as_path()),
         };
         ctx.progress.message("evaluating samples and baselines");
-        run_evaluate(&dirs, noise, ctx.int("seed")? as u64, ctx.out)?;
+        run_evaluate(&dirs, noise, seed, ctx.out)?;
         Ok(())
     }
 }

@@ -39,7 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use super::align::embedding_matrix;
 use crate::data::{Dataset, TaskSplit, Tasks};
@@ -277,21 +277,35 @@ pub struct GeneratorOptions {
     pub final_only: bool,
 }
 
+choice_enum! {
+    /// Which zoo checkpoints the generator learns from.
+    pub enum Checkpoints { Both = "both", Final = "final" }
+}
+
+const HIDDEN: Param = Param::optional("hidden", Ty::List(&Ty::Int), Fixed::Ints(&[128]), "the row MLP's hidden widths");
+const NOISE_DIM: Param = Param::optional("noise_dim", Ty::Int, Fixed::Int(8), "ξ values per head row (the draw)");
+const NOISE: Param = Param::optional("noise", Ty::Float, Fixed::Float(1.0), "σ of ξ in training and sampling");
+const PROBE_IMAGES: Param =
+    Param::optional("probe_images", Ty::Int, Fixed::Int(64), "training images per zoo row whose outputs are matched");
+const TEMPERATURE: Param = Param::optional("temperature", Ty::Float, Fixed::Float(1.0), "distillation temperature");
+const LABEL_WEIGHT: Param =
+    Param::optional("label_weight", Ty::Float, Fixed::Float(0.0), "λ: loss = (1 − λ)·distillation + λ·cross-entropy");
+const CHECKPOINTS: Param = Param::choice("checkpoints", Checkpoints::NAMES, "both", "zoo checkpoints to learn from");
+/// The kind's own parameters (the training loop's follow them).
+const PARAMS: &[Param] = &[HIDDEN, NOISE_DIM, NOISE, PROBE_IMAGES, TEMPERATURE, LABEL_WEIGHT, CHECKPOINTS];
+const FIT_DEFAULTS: FitParams = FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 0.0, batch_size: 16, seed: 0 };
+
 impl GeneratorOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let noise = p.non_negative("noise")?;
         Ok(GeneratorOptions {
-            hidden: p.positive_list("hidden")?,
-            noise_dim: p.count("noise_dim")?,
-            noise,
+            hidden: p.positive_list(&HIDDEN)?,
+            noise_dim: p.count(&NOISE_DIM)?,
+            noise: p.non_negative(&NOISE)?,
             fit: FitParams::from_params(p)?,
-            probe_images: p.positive("probe_images")?,
-            temperature: p.positive_float("temperature")?,
-            label_weight: match p.float("label_weight")? {
-                x if (0.0..=1.0).contains(&x) => x,
-                x => return Err(StageError::param("label_weight", format!("must be in [0, 1], got {x}"))),
-            },
-            final_only: p.str("checkpoints")? == "final",
+            probe_images: p.positive(&PROBE_IMAGES)?,
+            temperature: p.positive_float(&TEMPERATURE)?,
+            label_weight: p.fraction(&LABEL_WEIGHT, false)?,
+            final_only: p.choice::<Checkpoints>(&CHECKPOINTS)? == Checkpoints::Final,
         })
     }
 }
@@ -471,27 +485,9 @@ impl StageKind for GeneratorKind {
         "P(W | D, R): head rows from class embeddings in prompt order and the target loss, one learned body; distilled from the zoo"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        vec![
-            ParamSpec::optional("hidden", List(Box::new(Int)), Value::List(vec![Value::Int(128)]), "the row MLP's hidden widths"),
-            ParamSpec::optional("noise_dim", Int, Value::Int(8), "ξ values per head row (the draw)"),
-            ParamSpec::optional("noise", Float, Value::Float(1.0), "σ of ξ in training and sampling"),
-            ParamSpec::optional("probe_images", Int, Value::Int(64), "training images per zoo row whose outputs are matched"),
-            ParamSpec::optional("temperature", Float, Value::Float(1.0), "distillation temperature"),
-            ParamSpec::optional("label_weight", Float, Value::Float(0.0), "λ: loss = (1 − λ)·distillation + λ·cross-entropy"),
-            ParamSpec::optional(
-                "checkpoints",
-                Choice(&["both", "final"]),
-                Value::Str("both".into()),
-                "zoo checkpoints to learn from",
-            ),
-        ]
-        .into_iter()
-        .chain(FitParams::specs(
-            &FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 0.0, batch_size: 16, seed: 0 },
-            "zoo rows per step",
-        ))
-        .collect()
+        let mut specs = Param::specs(PARAMS);
+        specs.extend(FitParams::specs(&FIT_DEFAULTS, "zoo rows per step"));
+        specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![

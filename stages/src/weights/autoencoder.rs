@@ -55,7 +55,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Progress, StageError};
+use wspace_stage_api::{choice_enum, Progress, StageError};
 
 use super::behaviour::{self, BehaviourOptions, Probe, Scales};
 use super::pca::{Coefficients, WeightPca};
@@ -68,31 +68,14 @@ use crate::tensors::{self, TensorFile};
 use crate::tensors::{candle_error, NamedTensor, NamedTensors};
 use crate::zoo::store::Zoo;
 
-/// The hidden-unit nonlinearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    Elu,
-    Relu,
-    Tanh,
-    Gelu,
-    Silu,
+choice_enum! {
+    /// The hidden-unit nonlinearity (`autoencoder.json` spells it as its choice name).
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Activation { Elu = "elu", Relu = "relu", Tanh = "tanh", Gelu = "gelu", Silu = "silu" }
 }
 
 impl Activation {
-    pub const NAMES: &'static [&'static str] = &["elu", "relu", "tanh", "gelu", "silu"];
-
-    pub fn parse(s: &str) -> Option<Activation> {
-        Some(match s {
-            "elu" => Activation::Elu,
-            "relu" => Activation::Relu,
-            "tanh" => Activation::Tanh,
-            "gelu" => Activation::Gelu,
-            "silu" => Activation::Silu,
-            _ => return None,
-        })
-    }
-
     fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Activation::Elu => x.elu(1.0),

@@ -5,7 +5,7 @@
 //! module's doc) and `codec.json`, which names the codec for every stage that loads it
 //! ([`super::codec`]).
 
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use super::autoencoder::{run_autoencoder, Activation, MlpOptions};
 use super::behaviour::BehaviourOptions;
@@ -33,43 +33,116 @@ pub struct AutoencoderOptions {
     pub behaviour: Option<BehaviourOptions>,
 }
 
+choice_enum! {
+    /// `architecture`: which network learns the codec.
+    pub enum ArchitectureName { Mlp = "mlp", Transformer = "transformer" }
+}
+
+choice_enum! {
+    /// `loss`: the thesis's MSE, or the behavioural loss.
+    pub enum Loss { Mse = "mse", Behaviour = "behaviour" }
+}
+
+const HIDDEN: Param = Param::optional(
+    "hidden",
+    Ty::List(&Ty::Int),
+    Fixed::Ints(&[256]),
+    "hidden layer sizes of the encoder (the decoder mirrors them)",
+);
+const LATENT_DIM: Param = Param::optional("latent_dim", Ty::Int, Fixed::Int(32), "latent size");
+const ACTIVATION: Param = Param::choice("activation", Activation::NAMES, "elu", "hidden nonlinearity");
+const LOSS: Param = Param::choice(
+    "loss",
+    Loss::NAMES,
+    "mse",
+    "mse: the thesis's coefficient MSE; behaviour: beta·MSE + (1 − beta)·distillation of the decoded model's outputs (needs the zoo, tasks and data inputs)",
+);
+const BETA: Param =
+    Param::optional("beta", Ty::Float, Fixed::Float(0.1), "loss = behaviour: weight of the coefficient MSE, in [0, 1]");
+const PROBE_IMAGES: Param = Param::optional(
+    "probe_images",
+    Ty::Int,
+    Fixed::Int(128),
+    "loss = behaviour: training images of each model's own task on which outputs are matched",
+);
+const TEMPERATURE: Param =
+    Param::optional("temperature", Ty::Float, Fixed::Float(2.0), "loss = behaviour: distillation temperature T");
+const ARCHITECTURE: Param = Param::choice(
+    "architecture",
+    ArchitectureName::NAMES,
+    "mlp",
+    "mlp: the thesis's MLP on the PCA coefficients; transformer: a SANE-style transformer on weight tokens (one per neuron; needs the zoo input)",
+);
+const D_MODEL: Param = Param::optional("d_model", Ty::Int, Fixed::Int(64), "transformer: token embedding width");
+const HEADS: Param = Param::optional("heads", Ty::Int, Fixed::Int(4), "transformer: attention heads (must divide d_model)");
+const LAYERS: Param = Param::optional("layers", Ty::Int, Fixed::Int(2), "transformer: blocks in the encoder and in the decoder");
+const TOKEN_LATENT: Param = Param::optional(
+    "token_latent",
+    Ty::Int,
+    Fixed::Int(32),
+    "transformer: latent values per token (latent = tokens × token_latent)",
+);
+const TOKEN_WIDTH: Param = Param::optional(
+    "token_width",
+    Ty::Int,
+    Fixed::Int(0),
+    "transformer: values per token (0: the widest layer's fan_in + 1); narrower than a layer is refused",
+);
+const PERMUTE: Param = Param::optional(
+    "permute",
+    Ty::Bool,
+    Fixed::Bool(false),
+    "transformer: augment with random permutations of the hidden units (for random-init zoos)",
+);
+const NOISE: Param =
+    Param::optional("noise", Ty::Float, Fixed::Float(0.05), "transformer: std of the noise added to the normalised input tokens");
+const CONTRASTIVE_WEIGHT: Param = Param::optional(
+    "contrastive_weight",
+    Ty::Float,
+    Fixed::Float(0.1),
+    "transformer: weight of the NT-Xent term between the two augmented views (0: off)",
+);
+const TAU: Param = Param::optional("tau", Ty::Float, Fixed::Float(0.1), "transformer: NT-Xent temperature");
+
+/// The parameters before the training loop's, then those after it (the order `wspace kinds` lists).
+const PARAMS: (&[Param], &[Param]) = (
+    &[HIDDEN, LATENT_DIM, ACTIVATION, LOSS, BETA, PROBE_IMAGES, TEMPERATURE],
+    &[ARCHITECTURE, D_MODEL, HEADS, LAYERS, TOKEN_LATENT, TOKEN_WIDTH, PERMUTE, NOISE, CONTRASTIVE_WEIGHT, TAU],
+);
+
 /// The defaults of the training loop's parameters.
 const FIT_DEFAULTS: FitParams = FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 1e-5, batch_size: 32, seed: 0 };
 
 impl AutoencoderOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let architecture = match p.str("architecture")? {
-            "transformer" => {
-                let width = p.count("token_width")?;
+        let architecture = match p.choice(&ARCHITECTURE)? {
+            ArchitectureName::Transformer => {
+                let width = p.count(&TOKEN_WIDTH)?;
                 Architecture::Transformer(TransformerOptions {
-                    d_model: p.positive("d_model")?,
-                    heads: p.positive("heads")?,
-                    layers: p.positive("layers")?,
-                    token_latent: p.positive("token_latent")?,
+                    d_model: p.positive(&D_MODEL)?,
+                    heads: p.positive(&HEADS)?,
+                    layers: p.positive(&LAYERS)?,
+                    token_latent: p.positive(&TOKEN_LATENT)?,
                     token_width: (width > 0).then_some(width),
-                    permute: p.bool("permute")?,
-                    noise: p.non_negative("noise")?,
-                    contrastive_weight: p.non_negative("contrastive_weight")?,
-                    tau: p.positive_float("tau")?,
+                    permute: p.bool(&PERMUTE)?,
+                    noise: p.non_negative(&NOISE)?,
+                    contrastive_weight: p.non_negative(&CONTRASTIVE_WEIGHT)?,
+                    tau: p.positive_float(&TAU)?,
                 })
             }
-            _ => {
-                let activation = p.str("activation")?;
-                Architecture::Mlp(MlpOptions {
-                    hidden: p.positive_list("hidden")?,
-                    latent_dim: p.positive("latent_dim")?,
-                    activation: Activation::parse(activation)
-                        .ok_or_else(|| StageError::param("activation", format!("is unknown: `{activation}`")))?,
-                })
-            }
-        };
-        let behaviour = match p.str("loss")? {
-            "behaviour" => Some(BehaviourOptions {
-                beta: p.fraction("beta", false)?,
-                probe_images: p.positive("probe_images")?,
-                temperature: p.positive_float("temperature")? as f32,
+            ArchitectureName::Mlp => Architecture::Mlp(MlpOptions {
+                hidden: p.positive_list(&HIDDEN)?,
+                latent_dim: p.positive(&LATENT_DIM)?,
+                activation: p.choice(&ACTIVATION)?,
             }),
-            _ => None,
+        };
+        let behaviour = match p.choice(&LOSS)? {
+            Loss::Behaviour => Some(BehaviourOptions {
+                beta: p.fraction(&BETA, false)?,
+                probe_images: p.positive(&PROBE_IMAGES)?,
+                temperature: p.positive_float(&TEMPERATURE)? as f32,
+            }),
+            Loss::Mse => None,
         };
         Ok(AutoencoderOptions { architecture, fit: FitParams::from_params(p)?, behaviour })
     }
@@ -89,64 +162,9 @@ impl StageKind for AutoencoderKind {
         "weight autoencoder, early-stopped on the val split: an MLP on the normalised PCA coefficients, or a transformer on weight tokens"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        let mut specs = vec![
-            ParamSpec::optional(
-                "hidden",
-                List(Box::new(Int)),
-                Value::List(vec![Value::Int(256)]),
-                "hidden layer sizes of the encoder (the decoder mirrors them)",
-            ),
-            ParamSpec::optional("latent_dim", Int, Value::Int(32), "latent size"),
-            ParamSpec::optional("activation", Choice(Activation::NAMES), Value::Str("elu".into()), "hidden nonlinearity"),
-            ParamSpec::optional(
-                "loss",
-                Choice(&["mse", "behaviour"]),
-                Value::Str("mse".into()),
-                "mse: the thesis's coefficient MSE; behaviour: beta·MSE + (1 − beta)·distillation of the decoded model's outputs (needs the zoo, tasks and data inputs)",
-            ),
-            ParamSpec::optional("beta", Float, Value::Float(0.1), "loss = behaviour: weight of the coefficient MSE, in [0, 1]"),
-            ParamSpec::optional(
-                "probe_images",
-                Int,
-                Value::Int(128),
-                "loss = behaviour: training images of each model's own task on which outputs are matched",
-            ),
-            ParamSpec::optional("temperature", Float, Value::Float(2.0), "loss = behaviour: distillation temperature T"),
-        ];
+        let mut specs = Param::specs(PARAMS.0);
         specs.extend(FitParams::specs(&FIT_DEFAULTS, "mini-batch size"));
-        specs.extend([
-            ParamSpec::optional(
-                "architecture",
-                Choice(&["mlp", "transformer"]),
-                Value::Str("mlp".into()),
-                "mlp: the thesis's MLP on the PCA coefficients; transformer: a SANE-style transformer on weight tokens (one per neuron; needs the zoo input)",
-            ),
-            ParamSpec::optional("d_model", Int, Value::Int(64), "transformer: token embedding width"),
-            ParamSpec::optional("heads", Int, Value::Int(4), "transformer: attention heads (must divide d_model)"),
-            ParamSpec::optional("layers", Int, Value::Int(2), "transformer: blocks in the encoder and in the decoder"),
-            ParamSpec::optional("token_latent", Int, Value::Int(32), "transformer: latent values per token (latent = tokens × token_latent)"),
-            ParamSpec::optional(
-                "token_width",
-                Int,
-                Value::Int(0),
-                "transformer: values per token (0: the widest layer's fan_in + 1); narrower than a layer is refused",
-            ),
-            ParamSpec::optional(
-                "permute",
-                Bool,
-                Value::Bool(false),
-                "transformer: augment with random permutations of the hidden units (for random-init zoos)",
-            ),
-            ParamSpec::optional("noise", Float, Value::Float(0.05), "transformer: std of the noise added to the normalised input tokens"),
-            ParamSpec::optional(
-                "contrastive_weight",
-                Float,
-                Value::Float(0.1),
-                "transformer: weight of the NT-Xent term between the two augmented views (0: off)",
-            ),
-            ParamSpec::optional("tau", Float, Value::Float(0.1), "transformer: NT-Xent temperature"),
-        ]);
+        specs.extend(Param::specs(PARAMS.1));
         specs
     }
     fn inputs(&self) -> Inputs {

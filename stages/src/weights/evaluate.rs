@@ -48,7 +48,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use super::behaviour;
 use super::codec::{self, Codec, RefineOptions};
@@ -143,20 +143,52 @@ pub struct EvaluateOptions {
     pub refine: RefineOptions,
 }
 
+choice_enum! {
+    /// `split`: whose models are compared.
+    pub enum Split { Test = "test", Val = "val", Train = "train" }
+}
+
+const SYNTHETIC_IMAGES: Param =
+    Param::optional("synthetic_images", Ty::Int, Fixed::Int(256), "random U(0,1) images for the synthetic comparison");
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the synthetic images");
+const SPLIT: Param = Param::choice(
+    "split",
+    Split::NAMES,
+    "test",
+    "whose models are compared: test (held out from every fit), or val / train (the fit's own, to measure the generalisation gap)",
+);
+const REFINE_STEPS: Param = Param::optional(
+    "refine_steps",
+    Ty::Int,
+    Fixed::Int(0),
+    "latent refinement: Adam steps on each test model's latent to match its outputs on probe images (0: off; adds the `pca_ae_refined` variant)",
+);
+const REFINE_LR: Param = Param::optional("refine_lr", Ty::Float, Fixed::Float(0.05), "latent refinement: Adam learning rate");
+const PROBE_IMAGES: Param = Param::optional(
+    "probe_images",
+    Ty::Int,
+    Fixed::Int(128),
+    "latent refinement: training images of each model's own task whose outputs are matched",
+);
+const TEMPERATURE: Param =
+    Param::optional("temperature", Ty::Float, Fixed::Float(2.0), "latent refinement: distillation temperature");
+/// The kind's parameters, in the order `wspace kinds` lists them.
+const PARAMS: &[Param] = &[SYNTHETIC_IMAGES, SEED, SPLIT, REFINE_STEPS, REFINE_LR, PROBE_IMAGES, TEMPERATURE];
+
 impl EvaluateOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
         let refine = RefineOptions {
-            steps: p.count("refine_steps")?,
-            lr: p.positive_float("refine_lr")?,
-            probe_images: p.positive("probe_images")?,
-            temperature: p.positive_float("temperature")? as f32,
+            steps: p.count(&REFINE_STEPS)?,
+            lr: p.positive_float(&REFINE_LR)?,
+            probe_images: p.positive(&PROBE_IMAGES)?,
+            temperature: p.positive_float(&TEMPERATURE)? as f32,
         };
-        let split = match p.str("split")? {
-            "train" => TaskSplit::Train,
-            "val" => TaskSplit::Val,
-            _ => TaskSplit::Test,
+        let split = match p.choice(&SPLIT)? {
+            Split::Train => TaskSplit::Train,
+            Split::Val => TaskSplit::Val,
+            Split::Test => TaskSplit::Test,
         };
-        Ok(EvaluateOptions { synthetic_images: p.positive("synthetic_images")?, seed: p.int("seed")? as u64, split, refine })
+        Ok(EvaluateOptions { synthetic_images: p.positive(&SYNTHETIC_IMAGES)?, seed: p.seed(&SEED)?, split, refine })
     }
 }
 
@@ -535,35 +567,7 @@ impl StageKind for EvaluateReconstructionKind {
         "weight-space and functional agreement of test-split models with their PCA / PCA+AE reconstructions"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::optional(
-                "synthetic_images",
-                ParamType::Int,
-                Value::Int(256),
-                "random U(0,1) images for the synthetic comparison",
-            ),
-            ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "seeds the synthetic images"),
-            ParamSpec::optional(
-                "split",
-                ParamType::Choice(&["test", "val", "train"]),
-                Value::Str("test".into()),
-                "whose models are compared: test (held out from every fit), or val / train (the fit's own, to measure the generalisation gap)",
-            ),
-            ParamSpec::optional(
-                "refine_steps",
-                ParamType::Int,
-                Value::Int(0),
-                "latent refinement: Adam steps on each test model's latent to match its outputs on probe images (0: off; adds the `pca_ae_refined` variant)",
-            ),
-            ParamSpec::optional("refine_lr", ParamType::Float, Value::Float(0.05), "latent refinement: Adam learning rate"),
-            ParamSpec::optional(
-                "probe_images",
-                ParamType::Int,
-                Value::Int(128),
-                "latent refinement: training images of each model's own task whose outputs are matched",
-            ),
-            ParamSpec::optional("temperature", ParamType::Float, Value::Float(2.0), "latent refinement: distillation temperature"),
-        ]
+        Param::specs(PARAMS)
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![

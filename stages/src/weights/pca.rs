@@ -40,7 +40,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty, Value};
 
 use super::linalg::{self, ComponentRule};
 use super::{select_rows, split_rows};
@@ -657,35 +657,50 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
     Ok(metrics)
 }
 
+const COMPONENTS: Param = Param::optional(
+    "components",
+    Ty::Any,
+    Fixed::Int(8),
+    "components per parameter: a count, a variance fraction in (0, 1), or a table { name = k, default = k }",
+);
+const VARIANCE_THRESHOLD: Param =
+    Param::optional("variance_threshold", Ty::Float, Fixed::Float(1e-8), "total variance below this → store the mean only");
+const DIMENSION_LIMIT: Param = Param::optional(
+    "dimension_limit",
+    Ty::Int,
+    Fixed::Int(4),
+    "parameters with at most this many elements are centred, not projected",
+);
+const CHECKPOINTS: Param = Param::optional(
+    "checkpoints",
+    Ty::List(&Ty::Choice(Checkpoint::NAMES)),
+    Fixed::Strs(&["final"]),
+    "which checkpoints are encoded (and fitted, train split)",
+);
+
 /// `kind = "pca"`: see the [module doc](self).
 pub struct PcaKind;
 
 impl PcaOptions {
-    pub fn from_params(ctx: Params) -> Result<Self, StageError> {
-        let limit = ctx.int("dimension_limit")?;
-        let threshold = ctx.float("variance_threshold")?;
-        if limit < 0 || threshold.is_nan() || threshold < 0.0 {
-            return Err(StageError::msg("parameters `dimension_limit` and `variance_threshold` must be ≥ 0"));
-        }
+    pub fn from_params(p: Params) -> Result<Self, StageError> {
         let mut checkpoints = Vec::new();
-        for v in ctx.param("checkpoints")?.as_list().unwrap_or(&[]) {
-            let c = match v.as_str() {
-                Some("early") => Checkpoint::Early,
-                Some("final") => Checkpoint::Final,
-                _ => return Err(StageError::msg(format!("parameter `checkpoints`: expected \"early\" or \"final\", found {v}"))),
-            };
+        for v in p.value(&CHECKPOINTS)?.as_list().unwrap_or(&[]) {
+            let c = v
+                .as_str()
+                .and_then(Checkpoint::from_name)
+                .ok_or_else(|| StageError::param(CHECKPOINTS.name, format!("must list \"early\" or \"final\", found {v}")))?;
             if !checkpoints.contains(&c) {
                 checkpoints.push(c);
             }
         }
         if checkpoints.is_empty() {
-            return Err(StageError::msg("parameter `checkpoints` must name at least one of \"early\", \"final\""));
+            return Err(StageError::param(CHECKPOINTS.name, "must name at least one of \"early\", \"final\""));
         }
         checkpoints.sort();
         Ok(PcaOptions {
-            components: ComponentSpec::parse(ctx.param("components")?)?,
-            variance_threshold: threshold,
-            dimension_limit: limit as usize,
+            components: ComponentSpec::parse(p.value(&COMPONENTS)?)?,
+            variance_threshold: p.non_negative(&VARIANCE_THRESHOLD)?,
+            dimension_limit: p.count(&DIMENSION_LIMIT)?,
             checkpoints,
         })
     }
@@ -702,33 +717,7 @@ impl StageKind for PcaKind {
         "per-named-parameter PCA of the zoo's weights (Algorithm 3.1), fitted on the train split"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        vec![
-            ParamSpec::optional(
-                "components",
-                Any,
-                Value::Int(8),
-                "components per parameter: a count, a variance fraction in (0, 1), or a table { name = k, default = k }",
-            ),
-            ParamSpec::optional(
-                "variance_threshold",
-                Float,
-                Value::Float(1e-8),
-                "total variance below this → store the mean only",
-            ),
-            ParamSpec::optional(
-                "dimension_limit",
-                Int,
-                Value::Int(4),
-                "parameters with at most this many elements are centred, not projected",
-            ),
-            ParamSpec::optional(
-                "checkpoints",
-                List(Box::new(Choice(&["early", "final"]))),
-                Value::List(vec![Value::Str("final".into())]),
-                "which checkpoints are encoded (and fitted, train split)",
-            ),
-        ]
+        Param::specs(&[COMPONENTS, VARIANCE_THRESHOLD, DIMENSION_LIMIT, CHECKPOINTS])
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![("zoo", true, "a `zoo` stage")])

@@ -74,7 +74,9 @@
 use std::path::Path;
 
 use rayon::prelude::*;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{
+    choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty, Value,
+};
 
 use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
@@ -447,14 +449,48 @@ struct Options {
     align: AlignOptions,
 }
 
+choice_enum! {
+    /// `method`: how the zoo is canonicalised.
+    pub enum Method { WeightMatching = "weight-matching", None = "none" }
+}
+
+const METHOD: Param = Param::choice(
+    "method",
+    Method::NAMES,
+    "weight-matching",
+    "weight-matching (below), or none: the zoo passes through unchanged (a sweep's off switch)",
+);
+const REFERENCE: Param = Param::optional(
+    "reference",
+    Ty::Any,
+    Fixed::Str("mean"),
+    "\"mean\" (the iterated mean of the aligned train-split models) or a model_id (that model as it is)",
+);
+const REFERENCE_CHECKPOINT: Param = Param::choice(
+    "reference_checkpoint",
+    Checkpoint::NAMES,
+    "final",
+    "the checkpoint whose rows form the mean, or of the reference model",
+);
+const ITERATIONS: Param =
+    Param::optional("iterations", Ty::Int, Fixed::Int(3), "rounds of align-to-mean / recompute-mean (reference = \"mean\")");
+const MAX_SWEEPS: Param = Param::optional(
+    "max_sweeps",
+    Ty::Int,
+    Fixed::Int(20),
+    "cap on coordinate-descent sweeps over the layers per model (after the forward pass)",
+);
+const SIGNS: Param =
+    Param::optional("signs", Ty::Bool, Fixed::Bool(true), "also fix the tanh sign symmetry of conv3 and fc1 units");
+
 impl Options {
     /// `None` for `method = "none"`.
     fn from_params(p: Params) -> Result<Option<Options>, StageError> {
-        if p.str("method")? == "none" {
+        if p.choice::<Method>(&METHOD)? == Method::None {
             return Ok(None);
         }
-        let iterations = p.int("iterations")?;
-        let reference = match p.param("reference")? {
+        let iterations = p.int(&ITERATIONS)?;
+        let reference = match p.value(&REFERENCE)? {
             Value::Str(s) if s == "mean" => {
                 if !(1..=1000).contains(&iterations) {
                     return Err(StageError::param(
@@ -472,18 +508,14 @@ impl Options {
                 ))
             }
         };
-        let max_sweeps = p.int("max_sweeps")?;
+        let max_sweeps = p.int(&MAX_SWEEPS)?;
         if !(0..=10_000).contains(&max_sweeps) {
             return Err(StageError::param("max_sweeps", format!("must be in 0..=10000, got {max_sweeps}")));
         }
-        let checkpoint = match p.str("reference_checkpoint")? {
-            "early" => Checkpoint::Early,
-            _ => Checkpoint::Final,
-        };
         Ok(Some(Options {
             reference,
-            checkpoint,
-            align: AlignOptions { signs: p.bool("signs")?, max_sweeps: max_sweeps as usize },
+            checkpoint: p.choice(&REFERENCE_CHECKPOINT)?,
+            align: AlignOptions { signs: p.bool(&SIGNS)?, max_sweeps: max_sweeps as usize },
         }))
     }
 }
@@ -546,40 +578,7 @@ impl StageKind for CanonicaliseKind {
         "permutes (and tanh-sign-flips) every cnn-s model's hidden units to a common reference, function unchanged; a zoo out"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        vec![
-            ParamSpec::optional(
-                "method",
-                Choice(&["weight-matching", "none"]),
-                Value::Str("weight-matching".into()),
-                "weight-matching (below), or none: the zoo passes through unchanged (a sweep's off switch)",
-            ),
-            ParamSpec::optional(
-                "reference",
-                Any,
-                Value::Str("mean".into()),
-                "\"mean\" (the iterated mean of the aligned train-split models) or a model_id (that model as it is)",
-            ),
-            ParamSpec::optional(
-                "reference_checkpoint",
-                Choice(&["final", "early"]),
-                Value::Str("final".into()),
-                "the checkpoint whose rows form the mean, or of the reference model",
-            ),
-            ParamSpec::optional(
-                "iterations",
-                Int,
-                Value::Int(3),
-                "rounds of align-to-mean / recompute-mean (reference = \"mean\")",
-            ),
-            ParamSpec::optional(
-                "max_sweeps",
-                Int,
-                Value::Int(20),
-                "cap on coordinate-descent sweeps over the layers per model (after the forward pass)",
-            ),
-            ParamSpec::optional("signs", Bool, Value::Bool(true), "also fix the tanh sign symmetry of conv3 and fc1 units"),
-        ]
+        Param::specs(&[METHOD, REFERENCE, REFERENCE_CHECKPOINT, ITERATIONS, MAX_SWEEPS, SIGNS])
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![("zoo", true, "a `zoo` stage (arch = \"cnn-s\")")])

@@ -42,7 +42,7 @@ pub mod store;
 use std::path::Path;
 
 use rayon::prelude::*;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use crate::data::{Dataset, Task, Tasks};
 use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer};
@@ -55,13 +55,25 @@ pub use store::Zoo;
 
 pub struct ZooKind;
 
-fn pair(a: f64, b: f64) -> Value {
-    Value::List(vec![Value::Float(a), Value::Float(b)])
+choice_enum! {
+    /// `arch`: the architecture every model has.
+    pub enum ArchName { CnnS = "cnn-s", Resnet18 = "resnet18" }
 }
 
-fn ipair(a: i64, b: i64) -> Value {
-    Value::List(vec![Value::Int(a), Value::Int(b)])
+choice_enum! {
+    /// `device`: where a ResNet-18 zoo trains.
+    pub enum DeviceName { Cpu = "cpu", Cuda = "cuda" }
 }
+
+const ARCH: Param = Param::choice("arch", ArchName::NAMES, "cnn-s", "architecture");
+const DEVICE: Param = Param::choice(
+    "device",
+    DeviceName::NAMES,
+    "cpu",
+    "where resnet18 trains (cuda needs the `cuda` cargo feature); cnn-s always trains on the CPU kernel",
+);
+const MAX_DIVERGED_FRACTION: Param =
+    Param::optional("max_diverged_fraction", Ty::Float, Fixed::Float(0.1), "the stage fails if more models than this diverge");
 
 impl StageKind for ZooKind {
     fn name(&self) -> &'static str {
@@ -74,66 +86,10 @@ impl StageKind for ZooKind {
         "trains one model per task row (early and final checkpoints), recording losses and accuracies"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        let floats = || List(Box::new(Float));
-        let ints = || List(Box::new(Int));
-        vec![
-            ParamSpec::optional("arch", Choice(&["cnn-s", "resnet18"]), Value::Str("cnn-s".into()), "architecture"),
-            ParamSpec::optional(
-                "device",
-                Choice(&["cpu", "cuda"]),
-                Value::Str("cpu".into()),
-                "where resnet18 trains (cuda needs the `cuda` cargo feature); cnn-s always trains on the CPU kernel",
-            ),
-            ParamSpec::optional("seed", Int, Value::Int(0), "seeds every model's recipe, weights and data order"),
-            ParamSpec::optional(
-                "init",
-                Any,
-                Value::Str("random".into()),
-                "initial weights: \"random\" (one seeded init per model), \"shared\" (every model starts from one seeded init) or an integer K (K seeded inits, model i takes i mod K)",
-            ),
-            ParamSpec::optional("adam_fraction", Float, Value::Float(0.5), "probability that a model uses Adam (else SGD)"),
-            ParamSpec::optional("momentum", Float, Value::Float(0.9), "SGD momentum"),
-            ParamSpec::optional(
-                "weight_decay",
-                Float,
-                Value::Float(0.0),
-                "L2 weight decay (PyTorch semantics) for both optimizers",
-            ),
-            ParamSpec::optional(
-                "lr_distribution",
-                Choice(&["log-uniform", "log-normal"]),
-                Value::Str("log-uniform".into()),
-                "log-uniform: lr in [a, b]; log-normal: ln(lr) ~ N(a, b)",
-            ),
-            ParamSpec::optional("adam_lr", floats(), pair(1e-4, 3e-3), "[a, b] of the learning-rate distribution for Adam"),
-            ParamSpec::optional("sgd_lr", floats(), pair(1e-3, 1e-1), "[a, b] of the learning-rate distribution for SGD"),
-            ParamSpec::optional("batch_sizes", ints(), Value::List(vec![Value::Int(32), Value::Int(64)]), "drawn uniformly"),
-            ParamSpec::optional(
-                "early_epoch",
-                ints(),
-                ipair(5, 10),
-                "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))",
-            ),
-            ParamSpec::optional(
-                "final_epoch",
-                floats(),
-                pair(100.0, 15.0),
-                "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))",
-            ),
-            ParamSpec::optional(
-                "final_epoch_range",
-                ints(),
-                ipair(50, 150),
-                "[min, max] the final epoch is clipped to (thesis: [50,150])",
-            ),
-            ParamSpec::optional(
-                "max_diverged_fraction",
-                Float,
-                Value::Float(0.1),
-                "the stage fails if more models than this diverge",
-            ),
-        ]
+        let mut specs = Param::specs(&[ARCH, DEVICE]);
+        specs.extend(Param::specs(Recipe::PARAMS));
+        specs.push(MAX_DIVERGED_FRACTION.spec());
+        specs
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![("data", true, "a `dataset` stage"), ("tasks", true, "a `tasks` stage (one model per task row)")])
@@ -142,7 +98,7 @@ impl StageKind for ZooKind {
     fn validate(&self, params: Params) -> Result<(), StageError> {
         Recipe::from_params(params)?;
         Arch::from_params(params)?;
-        params.fraction("max_diverged_fraction", false).map(|_| ())
+        params.fraction(&MAX_DIVERGED_FRACTION, false).map(|_| ())
     }
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
@@ -245,7 +201,7 @@ impl Job {
         tensors::write_json(&ctx.out.join("zoo.json"), &meta)?;
         let diverged = rows.iter().filter(|r| r.checkpoint == Checkpoint::Final && !r.ok()).count();
         tensors::write_json(&ctx.out.join("metrics.json"), &metrics(&rows, total, diverged))?;
-        let max_diverged = ctx.float("max_diverged_fraction")?;
+        let max_diverged = ctx.view().fraction(&MAX_DIVERGED_FRACTION, false)?;
         if total > 0 && diverged as f64 > max_diverged * total as f64 {
             return Err(StageError::msg(format!(
                 "{diverged} of {total} models diverged, more than max_diverged_fraction = {max_diverged}; see zoo.csv rows with status=diverged \
@@ -281,11 +237,11 @@ enum Arch {
 }
 
 impl Arch {
-    fn from_params(ctx: Params) -> Result<Arch, StageError> {
-        Ok(match (ctx.str("arch")?, ctx.str("device")?) {
-            ("resnet18", "cuda") => Arch::Resnet18(resnet::DeviceChoice::Cuda(0)),
-            ("resnet18", _) => Arch::Resnet18(resnet::DeviceChoice::Cpu),
-            _ => Arch::CnnS,
+    fn from_params(p: Params) -> Result<Arch, StageError> {
+        Ok(match (p.choice(&ARCH)?, p.choice(&DEVICE)?) {
+            (ArchName::Resnet18, DeviceName::Cuda) => Arch::Resnet18(resnet::DeviceChoice::Cuda(0)),
+            (ArchName::Resnet18, DeviceName::Cpu) => Arch::Resnet18(resnet::DeviceChoice::Cpu),
+            (ArchName::CnnS, _) => Arch::CnnS,
         })
     }
     fn name(self) -> &'static str {

@@ -26,7 +26,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use super::sample::{InitScheme, Recipe};
 use super::store::ZooMeta;
@@ -213,6 +213,14 @@ fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
     Ok(())
 }
 
+const MODELS: Param = Param::optional("models", Ty::Int, Fixed::Int(1), "how many models (each its own draw of the recipe)");
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "mixed into the zoo's seed for the recipe draws");
+
+/// `(models, seed)`.
+fn options(p: Params) -> Result<(usize, u64), StageError> {
+    Ok((p.positive(&MODELS)?, p.seed(&SEED)?))
+}
+
 /// `kind = "multiclass"`: see the [module doc](self).
 pub struct MulticlassKind;
 
@@ -227,10 +235,7 @@ impl StageKind for MulticlassKind {
         "cnn-s models with a head for every class, trained on all classes with the zoo's recipe: the row-selection baseline"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::optional("models", ParamType::Int, Value::Int(1), "how many models (each its own draw of the recipe)"),
-            ParamSpec::optional("seed", ParamType::Int, Value::Int(0), "mixed into the zoo's seed for the recipe draws"),
-        ]
+        Param::specs(&[MODELS, SEED])
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
@@ -239,11 +244,11 @@ impl StageKind for MulticlassKind {
         ])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
-        params.positive("models").map(|_| ())
+        options(params).map(|_| ())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let models = ctx.view().positive("models")?;
-        run(ctx, models, ctx.int("seed")? as u64)
+        let (models, seed) = options(ctx.view())?;
+        run(ctx, models, seed)
     }
 }
 

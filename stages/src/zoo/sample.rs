@@ -6,15 +6,13 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Params, StageError, Value};
+use wspace_stage_api::{choice_enum, Choice, Fixed, Param, Params, StageError, Ty, Value};
 
 use crate::sampling::{below, normal, uniform};
 
-/// Where the learning rate comes from: `log-uniform` on [a, b], or `log-normal` with ln(lr) ~ N(a, b).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LrDistribution {
-    LogUniform,
-    LogNormal,
+choice_enum! {
+    /// Where the learning rate comes from: `log-uniform` on [a, b], or `log-normal` with ln(lr) ~ N(a, b).
+    pub enum LrDistribution { LogUniform = "log-uniform", LogNormal = "log-normal" }
 }
 
 /// Where a model's initial weights come from (`init`).
@@ -97,32 +95,95 @@ pub struct ModelPlan {
     pub data_seed: u64,
 }
 
-fn pair_f64(ctx: Params, name: &str) -> Result<[f64; 2], StageError> {
-    match ctx.param(name)?.as_list() {
+fn pair_f64(p: Params, param: &Param) -> Result<[f64; 2], StageError> {
+    let name = param.name;
+    match p.value(param)?.as_list() {
         Some([a, b]) => match (a.as_f64(), b.as_f64()) {
             (Some(a), Some(b)) if a.is_finite() && b.is_finite() => Ok([a, b]),
-            _ => Err(StageError::msg(format!("parameter `{name}` must be two finite numbers"))),
+            _ => Err(StageError::param(name, "must be two finite numbers")),
         },
-        _ => Err(StageError::msg(format!("parameter `{name}` must be a pair [a, b]"))),
+        _ => Err(StageError::param(name, "must be a pair [a, b]")),
     }
 }
 
-fn pair_usize(ctx: Params, name: &str) -> Result<[usize; 2], StageError> {
-    let [a, b] = pair_f64(ctx, name)?;
+fn pair_usize(p: Params, param: &Param) -> Result<[usize; 2], StageError> {
+    let [a, b] = pair_f64(p, param)?;
     if a < 1.0 || b < a || a.fract() != 0.0 || b.fract() != 0.0 {
-        return Err(StageError::msg(format!("parameter `{name}` must be whole numbers [min, max] with 1 ≤ min ≤ max")));
+        return Err(StageError::param(param.name, "must be whole numbers [min, max] with 1 ≤ min ≤ max"));
     }
     Ok([a as usize, b as usize])
 }
 
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds every model's recipe, weights and data order");
+const INIT: Param = Param::optional(
+    "init",
+    Ty::Any,
+    Fixed::Str("random"),
+    "initial weights: \"random\" (one seeded init per model), \"shared\" (every model starts from one seeded init) or an integer K (K seeded inits, model i takes i mod K)",
+);
+const ADAM_FRACTION: Param =
+    Param::optional("adam_fraction", Ty::Float, Fixed::Float(0.5), "probability that a model uses Adam (else SGD)");
+const MOMENTUM: Param = Param::optional("momentum", Ty::Float, Fixed::Float(0.9), "SGD momentum");
+const WEIGHT_DECAY: Param =
+    Param::optional("weight_decay", Ty::Float, Fixed::Float(0.0), "L2 weight decay (PyTorch semantics) for both optimizers");
+const LR_DISTRIBUTION: Param = Param::choice(
+    "lr_distribution",
+    LrDistribution::NAMES,
+    "log-uniform",
+    "log-uniform: lr in [a, b]; log-normal: ln(lr) ~ N(a, b)",
+);
+const ADAM_LR: Param = Param::optional(
+    "adam_lr",
+    Ty::List(&Ty::Float),
+    Fixed::Floats(&[1e-4, 3e-3]),
+    "[a, b] of the learning-rate distribution for Adam",
+);
+const SGD_LR: Param = Param::optional(
+    "sgd_lr",
+    Ty::List(&Ty::Float),
+    Fixed::Floats(&[1e-3, 1e-1]),
+    "[a, b] of the learning-rate distribution for SGD",
+);
+const BATCH_SIZES: Param = Param::optional("batch_sizes", Ty::List(&Ty::Int), Fixed::Ints(&[32, 64]), "drawn uniformly");
+const EARLY_EPOCH: Param = Param::optional(
+    "early_epoch",
+    Ty::List(&Ty::Int),
+    Fixed::Ints(&[5, 10]),
+    "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))",
+);
+const FINAL_EPOCH: Param = Param::optional(
+    "final_epoch",
+    Ty::List(&Ty::Float),
+    Fixed::Floats(&[100.0, 15.0]),
+    "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))",
+);
+const FINAL_EPOCH_RANGE: Param = Param::optional(
+    "final_epoch_range",
+    Ty::List(&Ty::Int),
+    Fixed::Ints(&[50, 150]),
+    "[min, max] the final epoch is clipped to (thesis: [50,150])",
+);
+
 impl Recipe {
-    pub fn from_params(ctx: Params) -> Result<Recipe, StageError> {
-        let lr_distribution = match ctx.str("lr_distribution")? {
-            "log-normal" => LrDistribution::LogNormal,
-            _ => LrDistribution::LogUniform,
-        };
-        let batch_sizes: Vec<usize> = ctx
-            .param("batch_sizes")?
+    /// The recipe's parameters (of the `zoo` kind), in the order `wspace kinds` lists them.
+    pub const PARAMS: &[Param] = &[
+        SEED,
+        INIT,
+        ADAM_FRACTION,
+        MOMENTUM,
+        WEIGHT_DECAY,
+        LR_DISTRIBUTION,
+        ADAM_LR,
+        SGD_LR,
+        BATCH_SIZES,
+        EARLY_EPOCH,
+        FINAL_EPOCH,
+        FINAL_EPOCH_RANGE,
+    ];
+
+    pub fn from_params(p: Params) -> Result<Recipe, StageError> {
+        let batch_sizes: Vec<usize> = p
+            .value(&BATCH_SIZES)?
             .as_list()
             .unwrap_or(&[])
             .iter()
@@ -131,29 +192,26 @@ impl Recipe {
             .map(|b| b as usize)
             .collect();
         if batch_sizes.is_empty() {
-            return Err(StageError::msg("parameter `batch_sizes` must list at least one positive batch size"));
+            return Err(StageError::param(BATCH_SIZES.name, "must list at least one positive batch size"));
         }
         let r = Recipe {
-            seed: ctx.int("seed")? as u64,
-            init: InitScheme::parse(ctx.param("init")?)?,
-            adam_fraction: ctx.float("adam_fraction")?,
-            momentum: ctx.float("momentum")?,
-            weight_decay: ctx.float("weight_decay")?,
-            lr_distribution,
-            adam_lr: pair_f64(ctx, "adam_lr")?,
-            sgd_lr: pair_f64(ctx, "sgd_lr")?,
+            seed: p.seed(&SEED)?,
+            init: InitScheme::parse(p.value(&INIT)?)?,
+            adam_fraction: p.fraction(&ADAM_FRACTION, false)?,
+            momentum: p.float(&MOMENTUM)?,
+            weight_decay: p.float(&WEIGHT_DECAY)?,
+            lr_distribution: p.choice(&LR_DISTRIBUTION)?,
+            adam_lr: pair_f64(p, &ADAM_LR)?,
+            sgd_lr: pair_f64(p, &SGD_LR)?,
             batch_sizes,
-            early_epoch: pair_usize(ctx, "early_epoch")?,
-            final_epoch: pair_f64(ctx, "final_epoch")?,
-            final_epoch_range: pair_usize(ctx, "final_epoch_range")?,
+            early_epoch: pair_usize(p, &EARLY_EPOCH)?,
+            final_epoch: pair_f64(p, &FINAL_EPOCH)?,
+            final_epoch_range: pair_usize(p, &FINAL_EPOCH_RANGE)?,
         };
-        if !(0.0..=1.0).contains(&r.adam_fraction) {
-            return Err(StageError::msg("parameter `adam_fraction` must be in [0, 1]"));
-        }
         if r.lr_distribution == LrDistribution::LogUniform {
-            for (name, [lo, hi]) in [("adam_lr", r.adam_lr), ("sgd_lr", r.sgd_lr)] {
+            for (param, [lo, hi]) in [(&ADAM_LR, r.adam_lr), (&SGD_LR, r.sgd_lr)] {
                 if !(lo > 0.0 && hi >= lo) {
-                    return Err(StageError::msg(format!("parameter `{name}`: log-uniform bounds must satisfy 0 < low ≤ high")));
+                    return Err(StageError::param(param.name, "(log-uniform bounds) must satisfy 0 < low ≤ high"));
                 }
             }
         }

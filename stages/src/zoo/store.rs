@@ -12,25 +12,21 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::StageError;
+use wspace_stage_api::{choice_enum, Choice, StageError};
 
 use crate::data::TaskSplit;
 use crate::tensors::{self, NamedTensors, TensorFile};
 
-/// Which checkpoint of a model a row describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Checkpoint {
-    Early,
-    Final,
+choice_enum! {
+    /// Which checkpoint of a model a row describes.
+    #[derive(Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Checkpoint { Early = "early", Final = "final" }
 }
 
 impl Checkpoint {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Checkpoint::Early => "early",
-            Checkpoint::Final => "final",
-        }
+        self.name()
     }
 }
 

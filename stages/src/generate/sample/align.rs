@@ -21,7 +21,7 @@ pub const METHOD: Method = Method {
         ("autoencoder", "methods align, kde: the `autoencoder` stage (its codec; kde: its latents)"),
         ("embed", "method align: the `dataset-embed` stage the align stage used"),
     ],
-    params: Vec::new,
+    params: &[],
     validate: super::nothing_to_check,
     load,
 };

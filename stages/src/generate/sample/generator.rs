@@ -12,7 +12,7 @@ use crate::tensors::NamedTensors;
 pub const METHOD: Method = Method {
     name: "generator",
     inputs: &[("generator", "method generator: a `generator` stage")],
-    params: Vec::new,
+    params: &[],
     validate: super::nothing_to_check,
     load,
 };

@@ -8,7 +8,7 @@
 
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use wspace_stage_api::{ParamSpec, ParamType, Params, StageError, Value};
+use wspace_stage_api::{Fixed, Param, Params, StageError, Ty};
 
 use super::{coordinate_std, Method, MethodInputs, Sampler};
 use crate::data::{Task, TaskSplit};
@@ -24,19 +24,17 @@ pub const METHOD: Method = Method {
         ("autoencoder", "methods align, kde: the `autoencoder` stage (its codec; kde: its latents)"),
         ("zoo", "method kde: the zoo (the train split's loss range)"),
     ],
-    params,
+    params: &[BANDWIDTH],
     validate: |p| bandwidth(p).map(|_| ()),
     load,
 };
 
-fn params() -> Vec<ParamSpec> {
-    vec![ParamSpec::optional(
-        "bandwidth",
-        ParamType::Float,
-        Value::Float(0.1),
-        "method kde: kernel std, as a fraction of each latent coordinate's std over the train split",
-    )]
-}
+const BANDWIDTH: Param = Param::optional(
+    "bandwidth",
+    Ty::Float,
+    Fixed::Float(0.1),
+    "method kde: kernel std, as a fraction of each latent coordinate's std over the train split",
+);
 
 struct Kde {
     codec: Box<dyn Codec>,
@@ -52,7 +50,7 @@ struct Kde {
 }
 
 fn bandwidth(p: Params) -> Result<f64, StageError> {
-    p.positive_float("bandwidth")
+    p.positive_float(&BANDWIDTH)
 }
 
 fn load(inputs: &MethodInputs, p: Params) -> Result<Box<dyn Sampler>, StageError> {

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
 
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
 use crate::nn::{self, CnnS};
@@ -106,7 +106,7 @@ pub struct Method {
     pub name: &'static str,
     /// `(slot, what it is for)`.
     pub inputs: &'static [(&'static str, &'static str)],
-    pub params: fn() -> Vec<ParamSpec>,
+    pub params: &'static [Param],
     /// Checks its own parameters before anything runs.
     pub validate: fn(Params) -> Result<(), StageError>,
     pub load: fn(&MethodInputs, Params) -> Result<Box<dyn Sampler>, StageError>,
@@ -147,6 +147,48 @@ impl MethodInputs<'_> {
     }
 }
 
+choice_enum! {
+    /// `loss_control`: whether each sample's head is scaled to its target loss.
+    pub enum LossControl { None = "none", Scale = "scale" }
+}
+
+choice_enum! {
+    /// `prompts`: whose tasks are prompted.
+    pub enum Prompts { Test = "test", Train = "train" }
+}
+
+const METHOD: Param = Param::choice("method", &METHOD_NAMES, METHOD_NAMES[0], "how weights are made (see the stage doc)");
+const TARGETS: Param = Param::optional(
+    "targets",
+    Ty::Int,
+    Fixed::Int(5),
+    "target losses per task, evenly spaced over the train split's val_loss range",
+);
+const TARGET_LOSSES: Param = Param::optional(
+    "target_losses",
+    Ty::List(&Ty::Float),
+    Fixed::Floats(&[]),
+    "explicit target losses instead of the grid; each must lie in the zoo's range",
+);
+const SAMPLES_PER_PROMPT: Param = Param::optional("samples_per_prompt", Ty::Int, Fixed::Int(1), "draws per task × target");
+const LOSS_CONTROL: Param = Param::choice(
+    "loss_control",
+    LossControl::NAMES,
+    "none",
+    "\"scale\": scale each sample's head so that its loss on training images of its task is the target",
+);
+const CALIBRATION_IMAGES: Param =
+    Param::optional("calibration_images", Ty::Int, Fixed::Int(256), "loss_control = \"scale\": training images per task");
+const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the draws");
+const PROMPTS: Param = Param::choice(
+    "prompts",
+    Prompts::NAMES,
+    "test",
+    "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)",
+);
+/// The kind's parameters before the methods' own.
+const PARAMS: &[Param] = &[METHOD, TARGETS, TARGET_LOSSES, SAMPLES_PER_PROMPT, LOSS_CONTROL, CALIBRATION_IMAGES, SEED, PROMPTS];
+
 /// The checked parameters of a `sample` stage.
 #[derive(Clone)]
 pub struct SampleOptions {
@@ -164,31 +206,26 @@ pub struct SampleOptions {
 
 impl SampleOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let target_losses = p
-            .param("target_losses")?
-            .as_list()
-            .unwrap_or(&[])
-            .iter()
-            .map(|v| v.as_f64().filter(|x| x.is_finite()))
-            .collect::<Option<Vec<f64>>>()
-            .ok_or_else(|| StageError::param("target_losses", "must be a list of finite numbers"))?;
-        let name = p.str("method")?;
+        let name = p.str(&METHOD)?;
         let method = METHODS
             .iter()
             .find(|m| m.name == name)
-            .ok_or_else(|| StageError::param("method", format!("is unknown: `{name}`")))?;
+            .ok_or_else(|| StageError::param(METHOD.name, format!("is unknown: `{name}`")))?;
         (method.validate)(p)?;
         Ok(SampleOptions {
             method,
-            targets: p.positive("targets")?,
-            target_losses,
-            samples_per_prompt: p.positive("samples_per_prompt")?,
-            calibrate: match p.str("loss_control")? {
-                "scale" => Some(p.positive("calibration_images")?),
-                _ => None,
+            targets: p.positive(&TARGETS)?,
+            target_losses: p.float_list(&TARGET_LOSSES)?,
+            samples_per_prompt: p.positive(&SAMPLES_PER_PROMPT)?,
+            calibrate: match p.choice(&LOSS_CONTROL)? {
+                LossControl::Scale => Some(p.positive(&CALIBRATION_IMAGES)?),
+                LossControl::None => None,
             },
-            seed: p.int("seed")? as u64,
-            prompts: if p.str("prompts")? == "train" { TaskSplit::Train } else { TaskSplit::Test },
+            seed: p.seed(&SEED)?,
+            prompts: match p.choice(&PROMPTS)? {
+                Prompts::Test => TaskSplit::Test,
+                Prompts::Train => TaskSplit::Train,
+            },
         })
     }
 
@@ -376,43 +413,8 @@ impl StageKind for SampleKind {
         "P(W | D, R): weights for every test task × target loss × draw, by the align method, a generator, or SANE's KDE"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType::*;
-        let mut specs = vec![
-            ParamSpec::optional(
-                "method",
-                Choice(&METHOD_NAMES),
-                Value::Str(METHOD_NAMES[0].into()),
-                "how weights are made (see the stage doc)",
-            ),
-            ParamSpec::optional(
-                "targets",
-                Int,
-                Value::Int(5),
-                "target losses per task, evenly spaced over the train split's val_loss range",
-            ),
-            ParamSpec::optional(
-                "target_losses",
-                List(Box::new(Float)),
-                Value::List(Vec::new()),
-                "explicit target losses instead of the grid; each must lie in the zoo's range",
-            ),
-            ParamSpec::optional("samples_per_prompt", Int, Value::Int(1), "draws per task × target"),
-            ParamSpec::optional(
-                "loss_control",
-                Choice(&["none", "scale"]),
-                Value::Str("none".into()),
-                "\"scale\": scale each sample's head so that its loss on training images of its task is the target",
-            ),
-            ParamSpec::optional("calibration_images", Int, Value::Int(256), "loss_control = \"scale\": training images per task"),
-            ParamSpec::optional("seed", Int, Value::Int(0), "seeds the draws"),
-            ParamSpec::optional(
-                "prompts",
-                Choice(&["test", "train"]),
-                Value::Str("test".into()),
-                "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)",
-            ),
-        ];
-        specs.extend(METHODS.iter().flat_map(|m| (m.params)()));
+        let mut specs = Param::specs(PARAMS);
+        specs.extend(METHODS.iter().flat_map(|m| Param::specs(m.params)));
         specs
     }
     fn inputs(&self) -> Inputs {
