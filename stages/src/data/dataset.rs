@@ -159,7 +159,7 @@ impl DatasetOptions {
         let path = self
             .path
             .as_deref()
-            .ok_or_else(|| StageError::msg(format!("parameter `path` is required with format = \"{}\"", self.format.name())))?;
+            .ok_or_else(|| StageError::param("path", format!("is required with format = \"{}\"", self.format.name())))?;
         if !path.is_dir() {
             return Err(StageError::msg(format!(
                 "{}: not a directory (parameter `path`, format = \"{}\")",
@@ -184,12 +184,15 @@ impl DatasetOptions {
             return Err(StageError::msg(format!("{source}: no training images")));
         }
         if self.channels != 0 && self.channels != raw.channels {
-            return Err(StageError::msg(format!(
-                "parameter `channels` = {} but format \"{}\" has {} channel(s); conversion is only done for \"folder\"",
-                self.channels,
-                self.format.name(),
-                raw.channels
-            )));
+            return Err(StageError::param(
+                "channels",
+                format!(
+                    "= {} but format \"{}\" has {} channel(s); conversion is only done for \"folder\"",
+                    self.channels,
+                    self.format.name(),
+                    raw.channels
+                ),
+            ));
         }
         let source_names: Vec<String> = match self.format {
             Format::Embedded => FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -204,13 +207,16 @@ impl DatasetOptions {
         } else if self.format == Format::Idx || self.class_names.len() == source_names.len() {
             self.class_names.clone()
         } else {
-            return Err(StageError::msg(format!(
-                "parameter `class_names` has {} names, but the {} dataset has {} classes ({})",
-                self.class_names.len(),
-                self.format.name(),
-                source_names.len(),
-                source_names.join(", ")
-            )));
+            return Err(StageError::param(
+                "class_names",
+                format!(
+                    "has {} names, but the {} dataset has {} classes ({})",
+                    self.class_names.len(),
+                    self.format.name(),
+                    source_names.len(),
+                    source_names.join(", ")
+                ),
+            ));
         };
         Ok(Dataset::from_raw(raw, classes, self))
     }

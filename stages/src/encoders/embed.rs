@@ -319,10 +319,13 @@ impl StageKind for DatasetEmbedKind {
         let dataset = Dataset::load(ctx.input("data")?)?;
         let tasks = Tasks::load(ctx.input("tasks")?)?;
         if tasks.class_names != dataset.meta.classes {
-            return Err(StageError::msg(format!(
-                "the `tasks` input was sampled from a dataset with classes {:?}, but the `data` input has {:?}",
-                tasks.class_names, dataset.meta.classes
-            )));
+            return Err(StageError::input(
+                "tasks",
+                format!(
+                    "was sampled from a dataset with classes {:?}, but the `data` input has {:?}",
+                    tasks.class_names, dataset.meta.classes
+                ),
+            ));
         }
         ctx.progress.message(&format!("loading {}", opts.encoder.name()));
         let device = Device::Cpu;

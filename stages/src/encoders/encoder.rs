@@ -72,13 +72,16 @@ impl Encoder {
     pub fn input_size(&self, requested: usize) -> Result<usize, StageError> {
         match self {
             _ if requested == 0 => Ok(self.native_size()),
-            Encoder::Clip(c) if requested != c.config.image_size => Err(StageError::msg(format!(
-                "parameter `image_size`: this CLIP checkpoint takes exactly {0}×{0} images (its position embeddings are \
+            Encoder::Clip(c) if requested != c.config.image_size => Err(StageError::param(
+                "image_size",
+                format!(
+                    "this CLIP checkpoint takes exactly {0}×{0} images (its position embeddings are \
                  fixed); set image_size = {0} or 0",
-                c.config.image_size
-            ))),
+                    c.config.image_size
+                ),
+            )),
             _ if !(16..=MAX_SIZE).contains(&requested) => {
-                Err(StageError::msg(format!("parameter `image_size` must be 0 or between 16 and {MAX_SIZE}, got {requested}")))
+                Err(StageError::param("image_size", format!("must be 0 or between 16 and {MAX_SIZE}, got {requested}")))
             }
             _ => Ok(requested),
         }

@@ -87,11 +87,14 @@ impl Pairs {
         let file = TensorFile::open(&ae_dir.join("latents.safetensors"))?;
         let NamedTensor { shape, values: latents, .. } = file.f32("latents")?;
         if shape.len() != 2 || shape[0] != meta.rows.len() {
-            return Err(StageError::msg(format!(
-                "{}: `latents` is {shape:?} but the `pca` input has {} rows: the autoencoder was trained on another `pca`",
-                file.path(),
-                meta.rows.len()
-            )));
+            return Err(StageError::input(
+                "autoencoder",
+                format!(
+                    "was trained on another `pca`: {} has `latents` {shape:?}, the `pca` input {} rows",
+                    file.path(),
+                    meta.rows.len()
+                ),
+            ));
         }
         let (emb, dataset_dim) = task_embeddings(embed_dir)?;
         let mut pairs = Vec::with_capacity(meta.rows.len());
@@ -105,7 +108,7 @@ impl Pairs {
                 ))
             })?;
             let e = emb.get(r.task_id * dataset_dim..(r.task_id + 1) * dataset_dim).ok_or_else(|| {
-                StageError::msg(format!("task {} has no embedding: the `dataset-embed` input is of other tasks", r.task_id))
+                StageError::input("embed", format!("has no embedding of task {}: it is of other tasks", r.task_id))
             })?;
             embeddings.extend_from_slice(e);
             pairs.push(Pair {

@@ -271,12 +271,15 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             let file = TensorFile::open(&ae.join("latents.safetensors"))?;
             let latents = file.f32_all()?.take("latents").map(|t| t.values).unwrap_or_default();
             if latents.len() != all_pairs.len() * codec.latent_dim() {
-                return Err(StageError::msg(format!(
-                    "{}: {} latent values for {} pairs: the autoencoder input is not the align stage's",
-                    file.path(),
-                    latents.len(),
-                    all_pairs.len()
-                )));
+                return Err(StageError::input(
+                    "autoencoder",
+                    format!(
+                        "is not the align stage's: {} has {} latent values for {} pairs",
+                        file.path(),
+                        latents.len(),
+                        all_pairs.len()
+                    ),
+                ));
             }
             Some((codec, latents))
         }
@@ -300,7 +303,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     let std_emb = |task: usize| -> Result<Vec<f32>, StageError> {
         let e = emb
             .get(task * dim..(task + 1) * dim)
-            .ok_or_else(|| StageError::msg(format!("task {task} has no embedding in the `embed` input")))?;
+            .ok_or_else(|| StageError::input("embed", format!("has no embedding of task {task}")))?;
         Ok(al.standardise(e))
     };
     let pair_emb: Vec<Vec<f32>> = pairs.iter().map(|p| std_emb(p.task_id)).collect::<Result<_, _>>()?;
@@ -312,8 +315,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             .ok_or_else(|| StageError::msg(format!("zoo has no model {id} ({})", c.as_str())))
     };
     let task_images = |task_id: usize| -> Result<(Vec<u8>, Vec<u8>), StageError> {
-        let task =
-            tasks.tasks.get(task_id).ok_or_else(|| StageError::msg(format!("task {task_id} is not in the `tasks` input")))?;
+        let task = tasks.tasks.get(task_id).ok_or_else(|| StageError::input("tasks", format!("has no task {task_id}")))?;
         let mut images = Vec::with_capacity(task.test.len() * data.test.image_len);
         let mut labels = Vec::with_capacity(task.test.len());
         for &i in &task.test {
@@ -342,7 +344,7 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
             let task = tasks
                 .tasks
                 .get(id)
-                .ok_or_else(|| StageError::msg(format!("samples name task {id}, not in the `tasks` input")))?;
+                .ok_or_else(|| StageError::input("tasks", format!("has no task {id}, which the samples name")))?;
             let (images, labels) = task_images(id)?;
             let rows = multi
                 .iter()
@@ -378,12 +380,12 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
         let task = tasks
             .tasks
             .get(s.task_id)
-            .ok_or_else(|| StageError::msg(format!("sample {}: unknown task {}", s.sample, s.task_id)))?;
+            .ok_or_else(|| StageError::input("tasks", format!("has no task {}, which sample {} names", s.task_id, s.sample)))?;
         if task.classes != s.classes() {
-            return Err(StageError::msg(format!(
-                "sample {}: classes differ from task {}'s: another `tasks` input",
-                s.sample, task.id
-            )));
+            return Err(StageError::input(
+                "tasks",
+                format!("is not the one the samples were made for: sample {}'s classes differ from task {}'s", s.sample, task.id),
+            ));
         }
         let t = &refs[&s.task_id];
         let (images, labels) = (&t.images, &t.labels);

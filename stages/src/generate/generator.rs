@@ -390,7 +390,7 @@ pub fn train(
     let train_ex: Vec<&Example> = examples.iter().filter(|x| x.0 == TaskSplit::Train).map(|x| &x.1).collect();
     let val_ex: Vec<&Example> = examples.iter().filter(|x| x.0 == TaskSplit::Val).map(|x| &x.1).collect();
     if train_ex.is_empty() {
-        return Err(StageError::msg("the zoo has no `ok` train-split models to learn from"));
+        return Err(StageError::input("zoo", "has no `ok` train-split models to learn from"));
     }
     let losses: Vec<f64> = train_ex.iter().map(|x| x.loss).filter(|l| l.is_finite()).collect();
     let loss_min = losses.iter().copied().fold(f64::INFINITY, f64::min);

@@ -429,8 +429,9 @@ pub fn run_autoencoder(
     let behaviour_data = match (behaviour, sources) {
         (Some(options), Some(_)) => Some(BehaviourData { pca: &pca, train: &p_train, val: &p_val, options }),
         (Some(_), None) => {
-            return Err(StageError::msg(
-                "`loss = \"behaviour\"` needs the `zoo`, `tasks` and `data` inputs (the models' probe images)",
+            return Err(StageError::input(
+                "zoo",
+                "must be connected, with `tasks` and `data`: `loss` = \"behaviour\" reads the models' probe images",
             ))
         }
         (None, _) => None,

@@ -90,14 +90,13 @@ pub fn load_probes(rows: &[RowRef], zoo: &Zoo, tasks: &Tasks, data: &Dataset, co
         .map(|r| {
             let row = zoo.row_of(r)?;
             let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
-                StageError::msg(format!("zoo model {}: task {} is not in the `tasks` input", row.model_id, row.task_id))
+                StageError::input("tasks", format!("has no task {} (of zoo model {})", row.task_id, row.model_id))
             })?;
             if task.train.len() < count {
-                return Err(StageError::msg(format!(
-                    "parameter `probe_images` = {count} is more than task {}'s {} training images",
-                    task.id,
-                    task.train.len()
-                )));
+                return Err(StageError::param(
+                    "probe_images",
+                    format!("= {count} is more than task {}'s {} training images", task.id, task.train.len()),
+                ));
             }
             let (images, labels) = task_probe_images(task, data, count)?;
             let weights = CnnS::from_flat(zoo.flat(row)?);

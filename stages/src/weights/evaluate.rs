@@ -194,17 +194,21 @@ impl EvaluateOptions {
 
 /// A task's test images (u8) with labels `0..3` in the model's output order.
 fn task_test_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Result<(Vec<u8>, Vec<u8>), StageError> {
-    let task = tasks.tasks.get(row.task_id).ok_or_else(|| {
-        StageError::msg(format!("zoo model {}: task {} is not in the `tasks` input", row.model_id, row.task_id))
-    })?;
+    let task = tasks
+        .tasks
+        .get(row.task_id)
+        .ok_or_else(|| StageError::input("tasks", format!("has no task {} (of zoo model {})", row.task_id, row.model_id)))?;
     if task.classes != row.classes() {
-        return Err(StageError::msg(format!(
-            "zoo model {}: classes {:?} differ from task {}'s {:?}: the `tasks` input is not the one the zoo was trained on",
-            row.model_id,
-            row.classes(),
-            task.id,
-            task.classes
-        )));
+        return Err(StageError::input(
+            "tasks",
+            format!(
+                "is not the one the zoo was trained on: zoo model {} has classes {:?}, task {} has {:?}",
+                row.model_id,
+                row.classes(),
+                task.id,
+                task.classes
+            ),
+        ));
     }
     let mut images = Vec::with_capacity(task.test.len() * data.test.image_len);
     let mut labels = Vec::with_capacity(task.test.len());

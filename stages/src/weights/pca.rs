@@ -76,9 +76,10 @@ fn rule_of(v: &Value, what: &str) -> Result<ComponentRule, StageError> {
         Value::Int(k) if *k >= 1 => Ok(ComponentRule::Count(*k as usize)),
         Value::Float(f) if *f > 0.0 && *f < 1.0 => Ok(ComponentRule::Fraction(*f)),
         Value::Float(f) if *f >= 1.0 && f.fract() == 0.0 => Ok(ComponentRule::Count(*f as usize)),
-        other => Err(StageError::msg(format!(
-            "parameter `components`{what}: expected a count ≥ 1 or a variance fraction in (0, 1), found {other}"
-        ))),
+        other => Err(StageError::param(
+            "components",
+            format!("{what}expected a count ≥ 1 or a variance fraction in (0, 1), found {other}"),
+        )),
     }
 }
 
@@ -94,7 +95,7 @@ impl ComponentSpec {
             Value::Table(t) => {
                 let mut spec = ComponentSpec { default: None, per_param: BTreeMap::new() };
                 for (name, v) in t {
-                    let rule = rule_of(v, &format!(" (`{name}`)"))?;
+                    let rule = rule_of(v, &format!("(`{name}`): "))?;
                     if name == "default" {
                         spec.default = Some(rule);
                     } else {
@@ -108,9 +109,11 @@ impl ComponentSpec {
     }
 
     fn rule(&self, name: &str) -> Result<ComponentRule, StageError> {
-        self.per_param.get(name).copied().or(self.default).ok_or_else(|| {
-            StageError::msg(format!("parameter `components` gives no count for `{name}` (add it, or a `default` entry)"))
-        })
+        self.per_param
+            .get(name)
+            .copied()
+            .or(self.default)
+            .ok_or_else(|| StageError::param("components", format!("gives no count for `{name}` (add it, or a `default` entry)")))
     }
 
     /// Requested count as recorded in `pca.json` (a fraction is recorded as 0).

@@ -600,7 +600,7 @@ pub fn run_transformer(
     };
     let (train, val, test) = (split_rows(TaskSplit::Train)?, split_rows(TaskSplit::Val)?, split_rows(TaskSplit::Test)?);
     if train.flat.is_empty() {
-        return Err(StageError::msg("transformer: the `pca` input has no train-split rows to train on"));
+        return Err(StageError::input("pca", "has no train-split rows for the transformer to train on"));
     }
     let train_refs: Vec<&[f32]> = train.flat.iter().map(Vec::as_slice).collect();
     let normaliser = Normaliser::fit(layout.clone(), &train_refs);

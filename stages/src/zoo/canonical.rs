@@ -544,23 +544,24 @@ fn pass_through(ctx: &StageContext, zoo_dir: &Path) -> Result<(), StageError> {
 }
 
 /// Refuses a zoo this stage cannot canonicalise, naming the stage and the zoo's `arch`.
-fn check_arch(stage: &str, zoo_dir: &Path) -> Result<ZooMeta, StageError> {
+fn check_arch(zoo_dir: &Path) -> Result<ZooMeta, StageError> {
     let meta: ZooMeta = tensors::read_json(&zoo_dir.join("zoo.json"))?;
     if meta.arch != "cnn-s" {
-        return Err(StageError::msg(format!(
-            "stage `{stage}` (kind `canonicalise`): the zoo has arch = \"{}\"; canonicalisation supports only arch = \"cnn-s\" \
-             (input `zoo`: {})",
-            meta.arch,
-            zoo_dir.display()
-        )));
+        return Err(StageError::input(
+            "zoo",
+            format!("has arch = \"{}\" ({}); canonicalisation supports only arch = \"cnn-s\"", meta.arch, zoo_dir.display()),
+        ));
     }
     let expected: Vec<(&str, &[usize])> = PARAM_SPECS.iter().map(|s| (s.name, s.shape)).collect();
     let got: Vec<(&str, &[usize])> = meta.parameters.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
     if got != expected {
-        return Err(StageError::msg(format!(
-            "stage `{stage}`: {}: arch = \"cnn-s\" but `parameters` are not cnn-s's ten tensors in state_dict order",
-            zoo_dir.join("zoo.json").display()
-        )));
+        return Err(StageError::input(
+            "zoo",
+            format!(
+                "is not a cnn-s zoo: {} says arch = \"cnn-s\" but its `parameters` are not cnn-s's ten tensors in state_dict order",
+                zoo_dir.join("zoo.json").display()
+            ),
+        ));
     }
     Ok(meta)
 }
@@ -589,14 +590,13 @@ impl StageKind for CanonicaliseKind {
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let zoo_dir = ctx.input("zoo")?;
         let Some(opts) = Options::from_params(ctx.view())? else { return pass_through(ctx, zoo_dir) };
-        check_arch(ctx.stage, zoo_dir)?;
+        check_arch(zoo_dir)?;
         let zoo = Zoo::load(zoo_dir)?;
         run_canonicalise(ctx, &zoo, &opts)
     }
 }
 
 fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(), StageError> {
-    let stage = ctx.stage;
     let weights: Vec<Vec<f32>> = zoo.rows.par_iter().map(|r| zoo.flat(r)).collect::<Result<_, _>>()?;
     for (r, w) in zoo.rows.iter().zip(&weights) {
         if w.len() != NUM_PARAMS {
@@ -612,14 +612,10 @@ fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(),
     let (reference, fit_rows) = match &opts.reference {
         Reference::Model(id) => {
             let i = zoo.rows.iter().position(|r| r.model_id == *id && r.checkpoint == opts.checkpoint).ok_or_else(|| {
-                StageError::msg(format!(
-                    "stage `{stage}`: parameter `reference` = {id}: the zoo has no row with model_id {id} and checkpoint `{ckpt}`"
-                ))
+                StageError::param("reference", format!("= {id}: the zoo has no row with model_id {id} and checkpoint `{ckpt}`"))
             })?;
             if !finite[i] {
-                return Err(StageError::msg(format!(
-                    "stage `{stage}`: parameter `reference` = {id}: that model's `{ckpt}` weights are not finite"
-                )));
+                return Err(StageError::param("reference", format!("= {id}: that model's `{ckpt}` weights are not finite")));
             }
             (weights[i].clone(), 0)
         }
@@ -631,10 +627,13 @@ fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(),
                 })
                 .collect();
             let Some(&first) = fit.first() else {
-                return Err(StageError::msg(format!(
-                    "stage `{stage}`: parameter `reference` = \"mean\" needs train-split rows with status ok at checkpoint `{ckpt}`; \
+                return Err(StageError::param(
+                    "reference",
+                    format!(
+                        "= \"mean\" needs train-split rows with status ok at checkpoint `{ckpt}`; \
                      the zoo has none (set `reference` to a model_id, or `reference_checkpoint`)"
-                )));
+                    ),
+                ));
             };
             ctx.progress.start((iterations * fit.len() + zoo.rows.len()) as u64, "models");
             let mut reference = weights[first].clone();

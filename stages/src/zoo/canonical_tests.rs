@@ -401,7 +401,7 @@ fn an_unsupported_architecture_or_a_bad_parameter_is_a_clear_error() {
     };
     tensors::write_json(&resnet.join("zoo.json"), &meta).unwrap();
     let e = run_stage(&CanonicaliseKind, &[], &[("zoo", &resnet)], &tmp.path().join("o1")).unwrap_err().to_string();
-    assert!(e.contains("stage `test`") && e.contains("arch") && e.contains("resnet18") && e.contains("cnn-s"), "{e}");
+    assert!(e.contains("input `zoo`") && e.contains("arch") && e.contains("resnet18") && e.contains("cnn-s"), "{e}");
 
     let (_, zoo_dir) = tiny_zoo(tmp.path());
     let cases: [(&str, Value, &str); 5] = [
@@ -414,9 +414,9 @@ fn an_unsupported_architecture_or_a_bad_parameter_is_a_clear_error() {
     for (i, (name, value, expect)) in cases.into_iter().enumerate() {
         let out = tmp.path().join(format!("bad{i}"));
         let e = run_stage(&CanonicaliseKind, &[(name, value)], &[("zoo", &zoo_dir)], &out).unwrap_err().to_string();
-        // Parameter errors name the parameter (the runner adds the file and line); the reference
-        // model's absence is found in the data and names the stage.
-        assert!(e.contains(expect) && (name != "reference" || i != 2 || e.contains("stage `test`")), "{name}: {e}");
+        // Parameter errors name the parameter (the runner adds the stage, the file and the line), also
+        // the reference model's absence, which is found in the data.
+        assert!(e.contains(expect) && e.contains(&format!("parameter `{name}`")), "{name}: {e}");
     }
     // `method = "none"` hands the zoo through byte for byte, for any arch.
     let none = tmp.path().join("none");

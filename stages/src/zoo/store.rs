@@ -172,11 +172,10 @@ impl Zoo {
     /// The row of a `pca` coefficient row's model (the same `model_id` and checkpoint).
     pub fn row_of(&self, r: &RowRef) -> Result<&ZooRow, StageError> {
         self.rows.iter().find(|z| z.model_id == r.model_id && z.checkpoint == r.checkpoint).ok_or_else(|| {
-            StageError::msg(format!(
-                "model {} ({}) of the `pca` input is not in the `zoo` input",
-                r.model_id,
-                r.checkpoint.as_str()
-            ))
+            StageError::input(
+                "zoo",
+                format!("has no model {} ({}), which the `pca` input lists", r.model_id, r.checkpoint.as_str()),
+            )
         })
     }
 

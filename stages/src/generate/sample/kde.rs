@@ -62,12 +62,15 @@ fn load(inputs: &MethodInputs, p: Params) -> Result<Box<dyn Sampler>, StageError
     let file = TensorFile::open(&ae.join("latents.safetensors"))?;
     let all = file.f32("latents")?;
     if all.shape != [rows.len(), k] {
-        return Err(StageError::msg(format!(
-            "{}: `latents` is {:?} but the `pca` input has {} rows of latent {k}: the autoencoder was trained on another `pca`",
-            file.path(),
-            all.shape,
-            rows.len()
-        )));
+        return Err(StageError::input(
+            "autoencoder",
+            format!(
+                "was trained on another `pca`: {} has `latents` {:?}, the `pca` input {} rows of latent {k}",
+                file.path(),
+                all.shape,
+                rows.len()
+            ),
+        ));
     }
     let zoo = Zoo::load(inputs.need("zoo")?)?;
     let (mut latents, mut tasks, mut losses) = (Vec::new(), Vec::new(), Vec::new());
