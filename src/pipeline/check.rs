@@ -15,6 +15,7 @@ use std::sync::Arc;
 use wspace_stage_api::{Inputs, ParamSpec, ParamType, Params, StageError, StageKind, Value};
 
 use super::executor::{self, Executor};
+use super::graph;
 use super::raw::{self, RawPipeline};
 use crate::diag::{Diagnostic, Diagnostics, Source};
 use crate::registry::Registry;
@@ -57,6 +58,13 @@ impl Stage {
                 (name.clone(), v)
             })
             .collect()
+    }
+}
+
+/// A stage shows as its name (as in [`Pipeline::graph`]'s nodes).
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
     }
 }
 
@@ -229,10 +237,13 @@ pub fn check(raw: RawPipeline, registry: &Registry, workdir: &Path, default_name
     let executor = executor::check(&raw, &by_name, &mut errors);
 
     // The graph must be acyclic; stages are then stored in topological order.
-    let order = topological_order(&stages);
-    if order.is_none() {
-        errors.push(cycle_error(&raw, &stages));
-    }
+    let order = match graph::order(&graph::build(stages.iter().map(|st| ((), st.as_ref().map(|s| &s.inputs))))) {
+        Ok(order) => Some(order),
+        Err(cycle) => {
+            errors.push(graph::cycle_error(&raw, &cycle));
+            None
+        }
+    };
     let (Some(order), true) = (order, errors.is_empty()) else {
         return Err(Diagnostics(errors));
     };
@@ -430,70 +441,6 @@ fn known_params(specs: &[ParamSpec]) -> String {
     } else {
         format!("known parameters: {}", specs.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))
     }
-}
-
-/// The stages in topological order, file order among those whose inputs are placed (so listings read
-/// like the file); `None` if the inputs form a cycle. A stage that failed its checks has no inputs.
-///
-/// Hand-written rather than petgraph's `toposort`, which orders ready nodes by its own traversal and
-/// reports a cycle as one node, where we want file order and the whole cycle ([`cycle_error`]).
-fn topological_order(stages: &[Option<Stage>]) -> Option<Vec<usize>> {
-    let mut order = Vec::with_capacity(stages.len());
-    let mut placed = vec![false; stages.len()];
-    while order.len() < stages.len() {
-        let ready = |i: &usize| !placed[*i] && stages[*i].as_ref().is_none_or(|s| s.inputs.values().all(|&up| placed[up]));
-        let next = (0..stages.len()).find(ready)?;
-        placed[next] = true;
-        order.push(next);
-    }
-    Some(order)
-}
-
-fn cycle_error(raw: &RawPipeline, stages: &[Option<Stage>]) -> Diagnostic {
-    // Depth-first search for a back edge; the cycle is the stack from its target.
-    fn dfs(i: usize, stages: &[Option<Stage>], state: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
-        state[i] = 1;
-        stack.push(i);
-        if let Some(st) = &stages[i] {
-            for &up in st.inputs.values() {
-                if state[up] == 1 {
-                    let from = stack.iter().position(|&s| s == up).unwrap_or(0);
-                    return Some(stack[from..].to_vec());
-                }
-                if state[up] == 0 {
-                    if let Some(c) = dfs(up, stages, state, stack) {
-                        return Some(c);
-                    }
-                }
-            }
-        }
-        stack.pop();
-        state[i] = 2;
-        None
-    }
-    let mut state = vec![0u8; stages.len()];
-    let mut cycle = Vec::new();
-    for i in 0..stages.len() {
-        if state[i] == 0 {
-            if let Some(c) = dfs(i, stages, &mut state, &mut Vec::new()) {
-                cycle = c;
-                break;
-            }
-        }
-    }
-    // `cycle` follows input edges (stage → its upstream); print it in data-flow order.
-    cycle.reverse();
-    let names: Vec<&str> = cycle.iter().map(|&i| raw.stages[i].name.value.as_str()).collect();
-    let first = cycle.first().copied().unwrap_or(0);
-    let next = cycle.get(1).copied().unwrap_or(first);
-    let at = raw.stages[next]
-        .inputs
-        .iter()
-        .find(|(_, up)| up.value == raw.stages[first].name.value)
-        .map(|(_, up)| up.span.clone())
-        .unwrap_or(raw.stages[first].name.span.clone());
-    Diagnostic::at(format!("the stages form a cycle: {} → {}", names.join(" → "), names.first().unwrap_or(&"?")), &raw.source, at)
-        .with_help("a stage cannot depend, directly or not, on its own output")
 }
 
 /// Checks `v` against `ty`; integers become floats where a float is wanted.
@@ -704,6 +651,11 @@ impl Pipeline {
             }
         }
         Ok(keep)
+    }
+
+    /// The stage graph ([`graph::build`]): node `i` is `stages[i]`, each edge an input, labelled by its slot.
+    pub fn graph(&self) -> petgraph::graph::DiGraph<&Stage, &str> {
+        graph::build(self.stages.iter().map(|s| (s, Some(&s.inputs))))
     }
 
     /// Names of the stages a stage's inputs come from, by slot.
