@@ -20,6 +20,7 @@ use serde::Serialize;
 use wspace_stage_api::StageContext;
 
 use crate::cache::{now, Cache, Corruption, Entry, ResumeNote, RunRecord};
+use crate::digest::PathError;
 use crate::key::{Ingredients, SlotInput, StageKey};
 use crate::pipeline::{ExecutorKind, Pipeline, Stage};
 use crate::progress::Ui;
@@ -94,6 +95,24 @@ enum State {
     Running,
     Done,
     Failed,
+}
+
+/// Where each stage of a [`Runner::run`] is, when each running one started, and how many run.
+struct Schedule {
+    state: Vec<State>,
+    started: Vec<Option<Instant>>,
+    running: usize,
+}
+
+/// What [`Runner::step`] did with a waiting stage.
+enum Step {
+    /// Nothing yet: an input is not done, or every worker is busy.
+    Wait,
+    /// Skipped, failed or cached: done with, without a worker.
+    Settled,
+    /// A worker is claimed for it: start one, with the corruption found under its key (if any) and why
+    /// it runs.
+    Start { distrust: Option<Corruption>, reason: String },
 }
 
 pub struct Runner<'a> {
@@ -191,10 +210,8 @@ impl<'a> Runner<'a> {
             builds: Mutex::new(BTreeMap::new()),
             settling: Mutex::new(()),
         };
-        let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
+        let mut sched = Schedule { state: (0..n).map(|_| State::Waiting).collect(), started: vec![None; n], running: 0 };
         let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-        let mut running = 0usize;
-        let mut started: Vec<Option<Instant>> = vec![None; n];
         let mut interrupted_at: Option<Instant> = None;
 
         std::thread::scope(|scope| loop {
@@ -202,85 +219,24 @@ impl<'a> Runner<'a> {
             let mut progressed = true;
             while progressed {
                 progressed = false;
-                for i in 0..n {
-                    if !mask[i] || !matches!(state[i], State::Waiting) {
+                for i in (0..n).filter(|&i| mask[i]) {
+                    if !matches!(sched.state[i], State::Waiting) {
                         continue;
                     }
-                    let stage = self.stage(i);
-                    if let Some((slot, &up)) = stage.inputs.iter().find(|(_, &up)| matches!(state[up], State::Failed)) {
-                        let cut = shared.reports.lock().unwrap()[up].as_ref().is_some_and(|r| r.status == Status::Interrupted);
-                        let what = if cut { "was interrupted" } else { "failed" };
-                        let why = format!("input `{slot}` {what} (stage `{}`)", self.stage(up).name);
-                        shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
-                        state[i] = State::Failed;
-                        progressed = true;
-                        continue;
-                    }
-                    if !stage.inputs.values().all(|&up| matches!(state[up], State::Done)) {
-                        continue;
-                    }
-                    if crate::interrupt::requested() {
-                        let why = interrupted_reason("not started: the run was interrupted");
-                        shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
-                        state[i] = State::Failed;
-                        progressed = true;
-                        continue;
-                    }
-                    let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            self.ui.line(&format!("✗ {}: {e}", stage.name));
-                            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, e, None));
-                            state[i] = State::Failed;
-                            progressed = true;
-                            continue;
-                        }
-                    };
-                    let key = ingredients.key();
-                    let found = self.cache.lookup(&key);
-                    tracing::debug!(stage = %stage.name, key = %key, hit = matches!(found, Ok(Some(_))), "cache lookup");
-                    // A hit is served only once checked; a bad one is recomputed like a miss.
-                    let (found, distrust) = match found {
-                        Ok(Some(entry)) => match self.cache.verify_fast(&entry) {
-                            Ok(()) => (Ok(Some(entry)), None),
-                            Err(bad) => (Ok(None), Some(bad)),
-                        },
-                        other => (other, None),
-                    };
-                    match found {
-                        Ok(Some(entry)) => {
-                            self.record(i, &key, &ingredients);
-                            let out = entry.out();
-                            shared.reports.lock().unwrap()[i] =
-                                Some(self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out)));
-                            shared.entries.lock().unwrap()[i] = Some(entry);
-                            state[i] = State::Done;
-                            progressed = true;
-                        }
-                        Ok(None) | Err(_) if running < self.jobs => {
-                            let reason = match (&found, &distrust) {
-                                (_, Some(bad)) => format!("cached output was corrupt ({bad}); recomputed"),
-                                (Err(e), _) => format!("cached entry was unreadable ({e}); recomputed"),
-                                _ => {
-                                    let last = self.cache.last_run(&self.pipeline.name, &stage.name);
-                                    rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
-                                }
-                            };
-                            self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
-                            state[i] = State::Running;
-                            started[i] = Some(Instant::now());
-                            running += 1;
+                    match self.step(i, &shared, &mut sched) {
+                        Step::Wait => {}
+                        Step::Settled => progressed = true,
+                        Step::Start { distrust, reason } => {
                             let (tx, shared, pool) = (tx.clone(), &shared, pool.as_ref());
                             scope.spawn(move || {
                                 let outcome = self.ensure(i, shared, distrust.as_ref(), reason, pool);
                                 let _ = tx.send((i, outcome));
                             });
                         }
-                        _ => {}
                     }
                 }
             }
-            if running == 0 {
+            if sched.running == 0 {
                 break;
             }
             let received = rx.recv_timeout(Duration::from_millis(20));
@@ -291,40 +247,120 @@ impl<'a> Runner<'a> {
                 });
                 if received.is_err() && since.elapsed() > STOP_GRACE {
                     if let Some(abandon) = self.on_abandon {
-                        abandon(self.abandon_running(&shared, &state, &started));
+                        abandon(self.abandon_running(&shared, &sched.state, &sched.started));
                     }
                 }
             }
             let Ok((i, outcome)) = received else { continue };
-            running -= 1;
-            let stage = self.stage(i);
-            let seconds = started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-            match outcome {
-                Ok((entry, status, reason, seconds)) => {
-                    self.ui.line(&format!("✓ {} {} in {seconds:.2}s", stage.name, status.as_str()));
-                    let key = entry.manifest.key.clone();
-                    self.record(i, &key, &entry.manifest.ingredients);
-                    shared.reports.lock().unwrap()[i] =
-                        Some(self.report(i, status, Some(key), seconds, reason, Some(entry.out())));
-                    shared.entries.lock().unwrap()[i] = Some(entry);
-                    state[i] = State::Done;
-                }
-                Err(KindError::Stopped) => {
-                    self.ui.line(&format!("■ {} stopped", stage.name));
-                    let why = interrupted_reason("stopped: the run was interrupted");
-                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
-                    state[i] = State::Failed;
-                }
-                Err(KindError::Failed(e)) => {
-                    self.ui.line(&format!("✗ {} failed: {e}", stage.name));
-                    let first = e.lines().next().unwrap_or("").to_string();
-                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, seconds, first, None));
-                    state[i] = State::Failed;
-                }
-            }
+            self.finish(i, outcome, &shared, &mut sched);
         });
 
         shared.reports.into_inner().unwrap().into_iter().flatten().collect()
+    }
+
+    /// Settles waiting stage `i` where that needs no worker: skipped (an input failed, or the run was
+    /// interrupted), failed (no key), cached; or claims a worker for it when one is free.
+    fn step(&self, i: usize, shared: &Shared, sched: &mut Schedule) -> Step {
+        let stage = self.stage(i);
+        let state = &mut sched.state;
+        if let Some((slot, &up)) = stage.inputs.iter().find(|(_, &up)| matches!(state[up], State::Failed)) {
+            let cut = shared.reports.lock().unwrap()[up].as_ref().is_some_and(|r| r.status == Status::Interrupted);
+            let what = if cut { "was interrupted" } else { "failed" };
+            let why = format!("input `{slot}` {what} (stage `{}`)", self.stage(up).name);
+            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
+            state[i] = State::Failed;
+            return Step::Settled;
+        }
+        if !stage.inputs.values().all(|&up| matches!(state[up], State::Done)) {
+            return Step::Wait;
+        }
+        if crate::interrupt::requested() {
+            let why = interrupted_reason("not started: the run was interrupted");
+            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
+            state[i] = State::Failed;
+            return Step::Settled;
+        }
+        let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
+            Ok(x) => x,
+            Err(e) => {
+                self.ui.line(&format!("✗ {}: {e}", stage.name));
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, e, None));
+                state[i] = State::Failed;
+                return Step::Settled;
+            }
+        };
+        let key = ingredients.key();
+        let (found, distrust) = self.lookup_checked(i, &key);
+        match found {
+            Ok(Some(entry)) => {
+                self.record(i, &key, &ingredients);
+                let out = entry.out();
+                shared.reports.lock().unwrap()[i] =
+                    Some(self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out)));
+                shared.entries.lock().unwrap()[i] = Some(entry);
+                state[i] = State::Done;
+                Step::Settled
+            }
+            Ok(None) | Err(_) if sched.running < self.jobs => {
+                let reason = match (&found, &distrust) {
+                    (_, Some(bad)) => format!("cached output was corrupt ({bad}); recomputed"),
+                    (Err(e), _) => format!("cached entry was unreadable ({e}); recomputed"),
+                    _ => {
+                        let last = self.cache.last_run(&self.pipeline.name, &stage.name);
+                        rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
+                    }
+                };
+                self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
+                state[i] = State::Running;
+                sched.started[i] = Some(Instant::now());
+                sched.running += 1;
+                Step::Start { distrust, reason }
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    /// The entry under stage `i`'s `key`, served only once checked ([`Cache::verify_fast`]); a bad one
+    /// comes back as a miss, with what is wrong with it, to be recomputed like a miss.
+    fn lookup_checked(&self, i: usize, key: &StageKey) -> (Result<Option<Entry>, PathError>, Option<Corruption>) {
+        let found = self.cache.lookup(key);
+        tracing::debug!(stage = %self.stage(i).name, key = %key, hit = matches!(found, Ok(Some(_))), "cache lookup");
+        match found {
+            Ok(Some(entry)) => match self.cache.verify_fast(&entry) {
+                Ok(()) => (Ok(Some(entry)), None),
+                Err(bad) => (Ok(None), Some(bad)),
+            },
+            other => (other, None),
+        }
+    }
+
+    /// Records what stage `i`'s worker came back with.
+    fn finish(&self, i: usize, outcome: Outcome, shared: &Shared, sched: &mut Schedule) {
+        sched.running -= 1;
+        let stage = self.stage(i);
+        let seconds = sched.started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        match outcome {
+            Ok((entry, status, reason, seconds)) => {
+                self.ui.line(&format!("✓ {} {} in {seconds:.2}s", stage.name, status.as_str()));
+                let key = entry.manifest.key.clone();
+                self.record(i, &key, &entry.manifest.ingredients);
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, status, Some(key), seconds, reason, Some(entry.out())));
+                shared.entries.lock().unwrap()[i] = Some(entry);
+                sched.state[i] = State::Done;
+            }
+            Err(KindError::Stopped) => {
+                self.ui.line(&format!("■ {} stopped", stage.name));
+                let why = interrupted_reason("stopped: the run was interrupted");
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
+                sched.state[i] = State::Failed;
+            }
+            Err(KindError::Failed(e)) => {
+                self.ui.line(&format!("✗ {} failed: {e}", stage.name));
+                let first = e.lines().next().unwrap_or("").to_string();
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, seconds, first, None));
+                sched.state[i] = State::Failed;
+            }
+        }
     }
 
     /// An interrupted run's last act for stages that did not stop in time: waits for any publish in

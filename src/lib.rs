@@ -4,7 +4,9 @@
 //!
 //! # Brief overview
 //! - [`pipeline`]: the TOML format ([`pipeline::raw`]: text → spanned items, no I/O) and its checking
-//!   ([`pipeline::check`]: kinds, typed parameters, inputs, cycles, sweeps).
+//!   ([`pipeline::check`]: kinds, typed parameters, inputs) into a [`pipeline::Pipeline`]; the stage
+//!   graph in petgraph ([`pipeline::graph`]: topological order, cycles); sweeps and `--set`
+//!   ([`pipeline::sweep`]).
 //! - [`key`]: [`key::Ingredients`] → [`key::StageKey`] (blake3 of a canonical encoding).
 //! - [`cache`]: the on-disk store and its contract (read its module doc first).
 //! - [`exec`]: the scheduler ([`exec::Runner`]); [`reason`]: why a stage reruns.

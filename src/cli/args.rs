@@ -3,7 +3,7 @@
 
 use crate::cache::Cache;
 use crate::exec::Runner;
-use crate::pipeline::{self, check::parse_set, Override, Pipeline};
+use crate::pipeline::{self, sweep::parse_set, Override, Pipeline};
 use crate::progress::Ui;
 use crate::registry::Registry;
 

@@ -1,7 +1,8 @@
 //! The stage graph, held by petgraph: node `i` is stage `i`, one edge per input, upstream → downstream,
 //! weighted by its slot. [`order`] sorts it topologically, in file order where the inputs leave a
-//! choice, or finds a cycle, which [`cycle_error`] names whole; `wspace dag --dot` writes it with
-//! petgraph's DOT writer.
+//! choice, or finds a cycle, which [`cycle_error`] names whole; [`Pipeline::graph`] is what `wspace dag
+//! --dot` writes with petgraph's DOT writer, and [`Pipeline::select`] closes a choice of stages over
+//! their ancestors.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -10,6 +11,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction::{Incoming, Outgoing};
 
+use super::model::{Pipeline, Stage};
 use super::raw::RawPipeline;
 use crate::diag::Diagnostic;
 
@@ -114,6 +116,42 @@ pub fn cycle_error(raw: &RawPipeline, cycle: &[usize]) -> Diagnostic {
         .unwrap_or(raw.stages[first].name.span.clone());
     Diagnostic::at(format!("the stages form a cycle: {} → {}", names.join(" → "), names.first().unwrap_or(&"?")), &raw.source, at)
         .with_help("a stage cannot depend, directly or not, on its own output")
+}
+
+impl Pipeline {
+    /// `targets` and all their ancestors (all stages when `targets` is empty), as a mask over `stages`.
+    pub fn select(&self, targets: &[String]) -> Result<Vec<bool>, Diagnostic> {
+        if targets.is_empty() {
+            return Ok(vec![true; self.stages.len()]);
+        }
+        let mut keep = vec![false; self.stages.len()];
+        for t in targets {
+            let i = self.index(t).ok_or_else(|| {
+                Diagnostic::new(format!("no stage `{t}` in {}", self.source.name))
+                    .with_help(format!("stages: {}", self.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
+            })?;
+            keep[i] = true;
+        }
+        // Stages are topologically ordered: one backward pass closes over ancestors.
+        for i in (0..self.stages.len()).rev() {
+            if keep[i] {
+                for &up in self.stages[i].inputs.values() {
+                    keep[up] = true;
+                }
+            }
+        }
+        Ok(keep)
+    }
+
+    /// The stage graph ([`build`]): node `i` is `stages[i]`, each edge an input, labelled by its slot.
+    pub fn graph(&self) -> DiGraph<&Stage, &str> {
+        build(self.stages.iter().map(|s| (s, Some(&s.inputs))))
+    }
+
+    /// Names of the stages a stage's inputs come from, by slot.
+    pub fn upstream_names(&self, i: usize) -> BTreeMap<String, String> {
+        self.stages[i].inputs.iter().map(|(slot, &up)| (slot.clone(), self.stages[up].name.clone())).collect()
+    }
 }
 
 #[cfg(test)]
