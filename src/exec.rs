@@ -78,10 +78,10 @@ pub struct StageReport {
 }
 
 impl StageReport {
-    /// Fills `document` and `headline` from the output's `metrics.json` (see [`crate::report::document`]).
+    /// Fills `document` and `headline` from the output's `metrics.json` (see [`crate::metrics::document`]).
     fn with_document(mut self) -> StageReport {
         if let Some(out) = &self.output {
-            if let Some((document, headline)) = crate::report::document(out) {
+            if let Some((document, headline)) = crate::metrics::document(out) {
                 self.document = Some(document);
                 self.headline = headline;
             }

@@ -15,8 +15,9 @@
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
 //! - [`gc`]: what `gc` keeps, and `fsck`; [`compare`]: two versions of an output, number by number (`verify`);
 //!   [`machine`]: the machine's float class.
-//! - [`cli`]: the commands; [`report`]: tables, JSON, documents and headlines, sweep CSV; [`sweep_page`]: the
-//!   sweep's page of plots; [`progress`]: bars, or lines off a terminal.
+//! - [`cli`]: the commands; [`report`]: tables, JSON, documents and headlines, sweep CSV; [`metrics`]: what
+//!   a stage output's `metrics.json` says; [`sweep_page`]: the sweep's page of plots; [`progress`]: bars,
+//!   or lines off a terminal.
 
 pub mod builtin;
 pub mod cache;
@@ -29,6 +30,7 @@ pub mod gc;
 pub mod interrupt;
 pub mod key;
 pub mod machine;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod reason;

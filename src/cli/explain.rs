@@ -6,7 +6,8 @@ use crate::progress::Ui;
 use crate::registry::Registry;
 
 use super::args::OneStage;
-use super::{Fail, PipelineArgs};
+use super::args::PipelineArgs;
+use super::fail::Fail;
 
 pub(super) fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Result<u8, Fail> {
     let one = OneStage::open(p, registry, stage)?;

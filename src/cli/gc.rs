@@ -8,8 +8,8 @@ use crate::pipeline;
 use crate::progress::Ui;
 use crate::registry::Registry;
 
+use super::fail::Fail;
 use super::fmt::{human_size, report_unreadable};
-use super::Fail;
 
 /// The keys the pipeline files resolve to now, over every sweep variant (stages not computed yet
 /// have no entry to keep, only perhaps resumable work).

@@ -13,7 +13,8 @@ use crate::registry::Registry;
 use crate::report;
 
 use super::args::load;
-use super::{Fail, Format, PipelineArgs};
+use super::args::{Format, PipelineArgs};
+use super::fail::Fail;
 
 pub(super) struct RunOptions {
     pub dry_run: bool,

@@ -9,7 +9,8 @@ use crate::progress::Ui;
 use crate::registry::Registry;
 
 use super::args::OneStage;
-use super::{Fail, PipelineArgs};
+use super::args::PipelineArgs;
+use super::fail::Fail;
 
 /// Exit status: 0 the same bytes; 3 different bytes, every number within `tol`; 1 anything else.
 pub(super) fn verify(p: &PipelineArgs, registry: &Registry, stage: &str, jobs: usize, tol: Tolerance) -> Result<u8, Fail> {
