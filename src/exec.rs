@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wspace_stage_api::StageContext;
 
-use crate::cache::{now, Cache, Corruption, Entry, ResumeNote, RunRecord};
-use crate::digest::PathError;
+use crate::cache::{now, Build, Cache, Corruption, Entry, ResumeNote, RunRecord};
+use crate::digest::{path_err, PathError};
+use crate::error::{chain, Error};
 use crate::key::{Ingredients, SlotInput, StageKey};
 use crate::pipeline::{ExecutorKind, Pipeline, Stage};
 use crate::progress::Ui;
 use crate::reason::rerun_reason;
 use crate::slurm;
-use crate::spec::{run_kind, KindError, SpecInput, StageSpec};
+use crate::spec::{run_kind, SpecInput, StageSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -140,7 +141,12 @@ struct Shared {
     settling: Mutex<()>,
 }
 
-type Outcome = Result<(Entry, Status, String, f64), KindError>;
+type Outcome = Result<(Entry, Status, String, f64), Error>;
+
+/// A summary table's reason: the first line of an error's text.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
 
 /// The reason a stage was cut by an interrupt gives.
 fn interrupted_reason(what: &str) -> String {
@@ -152,14 +158,14 @@ impl<'a> Runner<'a> {
         &self.pipeline.stages[i]
     }
 
-    fn ingredients(&self, i: usize, entries: &[Option<Entry>]) -> Result<Ingredients, String> {
+    fn ingredients(&self, i: usize, entries: &[Option<Entry>]) -> Result<Ingredients, Error> {
         let stage = self.stage(i);
         let mut inputs = BTreeMap::new();
         for (slot, &up) in &stage.inputs {
-            let e = entries[up].as_ref().ok_or_else(|| format!("input `{slot}` has no result"))?;
+            let e = entries[up].as_ref().ok_or_else(|| Error::NoInput(slot.clone()))?;
             inputs.insert(slot.clone(), SlotInput { stage: self.stage(up).name.clone(), hash: e.manifest.output_hash.clone() });
         }
-        Ingredients::of(stage, inputs, &self.pipeline.workdir).map_err(|e| format!("cannot hash a file parameter: {e}"))
+        Ingredients::of(stage, inputs, &self.pipeline.workdir).map_err(Error::HashParam)
     }
 
     fn report(
@@ -283,8 +289,10 @@ impl<'a> Runner<'a> {
         let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
             Ok(x) => x,
             Err(e) => {
+                let e = chain(&e);
                 self.ui.line(&format!("✗ {}: {e}", stage.name));
-                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, e, None));
+                let first = first_line(&e);
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, first, None));
                 state[i] = State::Failed;
                 return Step::Settled;
             }
@@ -348,15 +356,16 @@ impl<'a> Runner<'a> {
                 shared.entries.lock().unwrap()[i] = Some(entry);
                 sched.state[i] = State::Done;
             }
-            Err(KindError::Stopped) => {
+            Err(Error::Stopped) => {
                 self.ui.line(&format!("■ {} stopped", stage.name));
                 let why = interrupted_reason("stopped: the run was interrupted");
                 shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
                 sched.state[i] = State::Failed;
             }
-            Err(KindError::Failed(e)) => {
+            Err(e) => {
+                let e = chain(&e);
                 self.ui.line(&format!("✗ {} failed: {e}", stage.name));
-                let first = e.lines().next().unwrap_or("").to_string();
+                let first = first_line(&e);
                 shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, seconds, first, None));
                 sched.state[i] = State::Failed;
             }
@@ -404,18 +413,18 @@ impl<'a> Runner<'a> {
             let lock = self
                 .cache
                 .lock(&key, || self.ui.line(&format!("… {}: another run is computing it; waiting", stage.name)))
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| Error::Cache { what: "take the build lock", source })?;
             if crate::interrupt::requested() {
-                return Err(KindError::Stopped);
+                return Err(Error::Stopped);
             }
             let found = match lock.lookup() {
                 Ok(found) => found,
                 // An unreadable manifest is a corrupt entry: moved away and recomputed.
                 Err(e) if e.source.kind() == std::io::ErrorKind::InvalidData => {
-                    lock.discard().map_err(|e| e.to_string())?;
+                    lock.discard().map_err(|source| Error::Cache { what: "move a corrupt entry away", source })?;
                     None
                 }
-                Err(e) => return Err(e.to_string().into()),
+                Err(source) => return Err(Error::Cache { what: "read the cached entry", source }),
             };
             if let Some(entry) = found {
                 match distrust {
@@ -423,11 +432,11 @@ impl<'a> Runner<'a> {
                     Some(_) if self.cache.verify(&entry).is_ok() => {
                         return Ok((entry, Status::Cached, "repaired meanwhile by another run".into(), 0.0))
                     }
-                    Some(_) => lock.discard().map_err(|e| e.to_string())?,
+                    Some(_) => lock.discard().map_err(|source| Error::Cache { what: "move a corrupt entry away", source })?,
                 }
             }
             for (slot, &up) in &stage.inputs {
-                let entry = shared.entries.lock().unwrap()[up].clone().ok_or_else(|| format!("input `{slot}` has no result"))?;
+                let entry = shared.entries.lock().unwrap()[up].clone().ok_or_else(|| Error::NoInput(slot.clone()))?;
                 if let Err(bad) = self.cache.verify(&entry) {
                     let up_name = &self.stage(up).name;
                     let why = format!("cached output was corrupt ({bad}); recomputed");
@@ -445,56 +454,17 @@ impl<'a> Runner<'a> {
                 stage: stage.name.clone(),
                 kind: stage.kind.name().to_string(),
             });
-            let build = lock.begin(resumes.as_ref()).map_err(|e| e.to_string())?;
+            let build = lock.begin(resumes.as_ref()).map_err(|source| Error::Cache { what: "start the build", source })?;
             shared.builds.lock().unwrap().insert(i, build.leftovers());
             tracing::info!(key = %key, build = %build.out.display(), "running: {reason}");
-            let inputs: BTreeMap<String, PathBuf> = stage
-                .inputs
-                .iter()
-                .map(|(slot, &up)| {
-                    (slot.clone(), shared.entries.lock().unwrap()[up].as_ref().map(Entry::out).unwrap_or_default())
-                })
-                .collect();
-            let params = stage.resolved_params(&self.pipeline.workdir);
-            let bar = self.ui.stage_bar(&stage.name);
-            let settings = self.pipeline.executor.settings(&stage.name);
-            let threads = match self.pipeline.executor.kind {
-                ExecutorKind::Local => self.jobs,
-                ExecutorKind::Slurm => settings.cpus.unwrap_or(1),
-            };
-            let ctx = StageContext {
-                stage: &stage.name,
-                params: &params,
-                inputs: &inputs,
-                out: &build.out,
-                scratch: &build.scratch,
-                workdir: &self.pipeline.workdir,
-                threads,
-                progress: &bar,
-            };
-            let started = Instant::now();
-            let result = match self.pipeline.executor.kind {
-                ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                ExecutorKind::Slurm => {
-                    self.spec(i, &ctx, &key, &ingredients, settings.shards).map_err(KindError::from).and_then(|spec| {
-                        slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar)?;
-                        // Shards leave their work in the scratch directory; `run` assembles the output here.
-                        match spec.shards {
-                            1 => Ok(()),
-                            _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                        }
-                    })
-                }
-            };
-            drop(bar);
-            let seconds = started.elapsed().as_secs_f64();
+            let (result, seconds) = self.execute(i, &build, &key, &ingredients, shared, pool);
             let _settling = shared.settling.lock().unwrap_or_else(|e| e.into_inner());
             shared.builds.lock().unwrap().remove(&i);
             return match result {
                 Ok(()) => {
                     let entry = lock
                         .publish(build, &ingredients, &stage.name, &self.pipeline.name, seconds)
-                        .map_err(|e| format!("cannot publish: {e}"))?;
+                        .map_err(|source| Error::Cache { what: "publish", source })?;
                     tracing::info!(seconds, output_hash = %entry.manifest.output_hash, "published {}", entry.dir.display());
                     Ok((entry, Status::Ran, reason, seconds))
                 }
@@ -506,6 +476,57 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Runs stage `i`'s kind into `build`, here or as a Slurm job: its result and how long it took.
+    fn execute(
+        &self,
+        i: usize,
+        build: &Build,
+        key: &StageKey,
+        ingredients: &Ingredients,
+        shared: &Shared,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> (Result<(), Error>, f64) {
+        let stage = self.stage(i);
+        let inputs: BTreeMap<String, PathBuf> = stage
+            .inputs
+            .iter()
+            .map(|(slot, &up)| (slot.clone(), shared.entries.lock().unwrap()[up].as_ref().map(Entry::out).unwrap_or_default()))
+            .collect();
+        let params = stage.resolved_params(&self.pipeline.workdir);
+        let bar = self.ui.stage_bar(&stage.name);
+        let settings = self.pipeline.executor.settings(&stage.name);
+        let threads = match self.pipeline.executor.kind {
+            ExecutorKind::Local => self.jobs,
+            ExecutorKind::Slurm => settings.cpus.unwrap_or(1),
+        };
+        let ctx = StageContext {
+            stage: &stage.name,
+            params: &params,
+            inputs: &inputs,
+            out: &build.out,
+            scratch: &build.scratch,
+            workdir: &self.pipeline.workdir,
+            threads,
+            progress: &bar,
+        };
+        let started = Instant::now();
+        let result = match self.pipeline.executor.kind {
+            ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+            ExecutorKind::Slurm => {
+                self.spec(i, &ctx, key, ingredients, settings.shards).and_then(|spec| {
+                    slurm::run(&spec, &self.cache.job_dir(key), settings, self.ui, &bar)?;
+                    // Shards leave their work in the scratch directory; `run` assembles the output here.
+                    match spec.shards {
+                        1 => Ok(()),
+                        _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+                    }
+                })
+            }
+        };
+        drop(bar);
+        (result, started.elapsed().as_secs_f64())
+    }
+
     /// The serialised form of stage `i`'s run in `ctx` (paths made absolute).
     fn spec(
         &self,
@@ -514,9 +535,9 @@ impl<'a> Runner<'a> {
         key: &StageKey,
         ingredients: &Ingredients,
         shards: usize,
-    ) -> Result<StageSpec, String> {
+    ) -> Result<StageSpec, Error> {
         let stage = self.stage(i);
-        let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+        let abs = |p: &Path| std::path::absolute(p).map_err(path_err(p));
         let mut inputs = BTreeMap::new();
         for (slot, dir) in ctx.inputs {
             let hash = ingredients.inputs.get(slot).map(|s| s.hash.clone()).unwrap_or_default();
@@ -563,7 +584,7 @@ impl<'a> Runner<'a> {
                 match self.ingredients(i, &entries) {
                     Err(e) => {
                         status[i] = Some(Status::Failed);
-                        self.report(i, Status::Failed, None, 0.0, e, None)
+                        self.report(i, Status::Failed, None, 0.0, first_line(&chain(&e)), None)
                     }
                     Ok(ingredients) => {
                         let key = ingredients.key();
@@ -597,45 +618,44 @@ impl<'a> Runner<'a> {
     }
 
     /// The cached result of stage `i`, if every stage it depends on is cached too.
-    pub fn cached_entry(&self, i: usize) -> Result<(Entry, Ingredients), String> {
-        let mask = self.pipeline.select(&[self.stage(i).name.clone()]).map_err(|d| d.message)?;
+    pub fn cached_entry(&self, i: usize) -> Result<(Entry, Ingredients), Error> {
+        let name = &self.stage(i).name;
+        let mask = self.pipeline.select(std::slice::from_ref(name)).map_err(|_| Error::NotInPipeline(name.clone()))?;
         let mut entries: Vec<Option<Entry>> = vec![None; self.pipeline.stages.len()];
         for j in 0..=i {
             if !mask[j] {
                 continue;
             }
             let ingredients = self.ingredients(j, &entries)?;
-            let entry = self.cache.lookup(&ingredients.key()).map_err(|e| e.to_string())?.ok_or_else(|| {
+            let found = self.cache.lookup(&ingredients.key());
+            let entry = found.map_err(|source| Error::Cache { what: "read the cached entry", source })?.ok_or_else(|| {
                 let last = self.cache.last_run(&self.pipeline.name, &self.stage(j).name);
-                format!(
-                    "stage `{}` has no cached result ({}); run `wspace run` first",
-                    self.stage(j).name,
-                    rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
-                )
+                let why = rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients);
+                Error::NotCached { stage: self.stage(j).name.clone(), why }
             })?;
             if j == i {
                 return Ok((entry, ingredients));
             }
             entries[j] = Some(entry);
         }
-        Err(format!("stage `{}` is not in the pipeline", self.stage(i).name))
+        Err(Error::NotInPipeline(name.clone()))
     }
 
     /// Recomputes stage `i` into a throw-away directory (removed when the [`Recomputed`] is dropped), to
     /// compare with the cached entry, which it returns too.
-    pub fn recompute(&self, i: usize) -> Result<(Entry, Recomputed), String> {
+    pub fn recompute(&self, i: usize) -> Result<(Entry, Recomputed), Error> {
         let (entry, _) = self.cached_entry(i)?;
         let stage = self.stage(i);
         let mut inputs = BTreeMap::new();
         for (slot, &up) in &stage.inputs {
             let (e, _) = self.cached_entry(up)?;
-            self.cache.verify(&e).map_err(|c| format!("input `{slot}` is corrupt: {c}"))?;
+            self.cache.verify(&e).map_err(|source| Error::CorruptInput { slot: slot.clone(), source })?;
             inputs.insert(slot.clone(), e.out());
         }
-        let mut recomputed = Recomputed { dir: tempdir_in(self.cache.root()).map_err(|e| e.to_string())?, files: Vec::new() };
+        let mut recomputed = Recomputed { dir: tempdir_in(self.cache.root())?, files: Vec::new() };
         let (out, scratch) = (recomputed.out(), recomputed.dir.join("scratch"));
         for d in [&out, &scratch] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(path_err(d))?;
         }
         let params = stage.resolved_params(&self.pipeline.workdir);
         let bar = self.ui.stage_bar(&stage.name);
@@ -649,11 +669,11 @@ impl<'a> Runner<'a> {
             threads: self.jobs,
             progress: &bar,
         };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(|e| e.to_string())?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(Error::Pool)?;
         let result = run_kind(stage.kind.as_ref(), &ctx, Some(&pool), None);
         drop(bar);
-        result.map_err(|e| e.to_string())?;
-        recomputed.files = crate::digest::list_tree(&out).map_err(|e| e.to_string())?;
+        result?;
+        recomputed.files = crate::digest::list_tree(&out)?;
         Ok((entry, recomputed))
     }
 }
@@ -677,8 +697,8 @@ impl Drop for Recomputed {
     }
 }
 
-fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
+fn tempdir_in(root: &Path) -> Result<PathBuf, PathError> {
     let dir = root.join("tmp").join(format!("verify.{}.{}", std::process::id(), now()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(path_err(&dir))?;
     Ok(dir)
 }

@@ -9,7 +9,8 @@
 //!   ([`pipeline::sweep`]).
 //! - [`key`]: [`key::Ingredients`] → [`key::StageKey`] (blake3 of a canonical encoding).
 //! - [`cache`]: the on-disk store and its contract (read its module doc first).
-//! - [`exec`]: the scheduler ([`exec::Runner`]); [`reason`]: why a stage reruns.
+//! - [`exec`]: the scheduler ([`exec::Runner`]); [`reason`]: why a stage reruns; [`error`]: what goes wrong
+//!   running stages (cache, stage, Slurm, spec), each error with its causes ([`error::chain`] prints them).
 //! - where stages run: in-process, or [`slurm`] jobs that run a serialised [`spec`] (`wspace exec-stage`);
 //!   [`interrupt`]: Ctrl-C cancels those jobs.
 //! - [`registry`]: `kind = "..."` → implementation; [`builtin`]: the `command` kind.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod compare;
 pub mod diag;
 pub mod digest;
+pub mod error;
 pub mod exec;
 pub mod gc;
 pub mod interrupt;

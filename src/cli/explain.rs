@@ -66,7 +66,7 @@ pub(super) fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Res
                 // Compare what is known now: the parameters and files (inputs as last recorded).
                 if let Some(rec) = &last {
                     let known = crate::key::Ingredients::of(st, rec.ingredients.inputs.clone(), &pipeline.workdir)
-                        .map_err(|e| Fail(format!("error: {e}"), 1))?;
+                        .map_err(|e| Fail::error(&e, 1))?;
                     println!("changed since the last recorded run (besides inputs): {}", since_last(&known));
                 }
             } else {

@@ -217,7 +217,7 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
         }
         Command::ExecStage { spec, shard } => match crate::spec::exec_stage(&spec, shard, registry) {
             Ok(()) => Ok(0),
-            Err(e) => Err(Fail(format!("error: {e}"), 1)),
+            Err(e) => Err(Fail::error(&e, 1)),
         },
         Command::Explain { p, stage } => explain::explain(&p, registry, &stage),
         Command::Dag { file, dot } => {

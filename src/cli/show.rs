@@ -13,7 +13,7 @@ pub(super) fn show(p: &PipelineArgs, registry: &Registry, stage: &str, format: F
     let one = OneStage::open(p, registry, stage)?;
     let cache = &one.cache;
     let ui = Ui::new(true);
-    let (entry, _) = one.runner(&ui, 1).cached_entry(one.index).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    let (entry, _) = one.runner(&ui, 1).cached_entry(one.index).map_err(|e| Fail::error(&e, 1))?;
     cache.verify(&entry).map_err(|bad| {
         Fail(format!("error: the cached result of stage `{stage}` is corrupt ({bad}); the next `wspace run` recomputes it"), 1)
     })?;
