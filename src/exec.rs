@@ -193,6 +193,14 @@ impl<'a> Runner<'a> {
         .with_document()
     }
 
+    /// The report of stage `i` failing with `e`, after a line `✗ NAME{what}: ` and the whole chain of
+    /// causes; the report's reason is the chain's first line.
+    fn failure(&self, i: usize, what: &str, e: &Error, seconds: f64) -> StageReport {
+        let text = chain(e);
+        self.ui.line(&format!("✗ {}{what}: {text}", self.stage(i).name));
+        self.report(i, Status::Failed, None, seconds, first_line(&text), None)
+    }
+
     /// Records the ingredients of a finished stage for `explain`, unless the record already says so.
     fn record(&self, i: usize, key: &StageKey, ingredients: &Ingredients) {
         let name = &self.stage(i).name;
@@ -289,10 +297,7 @@ impl<'a> Runner<'a> {
         let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
             Ok(x) => x,
             Err(e) => {
-                let e = chain(&e);
-                self.ui.line(&format!("✗ {}: {e}", stage.name));
-                let first = first_line(&e);
-                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, first, None));
+                shared.reports.lock().unwrap()[i] = Some(self.failure(i, "", &e, 0.0));
                 state[i] = State::Failed;
                 return Step::Settled;
             }
@@ -363,10 +368,7 @@ impl<'a> Runner<'a> {
                 sched.state[i] = State::Failed;
             }
             Err(e) => {
-                let e = chain(&e);
-                self.ui.line(&format!("✗ {} failed: {e}", stage.name));
-                let first = first_line(&e);
-                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, seconds, first, None));
+                shared.reports.lock().unwrap()[i] = Some(self.failure(i, " failed", &e, seconds));
                 sched.state[i] = State::Failed;
             }
         }

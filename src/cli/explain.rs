@@ -36,14 +36,7 @@ pub(super) fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Res
     let last = cache.last_run(&pipeline.name, stage);
     let since_last = |now: &crate::key::Ingredients| match &last {
         None => "no earlier run recorded".to_string(),
-        Some(rec) => {
-            let changes = crate::reason::diff(&rec.ingredients, now);
-            if changes.is_empty() {
-                "nothing".into()
-            } else {
-                changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
-            }
-        }
+        Some(rec) => crate::reason::since(&rec.ingredients, now).unwrap_or_else(|| "nothing".into()),
     };
     match runner.cached_entry(i) {
         Ok((entry, ingredients)) => {

@@ -20,7 +20,7 @@ use super::model::{Pipeline, Spans, Stage};
 use super::params::{conform, known_params, missing_path};
 use super::raw::{self, RawPipeline, RawStage};
 use super::sweep;
-use crate::diag::{Diagnostic, Diagnostics, Source};
+use crate::diag::{stages_help, Diagnostic, Diagnostics, Source};
 use crate::registry::Registry;
 
 /// A stage name is a file name and a Slurm job name: letters, digits, `-` and `_`.
@@ -276,10 +276,7 @@ impl Checker<'_> {
                             src,
                             up.span.clone(),
                         )
-                        .with_help(format!(
-                            "stages: {}",
-                            raw.stages.iter().map(|s| s.name.value.as_str()).collect::<Vec<_>>().join(", ")
-                        )),
+                        .with_help(stages_help(raw.stages.iter().map(|s| s.name.value.as_str()))),
                     );
                 }
             }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use wspace_stage_api::{StageKind, Value};
 
 use super::raw::{RawPipeline, Sp};
-use crate::diag::{Diagnostic, Source};
+use crate::diag::{stages_help, Diagnostic, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ExecutorKind {
@@ -90,7 +90,7 @@ pub fn check(raw: &RawPipeline, stages: &BTreeMap<&str, Option<&dyn StageKind>>,
         let Some(stage) = stages.get(name.value.as_str()) else {
             errors.push(
                 Diagnostic::at(format!("[executor.stages.{}] names no stage", name.value), src, name.span.clone())
-                    .with_help(format!("stages: {}", stages.keys().copied().collect::<Vec<_>>().join(", "))),
+                    .with_help(stages_help(stages.keys().copied())),
             );
             continue;
         };

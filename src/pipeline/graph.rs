@@ -13,7 +13,7 @@ use petgraph::Direction::{Incoming, Outgoing};
 
 use super::model::{Pipeline, Stage};
 use super::raw::RawPipeline;
-use crate::diag::Diagnostic;
+use crate::diag::{stages_help, Diagnostic};
 
 /// The graph of `nodes`: each a weight and its inputs (slot → index of the upstream node), `None` for
 /// a stage that failed its checks (it has no edges). A node's input edges are added in slot order.
@@ -128,7 +128,7 @@ impl Pipeline {
         for t in targets {
             let i = self.index(t).ok_or_else(|| {
                 Diagnostic::new(format!("no stage `{t}` in {}", self.source.name))
-                    .with_help(format!("stages: {}", self.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
+                    .with_help(stages_help(self.stages.iter().map(|s| s.name.as_str())))
             })?;
             keep[i] = true;
         }

@@ -9,8 +9,8 @@ use wspace_stage_api::{Params, StageError, Value};
 
 use super::model::{Pipeline, Stage, SweepAxis};
 use super::params::{conform, known_params, missing_path};
-use super::raw::{self, RawPipeline, Sp};
-use crate::diag::{Diagnostic, Diagnostics};
+use super::raw::{self, RawPipeline};
+use crate::diag::{stages_help, Diagnostic, Diagnostics};
 
 /// The most variants a sweep may have (each is checked, run and tabled).
 pub const MAX_VARIANTS: usize = 10_000;
@@ -32,7 +32,8 @@ impl Override {
 /// Checks the `[sweep]` table against the stages (`names`: stage name → index in the file; `stages`: in
 /// file order, `None` for one that failed its own checks): each key must be `stage.param` naming a
 /// parameter, each value must fit it (and a `Path` name a file), and there may be at most
-/// [`MAX_VARIANTS`] variants. Returns the axes, each with the values that fit.
+/// [`MAX_VARIANTS`] variants. Returns the axes, each with the values that fit; a key that names no
+/// stage's parameter (or a stage that failed its own checks) has none.
 pub fn check(
     raw: &RawPipeline,
     names: &BTreeMap<&str, usize>,
@@ -40,81 +41,65 @@ pub fn check(
     workdir: &Path,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<SweepAxis> {
-    let sweep: Vec<SweepAxis> =
-        raw.sweep.iter().filter_map(|entry| check_axis(raw, entry, names, stages, workdir, errors)).collect();
+    let src = &raw.source;
+    let mut sweep = Vec::new();
+    for (key, values) in &raw.sweep {
+        let Some((stage_name, param)) = key.value.split_once('.') else {
+            errors.push(
+                Diagnostic::at(format!("sweep key `{}` must be `stage.param`", key.value), src, key.span.clone())
+                    .with_help("write \"stage.param\" = [value, value, ...]"),
+            );
+            continue;
+        };
+        let Some(&si) = names.get(stage_name) else {
+            errors.push(
+                Diagnostic::at(format!("sweep key `{}` names no stage `{stage_name}`", key.value), src, key.span.clone())
+                    .with_help(stages_help(raw.stages.iter().map(|s| s.name.value.as_str()))),
+            );
+            continue;
+        };
+        let Some(stage) = &stages[si] else { continue };
+        let mut ok = Vec::new();
+        for v in values {
+            match override_param(stage, param, v.value.clone()) {
+                Ok(params) => {
+                    if let Some(e) = stage.spec(param).and_then(|spec| missing_path(&spec.ty, &params[param], workdir)) {
+                        errors.push(Diagnostic::at(format!("sweep `{}`: {e}", key.value), src, v.span.clone()));
+                    }
+                    ok.push(v.value.clone())
+                }
+                Err(OverrideError::NoSuchParam(help)) => {
+                    errors.push(
+                        Diagnostic::at(
+                            format!(
+                                "sweep key `{}`: stage `{stage_name}` (kind `{}`) has no parameter `{param}`",
+                                key.value,
+                                stage.kind.name()
+                            ),
+                            src,
+                            key.span.clone(),
+                        )
+                        .with_help(help),
+                    );
+                    break;
+                }
+                Err(OverrideError::Type(msg)) => {
+                    errors.push(Diagnostic::at(format!("sweep `{}`: {msg}", key.value), src, v.span.clone()))
+                }
+            }
+        }
+        sweep.push(SweepAxis { address: key.value.clone(), values: ok });
+    }
     let variants = sweep.iter().fold(1usize, |n, axis| n.saturating_mul(axis.values.len()));
     if variants > MAX_VARIANTS {
         if let Some((key, _)) = raw.sweep.first() {
             errors.push(
-                Diagnostic::at(
-                    format!("the sweep has {variants} variants, more than {MAX_VARIANTS}"),
-                    &raw.source,
-                    key.span.clone(),
-                )
-                .with_help("split it into several pipeline files, or sweep fewer values"),
+                Diagnostic::at(format!("the sweep has {variants} variants, more than {MAX_VARIANTS}"), src, key.span.clone())
+                    .with_help("split it into several pipeline files, or sweep fewer values"),
             );
         }
     }
     sweep
-}
-
-/// One `[sweep]` key and its values; `None` when the key names no stage's parameter (or the stage failed
-/// its own checks).
-fn check_axis(
-    raw: &RawPipeline,
-    (key, values): &(Sp<String>, Vec<Sp<Value>>),
-    names: &BTreeMap<&str, usize>,
-    stages: &[Option<Stage>],
-    workdir: &Path,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<SweepAxis> {
-    let src = &raw.source;
-    let Some((stage_name, param)) = key.value.split_once('.') else {
-        errors.push(
-            Diagnostic::at(format!("sweep key `{}` must be `stage.param`", key.value), src, key.span.clone())
-                .with_help("write \"stage.param\" = [value, value, ...]"),
-        );
-        return None;
-    };
-    let Some(&si) = names.get(stage_name) else {
-        errors.push(
-            Diagnostic::at(format!("sweep key `{}` names no stage `{stage_name}`", key.value), src, key.span.clone()).with_help(
-                format!("stages: {}", raw.stages.iter().map(|s| s.name.value.as_str()).collect::<Vec<_>>().join(", ")),
-            ),
-        );
-        return None;
-    };
-    let stage = stages[si].as_ref()?;
-    let mut ok = Vec::new();
-    for v in values {
-        match override_param(stage, param, v.value.clone()) {
-            Ok(params) => {
-                if let Some(e) = stage.spec(param).and_then(|spec| missing_path(&spec.ty, &params[param], workdir)) {
-                    errors.push(Diagnostic::at(format!("sweep `{}`: {e}", key.value), src, v.span.clone()));
-                }
-                ok.push(v.value.clone())
-            }
-            Err(OverrideError::NoSuchParam(help)) => {
-                errors.push(
-                    Diagnostic::at(
-                        format!(
-                            "sweep key `{}`: stage `{stage_name}` (kind `{}`) has no parameter `{param}`",
-                            key.value,
-                            stage.kind.name()
-                        ),
-                        src,
-                        key.span.clone(),
-                    )
-                    .with_help(help),
-                );
-                break;
-            }
-            Err(OverrideError::Type(msg)) => {
-                errors.push(Diagnostic::at(format!("sweep `{}`: {msg}", key.value), src, v.span.clone()))
-            }
-        }
-    }
-    Some(SweepAxis { address: key.value.clone(), values: ok })
 }
 
 enum OverrideError {
