@@ -41,6 +41,11 @@ impl Diagnostic {
     }
 }
 
+/// The help of an error that names no stage: `stages: a, b, c`.
+pub fn stages_help<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    format!("stages: {}", names.into_iter().collect::<Vec<_>>().join(", "))
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wspace_stage_api::StageContext;
 
-use crate::cache::{now, Cache, Corruption, Entry, ResumeNote, RunRecord};
+use crate::cache::{now, Build, Cache, Corruption, Entry, ResumeNote, RunRecord};
+use crate::digest::{path_err, PathError};
+use crate::error::{chain, Error};
 use crate::key::{Ingredients, SlotInput, StageKey};
 use crate::pipeline::{ExecutorKind, Pipeline, Stage};
 use crate::progress::Ui;
 use crate::reason::rerun_reason;
 use crate::slurm;
-use crate::spec::{run_kind, KindError, SpecInput, StageSpec};
+use crate::spec::{run_kind, SpecInput, StageSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,10 +79,10 @@ pub struct StageReport {
 }
 
 impl StageReport {
-    /// Fills `document` and `headline` from the output's `metrics.json` (see [`crate::report::document`]).
+    /// Fills `document` and `headline` from the output's `metrics.json` (see [`crate::metrics::document`]).
     fn with_document(mut self) -> StageReport {
         if let Some(out) = &self.output {
-            if let Some((document, headline)) = crate::report::document(out) {
+            if let Some((document, headline)) = crate::metrics::document(out) {
                 self.document = Some(document);
                 self.headline = headline;
             }
@@ -94,6 +96,24 @@ enum State {
     Running,
     Done,
     Failed,
+}
+
+/// Where each stage of a [`Runner::run`] is, when each running one started, and how many run.
+struct Schedule {
+    state: Vec<State>,
+    started: Vec<Option<Instant>>,
+    running: usize,
+}
+
+/// What [`Runner::step`] did with a waiting stage.
+enum Step {
+    /// Nothing yet: an input is not done, or every worker is busy.
+    Wait,
+    /// Skipped, failed or cached: done with, without a worker.
+    Settled,
+    /// A worker is claimed for it: start one, with the corruption found under its key (if any) and why
+    /// it runs.
+    Start { distrust: Option<Corruption>, reason: String },
 }
 
 pub struct Runner<'a> {
@@ -121,7 +141,12 @@ struct Shared {
     settling: Mutex<()>,
 }
 
-type Outcome = Result<(Entry, Status, String, f64), KindError>;
+type Outcome = Result<(Entry, Status, String, f64), Error>;
+
+/// A summary table's reason: the first line of an error's text.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
 
 /// The reason a stage was cut by an interrupt gives.
 fn interrupted_reason(what: &str) -> String {
@@ -133,14 +158,14 @@ impl<'a> Runner<'a> {
         &self.pipeline.stages[i]
     }
 
-    fn ingredients(&self, i: usize, entries: &[Option<Entry>]) -> Result<Ingredients, String> {
+    fn ingredients(&self, i: usize, entries: &[Option<Entry>]) -> Result<Ingredients, Error> {
         let stage = self.stage(i);
         let mut inputs = BTreeMap::new();
         for (slot, &up) in &stage.inputs {
-            let e = entries[up].as_ref().ok_or_else(|| format!("input `{slot}` has no result"))?;
+            let e = entries[up].as_ref().ok_or_else(|| Error::NoInput(slot.clone()))?;
             inputs.insert(slot.clone(), SlotInput { stage: self.stage(up).name.clone(), hash: e.manifest.output_hash.clone() });
         }
-        Ingredients::of(stage, inputs, &self.pipeline.workdir).map_err(|e| format!("cannot hash a file parameter: {e}"))
+        Ingredients::of(stage, inputs, &self.pipeline.workdir).map_err(Error::HashParam)
     }
 
     fn report(
@@ -168,6 +193,14 @@ impl<'a> Runner<'a> {
         .with_document()
     }
 
+    /// The report of stage `i` failing with `e`, after a line `✗ NAME{what}: ` and the whole chain of
+    /// causes; the report's reason is the chain's first line.
+    fn failure(&self, i: usize, what: &str, e: &Error, seconds: f64) -> StageReport {
+        let text = chain(e);
+        self.ui.line(&format!("✗ {}{what}: {text}", self.stage(i).name));
+        self.report(i, Status::Failed, None, seconds, first_line(&text), None)
+    }
+
     /// Records the ingredients of a finished stage for `explain`, unless the record already says so.
     fn record(&self, i: usize, key: &StageKey, ingredients: &Ingredients) {
         let name = &self.stage(i).name;
@@ -191,10 +224,8 @@ impl<'a> Runner<'a> {
             builds: Mutex::new(BTreeMap::new()),
             settling: Mutex::new(()),
         };
-        let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
+        let mut sched = Schedule { state: (0..n).map(|_| State::Waiting).collect(), started: vec![None; n], running: 0 };
         let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-        let mut running = 0usize;
-        let mut started: Vec<Option<Instant>> = vec![None; n];
         let mut interrupted_at: Option<Instant> = None;
 
         std::thread::scope(|scope| loop {
@@ -202,85 +233,24 @@ impl<'a> Runner<'a> {
             let mut progressed = true;
             while progressed {
                 progressed = false;
-                for i in 0..n {
-                    if !mask[i] || !matches!(state[i], State::Waiting) {
+                for i in (0..n).filter(|&i| mask[i]) {
+                    if !matches!(sched.state[i], State::Waiting) {
                         continue;
                     }
-                    let stage = self.stage(i);
-                    if let Some((slot, &up)) = stage.inputs.iter().find(|(_, &up)| matches!(state[up], State::Failed)) {
-                        let cut = shared.reports.lock().unwrap()[up].as_ref().is_some_and(|r| r.status == Status::Interrupted);
-                        let what = if cut { "was interrupted" } else { "failed" };
-                        let why = format!("input `{slot}` {what} (stage `{}`)", self.stage(up).name);
-                        shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
-                        state[i] = State::Failed;
-                        progressed = true;
-                        continue;
-                    }
-                    if !stage.inputs.values().all(|&up| matches!(state[up], State::Done)) {
-                        continue;
-                    }
-                    if crate::interrupt::requested() {
-                        let why = interrupted_reason("not started: the run was interrupted");
-                        shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
-                        state[i] = State::Failed;
-                        progressed = true;
-                        continue;
-                    }
-                    let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            self.ui.line(&format!("✗ {}: {e}", stage.name));
-                            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, 0.0, e, None));
-                            state[i] = State::Failed;
-                            progressed = true;
-                            continue;
-                        }
-                    };
-                    let key = ingredients.key();
-                    let found = self.cache.lookup(&key);
-                    tracing::debug!(stage = %stage.name, key = %key, hit = matches!(found, Ok(Some(_))), "cache lookup");
-                    // A hit is served only once checked; a bad one is recomputed like a miss.
-                    let (found, distrust) = match found {
-                        Ok(Some(entry)) => match self.cache.verify_fast(&entry) {
-                            Ok(()) => (Ok(Some(entry)), None),
-                            Err(bad) => (Ok(None), Some(bad)),
-                        },
-                        other => (other, None),
-                    };
-                    match found {
-                        Ok(Some(entry)) => {
-                            self.record(i, &key, &ingredients);
-                            let out = entry.out();
-                            shared.reports.lock().unwrap()[i] =
-                                Some(self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out)));
-                            shared.entries.lock().unwrap()[i] = Some(entry);
-                            state[i] = State::Done;
-                            progressed = true;
-                        }
-                        Ok(None) | Err(_) if running < self.jobs => {
-                            let reason = match (&found, &distrust) {
-                                (_, Some(bad)) => format!("cached output was corrupt ({bad}); recomputed"),
-                                (Err(e), _) => format!("cached entry was unreadable ({e}); recomputed"),
-                                _ => {
-                                    let last = self.cache.last_run(&self.pipeline.name, &stage.name);
-                                    rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
-                                }
-                            };
-                            self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
-                            state[i] = State::Running;
-                            started[i] = Some(Instant::now());
-                            running += 1;
+                    match self.step(i, &shared, &mut sched) {
+                        Step::Wait => {}
+                        Step::Settled => progressed = true,
+                        Step::Start { distrust, reason } => {
                             let (tx, shared, pool) = (tx.clone(), &shared, pool.as_ref());
                             scope.spawn(move || {
                                 let outcome = self.ensure(i, shared, distrust.as_ref(), reason, pool);
                                 let _ = tx.send((i, outcome));
                             });
                         }
-                        _ => {}
                     }
                 }
             }
-            if running == 0 {
+            if sched.running == 0 {
                 break;
             }
             let received = rx.recv_timeout(Duration::from_millis(20));
@@ -291,40 +261,117 @@ impl<'a> Runner<'a> {
                 });
                 if received.is_err() && since.elapsed() > STOP_GRACE {
                     if let Some(abandon) = self.on_abandon {
-                        abandon(self.abandon_running(&shared, &state, &started));
+                        abandon(self.abandon_running(&shared, &sched.state, &sched.started));
                     }
                 }
             }
             let Ok((i, outcome)) = received else { continue };
-            running -= 1;
-            let stage = self.stage(i);
-            let seconds = started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-            match outcome {
-                Ok((entry, status, reason, seconds)) => {
-                    self.ui.line(&format!("✓ {} {} in {seconds:.2}s", stage.name, status.as_str()));
-                    let key = entry.manifest.key.clone();
-                    self.record(i, &key, &entry.manifest.ingredients);
-                    shared.reports.lock().unwrap()[i] =
-                        Some(self.report(i, status, Some(key), seconds, reason, Some(entry.out())));
-                    shared.entries.lock().unwrap()[i] = Some(entry);
-                    state[i] = State::Done;
-                }
-                Err(KindError::Stopped) => {
-                    self.ui.line(&format!("■ {} stopped", stage.name));
-                    let why = interrupted_reason("stopped: the run was interrupted");
-                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
-                    state[i] = State::Failed;
-                }
-                Err(KindError::Failed(e)) => {
-                    self.ui.line(&format!("✗ {} failed: {e}", stage.name));
-                    let first = e.lines().next().unwrap_or("").to_string();
-                    shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Failed, None, seconds, first, None));
-                    state[i] = State::Failed;
-                }
-            }
+            self.finish(i, outcome, &shared, &mut sched);
         });
 
         shared.reports.into_inner().unwrap().into_iter().flatten().collect()
+    }
+
+    /// Settles waiting stage `i` where that needs no worker: skipped (an input failed, or the run was
+    /// interrupted), failed (no key), cached; or claims a worker for it when one is free.
+    fn step(&self, i: usize, shared: &Shared, sched: &mut Schedule) -> Step {
+        let stage = self.stage(i);
+        let state = &mut sched.state;
+        if let Some((slot, &up)) = stage.inputs.iter().find(|(_, &up)| matches!(state[up], State::Failed)) {
+            let cut = shared.reports.lock().unwrap()[up].as_ref().is_some_and(|r| r.status == Status::Interrupted);
+            let what = if cut { "was interrupted" } else { "failed" };
+            let why = format!("input `{slot}` {what} (stage `{}`)", self.stage(up).name);
+            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
+            state[i] = State::Failed;
+            return Step::Settled;
+        }
+        if !stage.inputs.values().all(|&up| matches!(state[up], State::Done)) {
+            return Step::Wait;
+        }
+        if crate::interrupt::requested() {
+            let why = interrupted_reason("not started: the run was interrupted");
+            shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Skipped, None, 0.0, why, None));
+            state[i] = State::Failed;
+            return Step::Settled;
+        }
+        let ingredients = match self.ingredients(i, &shared.entries.lock().unwrap()) {
+            Ok(x) => x,
+            Err(e) => {
+                shared.reports.lock().unwrap()[i] = Some(self.failure(i, "", &e, 0.0));
+                state[i] = State::Failed;
+                return Step::Settled;
+            }
+        };
+        let key = ingredients.key();
+        let (found, distrust) = self.lookup_checked(i, &key);
+        match found {
+            Ok(Some(entry)) => {
+                self.record(i, &key, &ingredients);
+                let out = entry.out();
+                shared.reports.lock().unwrap()[i] =
+                    Some(self.report(i, Status::Cached, Some(key), 0.0, String::new(), Some(out)));
+                shared.entries.lock().unwrap()[i] = Some(entry);
+                state[i] = State::Done;
+                Step::Settled
+            }
+            Ok(None) | Err(_) if sched.running < self.jobs => {
+                let reason = match (&found, &distrust) {
+                    (_, Some(bad)) => format!("cached output was corrupt ({bad}); recomputed"),
+                    (Err(e), _) => format!("cached entry was unreadable ({e}); recomputed"),
+                    _ => {
+                        let last = self.cache.last_run(&self.pipeline.name, &stage.name);
+                        rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
+                    }
+                };
+                self.ui.line(&format!("▸ {} ({}): {reason}", stage.name, stage.kind.name()));
+                state[i] = State::Running;
+                sched.started[i] = Some(Instant::now());
+                sched.running += 1;
+                Step::Start { distrust, reason }
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    /// The entry under stage `i`'s `key`, served only once checked ([`Cache::verify_fast`]); a bad one
+    /// comes back as a miss, with what is wrong with it, to be recomputed like a miss.
+    fn lookup_checked(&self, i: usize, key: &StageKey) -> (Result<Option<Entry>, PathError>, Option<Corruption>) {
+        let found = self.cache.lookup(key);
+        tracing::debug!(stage = %self.stage(i).name, key = %key, hit = matches!(found, Ok(Some(_))), "cache lookup");
+        match found {
+            Ok(Some(entry)) => match self.cache.verify_fast(&entry) {
+                Ok(()) => (Ok(Some(entry)), None),
+                Err(bad) => (Ok(None), Some(bad)),
+            },
+            other => (other, None),
+        }
+    }
+
+    /// Records what stage `i`'s worker came back with.
+    fn finish(&self, i: usize, outcome: Outcome, shared: &Shared, sched: &mut Schedule) {
+        sched.running -= 1;
+        let stage = self.stage(i);
+        let seconds = sched.started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        match outcome {
+            Ok((entry, status, reason, seconds)) => {
+                self.ui.line(&format!("✓ {} {} in {seconds:.2}s", stage.name, status.as_str()));
+                let key = entry.manifest.key.clone();
+                self.record(i, &key, &entry.manifest.ingredients);
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, status, Some(key), seconds, reason, Some(entry.out())));
+                shared.entries.lock().unwrap()[i] = Some(entry);
+                sched.state[i] = State::Done;
+            }
+            Err(Error::Stopped) => {
+                self.ui.line(&format!("■ {} stopped", stage.name));
+                let why = interrupted_reason("stopped: the run was interrupted");
+                shared.reports.lock().unwrap()[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
+                sched.state[i] = State::Failed;
+            }
+            Err(e) => {
+                shared.reports.lock().unwrap()[i] = Some(self.failure(i, " failed", &e, seconds));
+                sched.state[i] = State::Failed;
+            }
+        }
     }
 
     /// An interrupted run's last act for stages that did not stop in time: waits for any publish in
@@ -368,18 +415,18 @@ impl<'a> Runner<'a> {
             let lock = self
                 .cache
                 .lock(&key, || self.ui.line(&format!("… {}: another run is computing it; waiting", stage.name)))
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| Error::Cache { what: "take the build lock", source })?;
             if crate::interrupt::requested() {
-                return Err(KindError::Stopped);
+                return Err(Error::Stopped);
             }
             let found = match lock.lookup() {
                 Ok(found) => found,
                 // An unreadable manifest is a corrupt entry: moved away and recomputed.
                 Err(e) if e.source.kind() == std::io::ErrorKind::InvalidData => {
-                    lock.discard().map_err(|e| e.to_string())?;
+                    lock.discard().map_err(|source| Error::Cache { what: "move a corrupt entry away", source })?;
                     None
                 }
-                Err(e) => return Err(e.to_string().into()),
+                Err(source) => return Err(Error::Cache { what: "read the cached entry", source }),
             };
             if let Some(entry) = found {
                 match distrust {
@@ -387,11 +434,11 @@ impl<'a> Runner<'a> {
                     Some(_) if self.cache.verify(&entry).is_ok() => {
                         return Ok((entry, Status::Cached, "repaired meanwhile by another run".into(), 0.0))
                     }
-                    Some(_) => lock.discard().map_err(|e| e.to_string())?,
+                    Some(_) => lock.discard().map_err(|source| Error::Cache { what: "move a corrupt entry away", source })?,
                 }
             }
             for (slot, &up) in &stage.inputs {
-                let entry = shared.entries.lock().unwrap()[up].clone().ok_or_else(|| format!("input `{slot}` has no result"))?;
+                let entry = shared.entries.lock().unwrap()[up].clone().ok_or_else(|| Error::NoInput(slot.clone()))?;
                 if let Err(bad) = self.cache.verify(&entry) {
                     let up_name = &self.stage(up).name;
                     let why = format!("cached output was corrupt ({bad}); recomputed");
@@ -409,56 +456,17 @@ impl<'a> Runner<'a> {
                 stage: stage.name.clone(),
                 kind: stage.kind.name().to_string(),
             });
-            let build = lock.begin(resumes.as_ref()).map_err(|e| e.to_string())?;
+            let build = lock.begin(resumes.as_ref()).map_err(|source| Error::Cache { what: "start the build", source })?;
             shared.builds.lock().unwrap().insert(i, build.leftovers());
             tracing::info!(key = %key, build = %build.out.display(), "running: {reason}");
-            let inputs: BTreeMap<String, PathBuf> = stage
-                .inputs
-                .iter()
-                .map(|(slot, &up)| {
-                    (slot.clone(), shared.entries.lock().unwrap()[up].as_ref().map(Entry::out).unwrap_or_default())
-                })
-                .collect();
-            let params = stage.resolved_params(&self.pipeline.workdir);
-            let bar = self.ui.stage_bar(&stage.name);
-            let settings = self.pipeline.executor.settings(&stage.name);
-            let threads = match self.pipeline.executor.kind {
-                ExecutorKind::Local => self.jobs,
-                ExecutorKind::Slurm => settings.cpus.unwrap_or(1),
-            };
-            let ctx = StageContext {
-                stage: &stage.name,
-                params: &params,
-                inputs: &inputs,
-                out: &build.out,
-                scratch: &build.scratch,
-                workdir: &self.pipeline.workdir,
-                threads,
-                progress: &bar,
-            };
-            let started = Instant::now();
-            let result = match self.pipeline.executor.kind {
-                ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                ExecutorKind::Slurm => {
-                    self.spec(i, &ctx, &key, &ingredients, settings.shards).map_err(KindError::from).and_then(|spec| {
-                        slurm::run(&spec, &self.cache.job_dir(&key), settings, self.ui, &bar)?;
-                        // Shards leave their work in the scratch directory; `run` assembles the output here.
-                        match spec.shards {
-                            1 => Ok(()),
-                            _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
-                        }
-                    })
-                }
-            };
-            drop(bar);
-            let seconds = started.elapsed().as_secs_f64();
+            let (result, seconds) = self.execute(i, &build, &key, &ingredients, shared, pool);
             let _settling = shared.settling.lock().unwrap_or_else(|e| e.into_inner());
             shared.builds.lock().unwrap().remove(&i);
             return match result {
                 Ok(()) => {
                     let entry = lock
                         .publish(build, &ingredients, &stage.name, &self.pipeline.name, seconds)
-                        .map_err(|e| format!("cannot publish: {e}"))?;
+                        .map_err(|source| Error::Cache { what: "publish", source })?;
                     tracing::info!(seconds, output_hash = %entry.manifest.output_hash, "published {}", entry.dir.display());
                     Ok((entry, Status::Ran, reason, seconds))
                 }
@@ -470,6 +478,57 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Runs stage `i`'s kind into `build`, here or as a Slurm job: its result and how long it took.
+    fn execute(
+        &self,
+        i: usize,
+        build: &Build,
+        key: &StageKey,
+        ingredients: &Ingredients,
+        shared: &Shared,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> (Result<(), Error>, f64) {
+        let stage = self.stage(i);
+        let inputs: BTreeMap<String, PathBuf> = stage
+            .inputs
+            .iter()
+            .map(|(slot, &up)| (slot.clone(), shared.entries.lock().unwrap()[up].as_ref().map(Entry::out).unwrap_or_default()))
+            .collect();
+        let params = stage.resolved_params(&self.pipeline.workdir);
+        let bar = self.ui.stage_bar(&stage.name);
+        let settings = self.pipeline.executor.settings(&stage.name);
+        let threads = match self.pipeline.executor.kind {
+            ExecutorKind::Local => self.jobs,
+            ExecutorKind::Slurm => settings.cpus.unwrap_or(1),
+        };
+        let ctx = StageContext {
+            stage: &stage.name,
+            params: &params,
+            inputs: &inputs,
+            out: &build.out,
+            scratch: &build.scratch,
+            workdir: &self.pipeline.workdir,
+            threads,
+            progress: &bar,
+        };
+        let started = Instant::now();
+        let result = match self.pipeline.executor.kind {
+            ExecutorKind::Local => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+            ExecutorKind::Slurm => {
+                self.spec(i, &ctx, key, ingredients, settings.shards).and_then(|spec| {
+                    slurm::run(&spec, &self.cache.job_dir(key), settings, self.ui, &bar)?;
+                    // Shards leave their work in the scratch directory; `run` assembles the output here.
+                    match spec.shards {
+                        1 => Ok(()),
+                        _ => run_kind(stage.kind.as_ref(), &ctx, pool, None),
+                    }
+                })
+            }
+        };
+        drop(bar);
+        (result, started.elapsed().as_secs_f64())
+    }
+
     /// The serialised form of stage `i`'s run in `ctx` (paths made absolute).
     fn spec(
         &self,
@@ -478,9 +537,9 @@ impl<'a> Runner<'a> {
         key: &StageKey,
         ingredients: &Ingredients,
         shards: usize,
-    ) -> Result<StageSpec, String> {
+    ) -> Result<StageSpec, Error> {
         let stage = self.stage(i);
-        let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+        let abs = |p: &Path| std::path::absolute(p).map_err(path_err(p));
         let mut inputs = BTreeMap::new();
         for (slot, dir) in ctx.inputs {
             let hash = ingredients.inputs.get(slot).map(|s| s.hash.clone()).unwrap_or_default();
@@ -527,7 +586,7 @@ impl<'a> Runner<'a> {
                 match self.ingredients(i, &entries) {
                     Err(e) => {
                         status[i] = Some(Status::Failed);
-                        self.report(i, Status::Failed, None, 0.0, e, None)
+                        self.report(i, Status::Failed, None, 0.0, first_line(&chain(&e)), None)
                     }
                     Ok(ingredients) => {
                         let key = ingredients.key();
@@ -561,45 +620,44 @@ impl<'a> Runner<'a> {
     }
 
     /// The cached result of stage `i`, if every stage it depends on is cached too.
-    pub fn cached_entry(&self, i: usize) -> Result<(Entry, Ingredients), String> {
-        let mask = self.pipeline.select(&[self.stage(i).name.clone()]).map_err(|d| d.message)?;
+    pub fn cached_entry(&self, i: usize) -> Result<(Entry, Ingredients), Error> {
+        let name = &self.stage(i).name;
+        let mask = self.pipeline.select(std::slice::from_ref(name)).map_err(|_| Error::NotInPipeline(name.clone()))?;
         let mut entries: Vec<Option<Entry>> = vec![None; self.pipeline.stages.len()];
         for j in 0..=i {
             if !mask[j] {
                 continue;
             }
             let ingredients = self.ingredients(j, &entries)?;
-            let entry = self.cache.lookup(&ingredients.key()).map_err(|e| e.to_string())?.ok_or_else(|| {
+            let found = self.cache.lookup(&ingredients.key());
+            let entry = found.map_err(|source| Error::Cache { what: "read the cached entry", source })?.ok_or_else(|| {
                 let last = self.cache.last_run(&self.pipeline.name, &self.stage(j).name);
-                format!(
-                    "stage `{}` has no cached result ({}); run `wspace run` first",
-                    self.stage(j).name,
-                    rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients)
-                )
+                let why = rerun_reason(last.as_ref().map(|r| &r.ingredients), &ingredients);
+                Error::NotCached { stage: self.stage(j).name.clone(), why }
             })?;
             if j == i {
                 return Ok((entry, ingredients));
             }
             entries[j] = Some(entry);
         }
-        Err(format!("stage `{}` is not in the pipeline", self.stage(i).name))
+        Err(Error::NotInPipeline(name.clone()))
     }
 
     /// Recomputes stage `i` into a throw-away directory (removed when the [`Recomputed`] is dropped), to
     /// compare with the cached entry, which it returns too.
-    pub fn recompute(&self, i: usize) -> Result<(Entry, Recomputed), String> {
+    pub fn recompute(&self, i: usize) -> Result<(Entry, Recomputed), Error> {
         let (entry, _) = self.cached_entry(i)?;
         let stage = self.stage(i);
         let mut inputs = BTreeMap::new();
         for (slot, &up) in &stage.inputs {
             let (e, _) = self.cached_entry(up)?;
-            self.cache.verify(&e).map_err(|c| format!("input `{slot}` is corrupt: {c}"))?;
+            self.cache.verify(&e).map_err(|source| Error::CorruptInput { slot: slot.clone(), source })?;
             inputs.insert(slot.clone(), e.out());
         }
-        let mut recomputed = Recomputed { dir: tempdir_in(self.cache.root()).map_err(|e| e.to_string())?, files: Vec::new() };
+        let mut recomputed = Recomputed { dir: tempdir_in(self.cache.root())?, files: Vec::new() };
         let (out, scratch) = (recomputed.out(), recomputed.dir.join("scratch"));
         for d in [&out, &scratch] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(path_err(d))?;
         }
         let params = stage.resolved_params(&self.pipeline.workdir);
         let bar = self.ui.stage_bar(&stage.name);
@@ -613,11 +671,11 @@ impl<'a> Runner<'a> {
             threads: self.jobs,
             progress: &bar,
         };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(|e| e.to_string())?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(self.jobs).build().map_err(Error::Pool)?;
         let result = run_kind(stage.kind.as_ref(), &ctx, Some(&pool), None);
         drop(bar);
-        result.map_err(|e| e.to_string())?;
-        recomputed.files = crate::digest::list_tree(&out).map_err(|e| e.to_string())?;
+        result?;
+        recomputed.files = crate::digest::list_tree(&out)?;
         Ok((entry, recomputed))
     }
 }
@@ -641,8 +699,8 @@ impl Drop for Recomputed {
     }
 }
 
-fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
+fn tempdir_in(root: &Path) -> Result<PathBuf, PathError> {
     let dir = root.join("tmp").join(format!("verify.{}.{}", std::process::id(), now()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(path_err(&dir))?;
     Ok(dir)
 }

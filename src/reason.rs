@@ -43,21 +43,11 @@ pub fn diff(old: &Ingredients, new: &Ingredients) -> Vec<Change> {
         out.push(Change::Version { old: old.version, new: new.version });
     }
     diff_table("", &old.params, &new.params, &mut out);
-    let files: BTreeSet<&String> = old.files.keys().chain(new.files.keys()).collect();
-    for name in files {
-        let (o, n) = (old.files.get(name), new.files.get(name));
-        if o.map(|f| &f.hash) != n.map(|f| &f.hash) {
-            let path = n.or(o).map(|f| f.path.clone()).unwrap_or_default();
-            out.push(Change::File { name: name.clone(), path });
-        }
+    for (name, f) in changed(&old.files, &new.files, |f| &f.hash) {
+        out.push(Change::File { name: name.clone(), path: f.path.clone() });
     }
-    let slots: BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
-    for slot in slots {
-        let (o, n) = (old.inputs.get(slot), new.inputs.get(slot));
-        if o.map(|i| &i.hash) != n.map(|i| &i.hash) {
-            let stage = n.or(o).map(|i| i.stage.clone()).unwrap_or_default();
-            out.push(Change::Input { slot: slot.clone(), stage });
-        }
+    for (slot, i) in changed(&old.inputs, &new.inputs, |i| &i.hash) {
+        out.push(Change::Input { slot: slot.clone(), stage: i.stage.clone() });
     }
     out
 }
@@ -77,18 +67,38 @@ fn diff_table(prefix: &str, old: &BTreeMap<String, Value>, new: &BTreeMap<String
     }
 }
 
+/// The names whose hash differs between `old` and `new`, or that only one of them has, in order; each
+/// with its entry in `new` (else in `old`).
+fn changed<'a, T>(
+    old: &'a BTreeMap<String, T>,
+    new: &'a BTreeMap<String, T>,
+    hash: fn(&T) -> &String,
+) -> Vec<(&'a String, &'a T)> {
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (o, n) = (old.get(name), new.get(name));
+            if o.map(hash) == n.map(hash) {
+                return None;
+            }
+            Some((name, n.or(o)?))
+        })
+        .collect()
+}
+
+/// What changed between the recorded ingredients and the current ones, as one `; `-separated line;
+/// `None` if nothing did.
+pub fn since(old: &Ingredients, now: &Ingredients) -> Option<String> {
+    let changes = diff(old, now);
+    (!changes.is_empty()).then(|| changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "))
+}
+
 /// Why a stage must run, given the last recorded run of its name (if any).
 pub fn rerun_reason(last: Option<&Ingredients>, now: &Ingredients) -> String {
     match last {
         None => "no earlier run recorded".into(),
-        Some(old) => {
-            let changes = diff(old, now);
-            if changes.is_empty() {
-                "not in the cache (removed, or never finished)".into()
-            } else {
-                changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
-            }
-        }
+        Some(old) => since(old, now).unwrap_or_else(|| "not in the cache (removed, or never finished)".into()),
     }
 }
 

@@ -1,11 +1,11 @@
 //! What a run prints: the summary table, the `--format json` object, the documents stages name with
-//! their headline numbers, and the sweep table (CSV; its page of plots is [`crate::sweep_page`]).
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+//! their headline numbers (read by [`crate::metrics`]), and the sweep table (CSV; its page of plots is
+//! [`crate::sweep_page`]).
 
 use crate::exec::StageReport;
+use crate::metrics;
 use crate::pipeline::Override;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Left-aligned columns separated by two spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -50,58 +50,6 @@ pub fn summary(reports: &[StageReport]) -> String {
         })
         .collect();
     table(&["stage", "kind", "status", "seconds", "key", "reason"], &rows)
-}
-
-/// The scalar values of a stage output's `metrics.json`, nested objects flattened with `.`.
-pub fn scalar_metrics(out: &Path) -> BTreeMap<String, String> {
-    fn flatten(prefix: &str, v: &serde_json::Value, into: &mut BTreeMap<String, String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    flatten(&name, v, into);
-                }
-            }
-            serde_json::Value::Number(n) => {
-                into.insert(prefix.to_string(), n.to_string());
-            }
-            serde_json::Value::Bool(b) => {
-                into.insert(prefix.to_string(), b.to_string());
-            }
-            serde_json::Value::String(s) => {
-                into.insert(prefix.to_string(), s.clone());
-            }
-            _ => {}
-        }
-    }
-    let mut out_map = BTreeMap::new();
-    if let Ok(bytes) = std::fs::read(out.join("metrics.json")) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-            if v.is_object() {
-                flatten("", &v, &mut out_map);
-            }
-        }
-    }
-    out_map
-}
-
-/// A stage's document and headline, from its output's `metrics.json`: `"document"` is a relative path
-/// inside the output (a file that exists; anything else is ignored), `"headline"` an object of a few
-/// named values. Any stage kind may write them (the `report` kind does); the runner names the document
-/// and prints the headline at the end of `wspace run`.
-pub fn document(out: &Path) -> Option<(PathBuf, Option<serde_json::Map<String, serde_json::Value>>)> {
-    let bytes = std::fs::read(out.join("metrics.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let rel = Path::new(v.get("document")?.as_str()?);
-    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-        return None;
-    }
-    let path = out.join(rel);
-    if !path.is_file() {
-        return None;
-    }
-    let path = std::fs::canonicalize(&path).unwrap_or(path);
-    Some((path, v.get("headline").and_then(|h| h.as_object()).cloned()))
 }
 
 /// A headline value as printed: numbers to 4 significant digits, strings as they are.
@@ -153,7 +101,7 @@ pub fn sweep_rows(variants: &[(Vec<Override>, Vec<StageReport>)]) -> (Vec<String
         }
         for r in reports {
             if let Some(out) = &r.output {
-                for (k, v) in scalar_metrics(out) {
+                for (k, v) in metrics::scalars(out) {
                     let col = format!("{}.{k}", r.name);
                     metric_cols.insert(col.clone());
                     row.insert(col, v);
@@ -188,7 +136,7 @@ mod tests {
         std::fs::write(out.join("page.html"), "<p>hi</p>").unwrap();
         let metrics = r#"{"document": "page.html", "headline": {"accuracy": 0.38214, "models": 100, "best": "nn"}}"#;
         std::fs::write(out.join("metrics.json"), metrics).unwrap();
-        let (path, headline) = document(out).unwrap();
+        let (path, headline) = metrics::document(out).unwrap();
         assert!(path.ends_with("page.html") && path.is_absolute());
         let report = StageReport {
             name: "report".into(),
@@ -206,7 +154,7 @@ mod tests {
         // A path outside the output, or a missing file, names nothing.
         for bad in [r#"{"document": "../x.html"}"#, r#"{"document": "/etc/passwd"}"#, r#"{"document": "none.html"}"#] {
             std::fs::write(out.join("metrics.json"), bad).unwrap();
-            assert!(document(out).is_none(), "{bad}");
+            assert!(metrics::document(out).is_none(), "{bad}");
         }
     }
 

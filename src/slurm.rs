@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use wspace_stage_api::Progress;
 
+use crate::digest::{path_err, PathError};
+use crate::error::Error;
 use crate::pipeline::JobSettings;
 use crate::progress::Ui;
 use crate::spec::StageSpec;
@@ -39,15 +41,15 @@ const MARKER_GRACE: [Duration; 4] =
     [Duration::from_millis(250), Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
 
 /// Runs `spec` as a Slurm array job of `spec.shards` tasks (those not finished by an earlier attempt).
-pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progress: &dyn Progress) -> Result<(), String> {
-    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progress: &dyn Progress) -> Result<(), Error> {
+    let dir = std::path::absolute(dir).map_err(path_err(dir))?;
     let (logs, done) = (dir.join("logs"), spec.scratch.join(".wspace-done"));
     for d in [&logs, &done] {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(path_err(d))?;
     }
     let spec_path = dir.join("spec.json");
-    write(&spec_path, &serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?)?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the wspace binary: {e}"))?;
+    write(&spec_path, &serde_json::to_string_pretty(spec).map_err(Error::WriteSpec)?)?;
+    let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
     let script = dir.join("job.sh");
     write(&script, &job_script(spec, &exe, &spec_path, &done))?;
 
@@ -83,7 +85,7 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
     let out = command("sbatch", &args)?;
     let job = out.trim().split(';').next().unwrap_or("").to_string();
     if job.is_empty() || !job.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("`sbatch {}` printed no job id: {out:?}", args.join(" ")));
+        return Err(Error::NoJobId { command: format!("sbatch {}", args.join(" ")), output: out });
     }
     ui.line(&format!("  {}: Slurm job {job}, {} task(s) [{array}] of {n}", spec.stage, todo.len()));
     progress.start(todo.len() as u64, "tasks");
@@ -101,19 +103,14 @@ pub fn run(spec: &StageSpec, dir: &Path, settings: &JobSettings, ui: &Ui, progre
         return Ok(());
     }
     if interrupted {
-        return Err(format!("interrupted: cancelled Slurm job {job}"));
+        return Err(Error::Cancelled(job));
     }
-    let mut msg = format!(
-        "Slurm job {job}: {} of {} task(s) did not succeed ({}); the next run resubmits only those",
-        failed.len(),
-        todo.len(),
-        failed.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-    );
+    let mut tails = String::new();
     for i in failed.iter().take(3) {
         let log = logs.join(format!("{job}_{i}.log"));
-        msg.push_str(&format!("\n── task {i}, log {} ──\n{}", log.display(), tail(&log, 15)));
+        tails.push_str(&format!("\n── task {i}, log {} ──\n{}", log.display(), tail(&log, 15)));
     }
-    Err(msg)
+    Err(Error::TasksFailed { job, failed, submitted: todo.len(), logs: tails })
 }
 
 /// `job.sh`: runs the task's shard and, when it succeeds, writes its done marker. Every interpolated
@@ -136,7 +133,7 @@ fn marked(done: &Path, i: usize) -> bool {
 }
 
 /// Polls the queue until none of the job's tasks is in it; whether it was cancelled by an interrupt.
-fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<bool, String> {
+fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<bool, Error> {
     let mut shown = None;
     let mut failures = 0;
     let mut cancelled = false;
@@ -155,7 +152,7 @@ fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &U
             Err(e) => {
                 failures += 1;
                 if failures > 20 {
-                    return Err(format!("cannot follow Slurm job {job} (the job may still run; `scancel {job}` stops it): {e}"));
+                    return Err(Error::Follow { job: job.to_string(), source: Box::new(e) });
                 }
                 pause = (pause * 2).min(POLL_MAX);
                 std::thread::sleep(pause);
@@ -191,16 +188,18 @@ fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &U
 }
 
 /// The job's tasks still in the queue, with their compact state (`PD`, `R`, `CG`, …).
-fn queue(job: &str) -> Result<BTreeMap<usize, String>, String> {
-    let out =
-        Command::new("squeue").args(["-h", "-r", "-j", job, "-o", "%K %t"]).output().map_err(|e| spawn_error("squeue", &e))?;
+fn queue(job: &str) -> Result<BTreeMap<usize, String>, Error> {
+    let out = Command::new("squeue")
+        .args(["-h", "-r", "-j", job, "-o", "%K %t"])
+        .output()
+        .map_err(|source| Error::Spawn { program: "squeue", source })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         // A job that left the queue long ago is unknown to squeue: nothing of it is queued.
         if stderr.contains("Invalid job id") {
             return Ok(BTreeMap::new());
         }
-        return Err(format!("`squeue -j {job}` failed: {}", stderr.trim()));
+        return Err(Error::Queue { job: job.to_string(), stderr: stderr.trim().to_string() });
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -212,29 +211,20 @@ fn queue(job: &str) -> Result<BTreeMap<usize, String>, String> {
 }
 
 /// Runs a Slurm command; its stdout, or an error naming the command and its message.
-fn command(program: &str, args: &[String]) -> Result<String, String> {
-    let out = Command::new(program).args(args).output().map_err(|e| spawn_error(program, &e))?;
+fn command(program: &'static str, args: &[String]) -> Result<String, Error> {
+    let out = Command::new(program).args(args).output().map_err(|source| Error::Spawn { program, source })?;
     if !out.status.success() {
-        return Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn spawn_error(program: &str, e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        format!("cannot run `{program}`: not found on PATH (is this a Slurm submit host? `--executor local` runs here)")
-    } else {
-        format!("cannot run `{program}`: {e}")
-    }
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<(), PathError> {
+    std::fs::write(path, text).map_err(path_err(path))
 }
 
 /// A path as one single-quoted shell word.

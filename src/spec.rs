@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use wspace_stage_api::{Progress, StageContext, StageKind, Value};
 
 use crate::cache::Manifest;
+use crate::digest::path_err;
+use crate::error::Error;
 use crate::key::StageKey;
 use crate::registry::Registry;
 
@@ -46,30 +48,14 @@ pub struct StageSpec {
     pub shards: usize,
 }
 
-/// Why a kind's run did not succeed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum KindError {
-    /// It failed (or panicked): the message.
-    #[error("{0}")]
-    Failed(String),
-    /// It stopped because the run was interrupted ([`wspace_stage_api::StageError::Stopped`]).
-    #[error("stopped: the run was interrupted")]
-    Stopped,
-}
-
-impl From<String> for KindError {
-    fn from(message: String) -> Self {
-        KindError::Failed(message)
-    }
-}
-
-/// Runs a kind in `pool` (when given), turning a panic into an error message.
+/// Runs a kind in `pool` (when given): its own error ([`Error::Stage`], or [`Error::Stopped`] when the
+/// run was interrupted), or [`Error::Panicked`].
 pub fn run_kind(
     kind: &dyn StageKind,
     ctx: &StageContext,
     pool: Option<&rayon::ThreadPool>,
     shard: Option<(usize, usize)>,
-) -> Result<(), KindError> {
+) -> Result<(), Error> {
     let call = || {
         std::panic::catch_unwind(AssertUnwindSafe(|| match shard {
             Some((index, count)) => kind.run_shard(ctx, index, count),
@@ -81,39 +67,30 @@ pub fn run_kind(
         None => call(),
     };
     match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(wspace_stage_api::StageError::Stopped)) => Err(KindError::Stopped),
-        Ok(Err(e)) => Err(KindError::Failed(e.to_string())),
+        Ok(result) => result.map_err(Error::from),
         Err(panic) => {
             let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            Err(KindError::Failed(format!("the stage panicked: {}", msg.unwrap_or_default())))
+            Err(Error::Panicked(msg.unwrap_or_default()))
         }
     }
 }
 
 /// `wspace exec-stage SPEC [--shard I]`: runs the stage (or shard `I` of it) that `spec` describes.
-pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Result<(), String> {
-    let text = std::fs::read_to_string(spec).map_err(|e| format!("cannot read {}: {e}", spec.display()))?;
-    let spec: StageSpec = serde_json::from_str(&text).map_err(|e| format!("{}: not a stage spec: {e}", spec.display()))?;
-    let kind = registry.get(&spec.kind).ok_or_else(|| format!("this wspace binary has no stage kind `{}`", spec.kind))?;
+pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Result<(), Error> {
+    let text = std::fs::read_to_string(spec).map_err(|source| Error::ReadSpec { path: spec.to_path_buf(), source })?;
+    let spec: StageSpec = serde_json::from_str(&text).map_err(|source| Error::ParseSpec { path: spec.to_path_buf(), source })?;
+    let kind = registry.get(&spec.kind).ok_or_else(|| Error::UnknownKind(spec.kind.clone()))?;
     if kind.version() != spec.version {
-        return Err(format!(
-            "kind `{}` is at code version {} in this binary but {} in the spec: run the same wspace binary everywhere",
-            spec.kind,
-            kind.version(),
-            spec.version
-        ));
+        return Err(Error::CodeVersion { kind: spec.kind.clone(), ours: kind.version(), theirs: spec.version });
     }
     let shard = match shard {
         None | Some(0) if spec.shards == 1 => None,
         Some(i) if i < spec.shards => Some((i, spec.shards)),
-        Some(i) => {
-            return Err(format!("stage `{}` runs in {} shard(s); --shard {i} names none of them", spec.stage, spec.shards))
-        }
-        None => return Err(format!("stage `{}` runs in {} shards: give --shard", spec.stage, spec.shards)),
+        Some(i) => return Err(Error::NoSuchShard { stage: spec.stage.clone(), shards: spec.shards, shard: i }),
+        None => return Err(Error::ShardNeeded { stage: spec.stage.clone(), shards: spec.shards }),
     };
     for dir in [&spec.out, &spec.scratch] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(path_err(dir))?;
     }
     let mut inputs = BTreeMap::new();
     for (slot, input) in &spec.inputs {
@@ -136,29 +113,30 @@ pub fn exec_stage(spec: &Path, shard: Option<usize>, registry: &Registry) -> Res
         None => format!("stage `{}`", spec.stage),
     };
     eprintln!("wspace exec-stage: {what} (kind `{}`, key {}), {} thread(s)", spec.kind, spec.key.short(), spec.threads);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(spec.threads.max(1)).build().map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(spec.threads.max(1)).build().map_err(Error::Pool)?;
     // `scancel` sends SIGTERM: the stage stops at its next check, and the task is not marked done.
     crate::interrupt::catch();
     let started = Instant::now();
-    run_kind(kind.as_ref(), &ctx, Some(&pool), shard).map_err(|e| format!("{what} failed: {e}"))?;
+    run_kind(kind.as_ref(), &ctx, Some(&pool), shard).map_err(|e| Error::Failed { what: what.clone(), source: Box::new(e) })?;
     eprintln!("wspace exec-stage: {what} done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// An input must be the entry the runner meant: a cache the job's node sees under the same path, with
 /// the same manifest. (The runner verified the files' hashes before it submitted the job.)
-fn check_input(slot: &str, input: &SpecInput) -> Result<(), String> {
+fn check_input(slot: &str, input: &SpecInput) -> Result<(), Error> {
     let manifest = input.dir.with_file_name("entry.json");
-    let found =
-        std::fs::read_to_string(&manifest).ok().and_then(|t| serde_json::from_str::<Manifest>(&t).ok()).map(|m| m.output_hash);
-    match found {
-        Some(h) if h == input.hash => Ok(()),
-        Some(h) => Err(format!("input `{slot}`: {} holds output {h}, not {}", manifest.display(), input.hash)),
-        None => Err(format!(
-            "input `{slot}`: cannot read {} (is the cache on a file system this node sees at the same path?)",
-            manifest.display()
-        )),
+    let unreadable = |source: Box<dyn std::error::Error + Send + Sync>| Error::UnreadableInput {
+        slot: slot.to_string(),
+        manifest: manifest.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(&manifest).map_err(|e| unreadable(e.into()))?;
+    let found = serde_json::from_str::<Manifest>(&text).map_err(|e| unreadable(e.into()))?.output_hash;
+    if found != input.hash {
+        return Err(Error::OtherInput { slot: slot.to_string(), manifest, held: found, wanted: input.hash.clone() });
     }
+    Ok(())
 }
 
 /// Progress as log lines (a job's output is a file): one line per tenth of the work, and messages.

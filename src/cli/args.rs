@@ -1,13 +1,42 @@
-//! From the shared command-line arguments to a checked pipeline: `--set` overrides parsed and
-//! validated, and the one stage that `explain`, `show` and `verify` work on.
+//! The arguments several commands share ([`PipelineArgs`], [`CacheArg`], [`Format`]), and from them
+//! to a checked pipeline: `--set` overrides parsed and validated, and the one stage that `explain`,
+//! `show` and `verify` work on.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
 
 use crate::cache::Cache;
 use crate::exec::Runner;
-use crate::pipeline::{self, check::parse_set, Override, Pipeline};
+use crate::pipeline::{self, sweep::parse_set, Override, Pipeline};
 use crate::progress::Ui;
 use crate::registry::Registry;
 
-use super::{Fail, PipelineArgs};
+use super::fail::Fail;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CacheArg {
+    /// Cache directory
+    #[arg(long, env = "WSPACE_CACHE", default_value = "cache")]
+    pub cache: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file (TOML)
+    pub file: PathBuf,
+    /// Override a parameter: `stage.param=value` (TOML syntax; bare text is a string). Repeatable
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub cache: CacheArg,
+}
 
 pub(super) fn load(p: &PipelineArgs, registry: &Registry) -> Result<(Pipeline, Vec<Override>), Fail> {
     let pipeline = pipeline::load(&p.file, registry)?;

@@ -6,7 +6,8 @@ use crate::progress::Ui;
 use crate::registry::Registry;
 
 use super::args::OneStage;
-use super::{Fail, PipelineArgs};
+use super::args::PipelineArgs;
+use super::fail::Fail;
 
 pub(super) fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Result<u8, Fail> {
     let one = OneStage::open(p, registry, stage)?;
@@ -35,14 +36,7 @@ pub(super) fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Res
     let last = cache.last_run(&pipeline.name, stage);
     let since_last = |now: &crate::key::Ingredients| match &last {
         None => "no earlier run recorded".to_string(),
-        Some(rec) => {
-            let changes = crate::reason::diff(&rec.ingredients, now);
-            if changes.is_empty() {
-                "nothing".into()
-            } else {
-                changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
-            }
-        }
+        Some(rec) => crate::reason::since(&rec.ingredients, now).unwrap_or_else(|| "nothing".into()),
     };
     match runner.cached_entry(i) {
         Ok((entry, ingredients)) => {
@@ -65,7 +59,7 @@ pub(super) fn explain(p: &PipelineArgs, registry: &Registry, stage: &str) -> Res
                 // Compare what is known now: the parameters and files (inputs as last recorded).
                 if let Some(rec) = &last {
                     let known = crate::key::Ingredients::of(st, rec.ingredients.inputs.clone(), &pipeline.workdir)
-                        .map_err(|e| Fail(format!("error: {e}"), 1))?;
+                        .map_err(|e| Fail::error(&e, 1))?;
                     println!("changed since the last recorded run (besides inputs): {}", since_last(&known));
                 }
             } else {

@@ -8,8 +8,8 @@ use crate::pipeline;
 use crate::progress::Ui;
 use crate::registry::Registry;
 
+use super::fail::Fail;
 use super::fmt::{human_size, report_unreadable};
-use super::Fail;
 
 /// The keys the pipeline files resolve to now, over every sweep variant (stages not computed yet
 /// have no entry to keep, only perhaps resumable work).
@@ -65,7 +65,7 @@ pub(super) fn gc(cache: &Cache, keep: &crate::gc::Keep, dry_run: bool) -> Result
     let mut removed = 0;
     for e in &plan.remove {
         let m = &e.manifest;
-        if cache.remove(&m.key).map_err(|e| Fail(format!("error: {e}"), 1))? {
+        if cache.remove(&m.key).map_err(|e| Fail::error(&e, 1))? {
             freed += m.size();
             removed += 1;
         } else {
@@ -73,7 +73,7 @@ pub(super) fn gc(cache: &Cache, keep: &crate::gc::Keep, dry_run: bool) -> Result
         }
     }
     for orphan in &plan.leftovers {
-        crate::cache::remove_tree(orphan).map_err(|e| Fail(format!("error: {e}"), 1))?;
+        crate::cache::remove_tree(orphan).map_err(|e| Fail::error(&e, 1))?;
     }
     println!("removed {removed} entries, freed {}", human_size(freed));
     Ok(0)
@@ -106,8 +106,8 @@ pub(super) fn fsck(cache: &Cache, repair: bool) -> Result<u8, Fail> {
     let mut left = 0;
     for f in &findings {
         let gone = match &f.key {
-            Some(key) => cache.remove(key).map_err(|e| Fail(format!("error: {e}"), 1))?,
-            None => crate::cache::remove_tree(&f.path).map(|_| true).map_err(|e| Fail(format!("error: {e}"), 1))?,
+            Some(key) => cache.remove(key).map_err(|e| Fail::error(&e, 1))?,
+            None => crate::cache::remove_tree(&f.path).map(|_| true).map_err(|e| Fail::error(&e, 1))?,
         };
         if !gone {
             println!("kept {}: a run is building it", f.path.display());

@@ -2,7 +2,7 @@
 
 use crate::registry::Registry;
 
-use super::Fail;
+use super::fail::Fail;
 
 pub(super) fn kinds(registry: &Registry, only: Option<&str>) -> Result<u8, Fail> {
     if let Some(k) = only {

@@ -5,8 +5,9 @@ use serde_json::json;
 use crate::cache::{Cache, Entry};
 use crate::report;
 
+use super::args::Format;
+use super::fail::Fail;
 use super::fmt::{ago, human_size, report_unreadable};
-use super::{Fail, Format};
 
 pub(super) fn last_use(cache: &Cache) -> std::collections::HashMap<String, u64> {
     let mut out = std::collections::HashMap::new();

@@ -4,8 +4,9 @@
 //! # Brief overview
 //! This file holds the clap definitions ([`Cli`], [`Command`]: what `wspace --help` shows) and the
 //! dispatch; each command's body lives in a module of its own: [`run`] (`run`, `status`), [`explain`],
-//! [`dag`], [`show`], [`ls`], [`gc`] (`gc`, `fsck`), [`verify`], [`kinds`]. [`args`] turns the shared
-//! arguments into a checked pipeline (and one stage of it); [`fmt`] holds the small output formatters.
+//! [`dag`], [`show`], [`ls`], [`gc`] (`gc`, `fsck`), [`verify`], [`kinds`]. [`args`] holds the arguments
+//! several commands share and turns them into a checked pipeline (and one stage of it); [`fail`] is how
+//! a command fails; [`fmt`] holds the small output formatters. Those modules never import this one.
 //!
 //! Exit codes: 0 success; 1 a stage failed (or `verify` found a difference); 2 the command line or the
 //! pipeline file is wrong (nothing ran, nothing in the cache was touched); 3 `verify` found different
@@ -15,6 +16,7 @@
 mod args;
 mod dag;
 mod explain;
+mod fail;
 mod fmt;
 mod gc;
 mod kinds;
@@ -27,12 +29,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cache::Cache;
-use crate::diag::Diagnostics;
 use crate::pipeline::{self, ExecutorKind};
 use crate::registry::Registry;
+
+pub use args::{CacheArg, Format, PipelineArgs};
+pub use fail::Fail;
 
 #[derive(Parser, Debug)]
 #[command(name = "wspace", version, about = "Weight-space learning pipelines with a content-addressed cache")]
@@ -42,30 +46,6 @@ pub struct Cli {
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct CacheArg {
-    /// Cache directory
-    #[arg(long, env = "WSPACE_CACHE", default_value = "cache")]
-    pub cache: PathBuf,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct PipelineArgs {
-    /// The pipeline file (TOML)
-    pub file: PathBuf,
-    /// Override a parameter: `stage.param=value` (TOML syntax; bare text is a string). Repeatable
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-    pub set: Vec<String>,
-    #[command(flatten)]
-    pub cache: CacheArg,
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,15 +175,6 @@ fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// A failure that ends the command: a message and an exit code.
-pub struct Fail(pub String, pub u8);
-
-impl From<Diagnostics> for Fail {
-    fn from(d: Diagnostics) -> Self {
-        Fail(d.to_string(), 2)
-    }
-}
-
 pub fn main(registry: Registry) -> ExitCode {
     // `--version` also names the float class: which machines give the same bytes (README, "Reproducibility").
     let long = format!("{}\nfloat class: {}", env!("CARGO_PKG_VERSION"), crate::machine::float_class());
@@ -246,7 +217,7 @@ fn dispatch(command: Command, registry: &Registry) -> Result<u8, Fail> {
         }
         Command::ExecStage { spec, shard } => match crate::spec::exec_stage(&spec, shard, registry) {
             Ok(()) => Ok(0),
-            Err(e) => Err(Fail(format!("error: {e}"), 1)),
+            Err(e) => Err(Fail::error(&e, 1)),
         },
         Command::Explain { p, stage } => explain::explain(&p, registry, &stage),
         Command::Dag { file, dot } => {

@@ -13,7 +13,8 @@ use crate::registry::Registry;
 use crate::report;
 
 use super::args::load;
-use super::{Fail, Format, PipelineArgs};
+use super::args::{Format, PipelineArgs};
+use super::fail::Fail;
 
 pub(super) struct RunOptions {
     pub dry_run: bool,
@@ -53,7 +54,7 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
                 Format::Text => println!("{}", report::summary(&reports)),
                 Format::Json => println!(
                     "{}",
-                    json!({"pipeline": pipeline.name, "variants": [{"overrides": pipeline::check::overrides_json(variant), "stages": reports}]})
+                    json!({"pipeline": pipeline.name, "variants": [{"overrides": pipeline::sweep::overrides_json(variant), "stages": reports}]})
                 ),
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -75,7 +76,7 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
                     "variant {}/{}: {}",
                     n + 1,
                     variants.len(),
-                    serde_json::Value::Object(pipeline::check::overrides_json(variant))
+                    serde_json::Value::Object(pipeline::sweep::overrides_json(variant))
                 );
             }
             println!("{}", report::summary(&reports));
@@ -121,7 +122,7 @@ pub(super) fn run(p: &PipelineArgs, registry: &Registry, targets: &[String], opt
     }
     if format == Format::Json {
         let variants: Vec<_> =
-            results.iter().map(|(o, r)| json!({"overrides": pipeline::check::overrides_json(o), "stages": r})).collect();
+            results.iter().map(|(o, r)| json!({"overrides": pipeline::sweep::overrides_json(o), "stages": r})).collect();
         let mut obj = json!({"pipeline": pipeline.name, "variants": variants});
         if let Some((table, page)) = table_path {
             obj["sweep_table"] = json!(table);

@@ -6,19 +6,19 @@ use crate::progress::Ui;
 use crate::registry::Registry;
 
 use super::args::OneStage;
-use super::{Fail, Format, PipelineArgs};
+use super::args::{Format, PipelineArgs};
+use super::fail::Fail;
 
 pub(super) fn show(p: &PipelineArgs, registry: &Registry, stage: &str, format: Format) -> Result<u8, Fail> {
     let one = OneStage::open(p, registry, stage)?;
     let cache = &one.cache;
     let ui = Ui::new(true);
-    let (entry, _) = one.runner(&ui, 1).cached_entry(one.index).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    let (entry, _) = one.runner(&ui, 1).cached_entry(one.index).map_err(|e| Fail::error(&e, 1))?;
     cache.verify(&entry).map_err(|bad| {
         Fail(format!("error: the cached result of stage `{stage}` is corrupt ({bad}); the next `wspace run` recomputes it"), 1)
     })?;
     let out = std::fs::canonicalize(entry.out()).unwrap_or(entry.out());
-    let metrics: serde_json::Value =
-        std::fs::read(out.join("metrics.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
+    let metrics = crate::metrics::read(&out).unwrap_or(json!({}));
     let m = &entry.manifest;
     if format == Format::Json {
         let files: Vec<_> =

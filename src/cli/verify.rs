@@ -9,13 +9,14 @@ use crate::progress::Ui;
 use crate::registry::Registry;
 
 use super::args::OneStage;
-use super::{Fail, PipelineArgs};
+use super::args::PipelineArgs;
+use super::fail::Fail;
 
 /// Exit status: 0 the same bytes; 3 different bytes, every number within `tol`; 1 anything else.
 pub(super) fn verify(p: &PipelineArgs, registry: &Registry, stage: &str, jobs: usize, tol: Tolerance) -> Result<u8, Fail> {
     let one = OneStage::open(p, registry, stage)?;
     let ui = Ui::new(!std::io::stderr().is_terminal());
-    let (entry, recomputed) = one.runner(&ui, jobs).recompute(one.index).map_err(|e| Fail(format!("error: {e}"), 1))?;
+    let (entry, recomputed) = one.runner(&ui, jobs).recompute(one.index).map_err(|e| Fail::error(&e, 1))?;
     let files = &recomputed.files;
     let hash = crate::digest::tree_hash(files);
     let m = &entry.manifest;
@@ -32,8 +33,8 @@ pub(super) fn verify(p: &PipelineArgs, registry: &Registry, stage: &str, jobs: u
     for path in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
         match (old.get(path), new.get(path)) {
             (Some(a), Some(b)) if a != b => {
-                let found = compare_files(&entry.out().join(path), &recomputed.out().join(path), &tol)
-                    .map_err(|e| Fail(format!("error: {e}"), 1))?;
+                let found =
+                    compare_files(&entry.out().join(path), &recomputed.out().join(path), &tol).map_err(|e| Fail::error(&e, 1))?;
                 let verdict = match found {
                     Comparison::Identical => "different bytes, the same numbers".to_string(),
                     Comparison::Close(d) => format!("numerically equal within {within} ({d})"),

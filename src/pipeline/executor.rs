@@ -17,11 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use wspace_stage_api::Value;
+use wspace_stage_api::{StageKind, Value};
 
 use super::raw::{RawPipeline, Sp};
-use super::Stage;
-use crate::diag::{Diagnostic, Source};
+use crate::diag::{stages_help, Diagnostic, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ExecutorKind {
@@ -62,8 +61,9 @@ impl Executor {
 const SETTINGS: &str = "kind, partition, time, cpus, memory, gres, sbatch_args and [executor.stages.NAME] tables";
 const STAGE_SETTINGS: &str = "partition, time, cpus, memory, gres, sbatch_args and shards";
 
-/// Checks `[executor]` against the stages (by name; `None`: a stage that failed its own checks).
-pub fn check(raw: &RawPipeline, stages: &BTreeMap<&str, Option<&Stage>>, errors: &mut Vec<Diagnostic>) -> Executor {
+/// Checks `[executor]` against the stages' kinds (by stage name; `None`: a stage that failed its own
+/// checks).
+pub fn check(raw: &RawPipeline, stages: &BTreeMap<&str, Option<&dyn StageKind>>, errors: &mut Vec<Diagnostic>) -> Executor {
     let src = &raw.source;
     let mut ex = Executor { defaults: JobSettings { shards: 1, ..Default::default() }, ..Default::default() };
     for (key, value) in &raw.executor.settings {
@@ -90,7 +90,7 @@ pub fn check(raw: &RawPipeline, stages: &BTreeMap<&str, Option<&Stage>>, errors:
         let Some(stage) = stages.get(name.value.as_str()) else {
             errors.push(
                 Diagnostic::at(format!("[executor.stages.{}] names no stage", name.value), src, name.span.clone())
-                    .with_help(format!("stages: {}", stages.keys().copied().collect::<Vec<_>>().join(", "))),
+                    .with_help(stages_help(stages.keys().copied())),
             );
             continue;
         };
@@ -98,9 +98,9 @@ pub fn check(raw: &RawPipeline, stages: &BTreeMap<&str, Option<&Stage>>, errors:
         for (key, value) in settings {
             apply(src, key, value, &mut job, STAGE_SETTINGS, errors);
             if key.value == "shards" && job.shards > 1 {
-                if let Some(st) = stage.filter(|s| !s.kind.shardable()) {
+                if let Some(kind) = stage.filter(|k| !k.shardable()) {
                     errors.push(Diagnostic::at(
-                        format!("stage `{}` (kind `{}`) cannot be split into shards", name.value, st.kind.name()),
+                        format!("stage `{}` (kind `{}`) cannot be split into shards", name.value, kind.name()),
                         src,
                         key.span.clone(),
                     ));
