@@ -372,3 +372,33 @@ fn a_sweep_of_more_than_10000_variants_is_refused() {
 "#
     );
 }
+
+#[test]
+fn a_bad_choice_names_its_place_and_the_values_its_enum_declares() {
+    let text = format!(
+        "{DATA_TASKS}\n[stages.z]\nkind = \"zoo\"\ninputs = {{ data = \"d\", tasks = \"t\" }}\nlr_distribution = \"uniform\"\n"
+    );
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: parameter `lr_distribution` of stage `z`: expected one of "log-uniform", "log-normal", found "uniform"
+  --> p.toml:15:19
+   |
+15 | lr_distribution = "uniform"
+   |                   ^^^^^^^^^
+"#
+    );
+}
+
+#[test]
+fn a_negative_seed_is_refused_at_its_place() {
+    let text = format!("{DATA_TASKS}seed = -1\n");
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: stage `t` (kind `tasks`): parameter `seed` must be ≥ 0 (a seed), got -1
+  --> p.toml:11:8
+   |
+11 | seed = -1
+   |        ^^
+"#
+    );
+}

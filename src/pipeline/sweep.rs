@@ -197,12 +197,10 @@ impl Pipeline {
 
     /// A diagnostic for `stage`'s refusal `e`, at the value the error names.
     fn locate(&self, stage: &Stage, e: &StageError, variant: &[Override], overrides: &[Override]) -> Diagnostic {
+        // The parameter at fault, as the kind names it; any other error points at the stage.
         let param = match e {
             StageError::Param { name, .. } => Some(name.clone()),
-            other => {
-                let text = other.to_string();
-                stage.params.keys().find(|p| text.contains(&format!("`{p}`"))).cloned()
-            }
+            _ => None,
         };
         let message = format!("stage `{}` (kind `{}`): {e}", stage.name, stage.kind.name());
         let is = |o: &&Override| o.stage == stage.name && Some(&o.param) == param.as_ref();

@@ -109,8 +109,11 @@ pub struct Method {
     pub params: &'static [Param],
     /// Checks its own parameters before anything runs.
     pub validate: fn(Params) -> Result<(), StageError>,
-    pub load: fn(&MethodInputs, Params) -> Result<Box<dyn Sampler>, StageError>,
+    pub load: LoadSampler,
 }
+
+/// How a [`Method`] builds its sampler from the stage's inputs and parameters.
+pub type LoadSampler = fn(&MethodInputs, Params) -> Result<Box<dyn Sampler>, StageError>;
 
 /// [`Method::validate`] for a method without parameters of its own.
 fn nothing_to_check(_: Params) -> Result<(), StageError> {

@@ -65,8 +65,11 @@ pub trait Codec: Send + Sync {
 /// trained on.
 pub struct Registered {
     pub name: &'static str,
-    pub load: fn(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError>,
+    pub load: LoadCodec,
 }
+
+/// How a codec is read: from the `pca` output and the `autoencoder` output trained on it.
+pub type LoadCodec = fn(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError>;
 
 /// Every codec, by name.
 pub const CODECS: &[Registered] =
