@@ -24,17 +24,16 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, StageContext, StageError, StageKind, Ty, Value};
+use wspace_stage_api::{params, Inputs, Param, ParamSpec, StageContext, StageError, StageKind, Value};
 
 pub struct Command;
 
-const RUN: Param = Param::required("run", Ty::Str, "the shell command (run by `sh -c` in the pipeline's directory)");
-const OUTPUTS: Param =
-    Param::optional("outputs", Ty::List(&Ty::Str), Fixed::Strs(&[]), "files that must exist in $WSPACE_OUT afterwards");
-const DEPS: Param =
-    Param::optional("deps", Ty::List(&Ty::Path), Fixed::Strs(&[]), "files whose content joins the key (e.g. the script)");
-const PARAMS: Param =
-    Param::optional("params", Ty::Table, Fixed::EmptyTable, "free-form values passed as WSPACE_PARAMS / WSPACE_PARAM_<NAME>");
+params! {
+    RUN = "run": Str, "the shell command (run by `sh -c` in the pipeline's directory)";
+    OUTPUTS = "outputs": [Str] = [], "files that must exist in $WSPACE_OUT afterwards";
+    DEPS = "deps": [Path] = [], "files whose content joins the key (e.g. the script)";
+    PARAMS = "params": Table, "free-form values passed as WSPACE_PARAMS / WSPACE_PARAM_<NAME>";
+}
 
 const LOG_TAIL: usize = 20;
 

@@ -25,7 +25,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
-use wspace_stage_api::{Fixed, Param, ParamSpec, Params, Progress, StageError, Ty};
+use wspace_stage_api::{params, Fixed, Param, ParamSpec, Params, Progress, StageError};
 
 use crate::tensors::candle_error;
 
@@ -45,12 +45,14 @@ pub struct FitParams {
     pub seed: u64,
 }
 
-const BATCH_SIZE: Param = Param::optional("batch_size", Ty::Int, Fixed::Int(32), "mini-batch size");
-const EPOCHS: Param = Param::optional("epochs", Ty::Int, Fixed::Int(100), "maximum epochs");
-const PATIENCE: Param = Param::optional("patience", Ty::Int, Fixed::Int(30), "epochs without val improvement before stopping");
-const LR: Param = Param::optional("lr", Ty::Float, Fixed::Float(1e-3), "AdamW learning rate");
-const WEIGHT_DECAY: Param = Param::optional("weight_decay", Ty::Float, Fixed::Float(0.0), "AdamW (decoupled) weight decay");
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the initial weights and the batch order");
+params! {
+    BATCH_SIZE = "batch_size": Int = 32, "mini-batch size";
+    EPOCHS = "epochs": Int = 100, "maximum epochs";
+    PATIENCE = "patience": Int = 30, "epochs without val improvement before stopping";
+    LR = "lr": Float = 1e-3, "AdamW learning rate";
+    WEIGHT_DECAY = "weight_decay": Float = 0.0, "AdamW (decoupled) weight decay";
+    SEED = "seed": Int = 0, "seeds the initial weights and the batch order";
+}
 
 impl FitParams {
     /// `batch_size`, `epochs`, `patience`, `lr`, `weight_decay`, `seed` with these defaults;

@@ -2,15 +2,17 @@
 //! kind's [`ParamSpec`] (what the runner checks and `wspace kinds` lists) and its typed read come.
 //!
 //! ```
-//! use wspace_stage_api::{choice_enum, Choice, Fixed, Param, Params, StageError, Ty};
+//! use wspace_stage_api::{choice_enum, params, Param, Params, StageError};
 //!
 //! choice_enum! {
 //!     /// The hidden nonlinearity.
 //!     pub enum Activation { Elu = "elu", Tanh = "tanh" }
 //! }
-//! const HIDDEN: Param = Param::optional("hidden", Ty::List(&Ty::Int), Fixed::Ints(&[256]), "hidden sizes");
-//! const ACTIVATION: Param = Param::choice("activation", Activation::NAMES, "elu", "hidden nonlinearity");
-//! const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the weights");
+//! params! {
+//!     HIDDEN = "hidden": [Int] = [256], "hidden sizes";
+//!     ACTIVATION = "activation": choice(Activation) = "elu", "hidden nonlinearity";
+//!     SEED = "seed": Int = 0, "seeds the weights";
+//! }
 //!
 //! fn read(p: Params) -> Result<(Vec<usize>, Activation, u64), StageError> {
 //!     Ok((p.positive_list(&HIDDEN)?, p.choice(&ACTIVATION)?, p.seed(&SEED)?))
@@ -127,6 +129,101 @@ impl Param {
 /// Every default of `specs`: a kind's parameters as a pipeline that sets none of them resolves them.
 pub fn defaults(specs: &[ParamSpec]) -> BTreeMap<String, Value> {
     specs.iter().filter_map(|s| s.default.clone().map(|d| (s.name.to_string(), d))).collect()
+}
+
+/// Declares a kind's parameters as a table, one [`Param`] constant a line:
+///
+/// ```text
+/// params! {
+///     COUNT = "count": Int = 100, "number of task rows";        // an integer, default 100
+///     LR = "lr": Float = 1e-3, "learning rate";
+///     NAME = "name": Str = "", "a string";                       // also Bool, Path
+///     RUN = "run": Str, "the shell command";                     // required: no default
+///     HIDDEN = "hidden": [Int] = [256, 128], "layer sizes";     // also [Float], [Str], [Path]
+///     ACT = "activation": choice(Activation) = "elu", "…";       // a choice_enum!'s names
+///     CKPT = "checkpoints": [choice(Checkpoint)] = ["final"], "…";
+///     INIT = "init": Any(Str) = "random", "…";                   // checked by the kind; Any(Int) too
+///     PARAMS = "params": Table, "free-form values";              // defaults to {}
+/// }
+/// ```
+///
+/// Each line may start with a visibility (`pub`, `pub(crate)`).
+#[macro_export]
+macro_rules! params {
+    () => {};
+    ($vis:vis $id:ident = $name:literal : Int = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Int, $crate::Fixed::Int($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Float = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Float, $crate::Fixed::Float($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Bool = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Bool, $crate::Fixed::Bool($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Str = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Str, $crate::Fixed::Str($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Path = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Path, $crate::Fixed::Str($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Str, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::required($name, $crate::Ty::Str, $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Path, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::required($name, $crate::Ty::Path, $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : [Int] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param =
+            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Int), $crate::Fixed::Ints(&[$($d),*]), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : [Float] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param =
+            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Float), $crate::Fixed::Floats(&[$($d),*]), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : [Str] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param =
+            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Str), $crate::Fixed::Strs(&[$($d),*]), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : [Path] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param =
+            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Path), $crate::Fixed::Strs(&[$($d),*]), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : choice($e:ty) = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::choice($name, <$e as $crate::Choice>::NAMES, $d, $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : [choice($e:ty)] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional(
+            $name,
+            $crate::Ty::List(&$crate::Ty::Choice(<$e as $crate::Choice>::NAMES)),
+            $crate::Fixed::Strs(&[$($d),*]),
+            $doc,
+        );
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Any(Int) = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Any, $crate::Fixed::Int($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Any(Str) = $d:literal, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Any, $crate::Fixed::Str($d), $doc);
+        $crate::params!($($rest)*);
+    };
+    ($vis:vis $id:ident = $name:literal : Table, $doc:literal; $($rest:tt)*) => {
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Table, $crate::Fixed::EmptyTable, $doc);
+        $crate::params!($($rest)*);
+    };
 }
 
 /// An enum parameter that knows its names, declared with [`choice_enum!`].
@@ -265,13 +362,15 @@ mod tests {
         enum Colour { Red = "red", Green = "green" }
     }
 
-    const LR: Param = Param::optional("lr", Ty::Float, Fixed::Float(0.0), "");
-    const DECAY: Param = Param::optional("decay", Ty::Float, Fixed::Float(-1.0), "");
-    const OK: Param = Param::optional("ok", Ty::Int, Fixed::Int(2), "");
-    const HIDDEN: Param = Param::optional("hidden", Ty::List(&Ty::Int), Fixed::Ints(&[4, 0]), "");
-    const SIZES: Param = Param::optional("sizes", Ty::List(&Ty::Int), Fixed::Ints(&[4, 2]), "");
-    const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(-3), "");
-    const COLOUR: Param = Param::choice("colour", Colour::NAMES, "green", "");
+    params! {
+        LR = "lr": Float = 0.0, "";
+        DECAY = "decay": Float = -1.0, "";
+        OK = "ok": Int = 2, "";
+        HIDDEN = "hidden": [Int] = [4, 0], "";
+        SIZES = "sizes": [Int] = [4, 2], "";
+        SEED = "seed": Int = -3, "";
+        COLOUR = "colour": choice(Colour) = "green", "";
+    }
 
     #[test]
     fn numeric_constraints_name_the_parameter_and_the_value() {

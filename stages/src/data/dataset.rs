@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use wspace_stage_api::{
-    choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty, Value,
+    choice_enum, params, Choice, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Value,
 };
 
 use super::files::{self, RawDataset};
@@ -52,30 +52,14 @@ choice_enum! {
     pub enum Format { Embedded = "embedded", Idx = "idx", Cifar10 = "cifar10", Folder = "folder" }
 }
 
-const FORMAT: Param =
-    Param::choice("format", Format::NAMES, "embedded", "the source: embedded (Fashion-MNIST subset), idx, cifar10 or folder");
-const PATH: Param =
-    Param::optional("path", Ty::Path, Fixed::Str(""), "the source directory (required unless format = \"embedded\")");
-const TRAIN_PER_CLASS: Param = Param::optional(
-    "train_per_class",
-    Ty::Int,
-    Fixed::Int(0),
-    "keep the first N training images of each class, in file order (0 = all)",
-);
-const TEST_PER_CLASS: Param = Param::optional(
-    "test_per_class",
-    Ty::Int,
-    Fixed::Int(0),
-    "keep the first N test images of each class, in file order (0 = all)",
-);
-const CLASS_NAMES: Param =
-    Param::optional("class_names", Ty::List(&Ty::Str), Fixed::Strs(&[]), "class names in label order ([] = the source's names)");
-const CHANNELS: Param = Param::optional(
-    "channels",
-    Ty::Int,
-    Fixed::Int(0),
-    "folder format: 1 = grey, 3 = RGB, 0 = auto (grey if every image is grey)",
-);
+params! {
+    FORMAT = "format": choice(Format) = "embedded", "the source: embedded (Fashion-MNIST subset), idx, cifar10 or folder";
+    PATH = "path": Path = "", "the source directory (required unless format = \"embedded\")";
+    TRAIN_PER_CLASS = "train_per_class": Int = 0, "keep the first N training images of each class, in file order (0 = all)";
+    TEST_PER_CLASS = "test_per_class": Int = 0, "keep the first N test images of each class, in file order (0 = all)";
+    CLASS_NAMES = "class_names": [Str] = [], "class names in label order ([] = the source's names)";
+    CHANNELS = "channels": Int = 0, "folder format: 1 = grey, 3 = RGB, 0 = auto (grey if every image is grey)";
+}
 
 /// The checked parameters of a `dataset` stage; [`DatasetOptions::build`] reads the source.
 #[derive(Debug, Clone)]

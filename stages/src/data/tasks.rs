@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::dataset::Dataset;
 use crate::sampling::shuffle;
@@ -138,38 +138,15 @@ pub struct TasksOptions {
     pub test_per_class: usize,
 }
 
-const COUNT: Param = Param::optional("count", Ty::Int, Fixed::Int(100), "number of task rows (rows may share a triplet)");
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "RNG seed");
-const VAL_TASKS: Param = Param::optional(
-    "val_tasks",
-    Ty::Float,
-    Fixed::Float(0.1),
-    "fraction of the unordered class triplets held out as validation tasks",
-);
-const TEST_TASKS: Param = Param::optional(
-    "test_tasks",
-    Ty::Float,
-    Fixed::Float(0.2),
-    "fraction of the unordered class triplets held out as test tasks",
-);
-const VAL_FRACTION: Param = Param::optional(
-    "val_fraction",
-    Ty::Float,
-    Fixed::Float(0.2),
-    "fraction of each task's training images used for per-task validation",
-);
-const TRAIN_PER_CLASS: Param = Param::optional(
-    "train_per_class",
-    Ty::Int,
-    Fixed::Int(0),
-    "training images (train + val) per class and task, a random subset (0 = all)",
-);
-const TEST_PER_CLASS: Param = Param::optional(
-    "test_per_class",
-    Ty::Int,
-    Fixed::Int(0),
-    "test images per class and task, the first in file order (0 = all)",
-);
+params! {
+    COUNT = "count": Int = 100, "number of task rows (rows may share a triplet)";
+    SEED = "seed": Int = 0, "RNG seed";
+    VAL_TASKS = "val_tasks": Float = 0.1, "fraction of the unordered class triplets held out as validation tasks";
+    TEST_TASKS = "test_tasks": Float = 0.2, "fraction of the unordered class triplets held out as test tasks";
+    VAL_FRACTION = "val_fraction": Float = 0.2, "fraction of each task's training images used for per-task validation";
+    TRAIN_PER_CLASS = "train_per_class": Int = 0, "training images (train + val) per class and task, a random subset (0 = all)";
+    TEST_PER_CLASS = "test_per_class": Int = 0, "test images per class and task, the first in file order (0 = all)";
+}
 /// The kind's parameters, in the order `wspace kinds` lists them.
 const PARAMS: &[Param] = &[COUNT, SEED, VAL_TASKS, TEST_TASKS, VAL_FRACTION, TRAIN_PER_CLASS, TEST_PER_CLASS];
 

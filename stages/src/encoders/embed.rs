@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::Device;
 use safetensors::tensor::Dtype;
 use serde_json::json;
-use wspace_stage_api::{Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{params, Choice, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::encoder::{Encoder, EncoderName, ImageShape};
 use super::probe;
@@ -35,37 +35,14 @@ pub struct EmbedOptions {
     pub eval_per_class: usize,
 }
 
-const ENCODER: Param = Param::choice(
-    "encoder",
-    EncoderName::NAMES,
-    "efficientnet-lite0",
-    "the image encoder: efficientnet-lite0 (embedded ImageNet weights) or clip-vit-b32 (needs `weights`)",
-);
-const WEIGHTS: Param = Param::optional(
-    "weights",
-    Ty::Path,
-    Fixed::Str(""),
-    "encoder weights: a CLIP checkpoint directory (model.safetensors + config.json), or an \
-     EfficientNet-Lite0 safetensors file; \"\" = the embedded EfficientNet-Lite0 weights",
-);
-const IMAGES_PER_CLASS: Param = Param::optional(
-    "images_per_class",
-    Ty::Int,
-    Fixed::Int(100),
-    "training images averaged per class (the first N of each class, in file order)",
-);
-const IMAGE_SIZE: Param = Param::optional(
-    "image_size",
-    Ty::Int,
-    Fixed::Int(0),
-    "side the images are resized to (bilinear) before encoding; 0 = the encoder's native size (224)",
-);
-const EVAL_PER_CLASS: Param = Param::optional(
-    "eval_per_class",
-    Ty::Int,
-    Fixed::Int(100),
-    "held-out test images per class for the nearest-class-mean probe (0 = no probe)",
-);
+params! {
+    ENCODER = "encoder": choice(EncoderName) = "efficientnet-lite0", "the image encoder: efficientnet-lite0 (embedded ImageNet weights) or clip-vit-b32 (needs `weights`)";
+    WEIGHTS = "weights": Path = "", "encoder weights: a CLIP checkpoint directory (model.safetensors + config.json), or an \
+     EfficientNet-Lite0 safetensors file; \"\" = the embedded EfficientNet-Lite0 weights";
+    IMAGES_PER_CLASS = "images_per_class": Int = 100, "training images averaged per class (the first N of each class, in file order)";
+    IMAGE_SIZE = "image_size": Int = 0, "side the images are resized to (bilinear) before encoding; 0 = the encoder's native size (224)";
+    EVAL_PER_CLASS = "eval_per_class": Int = 100, "held-out test images per class for the nearest-class-mean probe (0 = no probe)";
+}
 /// The kind's parameters, in the order `wspace kinds` lists them.
 const PARAMS: &[Param] = &[ENCODER, WEIGHTS, IMAGES_PER_CLASS, IMAGE_SIZE, EVAL_PER_CLASS];
 

@@ -29,7 +29,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 use serde_json::json;
-use wspace_stage_api::{defaults, Fixed, Inputs, Param, ParamSpec, Params, Progress, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{defaults, params, Inputs, Param, ParamSpec, Params, Progress, StageContext, StageError, StageKind};
 
 use super::model::{AlignConfig, Aligner};
 use crate::data::TaskSplit;
@@ -154,11 +154,12 @@ pub struct AlignOptions {
     pub fit: FitParams,
 }
 
-const BINS: Param = Param::optional("bins", Ty::Int, Fixed::Int(10), "loss bins over the train split's val_loss range");
-const RESULTS_DIM: Param =
-    Param::optional("results_dim", Ty::Int, Fixed::Int(512), "size of each bin's learned embedding (thesis: 512)");
-const HIDDEN: Param = Param::optional("hidden", Ty::List(&Ty::Int), Fixed::Ints(&[512]), "hidden sizes of the shared MLP");
-const TAU: Param = Param::optional("tau", Ty::Float, Fixed::Float(0.1), "NT-Xent temperature");
+params! {
+    BINS = "bins": Int = 10, "loss bins over the train split's val_loss range";
+    RESULTS_DIM = "results_dim": Int = 512, "size of each bin's learned embedding (thesis: 512)";
+    HIDDEN = "hidden": [Int] = [512], "hidden sizes of the shared MLP";
+    TAU = "tau": Float = 0.1, "NT-Xent temperature";
+}
 /// The kind's own parameters (the training loop's follow them).
 const PARAMS: &[Param] = &[BINS, RESULTS_DIM, HIDDEN, TAU];
 const FIT_DEFAULTS: FitParams = FitParams { epochs: 200, patience: 30, lr: 1e-3, weight_decay: 1e-4, batch_size: 32, seed: 0 };

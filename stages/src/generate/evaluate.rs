@@ -51,7 +51,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::align::task_embeddings;
 use super::model::Aligner;
@@ -598,8 +598,10 @@ pub fn run_evaluate(dirs: &Inputs6, noise: f64, seed: u64, out: &Path) -> Result
     Ok(metrics)
 }
 
-const NOISE: Param = Param::optional("noise", Ty::Float, Fixed::Float(0.1), "nn_noise: Gaussian noise × each tensor's std");
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the noise and the random initialisations");
+params! {
+    NOISE = "noise": Float = 0.1, "nn_noise: Gaussian noise × each tensor's std";
+    SEED = "seed": Int = 0, "seeds the noise and the random initialisations";
+}
 
 /// `(noise, seed)`.
 fn options(p: Params) -> Result<(f64, u64), StageError> {

@@ -39,7 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::align::embedding_matrix;
 use crate::data::{Dataset, TaskSplit, Tasks};
@@ -282,15 +282,15 @@ choice_enum! {
     pub enum Checkpoints { Both = "both", Final = "final" }
 }
 
-const HIDDEN: Param = Param::optional("hidden", Ty::List(&Ty::Int), Fixed::Ints(&[128]), "the row MLP's hidden widths");
-const NOISE_DIM: Param = Param::optional("noise_dim", Ty::Int, Fixed::Int(8), "ξ values per head row (the draw)");
-const NOISE: Param = Param::optional("noise", Ty::Float, Fixed::Float(1.0), "σ of ξ in training and sampling");
-const PROBE_IMAGES: Param =
-    Param::optional("probe_images", Ty::Int, Fixed::Int(64), "training images per zoo row whose outputs are matched");
-const TEMPERATURE: Param = Param::optional("temperature", Ty::Float, Fixed::Float(1.0), "distillation temperature");
-const LABEL_WEIGHT: Param =
-    Param::optional("label_weight", Ty::Float, Fixed::Float(0.0), "λ: loss = (1 − λ)·distillation + λ·cross-entropy");
-const CHECKPOINTS: Param = Param::choice("checkpoints", Checkpoints::NAMES, "both", "zoo checkpoints to learn from");
+params! {
+    HIDDEN = "hidden": [Int] = [128], "the row MLP's hidden widths";
+    NOISE_DIM = "noise_dim": Int = 8, "ξ values per head row (the draw)";
+    NOISE = "noise": Float = 1.0, "σ of ξ in training and sampling";
+    PROBE_IMAGES = "probe_images": Int = 64, "training images per zoo row whose outputs are matched";
+    TEMPERATURE = "temperature": Float = 1.0, "distillation temperature";
+    LABEL_WEIGHT = "label_weight": Float = 0.0, "λ: loss = (1 − λ)·distillation + λ·cross-entropy";
+    CHECKPOINTS = "checkpoints": choice(Checkpoints) = "both", "zoo checkpoints to learn from";
+}
 /// The kind's own parameters (the training loop's follow them).
 const PARAMS: &[Param] = &[HIDDEN, NOISE_DIM, NOISE, PROBE_IMAGES, TEMPERATURE, LABEL_WEIGHT, CHECKPOINTS];
 const FIT_DEFAULTS: FitParams = FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 0.0, batch_size: 16, seed: 0 };

@@ -5,7 +5,7 @@
 //! module's doc) and `codec.json`, which names the codec for every stage that loads it
 //! ([`super::codec`]).
 
-use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::autoencoder::{run_autoencoder, Activation, MlpOptions};
 use super::behaviour::BehaviourOptions;
@@ -43,66 +43,25 @@ choice_enum! {
     pub enum Loss { Mse = "mse", Behaviour = "behaviour" }
 }
 
-const HIDDEN: Param = Param::optional(
-    "hidden",
-    Ty::List(&Ty::Int),
-    Fixed::Ints(&[256]),
-    "hidden layer sizes of the encoder (the decoder mirrors them)",
-);
-const LATENT_DIM: Param = Param::optional("latent_dim", Ty::Int, Fixed::Int(32), "latent size");
-const ACTIVATION: Param = Param::choice("activation", Activation::NAMES, "elu", "hidden nonlinearity");
-const LOSS: Param = Param::choice(
-    "loss",
-    Loss::NAMES,
-    "mse",
-    "mse: the thesis's coefficient MSE; behaviour: beta·MSE + (1 − beta)·distillation of the decoded model's outputs (needs the zoo, tasks and data inputs)",
-);
-const BETA: Param =
-    Param::optional("beta", Ty::Float, Fixed::Float(0.1), "loss = behaviour: weight of the coefficient MSE, in [0, 1]");
-const PROBE_IMAGES: Param = Param::optional(
-    "probe_images",
-    Ty::Int,
-    Fixed::Int(128),
-    "loss = behaviour: training images of each model's own task on which outputs are matched",
-);
-const TEMPERATURE: Param =
-    Param::optional("temperature", Ty::Float, Fixed::Float(2.0), "loss = behaviour: distillation temperature T");
-const ARCHITECTURE: Param = Param::choice(
-    "architecture",
-    ArchitectureName::NAMES,
-    "mlp",
-    "mlp: the thesis's MLP on the PCA coefficients; transformer: a SANE-style transformer on weight tokens (one per neuron; needs the zoo input)",
-);
-const D_MODEL: Param = Param::optional("d_model", Ty::Int, Fixed::Int(64), "transformer: token embedding width");
-const HEADS: Param = Param::optional("heads", Ty::Int, Fixed::Int(4), "transformer: attention heads (must divide d_model)");
-const LAYERS: Param = Param::optional("layers", Ty::Int, Fixed::Int(2), "transformer: blocks in the encoder and in the decoder");
-const TOKEN_LATENT: Param = Param::optional(
-    "token_latent",
-    Ty::Int,
-    Fixed::Int(32),
-    "transformer: latent values per token (latent = tokens × token_latent)",
-);
-const TOKEN_WIDTH: Param = Param::optional(
-    "token_width",
-    Ty::Int,
-    Fixed::Int(0),
-    "transformer: values per token (0: the widest layer's fan_in + 1); narrower than a layer is refused",
-);
-const PERMUTE: Param = Param::optional(
-    "permute",
-    Ty::Bool,
-    Fixed::Bool(false),
-    "transformer: augment with random permutations of the hidden units (for random-init zoos)",
-);
-const NOISE: Param =
-    Param::optional("noise", Ty::Float, Fixed::Float(0.05), "transformer: std of the noise added to the normalised input tokens");
-const CONTRASTIVE_WEIGHT: Param = Param::optional(
-    "contrastive_weight",
-    Ty::Float,
-    Fixed::Float(0.1),
-    "transformer: weight of the NT-Xent term between the two augmented views (0: off)",
-);
-const TAU: Param = Param::optional("tau", Ty::Float, Fixed::Float(0.1), "transformer: NT-Xent temperature");
+params! {
+    HIDDEN = "hidden": [Int] = [256], "hidden layer sizes of the encoder (the decoder mirrors them)";
+    LATENT_DIM = "latent_dim": Int = 32, "latent size";
+    ACTIVATION = "activation": choice(Activation) = "elu", "hidden nonlinearity";
+    LOSS = "loss": choice(Loss) = "mse", "mse: the thesis's coefficient MSE; behaviour: beta·MSE + (1 − beta)·distillation of the decoded model's outputs (needs the zoo, tasks and data inputs)";
+    BETA = "beta": Float = 0.1, "loss = behaviour: weight of the coefficient MSE, in [0, 1]";
+    PROBE_IMAGES = "probe_images": Int = 128, "loss = behaviour: training images of each model's own task on which outputs are matched";
+    TEMPERATURE = "temperature": Float = 2.0, "loss = behaviour: distillation temperature T";
+    ARCHITECTURE = "architecture": choice(ArchitectureName) = "mlp", "mlp: the thesis's MLP on the PCA coefficients; transformer: a SANE-style transformer on weight tokens (one per neuron; needs the zoo input)";
+    D_MODEL = "d_model": Int = 64, "transformer: token embedding width";
+    HEADS = "heads": Int = 4, "transformer: attention heads (must divide d_model)";
+    LAYERS = "layers": Int = 2, "transformer: blocks in the encoder and in the decoder";
+    TOKEN_LATENT = "token_latent": Int = 32, "transformer: latent values per token (latent = tokens × token_latent)";
+    TOKEN_WIDTH = "token_width": Int = 0, "transformer: values per token (0: the widest layer's fan_in + 1); narrower than a layer is refused";
+    PERMUTE = "permute": Bool = false, "transformer: augment with random permutations of the hidden units (for random-init zoos)";
+    NOISE = "noise": Float = 0.05, "transformer: std of the noise added to the normalised input tokens";
+    CONTRASTIVE_WEIGHT = "contrastive_weight": Float = 0.1, "transformer: weight of the NT-Xent term between the two augmented views (0: off)";
+    TAU = "tau": Float = 0.1, "transformer: NT-Xent temperature";
+}
 
 /// The parameters before the training loop's, then those after it (the order `wspace kinds` lists).
 const PARAMS: (&[Param], &[Param]) = (

@@ -48,7 +48,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::behaviour;
 use super::codec::{self, Codec, RefineOptions};
@@ -148,30 +148,15 @@ choice_enum! {
     pub enum Split { Test = "test", Val = "val", Train = "train" }
 }
 
-const SYNTHETIC_IMAGES: Param =
-    Param::optional("synthetic_images", Ty::Int, Fixed::Int(256), "random U(0,1) images for the synthetic comparison");
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the synthetic images");
-const SPLIT: Param = Param::choice(
-    "split",
-    Split::NAMES,
-    "test",
-    "whose models are compared: test (held out from every fit), or val / train (the fit's own, to measure the generalisation gap)",
-);
-const REFINE_STEPS: Param = Param::optional(
-    "refine_steps",
-    Ty::Int,
-    Fixed::Int(0),
-    "latent refinement: Adam steps on each test model's latent to match its outputs on probe images (0: off; adds the `pca_ae_refined` variant)",
-);
-const REFINE_LR: Param = Param::optional("refine_lr", Ty::Float, Fixed::Float(0.05), "latent refinement: Adam learning rate");
-const PROBE_IMAGES: Param = Param::optional(
-    "probe_images",
-    Ty::Int,
-    Fixed::Int(128),
-    "latent refinement: training images of each model's own task whose outputs are matched",
-);
-const TEMPERATURE: Param =
-    Param::optional("temperature", Ty::Float, Fixed::Float(2.0), "latent refinement: distillation temperature");
+params! {
+    SYNTHETIC_IMAGES = "synthetic_images": Int = 256, "random U(0,1) images for the synthetic comparison";
+    SEED = "seed": Int = 0, "seeds the synthetic images";
+    SPLIT = "split": choice(Split) = "test", "whose models are compared: test (held out from every fit), or val / train (the fit's own, to measure the generalisation gap)";
+    REFINE_STEPS = "refine_steps": Int = 0, "latent refinement: Adam steps on each test model's latent to match its outputs on probe images (0: off; adds the `pca_ae_refined` variant)";
+    REFINE_LR = "refine_lr": Float = 0.05, "latent refinement: Adam learning rate";
+    PROBE_IMAGES = "probe_images": Int = 128, "latent refinement: training images of each model's own task whose outputs are matched";
+    TEMPERATURE = "temperature": Float = 2.0, "latent refinement: distillation temperature";
+}
 /// The kind's parameters, in the order `wspace kinds` lists them.
 const PARAMS: &[Param] = &[SYNTHETIC_IMAGES, SEED, SPLIT, REFINE_STEPS, REFINE_LR, PROBE_IMAGES, TEMPERATURE];
 

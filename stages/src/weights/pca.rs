@@ -40,7 +40,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty, Value};
+use wspace_stage_api::{params, Choice, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Value};
 
 use super::linalg::{self, ComponentRule};
 use super::{select_rows, split_rows};
@@ -660,26 +660,12 @@ pub fn run_pca(zoo: &Zoo, opts: &PcaOptions, out: &Path) -> Result<serde_json::V
     Ok(metrics)
 }
 
-const COMPONENTS: Param = Param::optional(
-    "components",
-    Ty::Any,
-    Fixed::Int(8),
-    "components per parameter: a count, a variance fraction in (0, 1), or a table { name = k, default = k }",
-);
-const VARIANCE_THRESHOLD: Param =
-    Param::optional("variance_threshold", Ty::Float, Fixed::Float(1e-8), "total variance below this → store the mean only");
-const DIMENSION_LIMIT: Param = Param::optional(
-    "dimension_limit",
-    Ty::Int,
-    Fixed::Int(4),
-    "parameters with at most this many elements are centred, not projected",
-);
-const CHECKPOINTS: Param = Param::optional(
-    "checkpoints",
-    Ty::List(&Ty::Choice(Checkpoint::NAMES)),
-    Fixed::Strs(&["final"]),
-    "which checkpoints are encoded (and fitted, train split)",
-);
+params! {
+    COMPONENTS = "components": Any(Int) = 8, "components per parameter: a count, a variance fraction in (0, 1), or a table { name = k, default = k }";
+    VARIANCE_THRESHOLD = "variance_threshold": Float = 1e-8, "total variance below this → store the mean only";
+    DIMENSION_LIMIT = "dimension_limit": Int = 4, "parameters with at most this many elements are centred, not projected";
+    CHECKPOINTS = "checkpoints": [choice(Checkpoint)] = ["final"], "which checkpoints are encoded (and fitted, train split)";
+}
 
 /// `kind = "pca"`: see the [module doc](self).
 pub struct PcaKind;

@@ -74,9 +74,7 @@
 use std::path::Path;
 
 use rayon::prelude::*;
-use wspace_stage_api::{
-    choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty, Value,
-};
+use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Value};
 
 use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
@@ -454,34 +452,14 @@ choice_enum! {
     pub enum Method { WeightMatching = "weight-matching", None = "none" }
 }
 
-const METHOD: Param = Param::choice(
-    "method",
-    Method::NAMES,
-    "weight-matching",
-    "weight-matching (below), or none: the zoo passes through unchanged (a sweep's off switch)",
-);
-const REFERENCE: Param = Param::optional(
-    "reference",
-    Ty::Any,
-    Fixed::Str("mean"),
-    "\"mean\" (the iterated mean of the aligned train-split models) or a model_id (that model as it is)",
-);
-const REFERENCE_CHECKPOINT: Param = Param::choice(
-    "reference_checkpoint",
-    Checkpoint::NAMES,
-    "final",
-    "the checkpoint whose rows form the mean, or of the reference model",
-);
-const ITERATIONS: Param =
-    Param::optional("iterations", Ty::Int, Fixed::Int(3), "rounds of align-to-mean / recompute-mean (reference = \"mean\")");
-const MAX_SWEEPS: Param = Param::optional(
-    "max_sweeps",
-    Ty::Int,
-    Fixed::Int(20),
-    "cap on coordinate-descent sweeps over the layers per model (after the forward pass)",
-);
-const SIGNS: Param =
-    Param::optional("signs", Ty::Bool, Fixed::Bool(true), "also fix the tanh sign symmetry of conv3 and fc1 units");
+params! {
+    METHOD = "method": choice(Method) = "weight-matching", "weight-matching (below), or none: the zoo passes through unchanged (a sweep's off switch)";
+    REFERENCE = "reference": Any(Str) = "mean", "\"mean\" (the iterated mean of the aligned train-split models) or a model_id (that model as it is)";
+    REFERENCE_CHECKPOINT = "reference_checkpoint": choice(Checkpoint) = "final", "the checkpoint whose rows form the mean, or of the reference model";
+    ITERATIONS = "iterations": Int = 3, "rounds of align-to-mean / recompute-mean (reference = \"mean\")";
+    MAX_SWEEPS = "max_sweeps": Int = 20, "cap on coordinate-descent sweeps over the layers per model (after the forward pass)";
+    SIGNS = "signs": Bool = true, "also fix the tanh sign symmetry of conv3 and fc1 units";
+}
 
 impl Options {
     /// `None` for `method = "none"`.

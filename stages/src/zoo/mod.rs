@@ -42,7 +42,7 @@ pub mod store;
 use std::path::Path;
 
 use rayon::prelude::*;
-use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use crate::data::{Dataset, Task, Tasks};
 use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer};
@@ -65,15 +65,11 @@ choice_enum! {
     pub enum DeviceName { Cpu = "cpu", Cuda = "cuda" }
 }
 
-const ARCH: Param = Param::choice("arch", ArchName::NAMES, "cnn-s", "architecture");
-const DEVICE: Param = Param::choice(
-    "device",
-    DeviceName::NAMES,
-    "cpu",
-    "where resnet18 trains (cuda needs the `cuda` cargo feature); cnn-s always trains on the CPU kernel",
-);
-const MAX_DIVERGED_FRACTION: Param =
-    Param::optional("max_diverged_fraction", Ty::Float, Fixed::Float(0.1), "the stage fails if more models than this diverge");
+params! {
+    ARCH = "arch": choice(ArchName) = "cnn-s", "architecture";
+    DEVICE = "device": choice(DeviceName) = "cpu", "where resnet18 trains (cuda needs the `cuda` cargo feature); cnn-s always trains on the CPU kernel";
+    MAX_DIVERGED_FRACTION = "max_diverged_fraction": Float = 0.1, "the stage fails if more models than this diverge";
+}
 
 impl StageKind for ZooKind {
     fn name(&self) -> &'static str {

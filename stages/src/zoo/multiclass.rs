@@ -26,7 +26,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wspace_stage_api::{Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use super::sample::{InitScheme, Recipe};
 use super::store::ZooMeta;
@@ -213,8 +213,10 @@ fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
     Ok(())
 }
 
-const MODELS: Param = Param::optional("models", Ty::Int, Fixed::Int(1), "how many models (each its own draw of the recipe)");
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "mixed into the zoo's seed for the recipe draws");
+params! {
+    MODELS = "models": Int = 1, "how many models (each its own draw of the recipe)";
+    SEED = "seed": Int = 0, "mixed into the zoo's seed for the recipe draws";
+}
 
 /// `(models, seed)`.
 fn options(p: Params) -> Result<(usize, u64), StageError> {

@@ -6,7 +6,7 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{choice_enum, Choice, Fixed, Param, Params, StageError, Ty, Value};
+use wspace_stage_api::{choice_enum, params, Param, Params, StageError, Value};
 
 use crate::sampling::{below, normal, uniform};
 
@@ -114,55 +114,20 @@ fn pair_usize(p: Params, param: &Param) -> Result<[usize; 2], StageError> {
     Ok([a as usize, b as usize])
 }
 
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds every model's recipe, weights and data order");
-const INIT: Param = Param::optional(
-    "init",
-    Ty::Any,
-    Fixed::Str("random"),
-    "initial weights: \"random\" (one seeded init per model), \"shared\" (every model starts from one seeded init) or an integer K (K seeded inits, model i takes i mod K)",
-);
-const ADAM_FRACTION: Param =
-    Param::optional("adam_fraction", Ty::Float, Fixed::Float(0.5), "probability that a model uses Adam (else SGD)");
-const MOMENTUM: Param = Param::optional("momentum", Ty::Float, Fixed::Float(0.9), "SGD momentum");
-const WEIGHT_DECAY: Param =
-    Param::optional("weight_decay", Ty::Float, Fixed::Float(0.0), "L2 weight decay (PyTorch semantics) for both optimizers");
-const LR_DISTRIBUTION: Param = Param::choice(
-    "lr_distribution",
-    LrDistribution::NAMES,
-    "log-uniform",
-    "log-uniform: lr in [a, b]; log-normal: ln(lr) ~ N(a, b)",
-);
-const ADAM_LR: Param = Param::optional(
-    "adam_lr",
-    Ty::List(&Ty::Float),
-    Fixed::Floats(&[1e-4, 3e-3]),
-    "[a, b] of the learning-rate distribution for Adam",
-);
-const SGD_LR: Param = Param::optional(
-    "sgd_lr",
-    Ty::List(&Ty::Float),
-    Fixed::Floats(&[1e-3, 1e-1]),
-    "[a, b] of the learning-rate distribution for SGD",
-);
-const BATCH_SIZES: Param = Param::optional("batch_sizes", Ty::List(&Ty::Int), Fixed::Ints(&[32, 64]), "drawn uniformly");
-const EARLY_EPOCH: Param = Param::optional(
-    "early_epoch",
-    Ty::List(&Ty::Int),
-    Fixed::Ints(&[5, 10]),
-    "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))",
-);
-const FINAL_EPOCH: Param = Param::optional(
-    "final_epoch",
-    Ty::List(&Ty::Float),
-    Fixed::Floats(&[100.0, 15.0]),
-    "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))",
-);
-const FINAL_EPOCH_RANGE: Param = Param::optional(
-    "final_epoch_range",
-    Ty::List(&Ty::Int),
-    Fixed::Ints(&[50, 150]),
-    "[min, max] the final epoch is clipped to (thesis: [50,150])",
-);
+params! {
+    SEED = "seed": Int = 0, "seeds every model's recipe, weights and data order";
+    INIT = "init": Any(Str) = "random", "initial weights: \"random\" (one seeded init per model), \"shared\" (every model starts from one seeded init) or an integer K (K seeded inits, model i takes i mod K)";
+    ADAM_FRACTION = "adam_fraction": Float = 0.5, "probability that a model uses Adam (else SGD)";
+    MOMENTUM = "momentum": Float = 0.9, "SGD momentum";
+    WEIGHT_DECAY = "weight_decay": Float = 0.0, "L2 weight decay (PyTorch semantics) for both optimizers";
+    LR_DISTRIBUTION = "lr_distribution": choice(LrDistribution) = "log-uniform", "log-uniform: lr in [a, b]; log-normal: ln(lr) ~ N(a, b)";
+    ADAM_LR = "adam_lr": [Float] = [1e-4, 3e-3], "[a, b] of the learning-rate distribution for Adam";
+    SGD_LR = "sgd_lr": [Float] = [1e-3, 1e-1], "[a, b] of the learning-rate distribution for SGD";
+    BATCH_SIZES = "batch_sizes": [Int] = [32, 64], "drawn uniformly";
+    EARLY_EPOCH = "early_epoch": [Int] = [5, 10], "[min, max]: the early checkpoint's epoch, uniform (thesis: U(5,10))";
+    FINAL_EPOCH = "final_epoch": [Float] = [100.0, 15.0], "[mean, std]: the final checkpoint's epoch, normal (thesis: N(100,15))";
+    FINAL_EPOCH_RANGE = "final_epoch_range": [Int] = [50, 150], "[min, max] the final epoch is clipped to (thesis: [50,150])";
+}
 
 impl Recipe {
     /// The recipe's parameters (of the `zoo` kind), in the order `wspace kinds` lists them.

@@ -8,7 +8,7 @@
 
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use wspace_stage_api::{Fixed, Param, Params, StageError, Ty};
+use wspace_stage_api::{params, Params, StageError};
 
 use super::{coordinate_std, Method, MethodInputs, Sampler};
 use crate::data::{Task, TaskSplit};
@@ -29,12 +29,9 @@ pub const METHOD: Method = Method {
     load,
 };
 
-const BANDWIDTH: Param = Param::optional(
-    "bandwidth",
-    Ty::Float,
-    Fixed::Float(0.1),
-    "method kde: kernel std, as a fraction of each latent coordinate's std over the train split",
-);
+params! {
+    BANDWIDTH = "bandwidth": Float = 0.1, "method kde: kernel std, as a fraction of each latent coordinate's std over the train split";
+}
 
 struct Kde {
     codec: Box<dyn Codec>,

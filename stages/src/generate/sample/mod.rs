@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use wspace_stage_api::{choice_enum, Choice, Fixed, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Ty};
+use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
 use crate::nn::{self, CnnS};
@@ -161,34 +161,15 @@ choice_enum! {
 }
 
 const METHOD: Param = Param::choice("method", &METHOD_NAMES, METHOD_NAMES[0], "how weights are made (see the stage doc)");
-const TARGETS: Param = Param::optional(
-    "targets",
-    Ty::Int,
-    Fixed::Int(5),
-    "target losses per task, evenly spaced over the train split's val_loss range",
-);
-const TARGET_LOSSES: Param = Param::optional(
-    "target_losses",
-    Ty::List(&Ty::Float),
-    Fixed::Floats(&[]),
-    "explicit target losses instead of the grid; each must lie in the zoo's range",
-);
-const SAMPLES_PER_PROMPT: Param = Param::optional("samples_per_prompt", Ty::Int, Fixed::Int(1), "draws per task × target");
-const LOSS_CONTROL: Param = Param::choice(
-    "loss_control",
-    LossControl::NAMES,
-    "none",
-    "\"scale\": scale each sample's head so that its loss on training images of its task is the target",
-);
-const CALIBRATION_IMAGES: Param =
-    Param::optional("calibration_images", Ty::Int, Fixed::Int(256), "loss_control = \"scale\": training images per task");
-const SEED: Param = Param::optional("seed", Ty::Int, Fixed::Int(0), "seeds the draws");
-const PROMPTS: Param = Param::choice(
-    "prompts",
-    Prompts::NAMES,
-    "test",
-    "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)",
-);
+params! {
+    TARGETS = "targets": Int = 5, "target losses per task, evenly spaced over the train split's val_loss range";
+    TARGET_LOSSES = "target_losses": [Float] = [], "explicit target losses instead of the grid; each must lie in the zoo's range";
+    SAMPLES_PER_PROMPT = "samples_per_prompt": Int = 1, "draws per task × target";
+    LOSS_CONTROL = "loss_control": choice(LossControl) = "none", "\"scale\": scale each sample's head so that its loss on training images of its task is the target";
+    CALIBRATION_IMAGES = "calibration_images": Int = 256, "loss_control = \"scale\": training images per task";
+    SEED = "seed": Int = 0, "seeds the draws";
+    PROMPTS = "prompts": choice(Prompts) = "test", "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)";
+}
 /// The kind's parameters before the methods' own.
 const PARAMS: &[Param] = &[METHOD, TARGETS, TARGET_LOSSES, SAMPLES_PER_PROMPT, LOSS_CONTROL, CALIBRATION_IMAGES, SEED, PROMPTS];
 
