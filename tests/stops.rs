@@ -49,11 +49,21 @@ fn signal(target: i32, sig: i32) {
     assert_eq!(unsafe { libc::kill(target, sig) }, 0, "kill({target}, {sig})");
 }
 
-/// Whether `pid` is a live process (a zombie is not).
+/// Whether `pid` is still a live process (a zombie is not) a second after the run ended: a process
+/// that got SIGKILL dies a moment after the signal is sent.
 fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|rest| rest.trim_start().chars().next());
-    matches!(state, Some(c) if c != 'Z' && c != 'X')
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().and_then(|rest| rest.trim_start().chars().next())
+    };
+    let t0 = Instant::now();
+    while matches!(state(), Some(c) if c != 'Z' && c != 'X') {
+        if t0.elapsed() > Duration::from_secs(1) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 fn pids(p: &Project) -> Vec<i32> {
@@ -86,16 +96,23 @@ fn assert_clean(p: &Project) {
     assert_eq!(tmp, 0, "a partial build is left in cache/tmp");
 }
 
-#[test]
-fn sigint_to_the_group_mid_stage_stops_the_run_and_keeps_what_was_published() {
+/// Runs [`CHAIN`] and sends `sig` to `target(runner's pid)` once `slow` has started: the project, the
+/// pids `slow` started, the run's output and how long it took to stop.
+fn interrupt_chain(target: fn(u32) -> i32, sig: i32) -> (Project, Vec<i32>, Output, Duration) {
     let p = Project::new();
     p.write("p.toml", CHAIN);
     let child = start(&p, "p.toml", &[]);
     wait_for(&p, "started");
     let started = pids(&p);
     let t0 = Instant::now();
-    signal(-(child.id() as i32), libc::SIGINT);
+    signal(target(child.id()), sig);
     let (out, took) = finish(child, t0);
+    (p, started, out, took)
+}
+
+#[test]
+fn sigint_to_the_group_mid_stage_stops_the_run_and_keeps_what_was_published() {
+    let (p, started, out, took) = interrupt_chain(|child| -(child as i32), libc::SIGINT);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}\n{}", text(&out.stderr));
     // The command stops at once (SIGTERM to its group); 1 s is the design, 5 s the test's patience.
@@ -125,14 +142,7 @@ fn sigint_to_the_group_mid_stage_stops_the_run_and_keeps_what_was_published() {
 
 #[test]
 fn sigterm_to_the_runner_alone_kills_the_commands_process_group() {
-    let p = Project::new();
-    p.write("p.toml", CHAIN);
-    let child = start(&p, "p.toml", &[]);
-    wait_for(&p, "started");
-    let started = pids(&p);
-    let t0 = Instant::now();
-    signal(child.id() as i32, libc::SIGTERM);
-    let (out, took) = finish(child, t0);
+    let (p, started, out, took) = interrupt_chain(|child| child as i32, libc::SIGTERM);
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stdout));
     assert!(took < Duration::from_secs(5), "took {took:?} to stop");
     assert!(text(&out.stdout).contains("stopped: the run was interrupted (SIGTERM)"));

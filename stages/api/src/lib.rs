@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use params::{defaults, Choice, Fixed, Param, Params, Ty};
+pub use params::{defaults, Choice, Fixed, Param, Params};
 
 /// A resolved parameter value. Maps are ordered (`BTreeMap`) so every encoding of a value is canonical.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -136,7 +136,8 @@ impl fmt::Display for Value {
 }
 
 /// The type of a declared parameter; the runner checks values against it before anything runs.
-#[derive(Debug, Clone, PartialEq)]
+/// A `const` can hold it (see [`Param`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ParamType {
     Bool,
     Int,
@@ -148,7 +149,7 @@ pub enum ParamType {
     /// A file or directory, relative to the pipeline file. Its *content* hash joins the stage key, its
     /// path does not; the stage receives it resolved to an absolute path.
     Path,
-    List(Box<ParamType>),
+    List(&'static ParamType),
     /// Any TOML value (checked by the stage itself, at the start of its run).
     Any,
     /// A free-form table of scalars and arrays.

@@ -28,41 +28,6 @@ use std::collections::BTreeMap;
 
 use crate::{ParamSpec, ParamType, StageError, Value};
 
-/// A parameter's type, in a form a `const` can hold; [`ParamType`] is what the runner checks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Ty {
-    Bool,
-    Int,
-    /// A number; integers are accepted.
-    Float,
-    Str,
-    /// One of these strings.
-    Choice(&'static [&'static str]),
-    /// A file or directory, relative to the pipeline file (its content joins the key).
-    Path,
-    List(&'static Ty),
-    /// Any TOML value (the kind checks it).
-    Any,
-    /// A free-form table.
-    Table,
-}
-
-impl Ty {
-    pub fn param_type(&self) -> ParamType {
-        match *self {
-            Ty::Bool => ParamType::Bool,
-            Ty::Int => ParamType::Int,
-            Ty::Float => ParamType::Float,
-            Ty::Str => ParamType::Str,
-            Ty::Choice(c) => ParamType::Choice(c),
-            Ty::Path => ParamType::Path,
-            Ty::List(t) => ParamType::List(Box::new(t.param_type())),
-            Ty::Any => ParamType::Any,
-            Ty::Table => ParamType::Table,
-        }
-    }
-}
-
 /// A default value a `const` can hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fixed {
@@ -96,25 +61,25 @@ impl Fixed {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Param {
     pub name: &'static str,
-    pub ty: Ty,
+    pub ty: ParamType,
     pub default: Option<Fixed>,
     pub doc: &'static str,
 }
 
 impl Param {
-    pub const fn optional(name: &'static str, ty: Ty, default: Fixed, doc: &'static str) -> Param {
+    pub const fn optional(name: &'static str, ty: ParamType, default: Fixed, doc: &'static str) -> Param {
         Param { name, ty, default: Some(default), doc }
     }
-    pub const fn required(name: &'static str, ty: Ty, doc: &'static str) -> Param {
+    pub const fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Param {
         Param { name, ty, default: None, doc }
     }
     /// One of `names` (a [`Choice`]'s `NAMES`), `default` among them.
     pub const fn choice(name: &'static str, names: &'static [&'static str], default: &'static str, doc: &'static str) -> Param {
-        Param { name, ty: Ty::Choice(names), default: Some(Fixed::Str(default)), doc }
+        Param { name, ty: ParamType::Choice(names), default: Some(Fixed::Str(default)), doc }
     }
     /// What the runner checks and `wspace kinds` lists.
     pub fn spec(&self) -> ParamSpec {
-        ParamSpec { name: self.name, ty: self.ty.param_type(), default: self.default.map(|d| d.value()), doc: self.doc }
+        ParamSpec { name: self.name, ty: self.ty, default: self.default.map(|d| d.value()), doc: self.doc }
     }
     /// The specs of `params`, in order.
     pub fn specs(params: &[Param]) -> Vec<ParamSpec> {
@@ -152,51 +117,51 @@ pub fn defaults(specs: &[ParamSpec]) -> BTreeMap<String, Value> {
 macro_rules! params {
     () => {};
     ($vis:vis $id:ident = $name:literal : Int = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Int, $crate::Fixed::Int($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Int, $crate::Fixed::Int($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Float = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Float, $crate::Fixed::Float($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Float, $crate::Fixed::Float($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Bool = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Bool, $crate::Fixed::Bool($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Bool, $crate::Fixed::Bool($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Str = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Str, $crate::Fixed::Str($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Str, $crate::Fixed::Str($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Path = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Path, $crate::Fixed::Str($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Path, $crate::Fixed::Str($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Str, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::required($name, $crate::Ty::Str, $doc);
+        $vis const $id: $crate::Param = $crate::Param::required($name, $crate::ParamType::Str, $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Path, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::required($name, $crate::Ty::Path, $doc);
+        $vis const $id: $crate::Param = $crate::Param::required($name, $crate::ParamType::Path, $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : [Int] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
         $vis const $id: $crate::Param =
-            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Int), $crate::Fixed::Ints(&[$($d),*]), $doc);
+            $crate::Param::optional($name, $crate::ParamType::List(&$crate::ParamType::Int), $crate::Fixed::Ints(&[$($d),*]), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : [Float] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
         $vis const $id: $crate::Param =
-            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Float), $crate::Fixed::Floats(&[$($d),*]), $doc);
+            $crate::Param::optional($name, $crate::ParamType::List(&$crate::ParamType::Float), $crate::Fixed::Floats(&[$($d),*]), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : [Str] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
         $vis const $id: $crate::Param =
-            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Str), $crate::Fixed::Strs(&[$($d),*]), $doc);
+            $crate::Param::optional($name, $crate::ParamType::List(&$crate::ParamType::Str), $crate::Fixed::Strs(&[$($d),*]), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : [Path] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
         $vis const $id: $crate::Param =
-            $crate::Param::optional($name, $crate::Ty::List(&$crate::Ty::Path), $crate::Fixed::Strs(&[$($d),*]), $doc);
+            $crate::Param::optional($name, $crate::ParamType::List(&$crate::ParamType::Path), $crate::Fixed::Strs(&[$($d),*]), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : choice($e:ty) = $d:literal, $doc:literal; $($rest:tt)*) => {
@@ -206,22 +171,22 @@ macro_rules! params {
     ($vis:vis $id:ident = $name:literal : [choice($e:ty)] = [$($d:literal),*], $doc:literal; $($rest:tt)*) => {
         $vis const $id: $crate::Param = $crate::Param::optional(
             $name,
-            $crate::Ty::List(&$crate::Ty::Choice(<$e as $crate::Choice>::NAMES)),
+            $crate::ParamType::List(&$crate::ParamType::Choice(<$e as $crate::Choice>::NAMES)),
             $crate::Fixed::Strs(&[$($d),*]),
             $doc,
         );
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Any(Int) = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Any, $crate::Fixed::Int($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Any, $crate::Fixed::Int($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Any(Str) = $d:literal, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Any, $crate::Fixed::Str($d), $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Any, $crate::Fixed::Str($d), $doc);
         $crate::params!($($rest)*);
     };
     ($vis:vis $id:ident = $name:literal : Table, $doc:literal; $($rest:tt)*) => {
-        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::Ty::Table, $crate::Fixed::EmptyTable, $doc);
+        $vis const $id: $crate::Param = $crate::Param::optional($name, $crate::ParamType::Table, $crate::Fixed::EmptyTable, $doc);
         $crate::params!($($rest)*);
     };
 }
@@ -411,8 +376,8 @@ mod tests {
         let spec = HIDDEN.spec();
         assert_eq!(
             (spec.name, spec.ty, spec.default),
-            ("hidden", ParamType::List(Box::new(ParamType::Int)), Some(Value::List(vec![Value::Int(4), Value::Int(0)])))
+            ("hidden", ParamType::List(&ParamType::Int), Some(Value::List(vec![Value::Int(4), Value::Int(0)])))
         );
-        assert_eq!(Param::required("x", Ty::Path, "").spec().default, None);
+        assert_eq!(Param::required("x", ParamType::Path, "").spec().default, None);
     }
 }
