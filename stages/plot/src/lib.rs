@@ -117,17 +117,16 @@ impl Series {
     }
 }
 
-/// An axis: its title (with the unit) and scale; `range` fixes the shown interval.
+/// An axis: its title (with the unit) and scale; the shown interval spans the data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {
     pub title: String,
     pub scale: Scale,
-    pub range: Option<(f64, f64)>,
 }
 
 impl Axis {
     pub fn new(title: impl Into<String>) -> Axis {
-        Axis { title: title.into(), scale: Scale::Linear, range: None }
+        Axis { title: title.into(), scale: Scale::Linear }
     }
 }
 
@@ -152,14 +151,6 @@ impl Chart {
     }
     pub fn y_log(mut self) -> Chart {
         self.y.scale = Scale::Log;
-        self
-    }
-    pub fn x_range(mut self, lo: f64, hi: f64) -> Chart {
-        self.x.range = Some((lo, hi));
-        self
-    }
-    pub fn y_range(mut self, lo: f64, hi: f64) -> Chart {
-        self.y.range = Some((lo, hi));
         self
     }
     pub fn series(mut self, s: Series) -> Chart {
@@ -197,8 +188,8 @@ impl Chart {
             if self.series.iter().any(|s| matches!(s.mark, Mark::Bars { .. })) && self.y.scale == Scale::Linear {
                 ys.push(0.0);
             }
-            let (x0, x1) = self.x.range.unwrap_or_else(|| span(xs, self.x.scale));
-            let (y0, y1) = self.y.range.unwrap_or_else(|| span(ys.into_iter(), self.y.scale));
+            let (x0, x1) = span(xs, self.x.scale);
+            let (y0, y1) = span(ys.into_iter(), self.y.scale);
             let lin = |a: f64, b: f64| -> RangedCoordf64 { (a..b).into() };
             let log = |a: f64, b: f64| -> LogCoord<f64> { (a..b).log_scale().into() };
             match (self.x.scale, self.y.scale) {

@@ -299,14 +299,6 @@ impl Tasks {
         self.tasks.iter().filter(move |t| t.split == split)
     }
 
-    /// The distinct unordered triplets that the rows of one split use, sorted.
-    pub fn used_triplets(&self, split: TaskSplit) -> Vec<[usize; WAYS]> {
-        let mut t: Vec<_> = self.split(split).map(Task::triplet).collect();
-        t.sort_unstable();
-        t.dedup();
-        t
-    }
-
     /// Writes `tasks.csv`, `tasks.json` and `indices.safetensors` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), StageError> {
         let mut csv_rows = Vec::new();

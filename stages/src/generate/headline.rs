@@ -73,13 +73,9 @@ pub struct Row {
     pub cells: Vec<Cell>,
 }
 
-fn get<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
-}
-
 /// A metric: present and finite → its value; present but null/NaN → `Undefined`; absent → `Missing`.
 fn cell(m: &Json, path: &str) -> Cell {
-    match get(m, path) {
+    match crate::tensors::json_path(m, path) {
         None => Cell::Missing,
         Some(v) => v.as_f64().filter(|x| x.is_finite()).map_or(Cell::Undefined, Cell::Value),
     }
@@ -119,7 +115,8 @@ pub fn rows(m: &Json) -> Vec<Row> {
 /// accuracy)`, `pca` and `pca_ae` first, then the rest by name.
 pub fn reconstruction_rows(m: &Json) -> Vec<(String, Cell, Cell, Cell)> {
     let Some(obj) = m.as_object() else { return Vec::new() };
-    let mut names: Vec<&String> = obj.keys().filter(|k| get(&obj[k.as_str()], "real.agreement").is_some()).collect();
+    let mut names: Vec<&String> =
+        obj.keys().filter(|k| crate::tensors::json_path(&obj[k.as_str()], "real.agreement").is_some()).collect();
     let rank = |k: &str| match k {
         "pca" => 0,
         "pca_ae" => 1,

@@ -42,6 +42,7 @@ use wspace_stage_api::{Inputs, ParamSpec, StageContext, StageError, StageKind};
 use super::headline::{self, Cell, Unit};
 use crate::plot::{self, Chart, Series};
 use crate::tensors::{self, TensorFile};
+use crate::weights::linalg;
 use crate::weights::pca::PcaMeta;
 use crate::zoo::store::{Checkpoint, Zoo, ZooRow};
 
@@ -90,7 +91,7 @@ fn read_json(path: &Path) -> Option<Json> {
 }
 
 fn get<'a>(v: &'a Json, path: &str) -> &'a Json {
-    path.split('.').fold(v, |v, k| v.get(k).unwrap_or(&Json::Null))
+    tensors::json_path(v, path).unwrap_or(&Json::Null)
 }
 
 /// Section anchors (the headline's links point at them).
@@ -143,35 +144,13 @@ impl Page {
     }
 }
 
-/// The first two principal axes of `rows` (`n × k`): `(mean, axis1, axis2)`.
+/// The first two principal axes of `rows` (`n × k`), by the project's PCA ([`linalg`]): `(mean, axis1,
+/// axis2)`; an axis the rows do not span is zero.
 fn principal_axes(rows: &[f32], k: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = rows.len() / k.max(1);
-    let mut mean = vec![0.0; k];
-    for r in rows.chunks_exact(k) {
-        r.iter().zip(&mut mean).for_each(|(x, m)| *m += *x as f64 / n as f64);
-    }
-    let mut cov = nalgebra::DMatrix::<f64>::zeros(k, k);
-    for r in rows.chunks_exact(k) {
-        let c: Vec<f64> = r.iter().zip(&mean).map(|(x, m)| *x as f64 - m).collect();
-        for i in 0..k {
-            for j in 0..k {
-                cov[(i, j)] += c[i] * c[j];
-            }
-        }
-    }
-    let eig = cov.symmetric_eigen();
-    let mut order: Vec<usize> = (0..k).collect();
-    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
-    let axis = |i: usize| -> Vec<f64> {
-        let mut v: Vec<f64> = eig.eigenvectors.column(order[i]).iter().copied().collect();
-        // A deterministic sign: the largest-magnitude entry positive.
-        let big = v.iter().copied().fold(0.0f64, |a, x| if x.abs() > a.abs() { x } else { a });
-        if big < 0.0 {
-            v.iter_mut().for_each(|x| *x = -*x);
-        }
-        v
-    };
-    (mean, axis(0), axis(1.min(k - 1)))
+    let fit = linalg::Centred::new(rows.iter().map(|&x| x as f64).collect(), n, k).fit(linalg::ComponentRule::Count(2));
+    let axis = |i: usize| fit.components.get(i * k..(i + 1) * k).map_or_else(|| vec![0.0; k], <[f64]>::to_vec);
+    (fit.mean.clone(), axis(0), axis(1))
 }
 
 fn f32_tensor(path: &Path, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {

@@ -44,3 +44,15 @@ pub use distill::{distill, distill_with_labels};
 pub use net::{Isa, Workspace};
 pub use optim::{Optimizer, OptimizerState};
 pub use train::{evaluate, logits_f32, logits_n_u8, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};
+
+/// The predicted class of one image's logits: the first maximum (a later value wins only if strictly
+/// greater), as the kernels count correct predictions.
+pub fn argmax(logits: &[f32; NUM_CLASSES]) -> usize {
+    let mut best = 0;
+    for i in 1..NUM_CLASSES {
+        if logits[i] > logits[best] {
+            best = i;
+        }
+    }
+    best
+}

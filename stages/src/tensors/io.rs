@@ -37,6 +37,30 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Stage
     serde_json::from_slice(&bytes).map_err(|e| StageError::msg(format!("{}: invalid JSON: {e}", path.display())))
 }
 
+/// The value at a dotted path (`"nn_noise_matched.accuracy"`) of a JSON object, if there is one.
+pub fn json_path<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn csv_error(path: &Path) -> impl Fn(csv::Error) -> StageError + '_ {
+    move |e| StageError::msg(format!("{}: {e}", path.display()))
+}
+
+/// Every record of a CSV file with a header row, as `T`s (serde: columns by name).
+pub fn read_records<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, StageError> {
+    let mut r = csv::Reader::from_path(path).map_err(csv_error(path))?;
+    r.deserialize().collect::<Result<Vec<T>, _>>().map_err(csv_error(path))
+}
+
+/// Writes `rows` as a CSV file, one record each, the header from their field names (serde).
+pub fn write_records<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), StageError> {
+    let mut w = csv::Writer::from_path(path).map_err(csv_error(path))?;
+    for r in rows {
+        w.serialize(r).map_err(csv_error(path))?;
+    }
+    w.flush().map_err(|e| StageError::io(path, e))
+}
+
 /// Writes a CSV table: the header, then one record per row, `\n`-terminated; a field is quoted only
 /// where it must be (a comma, a quote, `\r` or `\n` in it). Fields are written as given, so numbers
 /// keep the text their caller formatted.
@@ -45,11 +69,11 @@ where
     R: IntoIterator<Item = F>,
     F: AsRef<[u8]>,
 {
-    let fail = |e: csv::Error| StageError::msg(format!("{}: {e}", path.display()));
-    let mut w = csv::Writer::from_path(path).map_err(fail)?;
-    w.write_record(header).map_err(fail)?;
+    let fail = csv_error(path);
+    let mut w = csv::Writer::from_path(path).map_err(&fail)?;
+    w.write_record(header).map_err(&fail)?;
     for row in rows {
-        w.write_record(row).map_err(fail)?;
+        w.write_record(row).map_err(&fail)?;
     }
     w.flush().map_err(|e| StageError::io(path, e))
 }

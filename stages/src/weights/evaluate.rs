@@ -55,6 +55,7 @@ use super::codec::{self, Codec, RefineOptions};
 use super::network::Network;
 use super::pca::{mse, Coefficients, WeightPca};
 use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::nn::argmax;
 use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
 use crate::tensors::{self, csv_row, NamedTensors};
@@ -67,17 +68,6 @@ pub struct OutputAgreement {
     pub correlation: f64,
     pub cosine: f64,
     pub output_mse: f64,
-}
-
-/// Argmax (first maximum on ties, as the `nn` kernels do).
-fn argmax(v: &[f32; 3]) -> usize {
-    let mut best = 0;
-    for i in 1..3 {
-        if v[i] > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Compares the outputs `a` (original) and `b` (reconstruction) on the same inputs (see the module doc).

@@ -434,17 +434,6 @@ impl WeightPca {
         out
     }
 
-    /// Raw coefficients of a flat weight vector (parameters in `self.params` order).
-    pub fn encode_flat(&self, flat: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; self.coefficient_dim()];
-        let mut at = 0;
-        for p in &self.params {
-            p.encode(&flat[at..at + p.len()], &mut out[p.offset..p.offset + p.coefficient_count()]);
-            at += p.len();
-        }
-        out
-    }
-
     /// Reads a `pca` stage's output (parameters and normalisation; not the per-model coefficients).
     pub fn load(dir: &Path) -> Result<WeightPca, StageError> {
         let meta: PcaMeta = tensors::read_json(&dir.join("pca.json"))?;

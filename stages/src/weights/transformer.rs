@@ -160,7 +160,8 @@ impl WeightMap for Normaliser {
     }
 }
 
-/// `y = x Wᵀ + b` on the last dimension; `W` `[out, in]`.
+/// `y = x Wᵀ + b` on the last dimension; `W` `[out, in]`. Not candle-nn's `Linear`: its product is
+/// candle's own, whose float order follows the machine's cache ([`crate::matmul`]).
 struct Linear {
     w: Var,
     b: Var,
@@ -172,7 +173,8 @@ impl Linear {
     }
 }
 
-/// LayerNorm over the last dimension (ε = 1e-5).
+/// LayerNorm over the last dimension (ε = 1e-5). Not candle-nn's `LayerNorm`: on contiguous inputs it
+/// runs a fused kernel with no backward pass, so nothing trains through it.
 struct LayerNorm {
     g: Var,
     b: Var,

@@ -60,9 +60,7 @@ impl MulticlassRow {
 /// The trained many-class models of a `multiclass` output (`ok` rows only), in row order.
 pub fn load_models(dir: &Path) -> Result<Vec<CnnS>, StageError> {
     let path = dir.join("multiclass.csv");
-    let mut r = csv::Reader::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    let rows: Vec<MulticlassRow> =
-        r.deserialize().collect::<Result<_, _>>().map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
+    let rows: Vec<MulticlassRow> = tensors::read_records(&path)?;
     rows.iter()
         .filter(|r| r.ok())
         .map(|r| {
@@ -178,12 +176,7 @@ fn run(ctx: &StageContext, models: usize, seed: u64) -> Result<(), StageError> {
             })
         })
         .collect::<Result<_, _>>()?;
-    let path = ctx.out.join("multiclass.csv");
-    let mut w = csv::Writer::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    for r in &rows {
-        w.serialize(r).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    }
-    w.flush().map_err(|e| StageError::io(&path, e))?;
+    tensors::write_records(&ctx.out.join("multiclass.csv"), &rows)?;
     let ok: Vec<&MulticlassRow> = rows.iter().filter(|r| r.ok()).collect();
     let mean = |f: fn(&MulticlassRow) -> f64| {
         let v: Vec<f64> = ok.iter().map(|r| f(r)).filter(|x| x.is_finite()).collect();

@@ -127,13 +127,7 @@ pub struct Zoo {
 impl Zoo {
     pub fn load(dir: &Path) -> Result<Zoo, StageError> {
         let meta: ZooMeta = tensors::read_json(&dir.join("zoo.json"))?;
-        let csv_path = dir.join("zoo.csv");
-        let mut reader =
-            csv::Reader::from_path(&csv_path).map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
-        let rows = reader
-            .deserialize()
-            .collect::<Result<Vec<ZooRow>, _>>()
-            .map_err(|e| StageError::msg(format!("{}: {e}", csv_path.display())))?;
+        let rows = tensors::read_records(&dir.join("zoo.csv"))?;
         Ok(Zoo { dir: dir.to_path_buf(), meta, rows })
     }
 
@@ -187,10 +181,5 @@ impl Zoo {
 
 /// Writes `zoo.csv`.
 pub fn write_csv(path: &Path, rows: &[ZooRow]) -> Result<(), StageError> {
-    let fail = |e: csv::Error| StageError::msg(format!("{}: {e}", path.display()));
-    let mut w = csv::Writer::from_path(path).map_err(fail)?;
-    for r in rows {
-        w.serialize(r).map_err(fail)?;
-    }
-    w.flush().map_err(|e| StageError::io(path, e))
+    tensors::write_records(path, rows)
 }

@@ -71,9 +71,7 @@ impl SampleRow {
 
 /// Reads `samples.csv`.
 pub fn load_samples(dir: &Path) -> Result<Vec<SampleRow>, StageError> {
-    let path = dir.join("samples.csv");
-    let mut r = csv::Reader::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    r.deserialize().collect::<Result<Vec<SampleRow>, _>>().map_err(|e| StageError::msg(format!("{}: {e}", path.display())))
+    tensors::read_records(&dir.join("samples.csv"))
 }
 
 /// `n` targets evenly spaced over `[lo, hi]` (the midpoint for `n = 1`).
@@ -358,12 +356,7 @@ pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json
         }
         ctx.progress.inc(1);
     }
-    let path = out.join("samples.csv");
-    let mut w = csv::Writer::from_path(&path).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    for r in &rows {
-        w.serialize(r).map_err(|e| StageError::msg(format!("{}: {e}", path.display())))?;
-    }
-    w.flush().map_err(|e| StageError::io(&path, e))?;
+    tensors::write_records(&out.join("samples.csv"), &rows)?;
     let mut metrics = json!({
         "method": opts.method.name,
         "prompt_split": opts.prompts.as_str(),
