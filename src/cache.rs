@@ -103,13 +103,14 @@
 //!
 //! | kinds | the same bytes on |
 //! |---|---|
-//! | `dataset`, `tasks`, `zoo` (`cnn-s`), `canonicalise`, `multiclass` | every x86-64 CPU: any instruction set (SSE2 only to AVX-512), cache sizes and core count |
-//! | `pca`, `dataset-embed`, `autoencoder` (both architectures), `evaluate-reconstruction`, `align`, `generator`, `sample`, `evaluate-samples`, `report` | every x86-64 CPU of one float class (`wspace --version` names it): with AVX2 + FMA, or without FMA; any cache sizes and core count |
+//! | `dataset`, `tasks`, `zoo` (`cnn-s`), `canonicalise`, `multiclass`, `replicas` | every x86-64 CPU: any instruction set (SSE2 only to AVX-512), cache sizes and core count |
+//! | `pca`, `dataset-embed`, `autoencoder` (both architectures), `evaluate-reconstruction`, `align`, `generator`, `flow`, `sample`, `evaluate-samples`, `report` | every x86-64 CPU of one float class (`wspace --version` names it): with AVX2 + FMA, or without FMA; any cache sizes and core count |
 //! | `zoo` with `arch = "resnet18"` on the CPU | one float class and one L1 data cache geometry |
 //! | `command` | whatever the command guarantees |
 //!
 //! The first row's kinds use the project's own kernels, whose instruction-set variants agree bit for
-//! bit. The second row's go through candle's `gemm` or nalgebra's `matrixmultiply`, which choose an FMA
+//! bit, and their `exp`/`log`/`cos`/`pow` come from the `libm` crate (glibc's FMA and plain
+//! versions differ in the last bit). The second row's go through candle's `gemm` or nalgebra's `matrixmultiply`, which choose an FMA
 //! or a plain kernel at run time; their products are cut where `gemm` would size its blocks from the
 //! cache (`wspace_stages::matmul`). ResNet-18's convolutions are not cut. Between classes the numbers
 //! differ in their last bits, and training stages carry the difference on: `wspace verify` says by how

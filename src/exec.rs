@@ -122,13 +122,17 @@ pub struct Runner<'a> {
     pub ui: &'a Ui,
     pub jobs: usize,
     /// Called when an interrupted run gives up waiting for stages that do not stop within
-    /// [`STOP_GRACE`], with every stage's report: it is expected to print them and exit the process.
+    /// [`STOP_GRACE`] ([`SLURM_STOP_GRACE`] with the Slurm executor), with every stage's report: it is expected to print them and exit the process.
     /// Without it, `run` waits for them.
     pub on_abandon: Option<&'a (dyn Fn(Vec<StageReport>) + Sync)>,
 }
 
 /// How long an interrupted run waits for its running stages to stop before it abandons them.
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The same with the Slurm executor: a stage stops by asking the controller to cancel its job
+/// (`scancel`), which a busy controller may take seconds to answer.
+pub const SLURM_STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Upstream results, shared by the workers.
 struct Shared {
@@ -259,7 +263,7 @@ impl<'a> Runner<'a> {
                     self.ui.line(&interrupted_reason("interrupted: stopping the running stages"));
                     Instant::now()
                 });
-                if received.is_err() && since.elapsed() > STOP_GRACE {
+                if received.is_err() && since.elapsed() > self.stop_grace() {
                     if let Some(abandon) = self.on_abandon {
                         abandon(self.abandon_running(&shared, &sched.state, &sched.started));
                     }
@@ -270,6 +274,14 @@ impl<'a> Runner<'a> {
         });
 
         shared.reports.into_inner().unwrap().into_iter().flatten().collect()
+    }
+
+    /// [`STOP_GRACE`], or [`SLURM_STOP_GRACE`] with the Slurm executor.
+    fn stop_grace(&self) -> Duration {
+        match self.pipeline.executor.kind {
+            ExecutorKind::Local => STOP_GRACE,
+            ExecutorKind::Slurm => SLURM_STOP_GRACE,
+        }
     }
 
     /// Settles waiting stage `i` where that needs no worker: skipped (an input failed, or the run was
@@ -389,7 +401,7 @@ impl<'a> Runner<'a> {
                 let _ = crate::cache::remove_tree(path);
             }
             let why =
-                interrupted_reason(&format!("did not stop within {} s; its partial build was removed", STOP_GRACE.as_secs()));
+                interrupted_reason(&format!("did not stop within {} s; its partial build was removed", self.stop_grace().as_secs()));
             let seconds = started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
             reports[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
         }

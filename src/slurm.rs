@@ -136,13 +136,14 @@ fn marked(done: &Path, i: usize) -> bool {
 fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &Ui, stage: &str) -> Result<bool, Error> {
     let mut shown = None;
     let mut failures = 0;
-    let mut cancelled = false;
     let mut pause = POLL;
     loop {
-        if crate::interrupt::requested() && !cancelled {
-            // scancel's own failure (the job just ended) changes nothing: the markers tell.
+        if crate::interrupt::requested() {
+            // scancel's own failure (the job just ended) changes nothing: the markers tell the next
+            // run. Slurm takes its time to drain cancelled tasks; the run must stop within the
+            // runner's grace, so it does not wait for the queue to empty.
             let _ = command("scancel", &[job.to_string()]);
-            cancelled = true;
+            return Ok(true);
         }
         let queued = match queue(job) {
             Ok(q) => {
@@ -181,7 +182,7 @@ fn watch(job: &str, todo: &[usize], done: &Path, progress: &dyn Progress, ui: &U
             pause = (pause * 3 / 2).min(POLL_MAX);
         }
         if counts[0] + counts[1] == 0 {
-            return Ok(cancelled);
+            return Ok(false);
         }
         std::thread::sleep(pause);
     }

@@ -38,20 +38,25 @@ const CLASSES: [&str; 2] = ["x86_64 with AVX2+FMA", "x86_64 without FMA"];
 const GOLDEN: &[(&str, &str, u32, Pin)] = &[
     ("data", "dataset", 1, Everywhere("d7cb01f7c02d832df96f2141b8375c92201784991c189b40ef4fa34e47e23a88")),
     ("tasks", "tasks", 1, Everywhere("1fbbbd46792634842833c98356e5f8cd0f1e02ac790ea41751c3975d98465982")),
-    ("zoo", "zoo", 3, Everywhere("15116ec07adbe950b918cd52ec7647fc02fbe76292462ef8bcad9fe7332732fe")),
-    ("canonical", "canonicalise", 1, Everywhere("b69fe222c87c4c20a26edb9a6673ca36ba2de11699c2cdbddb45e05a691252b5")),
+    ("zoo", "zoo", 4, Everywhere("ca862af1bd496ed55d547b1c49b62160c1a494e15ee6c49798c5f8fc5c061f08")),
+    ("canonical", "canonicalise", 1, Everywhere("9f16912f43c558ec33c69976b91467ef4f8d43c792e7d4432fb0f0a86d518a25")),
     ("dataset_embed", "dataset-embed", 2, PerClass("d4d766076e00f66a6c4ab2d9e0974547165afbcde673f0712c0dd569b5afda2b", "f8a639624121ce277266a5d46e747408e7d9189d6cc15c33e022a56e8a5db5c2")),
-    ("pca", "pca", 2, PerClass("5467488a0a5cbca6f83238b49c23889ea9c11a39e1c0f3036f6ca100384b8670", "991b69478266ef38243dcb891a3de55ea181e7ab00c58e6b2957e4bfb1b34c9f")),
-    ("autoencoder", "autoencoder", 3, PerClass("e23ffa1e91c1ce34668c349e5f0c01f5b24bfa1d4d29e055a6564e9823aa9b32", "c9272ce1c4dce27b1427cb09d9a22f480304cf4b0090154f9c3e551e9635eb92")),
-    ("tokens", "autoencoder", 3, PerClass("fff542854b2fb9e0445e7ffd2a597ad44a05926cd9b41f92185fdc9d86edadfc", "5f40354523ecff59217e4d19e63a24021431b0a0eb7fb3941ac7d26471bfb33d")),
-    ("reconstruction", "evaluate-reconstruction", 2, PerClass("67f9c9dfb294bea6e54f404d30d6971961d00bf55599812b91f169b44ccb3e27", "e83e239c27396abbe3f718c697ba72f4773eea84fcde39fef72ab5c59e903695")),
-    ("align", "align", 2, PerClass("67353e19111f88c9e335921c694d6312e6e0c55ce5d1dcd8f7cf5c6b8ceb68a7", "d5c584e77f142d732cff05e14dc0415899e4364963886380ccdc0febce607c68")),
-    ("row_selection", "multiclass", 1, Everywhere("0b2dd1968539debddb8c494ff702f5cde6bd45f77ac0616ecfbf188c67dff690")),
-    ("generator", "generator", 1, PerClass("a4d1abeba43943dbba0e140e5af5226250c4b3b13a4437f29c345fd7001d4eca", "d200bc862668b30c1b8c56e33e7796a631e836173fe0df3cd859285851179ad0")),
-    ("sample", "sample", 3, PerClass("558dab429f696b6ac2c9a9c1d97c9d0f298824678184100e0cef408353d46688", "df291a2fedce7bc256490f80e695a8a47ea71e782c2ac6df7e47f71c3096ff83")),
-    ("sample_kde", "sample", 3, PerClass("5455e4eb149d84a9dc569ae087ff715b38cb0231a0a561a838e197b7eaf72a0a", "448702bee34f7769ac6c2a7d8d74ba490ae938413030e2bf6317b69ec87a282b")),
-    ("evaluate_samples", "evaluate-samples", 4, PerClass("cf03fc1d1607b0f244323c3626da2626423e38890b61aed612ccf007ed1e03fd", "fc2aadc5f737047187b507ad35f1b55b196b469d7e98dc526af628800c1b3edb")),
-    ("report", "report", 4, PerClass("dc53984075c9570e63ad68565212d3a23e0d5b97dafe7b685f7b370c4d26aaea", "dc53984075c9570e63ad68565212d3a23e0d5b97dafe7b685f7b370c4d26aaea")),
+    ("pca", "pca", 2, PerClass("cbffd0d7a54191d30db7285165f2dfa55c8c718213f937c07c6c2839935c6ea2", "175332ae2c5de756fdbb9f4f5331b32f8e114862b4fe704b690f86fd40874ec6")),
+    ("autoencoder", "autoencoder", 3, PerClass("dc40641787c8b1a390dec3d7eb3b73f3401c0f4ff03a7de172cdd0549aeb0f7c", "fbe2345b155b97b40fdb7807bc882fa2530e3d0959f5375e58dd99128a713620")),
+    ("tokens", "autoencoder", 3, PerClass("f3367b2975910e707853567014a260bdd5426b301c1e1f06164c203235b3ffad", "75847b2690495baec2feefd7cde46868c0e0e46ba3e5b89d00d44859bdb0bbe0")),
+    ("reconstruction", "evaluate-reconstruction", 2, PerClass("67829ecc3f21802f33ccc93b3326f14b611f70f55fd39ed9671d464637e827f7", "27f18e81337a9b3422aad233955c271e7d2c5e19934487f19cb8bccf82d65a52")),
+    ("align", "align", 2, PerClass("a9c4fd770494e730c2cb73acc311a7580f51f7fc4fe4578e965d53a9bf467859", "5e5633fedb1fd1c8077f5d4c00b834b5b13c52a961644e685f5b7fd453f9458b")),
+    ("row_selection", "multiclass", 2, Everywhere("975b29535e51eab8d1bb1968aeb7693a3be5fe8bd6a0707288a9185f6d5b1ac0")),
+    ("generator", "generator", 1, PerClass("a789b58c9e34d2e68dbb58c31b9bd71d3eaaf4e0de21a58e455fd0d495beaccc", "8fe1c6b2748e96d78da85954e873620198160a47b0f767b4b6f5d0192533f5f4")),
+    ("sample", "sample", 3, PerClass("870fc86a627fb283c2a6c86435a3d9cb7e9e66ae2cb665286c2f056476ae2580", "3e34a60a966f2d99f979c413f4a030c39a68544f3fbdc12b5949d15313da4d4d")),
+    ("sample_kde", "sample", 3, PerClass("d47b32600b86916ec5b1c1b277a6f7f3ca7cf08e0daa7a3b5f833522089773cf", "243abdad602de7ab7f49f96cba56049d3ea1677fd5cc0c5dc7856933bc2cefd9")),
+    ("evaluate_samples", "evaluate-samples", 5, PerClass("a716058b9359233485b68bf58512e1501acb9cd9649602d5d2278b18853beda9", "835bb850ed80a361b6864b778e8b876d5709c2eecd5214ec95028ee0d2e94a6a")),
+    ("replicas", "replicas", 2, Everywhere("52becb46bc53d764c138284af67eac74357acbba2f8d87881c362d628a9e83bc")),
+    ("flow", "flow", 1, PerClass("d9d123b48bd00b1426cabdee051bcfbad74f23bf1655f1e8bcf69fb40b5a895d", "882cb161638cbae4528ebbc92c73ee0e90b1dd4857cae2c22bb2e45246d42374")),
+    ("sample_flow", "sample", 3, PerClass("478e2f728cfe8077fd111d18115fc890bdfd9b57bdde4a92a0a099539eeb1c1e", "1cab41419bcd74f5233cfccf38a56852debe2edf774fc1dbe8b85baac3e445dd")),
+    ("sample_flow_train", "sample", 3, PerClass("132ee70d4acdbc89f581214cac1e680981ccfd622796b0ac23c5c56eb73cfe92", "7d179f85e3c06495123d0564d79b3201f6f2f6caa1f33d84fe4f473962869992")),
+    ("evaluate_flow", "evaluate-samples", 5, PerClass("8cd4efbc53c8ce1ddfd9ff256f7578ded78c36d466322591f997cd9a094c033f", "4948419c5897f9c6af171724fc501bed01ab7923ab725b963aaabf1a6c15b47f")),
+    ("report", "report", 6, PerClass("0731d6f51d7485788894711d6bc8dd35ebf17c36b12c72cf7f2493abf8a18136", "59188fc5c156284b2055688487b5173a36640739982dac59501eae4fff2d71c1")),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).
@@ -128,4 +133,13 @@ fn tiny_pipeline_runs_end_to_end_and_every_kinds_output_matches_its_golden_hash(
 
     let again = p.run_json("tiny.toml", &[], 0);
     assert!(again.statuses(0).values().all(|st| st == "cached"));
+
+    // A codec the flow cannot read (the MLP's flat latent) is refused before it trains, naming the
+    // stage and the input.
+    let mlp = "\n[stages.flow_mlp]\nkind = \"flow\"\ninputs = { pca = \"pca\", autoencoder = \"autoencoder\", zoo = \"canonical\", embed = \"dataset_embed\" }\n";
+    p.write("mlp.toml", &format!("{TINY}{mlp}"));
+    let out = p.wspace(&["run", "mlp.toml", "flow_mlp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("flow_mlp") && err.contains("input `autoencoder`") && err.contains("`mlp` codec"), "{err}");
 }

@@ -402,3 +402,63 @@ fn a_negative_seed_is_refused_at_its_place() {
 "#
     );
 }
+
+const ZOO: &str = "\n[stages.z]\nkind = \"zoo\"\ninputs = { data = \"d\", tasks = \"t\" }\n";
+
+#[test]
+fn a_diversity_reference_needs_two_replicas() {
+    let text = format!("{DATA_TASKS}{ZOO}\n[stages.r]\nkind = \"replicas\"\ninputs = {{ zoo = \"z\", data = \"d\", tasks = \"t\" }}\nreplicas = 1\n");
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: stage `r` (kind `replicas`): parameter `replicas` must be at least 2 (a diversity reference compares pairs of models), got 1
+  --> p.toml:19:12
+   |
+19 | replicas = 1
+   |            ^
+"#
+    );
+}
+
+#[test]
+fn flow_steps_and_guidance_out_of_range_are_refused_before_anything_runs() {
+    let stage = |name: &str, line: &str| {
+        format!("\n[stages.{name}]\nkind = \"sample\"\nmethod = \"flow\"\ninputs = {{ tasks = \"t\" }}\n{line}\n")
+    };
+    let text =
+        format!("{DATA_TASKS}{}{}{}", stage("s1", "steps = 0"), stage("s2", "steps = 1001"), stage("s3", "guidance = 25.0"));
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: stage `s1` (kind `sample`): parameter `steps` must be ≥ 1, got 0
+  --> p.toml:16:9
+   |
+16 | steps = 0
+   |         ^
+
+error: stage `s2` (kind `sample`): parameter `steps` must be at most 1000, got 1001
+  --> p.toml:22:9
+   |
+22 | steps = 1001
+   |         ^^^^
+
+error: stage `s3` (kind `sample`): parameter `guidance` must be in [0, 20], got 25
+  --> p.toml:28:12
+   |
+28 | guidance = 25.0
+   |            ^^^^
+"#
+    );
+}
+
+#[test]
+fn a_flow_whose_heads_do_not_divide_its_width_is_refused() {
+    let text = format!("{DATA_TASKS}\n[stages.f]\nkind = \"flow\"\ninputs = {{ pca = \"t\", autoencoder = \"t\", zoo = \"t\", embed = \"t\" }}\nd_model = 10\nheads = 4\n");
+    assert_eq!(
+        rejected(&text, &[]),
+        r#"error: stage `f` (kind `flow`): parameter `heads` 4 does not divide d_model = 10
+  --> p.toml:16:9
+   |
+16 | heads = 4
+   |         ^
+"#
+    );
+}

@@ -245,7 +245,7 @@ impl Checker<'_> {
         let slots = kind.inputs();
         for (slot, up) in &rs.inputs {
             if let Inputs::Slots(known) = &slots {
-                if !known.iter().any(|(s, _, _)| *s == slot.value) {
+                if !slots.accepts(&slot.value) {
                     self.errors.push(
                         Diagnostic::at(
                             format!("unknown input slot `{}` for stage `{name}` (kind `{}`)", slot.value, kind.name()),
@@ -283,7 +283,7 @@ impl Checker<'_> {
         }
         if let Inputs::Slots(known) = &slots {
             for (slot, required, doc) in known {
-                if *required && !rs.inputs.iter().any(|(s, _)| s.value == *slot) {
+                if *required && !slot.ends_with('*') && !rs.inputs.iter().any(|(s, _)| s.value == *slot) {
                     self.errors.push(
                         Diagnostic::at(
                             format!("stage `{name}` (kind `{}`) needs input `{slot}`", kind.name()),

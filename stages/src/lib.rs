@@ -3,14 +3,16 @@
 //!
 //! What the kinds share has one home each: [`tensors`] (named tensors, safetensors, JSON and CSV
 //! files), [`sampling`] (every seeded random draw), [`fit`] (the AdamW loop with early stopping of
-//! the small candle networks), [`ntxent`] (the contrastive loss of `align` and the token transformer),
-//! [`plot`] (charts).
+//! the small candle networks), [`layers`] (their transformer layers), [`ntxent`] (the contrastive
+//! loss of `align` and the token transformer), [`plot`] (charts).
 
 mod bench_args;
 pub mod data;
 pub mod encoders;
 pub mod fit;
 pub mod generate;
+pub mod import;
+pub mod layers;
 pub mod matmul;
 pub mod nn;
 pub mod ntxent;
@@ -39,14 +41,18 @@ pub fn kinds() -> Vec<Box<dyn StageKind>> {
         Box::new(data::DatasetKind),
         Box::new(data::TasksKind),
         Box::new(zoo::ZooKind),
+        Box::new(import::ZooImportKind),
+        Box::new(import::export::ExportZooKind),
         Box::new(zoo::canonical::CanonicaliseKind),
         Box::new(zoo::multiclass::MulticlassKind),
+        Box::new(zoo::replicas::ReplicasKind),
         Box::new(encoders::DatasetEmbedKind),
         Box::new(weights::PcaKind),
         Box::new(weights::AutoencoderKind),
         Box::new(weights::EvaluateReconstructionKind),
         Box::new(generate::AlignKind),
         Box::new(generate::GeneratorKind),
+        Box::new(generate::FlowKind),
         Box::new(generate::SampleKind),
         Box::new(generate::EvaluateSamplesKind),
         Box::new(generate::ReportKind),

@@ -36,9 +36,10 @@ pub fn uniform_in(rng: &mut impl RngCore, bound: f32) -> f32 {
     -bound + 2.0 * bound * uniform_f32(rng)
 }
 
-/// Box–Muller: one N(0, 1) value from `u1` ∈ (0, 1] and `u2` ∈ [0, 1).
+/// Box–Muller: one N(0, 1) value from `u1` ∈ (0, 1] and `u2` ∈ [0, 1). `ln` and `cos` come from
+/// [`libm`], not the platform's libm, whose FMA and non-FMA code paths differ in the last bit.
 fn box_muller(u1: f64, u2: f64) -> f64 {
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    (-2.0 * libm::log(u1)).sqrt() * libm::cos(std::f64::consts::TAU * u2)
 }
 
 /// N(0, 1): Box–Muller on `1 − u` and `u'`, two 53-bit uniforms (one value per pair).

@@ -193,10 +193,25 @@ impl ParamSpec {
 /// The input slots a kind accepts in `inputs = { slot = "stage" }`.
 #[derive(Debug, Clone)]
 pub enum Inputs {
-    /// Exactly these slots: `(name, required, doc)`.
+    /// Exactly these slots: `(name, required, doc)`. A name ending in `*` is a family: every slot whose
+    /// name starts with what comes before the `*` (`method_*`: `method_flow`, `method_kde`, …), never
+    /// required.
     Slots(Vec<(&'static str, bool, &'static str)>),
     /// Any slot names (the `command` kind).
     Any,
+}
+
+impl Inputs {
+    /// Whether a stage of this kind may have an input named `slot`.
+    pub fn accepts(&self, slot: &str) -> bool {
+        match self {
+            Inputs::Any => true,
+            Inputs::Slots(known) => known.iter().any(|(s, _, _)| match s.strip_suffix('*') {
+                Some(prefix) => slot.len() > prefix.len() && slot.starts_with(prefix),
+                None => *s == slot,
+            }),
+        }
+    }
 }
 
 /// How a running stage reports progress. The runner draws it (a bar on a terminal, nothing otherwise).
@@ -381,6 +396,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::
 #[cfg(test)]
 mod atomic_tests {
     use super::*;
+
+    #[test]
+    fn a_slot_family_accepts_every_name_it_prefixes_and_nothing_else() {
+        let slots = Inputs::Slots(vec![("zoo", true, ""), ("method_*", false, "")]);
+        assert!(slots.accepts("zoo") && slots.accepts("method_flow") && slots.accepts("method_k"));
+        assert!(!slots.accepts("method_"), "the family's prefix alone names no member");
+        assert!(!slots.accepts("zo") && !slots.accepts("zoo2") && !slots.accepts("methods"));
+        assert!(Inputs::Any.accepts("anything"));
+    }
 
     #[test]
     fn write_atomic_replaces_the_file_and_leaves_no_temporary() {

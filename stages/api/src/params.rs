@@ -259,6 +259,21 @@ impl<'a> Params<'a> {
             StageError::param(p.name, format!("must be one of {known}, got \"{name}\""))
         })
     }
+    /// A list of `E`'s names, as values, without repeats, in the order given.
+    pub fn choice_list<E: Choice>(&self, p: &Param) -> Result<Vec<E>, StageError> {
+        let list = self.value(p)?.as_list().ok_or_else(|| StageError::param(p.name, "must be a list"))?;
+        let mut out = Vec::new();
+        for v in list {
+            let e = v.as_str().and_then(E::from_name).ok_or_else(|| {
+                let known = E::NAMES.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+                StageError::param(p.name, format!("must list names among {known}, found {v}"))
+            })?;
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
     /// A seed: an integer ≥ 0.
     pub fn seed(&self, p: &Param) -> Result<u64, StageError> {
         let v = self.int(p)?;
@@ -335,6 +350,18 @@ mod tests {
         SIZES = "sizes": [Int] = [4, 2], "";
         SEED = "seed": Int = -3, "";
         COLOUR = "colour": choice(Colour) = "green", "";
+        COLOURS = "colours": [choice(Colour)] = ["green", "red", "green"], "";
+    }
+
+    #[test]
+    fn a_choice_list_reads_each_name_once_in_order_and_names_a_stranger() {
+        let mut map = Param::defaults(&[COLOURS]);
+        assert_eq!(Params(&map).choice_list::<Colour>(&COLOURS).unwrap(), vec![Colour::Green, Colour::Red]);
+        map.insert("colours".into(), Value::List(vec![Value::Str("red".into()), Value::Str("blue".into())]));
+        let e = Params(&map).choice_list::<Colour>(&COLOURS).unwrap_err().to_string();
+        assert_eq!(e, "parameter `colours` must list names among \"red\", \"green\", found \"blue\"");
+        map.insert("colours".into(), Value::Str("red".into()));
+        assert_eq!(Params(&map).choice_list::<Colour>(&COLOURS).unwrap_err().to_string(), "parameter `colours` must be a list");
     }
 
     #[test]

@@ -212,11 +212,7 @@ impl Generator {
     /// Writes `generator.safetensors` and `generator.json` (the config plus `extra`).
     pub fn save(&self, dir: &Path, extra: serde_json::Value) -> Result<(), StageError> {
         self.named_tensors()?.write(&dir.join("generator.safetensors"))?;
-        let mut json = serde_json::to_value(&self.config).map_err(|e| StageError::msg(e.to_string()))?;
-        if let (Some(obj), Some(more)) = (json.as_object_mut(), extra.as_object()) {
-            obj.extend(more.clone());
-        }
-        tensors::write_json(&dir.join("generator.json"), &json)
+        tensors::write_json_with(&dir.join("generator.json"), &self.config, extra)
     }
 
     /// Reads a `generator` stage's output.

@@ -10,6 +10,8 @@
 //! - [`GeneratorKind`] (`kind = "generator"`, inputs `zoo`, `tasks`, `data`, `embed`): a conditional
 //!   generator whose head rows follow the prompt's class order and whose body is shared, distilled from
 //!   the zoo's models ([`generator`]).
+//! - [`FlowKind`] (`kind = "flow"`, inputs `pca`, `autoencoder`, `zoo`, `embed`): a conditional flow
+//!   over whole networks in a token codec's latent space ([`flow`]).
 //! - [`SampleKind`] (`kind = "sample"`): for every test-split task, a grid of target losses and
 //!   `samples_per_prompt` draws, weights from the method of choice: `align` (`z_proj` → the
 //!   autoencoder's decoder → inverse PCA) or `generator` ([`sample`]).
@@ -20,6 +22,7 @@
 
 pub mod align;
 pub mod evaluate;
+pub mod flow;
 pub mod generator;
 pub mod headline;
 pub mod model;
@@ -31,6 +34,7 @@ mod tests;
 
 pub use align::AlignKind;
 pub use evaluate::EvaluateSamplesKind;
+pub use flow::FlowKind;
 pub use generator::GeneratorKind;
 pub use report::ReportKind;
 pub use sample::SampleKind;

@@ -2,10 +2,11 @@
 //! the report's own figures as SVG files, summarising the whole pipeline from its stages' outputs.
 //!
 //! # Sections (each present when its inputs are connected)
-//! 0. Headline (`samples`, `reconstruction`): the table that answers "does conditional sampling
-//!    work?" — trained, sampled and baseline rows — and the reconstruction agreement per encoder
-//!    variant, each number linking to its section, with a sentence computed from the numbers
-//!    ([`super::headline`]).
+//! 0. Headline (`method_*`, `samples`, `reconstruction`): one row per sampling method (each
+//!    `method_<name>` input, an `evaluate-samples` stage) beside the natural reference, naming the best
+//!    method; the table that answers "does conditional sampling work?" — trained, sampled and
+//!    baseline rows — and the reconstruction agreement per encoder variant, each number linking to its
+//!    section, with a sentence computed from the numbers ([`super::headline`]).
 //! 1. Zoo (`zoo`): counts, and histograms of the validation loss and test accuracy per checkpoint
 //!    (`zoo_val_loss.svg`, `zoo_test_acc.svg`: early and final checkpoints as two bar series).
 //! 2. Weight encoder (`pca`, `autoencoder`): PCA metrics, the autoencoder's loss curve (its `loss.svg`).
@@ -173,9 +174,26 @@ fn headline_cell(c: &Cell, unit: Unit, section: &str) -> String {
     }
 }
 
-/// The headline block: the sampling table and sentence, the reconstruction table and sentence.
-fn headline_html(samples: Option<&Json>, reconstruction: Option<&Json>) -> String {
+/// The headline block: the methods table and sentence, the sampling table and sentence, the
+/// reconstruction table and sentence.
+fn headline_html(samples: Option<&Json>, reconstruction: Option<&Json>, methods: &[(String, Json)]) -> String {
     let mut h = String::from("<section id=\"headline\">\n<h2>Does conditional sampling work?</h2>\n");
+    if !methods.is_empty() {
+        h.push_str("<table id=\"headline-methods\"><tr><th>sampling method</th>");
+        for c in &headline::METHOD_COLUMNS {
+            h.push_str(&format!("<th title=\"{}\">{}</th>", esc(c.help), esc(c.title)));
+        }
+        h.push_str("</tr>");
+        for row in headline::method_rows(methods) {
+            h.push_str(&format!("<tr><th>{}</th>", esc(&row.label)));
+            for (c, col) in row.cells.iter().zip(&headline::METHOD_COLUMNS) {
+                h.push_str(&headline_cell(c, col.unit, PARAMETERS));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>\n");
+        h.push_str(&format!("<p class=\"verdict\">{}</p>\n", esc(&headline::methods_verdict(methods))));
+    }
     let empty = json!({});
     let m = samples.unwrap_or(&empty);
     h.push_str("<table id=\"headline-table\"><tr><th>model</th>");
@@ -468,6 +486,10 @@ pub fn run_report(inputs: &std::collections::BTreeMap<String, std::path::PathBuf
     let mut page = Page { html: String::new(), out: out.to_path_buf(), sections: Vec::new() };
     let mut params: Vec<(String, String)> = Vec::new();
     let samples = dir("samples").and_then(|s| read_json(&s.join("metrics.json")));
+    let methods: Vec<(String, Json)> = inputs
+        .iter()
+        .filter_map(|(slot, d)| Some((slot.strip_prefix("method_")?.to_string(), read_json(&d.join("metrics.json"))?)))
+        .collect();
     let reconstruction = dir("reconstruction").and_then(|r| read_json(&r.join("metrics.json")));
 
     if let Some(z) = dir("zoo") {
@@ -546,14 +568,14 @@ pub fn run_report(inputs: &std::collections::BTreeMap<String, std::path::PathBuf
          figure{{margin:1.5em 0}}figure svg{{max-width:100%;height:auto;display:block}}\
          figcaption{{font-size:90%;color:#555}}nav ol{{columns:2}}</style></head><body>\n<h1>wspace report</h1>\n{}\
          <nav><h2>Contents</h2><ol>{contents}</ol></nav>\n{}</body></html>\n",
-        headline_html(samples.as_ref(), reconstruction.as_ref()),
+        headline_html(samples.as_ref(), reconstruction.as_ref(), &methods),
         page.html
     );
     tensors::write(&out.join("report.html"), html.as_bytes())?;
     let metrics = json!({
         "sections": page.sections.len(),
         "document": "report.html",
-        "headline": headline::headline_metrics(samples.as_ref(), reconstruction.as_ref()),
+        "headline": headline::headline_metrics(samples.as_ref(), reconstruction.as_ref(), &methods),
     });
     tensors::write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
@@ -567,7 +589,7 @@ impl StageKind for ReportKind {
         "report"
     }
     fn version(&self) -> u32 {
-        4
+        6
     }
     fn summary(&self) -> &'static str {
         "one self-contained HTML page (SVG figures inline) opening with the headline table; summarises zoo, encoders, alignment, sampling"
@@ -584,6 +606,7 @@ impl StageKind for ReportKind {
             ("embed", false, "a `dataset-embed` stage"),
             ("align", false, "an `align` stage"),
             ("samples", false, "an `evaluate-samples` stage"),
+            ("method_*", false, "`method_<name>`: an `evaluate-samples` stage per sampling method, a row of the methods table"),
         ])
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {

@@ -70,6 +70,39 @@ fn diversity_and_agreement_count_disagreeing_predictions() {
 }
 
 #[test]
+fn error_iou_compares_the_images_two_models_get_wrong() {
+    use super::evaluate::error_iou;
+    let labels = [0, 1, 2, 0, 1];
+    // Errors of a: images 1, 2; of b: 2, 3. Intersection {2}, union {1, 2, 3}.
+    assert_eq!(error_iou(&[0, 0, 0, 0, 1], &[0, 1, 1, 1, 1], &labels), 1.0 / 3.0);
+    assert_eq!(error_iou(&[0, 0, 0, 0, 1], &[0, 0, 0, 0, 1], &labels), 1.0, "same errors");
+    assert_eq!(error_iou(&[0, 0, 2, 0, 1], &[0, 1, 1, 0, 1], &labels), 0.0, "disjoint errors");
+    assert_eq!(error_iou(&labels, &labels, &labels), 1.0, "no errors at all: identical");
+}
+
+#[test]
+fn unscaled_loss_is_the_cross_entropy_of_the_logits_before_the_head_scale() {
+    use super::evaluate::unscaled_loss;
+    // Expected values by hand (Python's math): logits [2, 0, 0] / 2 = [1, 0, 0], label 0:
+    // ln(e + 2) − 1 = 0.5514447139320509; logits [0, 3, 0] / 2 = [0, 1.5, 0], label 2:
+    // ln(2 + e^1.5) = 1.8689811354013153. Mean 1.210212924666683.
+    let l = unscaled_loss(&[[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]], &[0, 2], 2.0);
+    assert!((l - 1.210212924666683).abs() < 1e-12, "{l}");
+    assert!((unscaled_loss(&[[0.0; 3]], &[1], 1.0) - 3f64.ln()).abs() < 1e-12);
+    assert!(unscaled_loss(&[[0.0; 3]], &[1], 0.0).is_nan() && unscaled_loss(&[], &[], 1.0).is_nan());
+}
+
+#[test]
+fn mean_within_groups_averages_pairs_per_group_then_groups() {
+    use super::evaluate::mean_within_groups;
+    let v = [1.0f64, 2.0, 4.0, 10.0, 20.0, 7.0];
+    // Group 0: |1−2|, |1−4|, |2−4| → 2; group 1: |10−20| → 10; group 2 has one item. (2 + 10) / 2.
+    let m = mean_within_groups(&[0, 0, 0, 1, 1, 2], |i, j| (v[i] - v[j]).abs());
+    assert_eq!(m, 6.0);
+    assert!(mean_within_groups(&[0, 1], |_, _| 1.0).is_nan());
+}
+
+#[test]
 fn head_scale_meets_the_target_loss_or_the_nearest_reachable_one() {
     use super::sample::head_scale;
     // Cross-entropy of s·u in f64, written out independently of the stage's helper.

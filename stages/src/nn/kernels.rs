@@ -460,9 +460,9 @@ pub fn softmax_xent<const C: usize>(z: &[f32], labels: &[u8], n_valid: usize, sc
         assert!(t < C, "cnn-s labels must be below the number of classes ({C})");
         let m = zl[1..].iter().fold(zl[0], |m, &v| m.max(v));
         let m = if zl.iter().any(|v| v.is_nan()) { f32::NAN } else { m };
-        let e: [f32; C] = std::array::from_fn(|k| (zl[k] - m).exp());
+        let e: [f32; C] = std::array::from_fn(|k| libm::expf(zl[k] - m));
         let s = e[1..].iter().fold(e[0], |s, &v| s + v);
-        let lse = m + s.ln();
+        let lse = m + libm::logf(s);
         loss += (lse - zl[t]) as f64;
         let mut best = 0;
         for k in 1..C {

@@ -71,8 +71,8 @@ impl OptimizerState {
         match self.opt {
             Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
                 let t = self.step as f64;
-                let bc1 = 1.0 - beta1.powf(t);
-                let bc2 = 1.0 - beta2.powf(t);
+                let bc1 = 1.0 - libm::pow(beta1, t);
+                let bc2 = 1.0 - libm::pow(beta2, t);
                 let step_size = (lr / bc1) as f32;
                 let bc2_sqrt = bc2.sqrt() as f32;
                 let (w1, b2, w2, eps, wd) =

@@ -18,6 +18,15 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Stag
     write(path, &json_bytes(path, value)?)
 }
 
+/// Writes `value` (a JSON object once serialised) with the keys of `extra` added.
+pub fn write_json_with(path: &Path, value: &impl serde::Serialize, extra: serde_json::Value) -> Result<(), StageError> {
+    let mut json = serde_json::to_value(value).map_err(|e| StageError::msg(e.to_string()))?;
+    if let (Some(obj), Some(more)) = (json.as_object_mut(), extra.as_object()) {
+        obj.extend(more.clone());
+    }
+    write_json(path, &json)
+}
+
 /// Pretty JSON with a trailing newline (what [`write_json`] writes); `path` names the file in errors.
 pub fn json_bytes(path: &Path, value: &impl serde::Serialize) -> Result<Vec<u8>, StageError> {
     let mut text = serde_json::to_string_pretty(value)

@@ -127,6 +127,19 @@ impl WeightMap for WeightPca {
 /// The behavioural loss of the model decoded from the decoder output `y` and, when `grad`, its
 /// gradient with respect to `y`.
 pub fn loss_and_gradient(map: &dyn WeightMap, y: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
+    loss_and_gradient_with_labels(map, y, probe, temperature, 0.0, grad)
+}
+
+/// `(1 − λ)·`[`loss_and_gradient`]` + λ·CE` with the probe's labels ([`nn::distill_with_labels`];
+/// `λ = label_weight`; with `λ = 0` the same bits).
+pub fn loss_and_gradient_with_labels(
+    map: &dyn WeightMap,
+    y: &[f32],
+    probe: &Probe,
+    temperature: f32,
+    label_weight: f64,
+    grad: bool,
+) -> (f64, Option<Vec<f32>>) {
     thread_local! {
         // One kernel workspace (≈ 0.5 MB) per worker thread, not one per call.
         static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
@@ -134,12 +147,13 @@ pub fn loss_and_gradient(map: &dyn WeightMap, y: &[f32], probe: &Probe, temperat
     let w = map.to_flat(y);
     debug_assert_eq!(w.len(), NUM_PARAMS);
     WORKSPACE.with_borrow_mut(|ws| {
+        let (images, teacher, labels) = (&probe.images, &probe.teacher, &probe.labels);
         if grad {
             let mut g = vec![0.0f32; NUM_PARAMS];
-            let loss = nn::distill(&w, &probe.images, &probe.teacher, temperature, Some(&mut g), ws);
+            let loss = nn::distill_with_labels(&w, images, teacher, labels, temperature, label_weight, Some(&mut g), ws);
             (loss, Some(map.flat_gradient_to_output(&g)))
         } else {
-            (nn::distill(&w, &probe.images, &probe.teacher, temperature, None, ws), None)
+            (nn::distill_with_labels(&w, images, teacher, labels, temperature, label_weight, None, ws), None)
         }
     })
 }
@@ -222,17 +236,28 @@ pub struct Refined {
 /// A frozen decoder: latents `[n, latent]` → outputs `[n, …]` (the space of a [`WeightMap`]).
 pub type Decoder<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
 
-/// Latent refinement (see the module doc): `steps` Adam steps on `latent` through the frozen decoder.
+/// Latent refinement's settings ([`refine`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefineOptions {
+    pub steps: usize,
+    pub lr: f64,
+    pub probe_images: usize,
+    pub temperature: f32,
+    /// λ: the loss is `(1 − λ)·distillation + λ·cross-entropy` with the probe's labels (0: the
+    /// behavioural loss alone).
+    pub label_weight: f64,
+}
+
+/// Latent refinement (see the module doc): `o.steps` Adam steps on `latent` through the frozen decoder.
 /// Keeps the best latent seen (the loss is measured before each step and after the last).
 pub fn refine(
     decoder: &Decoder,
     map: &dyn WeightMap,
     latent: &[f32],
     probe: &Probe,
-    temperature: f32,
-    steps: usize,
-    lr: f64,
+    o: &RefineOptions,
 ) -> Result<Refined, StageError> {
+    let (steps, lr) = (o.steps, o.lr);
     let e = |e: candle_core::Error| StageError::msg(format!("latent refinement: {e}"));
     let dim = latent.len();
     let h = Var::from_slice(latent, (1, dim), &Device::Cpu).map_err(e)?;
@@ -243,7 +268,7 @@ pub fn refine(
     for step in 0..=steps {
         let z_t = decoder(h.as_tensor()).map_err(e)?;
         let z: Vec<f32> = z_t.flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
-        let (loss, g) = loss_and_gradient(map, &z, probe, temperature, step < steps);
+        let (loss, g) = loss_and_gradient_with_labels(map, &z, probe, o.temperature, o.label_weight, step < steps);
         let current: Vec<f32> = h.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
         if step == 0 {
             first = loss;

@@ -157,6 +157,7 @@ impl EvaluateOptions {
             lr: p.positive_float(&REFINE_LR)?,
             probe_images: p.positive(&PROBE_IMAGES)?,
             temperature: p.positive_float(&TEMPERATURE)? as f32,
+            label_weight: 0.0,
         };
         let split = match p.choice(&SPLIT)? {
             Split::Train => TaskSplit::Train,

@@ -40,7 +40,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use wspace_stage_api::{params, Choice, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Value};
+use wspace_stage_api::{params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Value};
 
 use super::linalg::{self, ComponentRule};
 use super::{select_rows, split_rows};
@@ -661,16 +661,7 @@ pub struct PcaKind;
 
 impl PcaOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
-        let mut checkpoints = Vec::new();
-        for v in p.value(&CHECKPOINTS)?.as_list().unwrap_or(&[]) {
-            let c = v
-                .as_str()
-                .and_then(Checkpoint::from_name)
-                .ok_or_else(|| StageError::param(CHECKPOINTS.name, format!("must list \"early\" or \"final\", found {v}")))?;
-            if !checkpoints.contains(&c) {
-                checkpoints.push(c);
-            }
-        }
+        let mut checkpoints = p.choice_list::<Checkpoint>(&CHECKPOINTS)?;
         if checkpoints.is_empty() {
             return Err(StageError::param(CHECKPOINTS.name, "must name at least one of \"early\", \"final\""));
         }

@@ -432,7 +432,8 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     // Refinement lowers the behavioural loss of the latent it starts from (it keeps the best step).
     let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(&mse_dir).unwrap());
     let latent = ae.encode(&pca.normalise(coefficients.row(train[0]))).unwrap();
-    let r = behaviour::refine(&|h| ae.decode_tensor(h), &pca, &latent, &probes[0], 2.0, 10, 0.05).unwrap();
+    let opts = behaviour::RefineOptions { steps: 10, lr: 0.05, probe_images: 8, temperature: 2.0, label_weight: 0.0 };
+    let r = behaviour::refine(&|h| ae.decode_tensor(h), &pca, &latent, &probes[0], &opts).unwrap();
     assert!(r.loss_after < r.loss_before, "{} → {}", r.loss_before, r.loss_after);
 
     // evaluate-reconstruction with refinement: a fourth variant, and every reconstruction's weights on

@@ -44,7 +44,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -56,11 +56,11 @@ use super::pca::Coefficients;
 use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Objective};
-use crate::matmul::matmul;
+use crate::layers::{Init, Stack, StackShape};
 use crate::nn::NUM_PARAMS;
 use crate::ntxent;
 use crate::plot;
-use crate::sampling::{normal_f32, shuffle, uniform_in};
+use crate::sampling::{normal_f32, shuffle};
 use crate::tensors::{self, candle_error, NamedTensors, TensorFile};
 use crate::zoo::canonical::Alignment;
 use crate::zoo::store::Zoo;
@@ -160,131 +160,6 @@ impl WeightMap for Normaliser {
     }
 }
 
-/// `y = x Wᵀ + b` on the last dimension; `W` `[out, in]`. Not candle-nn's `Linear`: its product is
-/// candle's own, whose float order follows the machine's cache ([`crate::matmul`]).
-struct Linear {
-    w: Var,
-    b: Var,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::matmul::linear(x, self.w.as_tensor(), self.b.as_tensor())
-    }
-}
-
-/// LayerNorm over the last dimension (ε = 1e-5). Not candle-nn's `LayerNorm`: on contiguous inputs it
-/// runs a fused kernel with no backward pass, so nothing trains through it.
-struct LayerNorm {
-    g: Var,
-    b: Var,
-}
-
-impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?.broadcast_mul(self.g.as_tensor())?.broadcast_add(self.b.as_tensor())
-    }
-}
-
-struct Block {
-    ln1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl Block {
-    fn forward(&self, x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let dh = d / heads;
-        let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
-        let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(2, i * d, d)?.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let att = (matmul(&q, &k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let o = matmul(&att, &v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        let x = (x + self.proj.forward(&o)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?)?;
-        x + m
-    }
-}
-
-/// One side (encoder or decoder): input projection, position embedding, blocks, final norm, output projection.
-struct Stack {
-    input: Linear,
-    position: Var,
-    blocks: Vec<Block>,
-    ln: LayerNorm,
-    output: Linear,
-}
-
-impl Stack {
-    fn forward(&self, x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-        let mut h = self.input.forward(x)?.broadcast_add(self.position.as_tensor())?;
-        for block in &self.blocks {
-            h = block.forward(&h, heads)?;
-        }
-        self.output.forward(&self.ln.forward(&h)?)
-    }
-}
-
-/// Creates the variables in order from one seeded stream and records their names.
-struct Init {
-    rng: ChaCha8Rng,
-    named: Vec<(String, Var)>,
-}
-
-impl Init {
-    fn var(&mut self, name: String, shape: &[usize], values: Vec<f32>) -> Result<Var, StageError> {
-        let v = Var::from_vec(values, shape, &Device::Cpu).map_err(candle_error("transformer init"))?;
-        self.named.push((name, v.clone()));
-        Ok(v)
-    }
-
-    fn linear(&mut self, name: &str, i: usize, o: usize) -> Result<Linear, StageError> {
-        let bound = 1.0 / (i as f32).sqrt();
-        let w = (0..o * i).map(|_| uniform_in(&mut self.rng, bound)).collect();
-        let b = (0..o).map(|_| uniform_in(&mut self.rng, bound)).collect();
-        Ok(Linear { w: self.var(format!("{name}.weight"), &[o, i], w)?, b: self.var(format!("{name}.bias"), &[o], b)? })
-    }
-
-    fn norm(&mut self, name: &str, d: usize) -> Result<LayerNorm, StageError> {
-        Ok(LayerNorm {
-            g: self.var(format!("{name}.weight"), &[d], vec![1.0; d])?,
-            b: self.var(format!("{name}.bias"), &[d], vec![0.0; d])?,
-        })
-    }
-
-    fn stack(&mut self, prefix: &str, c: &TransformerConfig, inp: usize, out: usize) -> Result<Stack, StageError> {
-        let d = c.d_model;
-        let input = self.linear(&format!("{prefix}.input"), inp, d)?;
-        let pos: Vec<f32> = (0..c.tokens * d).map(|_| 0.02 * normal_f32(&mut self.rng)).collect();
-        let position = self.var(format!("{prefix}.position"), &[c.tokens, d], pos)?;
-        let mut blocks = Vec::with_capacity(c.layers);
-        for l in 0..c.layers {
-            let p = format!("{prefix}.blocks.{l}");
-            blocks.push(Block {
-                ln1: self.norm(&format!("{p}.ln1"), d)?,
-                qkv: self.linear(&format!("{p}.attn.qkv"), d, 3 * d)?,
-                proj: self.linear(&format!("{p}.attn.proj"), d, d)?,
-                ln2: self.norm(&format!("{p}.ln2"), d)?,
-                fc1: self.linear(&format!("{p}.mlp.fc1"), d, 2 * d)?,
-                fc2: self.linear(&format!("{p}.mlp.fc2"), 2 * d, d)?,
-            });
-        }
-        let ln = self.norm(&format!("{prefix}.ln"), d)?;
-        let output = self.linear(&format!("{prefix}.output"), d, out)?;
-        Ok(Stack { input, position, blocks, ln, output })
-    }
-}
-
 /// The transformer autoencoder with its normaliser (on the CPU).
 pub struct TokenAutoencoder {
     pub config: TransformerConfig,
@@ -298,12 +173,10 @@ pub struct TokenAutoencoder {
 impl TokenAutoencoder {
     /// Seeded initialisation (see the module doc).
     pub fn init(config: TransformerConfig, normaliser: Normaliser, seed: u64) -> Result<Self, StageError> {
-        if config.heads == 0 || !config.d_model.is_multiple_of(config.heads) {
-            return Err(StageError::param("heads", format!("{} does not divide d_model = {}", config.heads, config.d_model)));
-        }
-        let mut init = Init { rng: ChaCha8Rng::seed_from_u64(seed), named: Vec::new() };
-        let encoder = init.stack("encoder", &config, config.token_width, config.token_latent)?;
-        let decoder = init.stack("decoder", &config, config.token_latent, config.token_width)?;
+        let mut init = Init::new(seed);
+        let shape = StackShape { tokens: config.tokens, d_model: config.d_model, layers: config.layers, heads: config.heads };
+        let encoder = init.stack("encoder", shape, config.token_width, config.token_latent)?;
+        let decoder = init.stack("decoder", shape, config.token_latent, config.token_width)?;
         Ok(TokenAutoencoder { config, normaliser, encoder, decoder, named: init.named })
     }
 
@@ -318,12 +191,12 @@ impl TokenAutoencoder {
 
     /// Normalised tokens `[B, T, W]` → latents `[B, T, k]`.
     pub fn encode_tensor(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.encoder.forward(x, self.config.heads)
+        self.encoder.forward(x)
     }
 
     /// Latents `[B, T, k]` → normalised tokens `[B, T, W]`.
     pub fn decode_tensor(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        self.decoder.forward(z, self.config.heads)
+        self.decoder.forward(z)
     }
 
     /// Flat latents `[n, T·k]` → flat normalised tokens `[n, T·W]` (what latent refinement steps through).

@@ -31,11 +31,14 @@
 //!
 //! Related kinds in this module: [`canonical`] (`kind = "canonicalise"`: a zoo with hidden units
 //! matched to a reference) and [`multiclass`] (`kind = "multiclass"`: one `cnn-s` with a head for every
-//! class, trained with the zoo's recipe — the row-selection baseline).
+//! class, trained with the zoo's recipe — the row-selection baseline) and [`replicas`] (`kind =
+//! "replicas"`: models trained independently per task with the zoo's recipe — the natural-diversity
+//! reference).
 
 pub mod bench;
 pub mod canonical;
 pub mod multiclass;
+pub mod replicas;
 pub mod sample;
 pub mod store;
 
@@ -76,7 +79,7 @@ impl StageKind for ZooKind {
         "zoo"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "trains one model per task row (early and final checkpoints), recording losses and accuracies"
@@ -161,7 +164,8 @@ impl Job {
             ctx.progress.inc(resumed as u64);
         }
         pending.par_iter().try_for_each(|task| -> Result<(), StageError> {
-            let rows = train_model(self.arch, task, &self.recipe, &self.data, ctx.scratch)?;
+            let plan = self.recipe.plan(task.id);
+            let rows = train_model(self.arch, task.id, &plan, task, &self.recipe, &self.data, ctx.scratch)?;
             let path = Self::record(ctx, task);
             tensors::write_atomic(&path, &tensors::json_bytes(&path, &rows)?)?;
             ctx.progress.inc(1);
@@ -304,9 +308,17 @@ impl ModelTrainer for ResnetTrainer {
     }
 }
 
-/// Trains one model; writes its checkpoints into `scratch/models/`; returns its two rows.
-fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch: &Path) -> Result<Vec<ZooRow>, StageError> {
-    let plan: ModelPlan = recipe.plan(task.id);
+/// Trains model `model_id` of `task` by `plan`; writes its checkpoints into `scratch/models/`; returns
+/// its two rows.
+fn train_model(
+    arch: Arch,
+    model_id: usize,
+    plan: &ModelPlan,
+    task: &Task,
+    recipe: &Recipe,
+    data: &Dataset,
+    scratch: &Path,
+) -> Result<Vec<ZooRow>, StageError> {
     let (train_x, train_y) = gather(&data.train, &task.train, task)?;
     let (val_x, val_y) = gather(&data.train, &task.val, task)?;
     let (test_x, test_y) = gather(&data.test, &task.test, task)?;
@@ -353,12 +365,12 @@ fn train_model(arch: Arch, task: &Task, recipe: &Recipe, data: &Dataset, scratch
         };
         let val = trainer.evaluate(&val_x, &val_y)?;
         let test = trainer.evaluate(&test_x, &test_y)?;
-        let file = format!("models/m{:05}-{}.safetensors", task.id, checkpoint.as_str());
+        let file = format!("models/m{model_id:05}-{}.safetensors", checkpoint.as_str());
         let path = scratch.join(&file);
         tensors::write_atomic(&path, &trainer.named_tensors()?.to_safetensors(&path)?)?;
         let diverged = trainer.diverged();
         rows.push(ZooRow {
-            model_id: task.id,
+            model_id,
             checkpoint,
             epoch,
             arch: arch.name().into(),

@@ -224,7 +224,7 @@ impl StageKind for MulticlassKind {
         "multiclass"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "cnn-s models with a head for every class, trained on all classes with the zoo's recipe: the row-selection baseline"

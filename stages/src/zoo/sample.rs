@@ -189,8 +189,8 @@ impl Recipe {
         let adam = uniform(&mut rng) < self.adam_fraction;
         let [a, b] = if adam { self.adam_lr } else { self.sgd_lr };
         let lr = match self.lr_distribution {
-            LrDistribution::LogUniform => (a.ln() + uniform(&mut rng) * (b.ln() - a.ln())).exp(),
-            LrDistribution::LogNormal => (a + b * normal(&mut rng)).exp(),
+            LrDistribution::LogUniform => libm::exp(libm::log(a) + uniform(&mut rng) * (libm::log(b) - libm::log(a))),
+            LrDistribution::LogNormal => libm::exp(a + b * normal(&mut rng)),
         };
         let batch_size = self.batch_sizes[below(&mut rng, self.batch_sizes.len() as u64) as usize];
         let [e0, e1] = self.early_epoch;

@@ -80,30 +80,7 @@ pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
 /// Mean over the groups with ≥ 2 members of the mean pairwise disagreement of their predictions
 /// (`groups`: a group id per prediction vector); NaN when no group has two members.
 pub fn diversity(groups: &[usize], predictions: &[&[u8]]) -> f64 {
-    let mut by: BTreeMap<usize, Vec<&[u8]>> = BTreeMap::new();
-    for (g, p) in groups.iter().zip(predictions) {
-        by.entry(*g).or_default().push(p);
-    }
-    let per: Vec<f64> = by
-        .values()
-        .filter(|m| m.len() >= 2)
-        .map(|m| {
-            let mut sum = 0.0;
-            let mut pairs = 0usize;
-            for i in 0..m.len() {
-                for j in i + 1..m.len() {
-                    sum += 1.0 - agreement(m[i], m[j]);
-                    pairs += 1;
-                }
-            }
-            sum / pairs as f64
-        })
-        .collect();
-    if per.is_empty() {
-        f64::NAN
-    } else {
-        per.iter().sum::<f64>() / per.len() as f64
-    }
+    mean_within_groups(groups, |i, j| 1.0 - agreement(predictions[i], predictions[j]))
 }
 
 /// Argmax (first maximum) per row of 3 logits.
@@ -150,5 +127,59 @@ pub fn finite_mean(values: impl IntoIterator<Item = f64>) -> f64 {
         f64::NAN
     } else {
         v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// IoU of two models' error sets on the same images (p-diff's similarity): `|E_a ∩ E_b| / |E_a ∪ E_b|`,
+/// `E` the images a model gets wrong; 1 when neither gets any wrong.
+pub fn error_iou(a: &[u8], b: &[u8], labels: &[u8]) -> f64 {
+    let (mut both, mut either) = (0usize, 0usize);
+    for ((x, y), l) in a.iter().zip(b).zip(labels) {
+        let (ea, eb) = (x != l, y != l);
+        both += (ea && eb) as usize;
+        either += (ea || eb) as usize;
+    }
+    if either == 0 {
+        1.0
+    } else {
+        both as f64 / either as f64
+    }
+}
+
+/// Mean cross-entropy of `logits` divided by `s` (`s > 0`), in f64: the loss of a model whose head was
+/// multiplied by `s`, before it was (the head's product is linear in the head).
+pub fn unscaled_loss(logits: &[[f32; 3]], labels: &[u8], s: f64) -> f64 {
+    if labels.is_empty() || s <= 0.0 {
+        return f64::NAN;
+    }
+    let mut sum = 0.0;
+    for (z, &y) in logits.iter().zip(labels) {
+        let v = z.map(|x| x as f64 / s);
+        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        sum += m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - v[y as usize];
+    }
+    sum / labels.len() as f64
+}
+
+/// The mean over groups (a group id per item) of the mean of `pair(i, j)` over the pairs `i < j` of
+/// the group's items; groups with one item are left out; NaN when none has two.
+pub fn mean_within_groups(groups: &[usize], pair: impl Fn(usize, usize) -> f64) -> f64 {
+    let mut by: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        by.entry(*g).or_default().push(i);
+    }
+    let per: Vec<f64> = by
+        .values()
+        .filter(|m| m.len() >= 2)
+        .map(|m| {
+            let pairs: Vec<f64> =
+                (0..m.len()).flat_map(|i| (i + 1..m.len()).map(move |j| (i, j))).map(|(i, j)| pair(m[i], m[j])).collect();
+            pairs.iter().sum::<f64>() / pairs.len() as f64
+        })
+        .collect();
+    if per.is_empty() {
+        f64::NAN
+    } else {
+        per.iter().sum::<f64>() / per.len() as f64
     }
 }

@@ -8,6 +8,7 @@ use wspace_stage_api::StageError;
 
 use super::baselines::Matched;
 use super::measures::{diversity, finite_mean, r2_and_pearson, Score};
+use super::novelty::num;
 use super::scoring::SampleEval;
 use crate::generate::sample::SampleRow;
 use crate::plot::{self, Chart, Series};
@@ -19,7 +20,7 @@ pub fn write_csv(path: &Path, samples: &[SampleRow], evals: &[SampleEval]) -> Re
     let csv_rows = samples.iter().zip(evals).map(|(s, e)| {
         let mut rec = csv_row![s.sample, s.prompt, s.task_id, s.target_loss];
         rec.extend(pair(&e.sample));
-        rec.extend(csv_row![e.permuted_accuracy, e.nn_agreement]);
+        rec.extend(csv_row![e.unscaled_loss, e.permuted_accuracy, e.nn_agreement, e.max_iou]);
         [e.trained_final, e.trained_early, e.row_selection].iter().for_each(|x| rec.extend(pair(x)));
         rec.extend(csv_row![e.nn_row.0, e.nn_row.1.as_str()]);
         [e.nn, e.nn_noise, e.random, e.nn_decoded, e.own_decoded].iter().for_each(|x| rec.extend(pair(x)));
@@ -34,8 +35,10 @@ pub fn write_csv(path: &Path, samples: &[SampleRow], evals: &[SampleEval]) -> Re
             "target_loss",
             "loss",
             "accuracy",
+            "unscaled_loss",
             "permuted_accuracy",
             "nn_agreement",
+            "max_iou",
             "trained_final_loss",
             "trained_final_accuracy",
             "trained_early_loss",
@@ -92,7 +95,7 @@ pub fn write_plots(out: &Path, samples: &[SampleRow], evals: &[SampleEval]) -> R
     Ok(())
 }
 
-/// `metrics.json`'s content.
+/// `metrics.json`'s content, before the natural reference and memorisation (added by the caller).
 /// `row_selection_models`: how many models the row-selection baseline has (0: no baseline).
 pub fn metrics(
     samples: &[SampleRow],
@@ -104,9 +107,10 @@ pub fn metrics(
     let (targets, achieved): (Vec<f64>, Vec<f64>) =
         samples.iter().zip(evals).map(|(s, e)| (s.target_loss, e.sample.loss)).unzip();
     let (r2, pearson) = r2_and_pearson(&targets, &achieved);
+    let unscaled: Vec<f64> = evals.iter().map(|e| e.unscaled_loss).collect();
+    let (r2_unscaled, pearson_unscaled) = r2_and_pearson(&targets, &unscaled);
     let prompts: Vec<usize> = samples.iter().map(|s| s.prompt).collect();
     let m = &matched.results;
-    let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
     let mean = |f: &dyn Fn(&SampleEval) -> f64| -> f64 { finite_mean(evals.iter().map(f)) };
     let variant = |f: &dyn Fn(&SampleEval) -> Score| json!({ "loss": num(mean(&|e| f(e).loss)), "accuracy": num(mean(&|e| f(e).accuracy)) });
     let beats = evals.iter().filter(|e| e.sample.accuracy > e.nn.accuracy).count() as f64 / evals.len().max(1) as f64;
@@ -126,14 +130,16 @@ pub fn metrics(
         "nn_agreement": num(mean(&|e| e.nn_agreement)),
         "nn_noise_matched": {
             "noise": matched.scale,
-            "loss": num(finite_mean(m.iter().map(|r| r.0.loss))),
-            "accuracy": num(finite_mean(m.iter().map(|r| r.0.accuracy))),
-            "diversity": num(diversity(&prompts, &m.iter().map(|r| r.2.as_slice()).collect::<Vec<_>>())),
-            "nn_agreement": num(finite_mean(m.iter().map(|r| r.1))),
+            "loss": num(finite_mean(m.iter().map(|r| r.score.loss))),
+            "accuracy": num(finite_mean(m.iter().map(|r| r.score.accuracy))),
+            "diversity": num(diversity(&prompts, &m.iter().map(|r| r.predictions.as_slice()).collect::<Vec<_>>())),
+            "nn_agreement": num(finite_mean(m.iter().map(|r| r.nn_agreement))),
         },
         "chance_accuracy": 1.0 / 3.0,
         "prompt_r2": num(r2),
         "prompt_pearson": num(pearson),
+        "prompt_r2_unscaled": num(r2_unscaled),
+        "prompt_pearson_unscaled": num(pearson_unscaled),
         "order": { "accuracy": num(mean(&|e| e.sample.accuracy)), "permuted_accuracy": num(mean(&|e| e.permuted_accuracy)) },
         "order_gap": num(mean(&|e| e.sample.accuracy) - mean(&|e| e.permuted_accuracy)),
         "sample_beats_nn": beats,

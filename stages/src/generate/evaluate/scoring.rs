@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use wspace_stage_api::StageError;
 
-use super::measures::{add_noise, agreement, mean_score, permuted_accuracy, predictions, random_init, score, Score};
+use super::measures::{
+    add_noise, agreement, error_iou, mean_score, permuted_accuracy, predictions, random_init, score, unscaled_loss, Score,
+};
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::generate::align::task_embeddings;
 use crate::generate::model::Aligner;
@@ -30,14 +32,18 @@ pub struct Dirs<'a> {
     pub codec: Option<(&'a Path, &'a Path)>,
     /// A `multiclass` stage: the row-selection baseline.
     pub row_selection: Option<&'a Path>,
+    /// A `replicas` stage: the natural-diversity reference.
+    pub replicas: Option<&'a Path>,
+    /// A `sample` stage of the same method prompted with the zoo's own tasks: memorisation.
+    pub memorisation: Option<&'a Path>,
 }
 
 /// A row of the align stage's `pairs.csv`.
 #[derive(Debug, Clone, serde::Deserialize)]
-struct PairRow {
-    row: usize,
-    model_id: usize,
-    checkpoint: Checkpoint,
+pub struct PairRow {
+    pub row: usize,
+    pub model_id: usize,
+    pub checkpoint: Checkpoint,
     split: TaskSplit,
     task_id: usize,
     val_loss: f64,
@@ -63,12 +69,43 @@ pub struct SampleEval {
     pub predictions: Vec<u8>,
     /// Agreement of `predictions` with the nearest neighbour's.
     pub nn_agreement: f64,
+    /// The test loss before loss control scaled the head (the sample's loss without it).
+    pub unscaled_loss: f64,
+    /// The largest IoU of the sample's error set with that of one of its task's zoo checkpoints (NaN
+    /// when the zoo has no model of the task).
+    pub max_iou: f64,
+    pub weights: NamedTensors,
+}
+
+/// A model of the reference set: its weights, predictions and score on its task's images.
+pub struct Reference {
+    pub weights: NamedTensors,
+    pub predictions: Vec<u8>,
+    pub score: Score,
+}
+
+impl Reference {
+    fn new(arch: &str, weights: NamedTensors, images: &[u8], labels: &[u8]) -> Result<Reference, StageError> {
+        let net = Network::build(arch, &weights)?;
+        let ev = net.evaluate(images, labels)?;
+        let predictions = predictions(&net.logits_u8(images)?);
+        Ok(Reference { weights, predictions, score: Score { loss: ev.loss, accuracy: ev.accuracy } })
+    }
+}
+
+/// The largest error-set IoU of `pred` with one of `models`' (NaN for none).
+pub fn max_iou(pred: &[u8], models: &[Reference], labels: &[u8]) -> f64 {
+    models.iter().map(|m| error_iou(pred, &m.predictions, labels)).fold(f64::NAN, f64::max)
 }
 
 /// What depends on the task alone (its images and its reference models), computed once per task.
 pub struct TaskRefs {
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
+    /// The task's `ok` zoo checkpoints (both kinds): what a copy would copy.
+    pub checkpoints: Vec<Reference>,
+    /// The task's replicas (final checkpoints): models trained independently on it.
+    pub replicas: Vec<Reference>,
     trained_final: Score,
     trained_early: Score,
     row_selection: Score,
@@ -78,7 +115,10 @@ pub struct TaskRefs {
 /// Everything the evaluation reads, loaded once.
 pub struct Sources {
     pub samples: Vec<SampleRow>,
-    samples_dir: PathBuf,
+    pub samples_dir: PathBuf,
+    /// The memorisation samples (prompts on the zoo's own tasks) and their directory.
+    pub memorisation: Option<(Vec<SampleRow>, PathBuf)>,
+    replicas: Option<Zoo>,
     pub zoo: Zoo,
     pub arch: String,
     al: Aligner,
@@ -138,9 +178,19 @@ impl Sources {
             None => Vec::new(),
         };
         let shapes = zoo.meta.parameters.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+        let memorisation = match dirs.memorisation {
+            Some(d) => Some((load_samples(d)?, d.to_path_buf())),
+            None => None,
+        };
+        let replicas = dirs.replicas.map(Zoo::load).transpose()?;
+        if let Some(r) = replicas.as_ref().filter(|r| r.meta.arch != arch) {
+            return Err(StageError::input("replicas", format!("holds `{}` models, the `zoo` input `{arch}`", r.meta.arch)));
+        }
         let mut s = Sources {
             samples,
             samples_dir: dirs.samples.to_path_buf(),
+            memorisation,
+            replicas,
             zoo,
             arch,
             al,
@@ -201,9 +251,10 @@ impl Sources {
         Ok((images, labels))
     }
 
-    /// The references of every task the samples name.
+    /// The references of every task the samples (and the memorisation samples) name.
     pub fn task_references(&self) -> Result<BTreeMap<usize, TaskRefs>, StageError> {
-        let task_ids: BTreeSet<usize> = self.samples.iter().map(|s| s.task_id).collect();
+        let memorised = self.memorisation.iter().flat_map(|m| &m.0);
+        let task_ids: BTreeSet<usize> = self.samples.iter().chain(memorised).map(|s| s.task_id).collect();
         task_ids.into_par_iter().map(|id| Ok((id, self.task_refs(id)?))).collect()
     }
 
@@ -224,9 +275,21 @@ impl Sources {
             })
             .collect::<Result<Vec<Score>, _>>()?;
         let mut own = BTreeMap::<Checkpoint, Vec<Score>>::new();
+        let mut checkpoints = Vec::new();
         for r in self.zoo.rows.iter().filter(|r| r.task_id == id && r.ok()) {
-            own.entry(r.checkpoint).or_default().push(score(arch, &self.zoo.weights(r)?, &images, &labels)?);
+            let model = Reference::new(arch, self.zoo.weights(r)?, &images, &labels)?;
+            own.entry(r.checkpoint).or_default().push(model.score);
+            checkpoints.push(model);
         }
+        let replicas = match &self.replicas {
+            Some(z) => z
+                .rows
+                .iter()
+                .filter(|r| r.task_id == id && r.ok() && r.checkpoint == Checkpoint::Final)
+                .map(|r| Reference::new(arch, z.weights(r)?, &images, &labels))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         let own_decoded: Vec<Score> = self
             .all_pairs
             .iter()
@@ -240,26 +303,51 @@ impl Sources {
             own_decoded: mean_score(&own_decoded),
             images,
             labels,
+            checkpoints,
+            replicas,
         })
     }
 
-    /// The train-split pair nearest to sample `s`'s prompt (see the module doc): its `pairs.csv` row.
-    fn nearest(&self, s: &SampleRow) -> Result<&PairRow, StageError> {
+    /// The `k` train-split pairs nearest to sample `s`'s prompt (see the module doc), nearest first
+    /// (ties in `pairs.csv` order): their `pairs.csv` rows.
+    pub fn nearest(&self, s: &SampleRow, k: usize) -> Result<Vec<&PairRow>, StageError> {
         let d = self.std_emb(s.task_id)?;
         let span = (self.al.config.loss_max - self.al.config.loss_min).max(1e-12);
-        let dist = |j: usize| -> f64 {
-            let de: f64 =
-                d.iter().zip(&self.train_emb[j]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / self.dim.max(1) as f64;
-            de + ((s.target_loss - self.all_pairs[self.train[j]].val_loss) / span).powi(2)
-        };
-        let nn = (0..self.train.len()).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap_or(0);
-        Ok(&self.all_pairs[self.train[nn]])
+        let dist: Vec<f64> = (0..self.train.len())
+            .map(|j| {
+                let de: f64 =
+                    d.iter().zip(&self.train_emb[j]).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / self.dim.max(1) as f64;
+                de + ((s.target_loss - self.all_pairs[self.train[j]].val_loss) / span).powi(2)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.sort_by(|&a, &b| dist[a].total_cmp(&dist[b]));
+        Ok(order.into_iter().take(k).map(|j| &self.all_pairs[self.train[j]]).collect())
     }
 
-    /// Sample `s` scored on its task's images, beside its task's references and its own baselines.
+    /// The zoo weights of a `pairs.csv` row.
+    pub fn pair_weights(&self, p: &PairRow) -> Result<NamedTensors, StageError> {
+        self.zoo.weights(self.zoo_row(p.model_id, p.checkpoint)?)
+    }
+
+    /// The weight codec (`None` without the codec inputs).
+    pub fn codec(&self) -> Option<&dyn Codec> {
+        self.codec.as_ref().map(|c| c.0.as_ref())
+    }
+
+    /// The weight latent of a `pairs.csv` row (`None` without the codec inputs).
+    pub fn pair_latent(&self, p: &PairRow) -> Option<&[f32]> {
+        let (codec, latents) = self.codec.as_ref()?;
+        let k = codec.latent_dim();
+        Some(&latents[p.row * k..(p.row + 1) * k])
+    }
+
+    /// Sample `s` (its file under `dir`) scored on its task's images, beside its task's references and
+    /// its own baselines.
     pub fn score_sample(
         &self,
         s: &SampleRow,
+        dir: &Path,
         refs: &BTreeMap<usize, TaskRefs>,
         noise: f64,
         seed: u64,
@@ -278,16 +366,17 @@ impl Sources {
         }
         let t = &refs[&s.task_id];
         let (images, labels) = (&t.images, &t.labels);
-        let weights = TensorFile::open(&self.samples_dir.join(&s.file))?.f32_all()?;
+        let weights = TensorFile::open(&dir.join(&s.file))?.f32_all()?;
         let net = Network::build(arch, &weights)?;
         let ev = net.evaluate(images, labels)?;
         let logits = net.logits_u8(images)?;
         let permuted = permuted_accuracy(&logits, labels);
-        let nn = self.nearest(s)?;
-        let nn_weights = self.zoo.weights(self.zoo_row(nn.model_id, nn.checkpoint)?)?;
+        let nn = self.nearest(s, 1)?.into_iter().next().ok_or_else(|| StageError::msg("no train-split pairs"))?;
+        let nn_weights = self.pair_weights(nn)?;
         let nn_predictions = predictions(&Network::build(arch, &nn_weights)?.logits_u8(images)?);
         let predictions = predictions(&logits);
         let sample_seed = sample_seed(seed, s);
+        let unscaled = if s.head_scale == 1.0 { ev.loss } else { unscaled_loss(&logits, labels, s.head_scale) };
         Ok(SampleEval {
             sample: Score { loss: ev.loss, accuracy: ev.accuracy },
             permuted_accuracy: permuted,
@@ -301,7 +390,10 @@ impl Sources {
             nn_decoded: self.decoded(nn.row, images, labels)?,
             own_decoded: t.own_decoded,
             nn_agreement: agreement(&predictions, &nn_predictions),
+            unscaled_loss: unscaled,
+            max_iou: max_iou(&predictions, &t.checkpoints, labels),
             predictions,
+            weights,
         })
     }
 }

@@ -17,8 +17,8 @@ pub const METHOD: Method = Method {
     name: "align",
     inputs: &[
         ("align", "method align: an `align` stage"),
-        ("pca", "methods align, kde: the `pca` stage the autoencoder was trained on"),
-        ("autoencoder", "methods align, kde: the `autoencoder` stage (its codec; kde: its latents)"),
+        ("pca", "methods align, kde, flow: the `pca` stage the autoencoder was trained on"),
+        ("autoencoder", "methods align, kde, flow: the `autoencoder` stage (its codec; kde: its latents)"),
         ("embed", "method align: the `dataset-embed` stage the align stage used"),
     ],
     params: &[],

@@ -20,8 +20,8 @@ use crate::zoo::Zoo;
 pub const METHOD: Method = Method {
     name: "kde",
     inputs: &[
-        ("pca", "methods align, kde: the `pca` stage the autoencoder was trained on"),
-        ("autoencoder", "methods align, kde: the `autoencoder` stage (its codec; kde: its latents)"),
+        ("pca", "methods align, kde, flow: the `pca` stage the autoencoder was trained on"),
+        ("autoencoder", "methods align, kde, flow: the `autoencoder` stage (its codec; kde: its latents)"),
         ("zoo", "method kde: the zoo (the train split's loss range)"),
     ],
     params: &[BANDWIDTH],

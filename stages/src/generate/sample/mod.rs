@@ -4,7 +4,9 @@
 //! - `"align"` ([`align`], the thesis): the prompt projected into the weight latent space, decoded;
 //! - `"generator"` ([`generator`]): the `generator` stage's model with a fresh noise per draw;
 //! - `"kde"` ([`kde`], SANE's sampling, for either weight codec): a kernel density over the
-//!   autoencoder's train-split latents, decoded.
+//!   autoencoder's train-split latents, decoded;
+//! - `"flow"` ([`flow`]): whole networks from the `flow` stage's conditional flow in a token codec's
+//!   latent space, decoded.
 //!
 //! A new method is a file here with a [`Method`] (its name, inputs, parameters and how it loads) and
 //! an implementation of [`Sampler`], and one line in [`METHODS`].
@@ -30,6 +32,7 @@
 //! | `metrics.json` | `method`, `prompt_split`, `samples`, `prompts`, `tasks`, `targets`, `samples_per_prompt`, `loss_min`, `loss_max`, `arch`; with `kde`: `bandwidth`, `kde_own_task_prompts` (tasks whose kernels were their own models) |
 
 pub mod align;
+pub mod flow;
 pub mod generator;
 pub mod kde;
 
@@ -119,7 +122,7 @@ fn nothing_to_check(_: Params) -> Result<(), StageError> {
 }
 
 /// Every method, in the order `wspace kinds` lists them.
-pub const METHODS: &[Method] = &[align::METHOD, generator::METHOD, kde::METHOD];
+pub const METHODS: &[Method] = &[align::METHOD, generator::METHOD, kde::METHOD, flow::METHOD];
 
 /// The methods' names: the choices of `method`.
 const METHOD_NAMES: [&str; METHODS.len()] = {

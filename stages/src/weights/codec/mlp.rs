@@ -64,6 +64,6 @@ impl Codec for Mlp {
     }
     fn refine(&self, latent: &[f32], probe: &Probe, o: &RefineOptions) -> Result<Vec<f32>, StageError> {
         let decoder = |h: &candle_core::Tensor| self.ae.decode_tensor(h);
-        Ok(behaviour::refine(&decoder, &self.pca, latent, probe, o.temperature, o.steps, o.lr)?.latent)
+        Ok(behaviour::refine(&decoder, &self.pca, latent, probe, o)?.latent)
     }
 }

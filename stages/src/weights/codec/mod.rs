@@ -26,16 +26,8 @@ use std::path::Path;
 use wspace_stage_api::StageError;
 
 use super::behaviour::Probe;
+pub use super::behaviour::RefineOptions;
 use crate::tensors::{self, NamedTensors};
-
-/// Latent refinement's settings ([`super::behaviour::refine`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RefineOptions {
-    pub steps: usize,
-    pub lr: f64,
-    pub probe_images: usize,
-    pub temperature: f32,
-}
 
 /// A trained weight codec.
 pub trait Codec: Send + Sync {
@@ -48,6 +40,12 @@ pub trait Codec: Send + Sync {
     /// The length of one model's latent.
     fn latent_dim(&self) -> usize {
         self.latent_shape().iter().product()
+    }
+    /// The latent tokens (rows of [`Codec::latent_shape`]) that follow the class order, one per output
+    /// class in class order, when the latent keeps one token per neuron; `None` when every latent value
+    /// mixes every neuron.
+    fn class_tokens(&self) -> Option<std::ops::Range<usize>> {
+        None
     }
     /// The names `evaluate-reconstruction` gives its reconstructions: by pure decoding, and after latent
     /// refinement.

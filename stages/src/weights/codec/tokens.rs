@@ -36,6 +36,12 @@ impl Codec for Tokens {
     fn latent_shape(&self) -> Vec<usize> {
         vec![self.0.config.tokens, self.0.config.token_latent]
     }
+    /// The head's tokens: the last layer's units, the logits in class order.
+    fn class_tokens(&self) -> Option<std::ops::Range<usize>> {
+        let layout = &self.0.normaliser.layout;
+        let units = layout.layers.last().map_or(0, |l| l.units);
+        Some(layout.tokens() - units..layout.tokens())
+    }
     fn variants(&self) -> [&'static str; 2] {
         ["tokens_ae", "tokens_ae_refined"]
     }
@@ -48,6 +54,6 @@ impl Codec for Tokens {
     }
     fn refine(&self, latent: &[f32], probe: &Probe, o: &RefineOptions) -> Result<Vec<f32>, StageError> {
         let decoder = |h: &candle_core::Tensor| self.0.decode_flat_tensor(h);
-        Ok(behaviour::refine(&decoder, &self.0.normaliser, latent, probe, o.temperature, o.steps, o.lr)?.latent)
+        Ok(behaviour::refine(&decoder, &self.0.normaliser, latent, probe, o)?.latent)
     }
 }
