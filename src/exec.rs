@@ -400,8 +400,10 @@ impl<'a> Runner<'a> {
             for path in builds.get(&i).into_iter().flatten() {
                 let _ = crate::cache::remove_tree(path);
             }
-            let why =
-                interrupted_reason(&format!("did not stop within {} s; its partial build was removed", self.stop_grace().as_secs()));
+            let why = interrupted_reason(&format!(
+                "did not stop within {} s; its partial build was removed",
+                self.stop_grace().as_secs()
+            ));
             let seconds = started[i].map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
             reports[i] = Some(self.report(i, Status::Interrupted, None, seconds, why, None));
         }

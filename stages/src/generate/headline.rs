@@ -213,7 +213,10 @@ impl Ranked {
     /// Whether both targets are measured and met: draws at least as diverse as the natural reference,
     /// accuracy at most [`ACCURACY_SLACK`] below the reference.
     pub fn meets_targets(&self) -> bool {
-        self.accuracy_target.is_some() && self.diversity.is_some() && self.natural_diversity.is_some() && self.shortfalls() == (0.0, 0.0)
+        self.accuracy_target.is_some()
+            && self.diversity.is_some()
+            && self.natural_diversity.is_some()
+            && self.shortfalls() == (0.0, 0.0)
     }
 
     /// The sum of the two shortfalls: a method at chance accuracy is far from the targets however
@@ -269,10 +272,7 @@ pub fn methods_verdict(methods: &[(String, Json)]) -> String {
     if missed.is_empty() {
         missed.push("a target unmeasured (no reference accuracy or no natural diversity)".into());
     }
-    format!(
-        "No method meets both targets. The closest is {name} ({acc} test accuracy): {}.",
-        join_and(&missed)
-    )
+    format!("No method meets both targets. The closest is {name} ({acc} test accuracy): {}.", join_and(&missed))
 }
 
 /// The encoder variants of the `evaluate-reconstruction` metrics: `(name, agreement, correlation,
@@ -502,7 +502,11 @@ mod tests {
         assert!(!best.meets_targets());
         let v = methods_verdict(&methods);
         assert!(v.starts_with("No method meets both targets. The closest is flow (90.3 % test accuracy)"), "{v}");
-        assert!(v.contains("accuracy 1.7 points below the target 92.0 %") && v.contains("draw diversity 6.57 % against the natural 6.60 %"), "{v}");
+        assert!(
+            v.contains("accuracy 1.7 points below the target 92.0 %")
+                && v.contains("draw diversity 6.57 % against the natural 6.60 %"),
+            "{v}"
+        );
 
         let mut methods = methods;
         methods.push(("new".to_string(), method(0.925, 0.07)));
@@ -510,7 +514,10 @@ mod tests {
         assert_eq!((best.name.as_str(), best.meets_targets()), ("new", true));
         assert!(methods_verdict(&methods).starts_with("The best method is new: 92.5 %"));
         // Without a reference nothing is said to meet the targets; the most accurate wins the tie.
-        let bare = vec![("a".to_string(), json!({"sample": {"accuracy": 0.5}})), ("b".to_string(), json!({"sample": {"accuracy": 0.6}}))];
+        let bare = vec![
+            ("a".to_string(), json!({"sample": {"accuracy": 0.5}})),
+            ("b".to_string(), json!({"sample": {"accuracy": 0.6}})),
+        ];
         let best = best_method(&bare).unwrap();
         assert_eq!((best.name.as_str(), best.meets_targets()), ("b", false));
         assert!(methods_verdict(&bare).contains("a target unmeasured"));

@@ -89,7 +89,7 @@ fn unscaled_loss_is_the_cross_entropy_of_the_logits_before_the_head_scale() {
     let l = unscaled_loss(&[[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]], &[0, 2], 2.0);
     assert!((l - 1.210212924666683).abs() < 1e-12, "{l}");
     assert!((unscaled_loss(&[[0.0; 3]], &[1], 1.0) - 3f64.ln()).abs() < 1e-12);
-    assert!(unscaled_loss(&[[0.0; 3]], &[1], 0.0).is_nan() && unscaled_loss(&[], &[], 1.0).is_nan());
+    assert!(unscaled_loss(&[[0.0; 3]], &[1], 0.0).is_nan() && unscaled_loss::<[f32; 3]>(&[], &[], 1.0).is_nan());
 }
 
 #[test]

@@ -238,12 +238,17 @@ impl ImportArch {
 
     /// Pre-softmax outputs on 1 × 28 × 28 grey images (`N × 784` bytes, pixels / 255), through candle.
     pub fn logits(&self, weights: &NamedTensors, images: &[u8]) -> Result<Vec<Vec<f32>>, StageError> {
+        let pixels: Vec<f32> = images.iter().map(|&p| p as f32 / 255.0).collect();
+        self.logits_f32(weights, &pixels)
+    }
+
+    /// Pre-softmax outputs on 1 × 28 × 28 grey images given as values in `[0, 1]` (`N × 784`).
+    pub fn logits_f32(&self, weights: &NamedTensors, pixels: &[f32]) -> Result<Vec<Vec<f32>>, StageError> {
         self.check(weights).map_err(|e| StageError::msg(format!("weights of `{}`: {e}", self.name())))?;
         let ctx = candle_error(self.name());
         let dev = Device::Cpu;
-        let n = images.len() / 784;
-        let pixels: Vec<f32> = images[..n * 784].iter().map(|&p| p as f32 / 255.0).collect();
-        let mut x = Tensor::from_vec(pixels, (n, 1, 28, 28), &dev).map_err(&ctx)?;
+        let n = pixels.len() / 784;
+        let mut x = Tensor::from_slice(&pixels[..n * 784], (n, 1, 28, 28), &dev).map_err(&ctx)?;
         let tensor = |name: String| -> Result<Tensor, StageError> {
             let t = weights.get(&name).ok_or_else(|| StageError::msg(format!("no tensor `{name}`")))?;
             Tensor::from_vec(t.values.clone(), t.shape.clone(), &dev).map_err(&ctx)
@@ -283,18 +288,7 @@ impl ImportArch {
     /// Accuracy on images with dataset labels (output unit k ↔ class k).
     pub fn accuracy(&self, weights: &NamedTensors, images: &[u8], labels: &[i64]) -> Result<f64, StageError> {
         let logits = self.logits(weights, images)?;
-        let correct = logits.iter().zip(labels).filter(|(z, &y)| argmax(z) as i64 == y).count();
+        let correct = logits.iter().zip(labels).filter(|(z, &y)| crate::nn::argmax(z) as i64 == y).count();
         Ok(correct as f64 / labels.len().max(1) as f64)
     }
-}
-
-/// The first index of the largest value (as `torch.argmax`).
-pub fn argmax(z: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in z.iter().enumerate() {
-        if v > z[best] {
-            best = i;
-        }
-    }
-    best
 }

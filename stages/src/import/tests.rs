@@ -203,6 +203,82 @@ fn an_imported_zoo_feeds_pca_unchanged() {
     assert_eq!(pca["rows"].as_array().unwrap().len(), 3);
 }
 
+#[test]
+fn an_imported_zoo_of_either_format_trains_the_token_transformer_and_is_evaluated_on_all_classes() {
+    use crate::tensors::TensorFile;
+    use crate::weights::tokens::TokenLayout;
+    // (format, fixture, early checkpoint, architecture, tokens: one per output unit of every layer). The
+    // Small CNN Zoo fixture mixes relu and tanh models (`mixed:small-cnn-relu,small-cnn-tanh`): one
+    // token layout, each model run with its own activation.
+    let cases = [
+        ("model-zoos", fixtures().join("model-zoos/seed"), 2, "cnn-s-c10-tanh", 8 + 6 + 4 + 20 + 10),
+        ("small-cnn-zoo", fixtures().join("small-cnn-zoo"), 60, "small-cnn-relu", 16 + 16 + 16 + 10),
+    ];
+    for (format, path, early, arch, tokens) in cases {
+        let (zoo, r) = import(format, &path, &[("early_epoch", Value::Int(early))]);
+        r.unwrap();
+        let pca = tempfile::tempdir().unwrap();
+        run_stage(&crate::weights::PcaKind, &[("components", Value::Int(2))], &[("zoo", zoo.path())], pca.path()).unwrap();
+        let ae = tempfile::tempdir().unwrap();
+        let params = [
+            ("architecture", s("transformer")),
+            ("epochs", Value::Int(2)),
+            ("batch_size", Value::Int(2)),
+            ("d_model", Value::Int(16)),
+            ("heads", Value::Int(2)),
+            ("layers", Value::Int(1)),
+            ("token_latent", Value::Int(4)),
+        ];
+        run_stage(&crate::weights::AutoencoderKind, &params, &[("pca", pca.path()), ("zoo", zoo.path())], ae.path())
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ae.path().join("metrics.json")).unwrap()).unwrap();
+        assert_eq!(metrics["tokens"], tokens, "{format}");
+        let latents = TensorFile::open(&ae.path().join("latents.safetensors")).unwrap().f32("latents").unwrap();
+        assert_eq!(latents.shape, vec![3, tokens * 4], "{format}: the pca rows, each model's final checkpoint");
+
+        // The decoder's output has the imported architecture's tensors, and the layout inverts exactly.
+        let codec = crate::weights::codec::load(pca.path(), ae.path()).unwrap();
+        let decoded = codec.decode(&latents.values[..tokens * 4]).unwrap();
+        let source = Zoo::load(zoo.path()).unwrap();
+        let original = source.weights(&source.rows[0]).unwrap();
+        let names = |w: &crate::tensors::NamedTensors| w.iter().map(|t| (t.name.clone(), t.shape.clone())).collect::<Vec<_>>();
+        assert_eq!(names(&decoded[0]), names(&original), "{format}");
+        let layout = TokenLayout::new(arch, None).unwrap();
+        let flat = layout.flat_of(&original).unwrap();
+        assert_eq!(layout.detokenise(&layout.tokenise(&flat)), flat, "{format}");
+
+        // evaluate-reconstruction without `tasks`: each model's task is all 10 classes of the dataset.
+        let data = tempfile::tempdir().unwrap();
+        run_stage(&crate::data::DatasetKind, &[("test_per_class", Value::Int(20))], &[], data.path()).unwrap();
+        let eval = tempfile::tempdir().unwrap();
+        let inputs = [("zoo", zoo.path()), ("pca", pca.path()), ("autoencoder", ae.path()), ("data", data.path())];
+        run_stage(&crate::weights::EvaluateReconstructionKind, &[], &inputs, eval.path())
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        let dataset = crate::data::Dataset::load(data.path()).unwrap();
+        let mut csv = csv::Reader::from_path(eval.path().join("reconstruction.csv")).unwrap();
+        let h = csv.headers().unwrap().clone();
+        let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+        let mut variants = std::collections::BTreeSet::new();
+        for rec in csv.records().map(Result::unwrap) {
+            variants.insert(rec[col("variant")].to_string());
+            let id: usize = rec[col("model_id")].parse().unwrap();
+            let row = source.rows.iter().find(|r| r.model_id == id && r.checkpoint.as_str() == &rec[col("checkpoint")]).unwrap();
+            // The stage's accuracy of the original is the import's own forward pass on the whole test split.
+            let want = ImportArch::from_name(&row.arch)
+                .unwrap()
+                .accuracy(&source.weights(row).unwrap(), &dataset.test.images, &dataset.test.labels)
+                .unwrap();
+            let got: f64 = rec[col("original_accuracy")].parse().unwrap();
+            assert!((got - want).abs() < 1e-12, "{format} model {id}: {got} vs {want}");
+            let agreement: f64 = rec[col("real_agreement")].parse().unwrap();
+            assert!((0.0..=1.0).contains(&agreement), "{format}: {agreement}");
+        }
+        let want: std::collections::BTreeSet<String> = ["mean", "pca", "tokens_ae"].map(String::from).into();
+        assert_eq!(variants, want, "{format}");
+    }
+}
+
 // ---- bad input ----
 
 /// A copy of the seed zoo in a temp dir, to break.

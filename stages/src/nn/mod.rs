@@ -46,11 +46,11 @@ pub use optim::{Optimizer, OptimizerState};
 pub use train::{evaluate, logits_f32, logits_n_u8, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};
 
 /// The predicted class of one image's logits: the first maximum (a later value wins only if strictly
-/// greater), as the kernels count correct predictions.
-pub fn argmax(logits: &[f32; NUM_CLASSES]) -> usize {
+/// greater), as the kernels count correct predictions and as `torch.argmax` does.
+pub fn argmax(logits: &[f32]) -> usize {
     let mut best = 0;
-    for i in 1..NUM_CLASSES {
-        if logits[i] > logits[best] {
+    for (i, &v) in logits.iter().enumerate().skip(1) {
+        if v > logits[best] {
             best = i;
         }
     }

@@ -23,9 +23,15 @@
 //!   the same for every model, as the thesis's random images — and (b) `real` inputs — the model's own
 //!   task test images (pixels/255): `agreement` (fraction of inputs where both argmaxes agree),
 //!   `correlation` (Pearson correlation of the pre-softmax outputs across inputs, per output unit, averaged
-//!   over the 3 units, `cov / (σσ' + 1e-8)` as the thesis computes it), `cosine` (cosine similarity of the
-//!   two 3-vectors per input, averaged), `output_mse`.
+//!   over the K units, `cov / (σσ' + 1e-8)` as the thesis computes it), `cosine` (cosine similarity of the
+//!   two K-vectors per input, averaged), `output_mse`. K = 3 for the project's zoos.
 //! - real inputs only: `accuracy` of the reconstruction; `original_accuracy` of the original.
+//!
+//! **Imported zoos** (`zoo-import`: e.g. `cnn-s-c10-tanh`, `small-cnn-relu`, run by their own forward
+//! pass, [`crate::import::arch`]): leave the `tasks` input out, and a model's task is every class of
+//! the `data` input, in label order (its real inputs: the whole test split), as the published zoos
+//! were trained; the networks must then have one output per class of `data`, or the stage asks for
+//! `tasks`. Latent refinement needs `tasks` (and `cnn-s`).
 //!
 //! Reconstructions of BatchNorm architectures (`resnet18`) have their running statistics refit on the
 //! first 256 of the task's *training* images before they are compared (the `mean` reference is not
@@ -70,34 +76,37 @@ pub struct OutputAgreement {
     pub output_mse: f64,
 }
 
-/// Compares the outputs `a` (original) and `b` (reconstruction) on the same inputs (see the module doc).
-pub fn compare_outputs(a: &[[f32; 3]], b: &[[f32; 3]]) -> OutputAgreement {
+/// Compares the outputs `a` (original) and `b` (reconstruction) on the same inputs (see the module doc);
+/// every row has the networks' `K` outputs.
+pub fn compare_outputs<T: AsRef<[f32]>>(a: &[T], b: &[T]) -> OutputAgreement {
     let n = a.len().min(b.len());
-    if n == 0 {
+    let k = a.first().map_or(0, |x| x.as_ref().len());
+    if n == 0 || k == 0 {
         return OutputAgreement { agreement: f64::NAN, correlation: f64::NAN, cosine: f64::NAN, output_mse: f64::NAN };
     }
-    let agree = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count();
+    let (a, b): (Vec<&[f32]>, Vec<&[f32]>) = (a.iter().map(AsRef::as_ref).collect(), b.iter().map(AsRef::as_ref).collect());
+    let agree = a.iter().zip(&b).filter(|(x, y)| argmax(x) == argmax(y)).count();
     let mut correlation = 0.0;
-    for u in 0..3 {
+    for u in 0..k {
         let ma = a.iter().map(|x| x[u] as f64).sum::<f64>() / n as f64;
         let mb = b.iter().map(|x| x[u] as f64).sum::<f64>() / n as f64;
         let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
-        for (x, y) in a.iter().zip(b) {
+        for (x, y) in a.iter().zip(&b) {
             let (p, q) = (x[u] as f64 - ma, y[u] as f64 - mb);
             cov += p * q;
             va += p * p;
             vb += q * q;
         }
-        correlation += cov / ((va * vb).sqrt() + 1e-8) / 3.0;
+        correlation += cov / ((va * vb).sqrt() + 1e-8) / k as f64;
     }
     let mut cosine = 0.0;
     let mut out_mse = 0.0;
-    for (x, y) in a.iter().zip(b) {
-        let dot: f64 = (0..3).map(|u| x[u] as f64 * y[u] as f64).sum();
+    for (x, y) in a.iter().zip(&b) {
+        let dot: f64 = (0..k).map(|u| x[u] as f64 * y[u] as f64).sum();
         let nx: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         let ny: f64 = y.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         cosine += dot / (nx * ny).max(1e-8) / n as f64;
-        out_mse += (0..3).map(|u| (x[u] as f64 - y[u] as f64).powi(2)).sum::<f64>() / (3 * n) as f64;
+        out_mse += (0..k).map(|u| (x[u] as f64 - y[u] as f64).powi(2)).sum::<f64>() / (k * n) as f64;
     }
     OutputAgreement { agreement: agree as f64 / n as f64, correlation, cosine, output_mse: out_mse }
 }
@@ -168,8 +177,13 @@ impl EvaluateOptions {
     }
 }
 
-/// A task's test images (u8) with labels `0..3` in the model's output order.
-fn task_test_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Result<(Vec<u8>, Vec<u8>), StageError> {
+/// A task's test images (u8) with labels in the model's output order. Without `tasks` (an imported
+/// zoo), a model's task is every class of `data`, in label order.
+fn task_test_images(row: &ZooRow, tasks: Option<&Tasks>, data: &Dataset) -> Result<(Vec<u8>, Vec<u8>), StageError> {
+    let Some(tasks) = tasks else {
+        let labels = data.test.labels.iter().map(|&l| l as u8).collect();
+        return Ok((data.test.images.clone(), labels));
+    };
     let task = tasks
         .tasks
         .get(row.task_id)
@@ -202,14 +216,19 @@ fn task_test_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Result<(Vec<
 /// training images (never its test images).
 const CALIBRATION_IMAGES: usize = 256;
 
-fn calibration_images(row: &ZooRow, tasks: &Tasks, data: &Dataset) -> Vec<u8> {
-    let Some(task) = tasks.tasks.get(row.task_id) else { return Vec::new() };
-    task.train
-        .iter()
-        .take(CALIBRATION_IMAGES)
-        .filter(|&&i| i < data.train.len())
-        .flat_map(|&i| data.train.image(i).to_vec())
-        .collect()
+fn calibration_images(row: &ZooRow, tasks: Option<&Tasks>, data: &Dataset) -> Vec<u8> {
+    let all: Vec<usize>;
+    let train = match tasks {
+        Some(tasks) => match tasks.tasks.get(row.task_id) {
+            Some(task) => &task.train,
+            None => return Vec::new(),
+        },
+        None => {
+            all = (0..data.train.len()).collect();
+            &all
+        }
+    };
+    train.iter().take(CALIBRATION_IMAGES).filter(|&&i| i < data.train.len()).flat_map(|&i| data.train.image(i).to_vec()).collect()
 }
 
 /// A decoded network for `data`'s images, its normalisation statistics refit on `calibration`
@@ -246,26 +265,37 @@ fn compare(
     })
 }
 
-fn accuracy(logits: &[[f32; 3]], labels: &[u8]) -> f64 {
+fn accuracy(logits: &[Vec<f32>], labels: &[u8]) -> f64 {
     logits.iter().zip(labels).filter(|(l, y)| argmax(l) == **y as usize).count() as f64 / labels.len().max(1) as f64
 }
 
 /// What every model is compared with besides its own reconstructions: the `mean` reference (the
 /// decoded mean train coefficients) and the synthetic images.
 struct References {
+    mean: NamedTensors,
     mean_weights: Vec<f32>,
-    mean_net: Network,
     synthetic: Vec<f32>,
 }
 
 impl References {
     /// Also writes `decoded/mean.safetensors`.
-    fn new(pca: &WeightPca, data: &Dataset, opts: &EvaluateOptions, out: &Path) -> Result<References, StageError> {
+    /// `with_tasks`: whether the `tasks` input is connected (without it, the networks must have one
+    /// output per class of `data`).
+    fn new(
+        pca: &WeightPca,
+        data: &Dataset,
+        with_tasks: bool,
+        opts: &EvaluateOptions,
+        out: &Path,
+    ) -> Result<References, StageError> {
         let decoded_dir = out.join("decoded");
         std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
         let mean = pca.decode(&pca.coefficient_mean)?;
         mean.write(&decoded_dir.join("mean.safetensors"))?;
-        let mean_net = Network::build(&pca.arch, &mean)?.with_input(data.image_shape(), InputTransform::default());
+        // An imported zoo of several activations (`mixed:a,b`) runs each model as its own `arch`; the
+        // checks below read the first.
+        let arch = pca.arch.strip_prefix("mixed:").and_then(|m| m.split(',').next()).unwrap_or(&pca.arch);
+        let mean_net = Network::build(arch, &mean)?.with_input(data.image_shape(), InputTransform::default());
         let image_len = mean_net.image_len();
         if data.test.image_len != image_len {
             return Err(StageError::input(
@@ -274,14 +304,25 @@ impl References {
             ));
         }
         let synthetic = synthetic_images(opts.synthetic_images, image_len, opts.seed);
-        Ok(References { mean_weights: mean.flat(), mean_net, synthetic })
+        if !with_tasks {
+            // Each model's task is every class of `data`: one output per class.
+            let outputs = mean_net.logits_f32(&synthetic[..image_len])?.first().map_or(0, Vec::len);
+            let classes = data.meta.classes.len();
+            if outputs != classes {
+                return Err(StageError::input(
+                    "tasks",
+                    format!("must be connected: `{arch}` has {outputs} outputs and `data` {classes} classes, so a model's task cannot be all of its dataset"),
+                ));
+            }
+        }
+        Ok(References { mean_weights: mean.flat(), mean, synthetic })
     }
 }
 
 /// Everything one model's comparisons read.
 struct Sources<'a> {
     zoo: &'a Zoo,
-    tasks: &'a Tasks,
+    tasks: Option<&'a Tasks>,
     data: &'a Dataset,
     pca: &'a WeightPca,
     coefficients: &'a Coefficients,
@@ -299,9 +340,10 @@ fn compare_model<'a>(
     coded: Option<(&[f32], &NamedTensors)>,
 ) -> Result<(&'a ZooRow, Vec<Comparison>), StageError> {
     wspace_stage_api::check_stop()?;
-    let (arch, data) = (&x.pca.arch, x.data);
+    let data = x.data;
     let r = &x.coefficients.meta.rows[i];
     let row = x.zoo.row_of(r)?;
+    let arch = &row.arch;
     let weights = x.zoo.weights(row)?;
     let w: Vec<f32> = weights.flat();
     let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
@@ -323,12 +365,16 @@ fn compare_model<'a>(
         push(pure, back)?;
         let o = x.opts.refine;
         if o.steps > 0 {
-            let probe = behaviour::load_probes(std::slice::from_ref(r), x.zoo, x.tasks, data, o.probe_images)?.remove(0);
+            let tasks = x
+                .tasks
+                .ok_or_else(|| StageError::input("tasks", "must be connected for latent refinement (`refine_steps` > 0)"))?;
+            let probe = behaviour::load_probes(std::slice::from_ref(r), x.zoo, tasks, data, o.probe_images)?.remove(0);
             let better = codec.refine(latent, &probe, &o)?;
             push(refined, &codec.decode(&better)?.remove(0))?;
         }
     }
-    let mean = (x.references.mean_weights.as_slice(), &x.references.mean_net);
+    let mean_net = Network::build(arch, &x.references.mean)?.with_input(data.image_shape(), InputTransform::default());
+    let mean = (x.references.mean_weights.as_slice(), &mean_net);
     comparisons.push(compare("mean", "decoded/mean.safetensors".into(), (&w, &net), mean, synthetic, real)?);
     Ok((row, comparisons))
 }
@@ -338,7 +384,7 @@ pub fn run_evaluation(
     zoo: &Zoo,
     pca_dir: &Path,
     autoencoder_dir: Option<&Path>,
-    tasks: &Tasks,
+    tasks: Option<&Tasks>,
     data: &Dataset,
     opts: &EvaluateOptions,
     out: &Path,
@@ -356,7 +402,7 @@ pub fn run_evaluation(
         }
         behaviour::check_arch(&pca.arch, "latent refinement")?;
     }
-    let references = References::new(&pca, data, opts, out)?;
+    let references = References::new(&pca, data, tasks.is_some(), opts, out)?;
     // Every test model through the codec at once: its latent, and their decoding.
     let (latents, back) = match &codec {
         Some(c) => {
@@ -554,8 +600,8 @@ impl StageKind for EvaluateReconstructionKind {
             ("zoo", true, "the `zoo` stage the PCA was fitted on"),
             ("pca", true, "a `pca` stage"),
             ("autoencoder", false, "an `autoencoder` stage trained on `pca` (omit for PCA-only)"),
-            ("tasks", true, "the zoo's `tasks` stage"),
-            ("data", true, "the zoo's `dataset` stage"),
+            ("tasks", false, "the zoo's `tasks` stage (omit for an imported zoo: each model's task is every class of `data`)"),
+            ("data", true, "the zoo's `dataset` stage (an imported zoo: its source dataset, e.g. `format = \"idx\"`)"),
         ])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
@@ -564,11 +610,11 @@ impl StageKind for EvaluateReconstructionKind {
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let opts = EvaluateOptions::from_params(ctx.view())?;
         let zoo = Zoo::load(ctx.input("zoo")?)?;
-        let tasks = Tasks::load(ctx.input("tasks")?)?;
+        let tasks = ctx.inputs.get("tasks").map(|t| Tasks::load(t)).transpose()?;
         let data = Dataset::load(ctx.input("data")?)?;
         let ae = ctx.inputs.get("autoencoder").map(|p| p.as_path());
         ctx.progress.message("comparing originals with reconstructions");
-        run_evaluation(&zoo, ctx.input("pca")?, ae, &tasks, &data, &opts, ctx.out)?;
+        run_evaluation(&zoo, ctx.input("pca")?, ae, tasks.as_ref(), &data, &opts, ctx.out)?;
         Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //! be scored.
 //!
 //! Architectures:
-//! - `cnn-s`: no normalisation layers, nothing to refit.
+//! - `cnn-s`: no normalisation layers, nothing to refit; the project's fast kernel ([`crate::nn`]).
+//! - the imported architectures of [`crate::import::arch`] (`cnn-s-c<K>-<nlin>`, `small-cnn-<nlin>`):
+//!   their own forward pass through candle, `K` outputs, 1 × 28 × 28 grey images, pixels/255.
 //! - `resnet18` ([`crate::resnet`]): BatchNorm buffers the decoded tensors lack (the PCA sees what the
 //!   zoo's `zoo.json` lists; the thesis encoded `model.parameters()` only) start as PyTorch's (mean 0,
 //!   var 1). [`Network::refit_normalisation`] then refits every BatchNorm's running statistics as SANE
@@ -15,6 +17,7 @@ use wspace_stage_api::StageError;
 
 use candle_core::{Device, Tensor};
 
+use crate::import::arch::ImportArch;
 use crate::nn::{self, CnnS, Evaluation};
 use crate::resnet::{self, ImageSet, InputTransform, ResNet18, TensorKind};
 use crate::tensors::{candle_error, NamedTensors};
@@ -29,6 +32,18 @@ pub enum Network {
         shape: [usize; 3],
         input: InputTransform,
     },
+    /// An imported architecture ([`crate::import::arch`]), with its weights (checked at build).
+    Imported {
+        arch: ImportArch,
+        weights: NamedTensors,
+    },
+}
+
+/// Pre-softmax outputs, one row of the network's outputs per image.
+pub type Logits = Vec<Vec<f32>>;
+
+fn rows(logits: Vec<[f32; 3]>) -> Logits {
+    logits.into_iter().map(|r| r.to_vec()).collect()
 }
 
 /// Images per forward pass of a ResNet-18 (refit and inference).
@@ -56,9 +71,15 @@ impl Network {
                 let model = ResNet18::from_named_tensors(&all, &Device::Cpu).map_err(candle_error("resnet18"))?;
                 Ok(Network::ResNet18 { model: Box::new(model), shape: [1, 28, 28], input: InputTransform::default() })
             }
-            other => {
-                Err(StageError::msg(format!("architecture `{other}`: decoded weights cannot be run (known: cnn-s, resnet18)")))
-            }
+            other => match ImportArch::from_name(other) {
+                Some(arch) => {
+                    arch.check(weights).map_err(|e| StageError::msg(format!("weights of `{other}`: {e}")))?;
+                    Ok(Network::Imported { arch, weights: weights.clone() })
+                }
+                None => Err(StageError::msg(format!(
+                    "architecture `{other}`: decoded weights cannot be run (known: cnn-s, resnet18, cnn-s-c<K>-<nlin>, small-cnn-<nlin>)"
+                ))),
+            },
         }
     }
 
@@ -127,27 +148,30 @@ impl Network {
 
     fn image_len_of_shape(&self) -> usize {
         match self {
-            Network::CnnS(_) => nn::IMAGE_PIXELS,
+            Network::CnnS(_) | Network::Imported { .. } => nn::IMAGE_PIXELS,
             Network::ResNet18 { shape, .. } => shape.iter().product(),
         }
     }
 
     /// Pre-softmax outputs for u8 images (`N × C·H·W`, pixels/255, then the input transform).
-    pub fn logits_u8(&self, images: &[u8]) -> Result<Vec<[f32; 3]>, StageError> {
+    pub fn logits_u8(&self, images: &[u8]) -> Result<Logits, StageError> {
         match self {
-            Network::CnnS(m) => Ok(nn::logits_u8(m, images)),
+            Network::CnnS(m) => Ok(rows(nn::logits_u8(m, images))),
             Network::ResNet18 { model, shape, input } => {
                 let labels = vec![0u8; images.len() / self.image_len_of_shape()];
                 resnet::logits(model, &ImageSet { pixels: images, labels: &labels, shape: *shape }, input, RESNET_BATCH)
+                    .map(rows)
                     .map_err(candle_error("resnet18"))
             }
+            Network::Imported { arch, weights } => arch.logits(weights, images),
         }
     }
 
     /// Pre-softmax outputs for f32 images in `[0, 1]` (the input transform is applied after).
-    pub fn logits_f32(&self, images: &[f32]) -> Result<Vec<[f32; 3]>, StageError> {
+    pub fn logits_f32(&self, images: &[f32]) -> Result<Logits, StageError> {
         match self {
-            Network::CnnS(m) => Ok(nn::logits_f32(m, images)),
+            Network::CnnS(m) => Ok(rows(nn::logits_f32(m, images))),
+            Network::Imported { arch, weights } => arch.logits_f32(weights, images),
             Network::ResNet18 { model, shape, input } => {
                 let [c, h, w] = *shape;
                 let n = images.len() / (c * h * w);
@@ -159,13 +183,12 @@ impl Network {
                     }
                 }
                 let x = Tensor::from_vec(buf, (n, 3, h, w), &Device::Cpu).map_err(candle_error("resnet18"))?;
-                let z = model.forward_eval(&x).and_then(|z| z.to_vec2::<f32>()).map_err(candle_error("resnet18"))?;
-                Ok(z.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
+                model.forward_eval(&x).and_then(|z| z.to_vec2::<f32>()).map_err(candle_error("resnet18"))
             }
         }
     }
 
-    /// Loss and accuracy on u8 images with labels `0..3`.
+    /// Loss and accuracy on u8 images with labels in the network's output order.
     pub fn evaluate(&self, images: &[u8], labels: &[u8]) -> Result<Evaluation, StageError> {
         match self {
             Network::CnnS(m) => Ok(nn::evaluate(m, images, labels)),
@@ -173,6 +196,7 @@ impl Network {
                 resnet::evaluate(model, &ImageSet { pixels: images, labels, shape: *shape }, input, RESNET_BATCH)
                     .map_err(candle_error("resnet18"))
             }
+            Network::Imported { .. } => Ok(evaluation(&self.logits_u8(images)?, labels)),
         }
     }
 
@@ -180,4 +204,17 @@ impl Network {
     pub fn image_len(&self) -> usize {
         self.image_len_of_shape()
     }
+}
+
+/// Mean cross-entropy (log-sum-exp in f64) and accuracy (first maximum) of `logits` against `labels`.
+fn evaluation(logits: &[Vec<f32>], labels: &[u8]) -> Evaluation {
+    let n = logits.len().min(labels.len());
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for (z, &y) in logits.iter().zip(labels) {
+        let top = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let lse = top + z.iter().map(|&v| (v as f64 - top).exp()).sum::<f64>().ln();
+        loss += lse - z.get(y as usize).map_or(f64::NAN, |&v| v as f64);
+        correct += usize::from(nn::argmax(z) == y as usize);
+    }
+    Evaluation { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, n }
 }

@@ -12,20 +12,24 @@
 //! detokenising (what a gradient with respect to the weights needs to become one with respect to the
 //! tokens) is tokenising ([`TokenLayout::tokenise`] of the gradient).
 //!
-//! Only `cnn-s` is tokenised (a layer is a `*.weight` `[out, …]` tensor followed by its `*.bias`
-//! `[out]`, which `cnn-s` is throughout); any other architecture is refused with its name. A token
-//! width below a layer's `fan_in + 1` is refused with the layer's name, before anything is trained.
+//! Every architecture described in [`crate::import::arch`] is tokenised: the project's `cnn-s`, the Model
+//! Zoos CNN-s with any head and activation, the Small CNN Zoo network (each a `*.weight` `[out, …]`
+//! tensor followed by its `*.bias` `[out]`, throughout), and an imported zoo of several activations
+//! (`mixed:…`) whose models share one set of tensors. Any other architecture (`resnet18`) is refused
+//! with its name. A token width below a layer's `fan_in + 1` is refused with the layer's name, before
+//! anything is trained.
 
 use wspace_stage_api::StageError;
 
-use crate::nn::{ParamSpec, PARAM_SPECS};
+use crate::import::arch::ImportArch;
 use crate::tensors::NamedTensors;
+use crate::zoo::store::ParamShape;
 
 /// One layer's tokens: `units` tokens of `fan_in + 1` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenLayer {
     /// `conv1`, … (the tensor names without `.weight`).
-    pub name: &'static str,
+    pub name: String,
     pub units: usize,
     pub fan_in: usize,
     /// Flat offsets of the weight `[units, fan_in]` and the bias `[units]`.
@@ -41,30 +45,63 @@ pub struct TokenLayout {
     /// Values per token (padding included).
     pub width: usize,
     /// The architecture's tensors in `state_dict` order (what detokenising rebuilds).
-    specs: Vec<ParamSpec>,
+    specs: Vec<Spec>,
 }
 
-/// The architectures the tokeniser knows.
-pub const TOKENISED_ARCHS: &[&str] = &["cnn-s"];
+/// The tensors of `arch`: one of [`ImportArch`]'s names, or `mixed:<names>` (an imported zoo whose
+/// models differ in their activation only) when every member has the same tensors.
+fn tensors_of(arch: &str) -> Result<Vec<ParamShape>, StageError> {
+    let names: Vec<&str> = arch.strip_prefix("mixed:").map_or_else(|| vec![arch], |m| m.split(',').collect());
+    let mut layouts = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(described) = ImportArch::from_name(name) else {
+            return Err(StageError::msg(format!(
+                "the tokeniser does not know architecture `{name}` (it tokenises: cnn-s, cnn-s-c<K>-<nlin>, small-cnn-<nlin>[-valid])"
+            )));
+        };
+        layouts.push(described.tensors());
+    }
+    if layouts.windows(2).any(|w| w[0] != w[1]) {
+        return Err(StageError::msg(format!("the models of `{arch}` have different tensors: one token layout cannot hold them")));
+    }
+    Ok(layouts.swap_remove(0))
+}
+
+/// One tensor of the flat weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    offset: usize,
+}
+
+impl Spec {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
 
 impl TokenLayout {
     /// The layout of `arch` at token width `width` (`None`: the widest layer's `fan_in + 1`).
     pub fn new(arch: &str, width: Option<usize>) -> Result<TokenLayout, StageError> {
-        let specs: Vec<ParamSpec> = match arch {
-            "cnn-s" => PARAM_SPECS.to_vec(),
-            other => {
-                return Err(StageError::msg(format!(
-                    "the tokeniser does not know architecture `{other}` (it tokenises: {})",
-                    TOKENISED_ARCHS.join(", ")
-                )))
-            }
-        };
+        let mut offset = 0;
+        let specs: Vec<Spec> = tensors_of(arch)?
+            .into_iter()
+            .map(|t| {
+                let spec = Spec { name: t.name, shape: t.shape, offset };
+                offset += spec.len();
+                spec
+            })
+            .collect();
         let layers: Vec<TokenLayer> = specs
             .chunks_exact(2)
             .map(|p| {
                 let (w, b) = (&p[0], &p[1]);
                 TokenLayer {
-                    name: w.name.trim_end_matches(".weight"),
+                    name: w.name.trim_end_matches(".weight").to_string(),
                     units: w.shape[0],
                     fan_in: w.len() / w.shape[0],
                     weight: w.offset,
@@ -95,7 +132,7 @@ impl TokenLayout {
 
     /// Number of weights (flat length).
     pub fn weights(&self) -> usize {
-        self.specs.iter().map(ParamSpec::len).sum()
+        self.specs.iter().map(Spec::len).sum()
     }
 
     /// `(layer, unit)` of every token, in token order.
@@ -156,7 +193,7 @@ impl TokenLayout {
         let mut flat = Vec::with_capacity(self.weights());
         for s in &self.specs {
             let t = weights
-                .get(s.name)
+                .get(&s.name)
                 .ok_or_else(|| StageError::msg(format!("tokenise: the weights lack `{}` of `{}`", s.name, self.arch)))?;
             if t.shape != s.shape {
                 return Err(StageError::msg(format!(
@@ -171,6 +208,6 @@ impl TokenLayout {
 
     /// Flat weights → named tensors with the architecture's names and shapes, in `state_dict` order.
     pub fn named(&self, flat: &[f32]) -> NamedTensors {
-        self.specs.iter().map(|s| (s.name.to_string(), s.shape.to_vec(), flat[s.range()].to_vec())).collect::<Vec<_>>().into()
+        self.specs.iter().map(|s| (s.name.clone(), s.shape.clone(), flat[s.range()].to_vec())).collect::<Vec<_>>().into()
     }
 }

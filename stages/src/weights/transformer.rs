@@ -57,7 +57,6 @@ use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Objective};
 use crate::layers::{Init, Stack, StackShape};
-use crate::nn::NUM_PARAMS;
 use crate::ntxent;
 use crate::plot;
 use crate::sampling::{normal_f32, shuffle};
@@ -206,7 +205,7 @@ impl TokenAutoencoder {
         self.decode_tensor(&h.reshape((n, c.tokens, c.token_latent))?)?.reshape((n, c.tokens * c.token_width))
     }
 
-    /// Flat weights of `n` models (`n × NUM_PARAMS`) → latents `n × T·k`.
+    /// Flat weights of `n` models (`n ×` the architecture's weights) → latents `n × T·k`.
     pub fn encode(&self, flat: &[&[f32]]) -> Result<Vec<f32>, StageError> {
         if flat.is_empty() {
             return Ok(Vec::new());
@@ -456,8 +455,14 @@ pub fn run_transformer(
         .par_iter()
         .map(|r| {
             let w = zoo.flat(zoo.row_of(r)?)?;
-            if w.len() != NUM_PARAMS {
-                return Err(StageError::msg(format!("zoo model {}: {} weights, cnn-s has {NUM_PARAMS}", r.model_id, w.len())));
+            if w.len() != layout.weights() {
+                return Err(StageError::msg(format!(
+                    "zoo model {}: {} weights, `{}` has {}",
+                    r.model_id,
+                    w.len(),
+                    layout.arch,
+                    layout.weights()
+                )));
             }
             Ok(w)
         })

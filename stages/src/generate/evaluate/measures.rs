@@ -27,7 +27,7 @@ impl Score {
 const PERMUTATIONS: [[u8; 3]; 5] = [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
 
 /// Mean accuracy of `logits` over the non-identity relabellings `label → π[label]`.
-pub fn permuted_accuracy(logits: &[[f32; 3]], labels: &[u8]) -> f64 {
+pub fn permuted_accuracy<T: AsRef<[f32]>>(logits: &[T], labels: &[u8]) -> f64 {
     if labels.is_empty() {
         return f64::NAN;
     }
@@ -84,8 +84,8 @@ pub fn diversity(groups: &[usize], predictions: &[&[u8]]) -> f64 {
 }
 
 /// Argmax (first maximum) per row of 3 logits.
-pub fn predictions(logits: &[[f32; 3]]) -> Vec<u8> {
-    logits.iter().map(|l| crate::nn::argmax(l) as u8).collect()
+pub fn predictions<T: AsRef<[f32]>>(logits: &[T]) -> Vec<u8> {
+    logits.iter().map(|l| crate::nn::argmax(l.as_ref()) as u8).collect()
 }
 
 /// `(achieved = target)`'s coefficient of determination and the Pearson correlation, finite pairs only.
@@ -148,13 +148,13 @@ pub fn error_iou(a: &[u8], b: &[u8], labels: &[u8]) -> f64 {
 
 /// Mean cross-entropy of `logits` divided by `s` (`s > 0`), in f64: the loss of a model whose head was
 /// multiplied by `s`, before it was (the head's product is linear in the head).
-pub fn unscaled_loss(logits: &[[f32; 3]], labels: &[u8], s: f64) -> f64 {
+pub fn unscaled_loss<T: AsRef<[f32]>>(logits: &[T], labels: &[u8], s: f64) -> f64 {
     if labels.is_empty() || s <= 0.0 {
         return f64::NAN;
     }
     let mut sum = 0.0;
     for (z, &y) in logits.iter().zip(labels) {
-        let v = z.map(|x| x as f64 / s);
+        let v: Vec<f64> = z.as_ref().iter().map(|&x| x as f64 / s).collect();
         let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         sum += m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - v[y as usize];
     }
