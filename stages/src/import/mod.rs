@@ -23,8 +23,14 @@
 //! checkpoint; `class_k = k` and `task_id = model_id` (a model's task is every class of its dataset, in
 //! the dataset's order: output unit k ↔ class k); `split` deals the last `round(test_fraction × n)`
 //! models (in source order) to `test`, the `round(val_fraction × n)` before them to `val`, the rest to
-//! `train`. Preprocessing: both readers take images as pixels / 255, unnormalised (what the fixtures
-//! were trained on; check a real download's transform before comparing accuracies).
+//! `train`.
+//!
+//! **Preprocessing** is a parameter, because it is the source's: its models see
+//! `(pixel / 255 − input_mean) / input_std` (one value for every channel), recorded in `zoo.json`'s
+//! `input` and applied by `evaluate-reconstruction`. The default (0, 1: pixels / 255, unnormalised)
+//! is what the fixtures were trained on. For a real download, read the transform in its training code
+//! (Model Zoos: the dataset's `torchvision` transform; Small CNN Zoo: the TensorFlow input pipeline)
+//! and set it here before comparing the recorded accuracies with the project's forward pass.
 //!
 //! **Cache key**: `path` is a `Path` parameter, so the runner hashes the content of every file under
 //! it into the key (as for a `dataset` stage's files): an edited zoo reruns, a moved one does not.
@@ -47,6 +53,7 @@ use serde_json::json;
 use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use crate::data::TaskSplit;
+use crate::resnet::InputTransform;
 use crate::tensors::{self, NamedTensors};
 use crate::zoo::store::{Checkpoint, ZooMeta, ZooRow};
 use arch::Padding;
@@ -72,9 +79,12 @@ params! {
     TEST_FRACTION = "test_fraction": Float = 0.2, "fraction of the models (the last, in source order) marked split = test";
     VAL_FRACTION = "val_fraction": Float = 0.0, "fraction marked split = val (those before the test models)";
     PADDING = "padding": choice(PaddingName) = "same", "small-cnn-zoo: the convolutions' padding (TensorFlow's same or valid)";
+    INPUT_MEAN = "input_mean": Float = 0.0, "the source's preprocessing: its models see (pixel / 255 − input_mean) / input_std (recorded in zoo.json; evaluate-reconstruction applies it)";
+    INPUT_STD = "input_std": Float = 1.0, "the source's preprocessing: see input_mean (> 0)";
 }
 
-const PARAMS: &[Param] = &[FORMAT, PATH, FINAL_EPOCH, EARLY_EPOCH, MAX_MODELS, TEST_FRACTION, VAL_FRACTION, PADDING];
+const PARAMS: &[Param] =
+    &[FORMAT, PATH, FINAL_EPOCH, EARLY_EPOCH, MAX_MODELS, TEST_FRACTION, VAL_FRACTION, PADDING, INPUT_MEAN, INPUT_STD];
 
 /// Which checkpoints and models to import.
 #[derive(Debug, Clone)]
@@ -95,6 +105,7 @@ struct Options {
     test_fraction: f64,
     val_fraction: f64,
     padding: Padding,
+    input: InputTransform,
 }
 
 impl Options {
@@ -123,7 +134,20 @@ impl Options {
             PaddingName::Same => Padding::Same,
             PaddingName::Valid => Padding::Valid,
         };
-        Ok(Options { format: p.choice(&FORMAT)?, path: PathBuf::from(path), selection, test_fraction, val_fraction, padding })
+        let (mean, std) = (p.float(&INPUT_MEAN)? as f32, p.positive_float(&INPUT_STD)? as f32);
+        if !mean.is_finite() || !std.is_finite() {
+            return Err(StageError::param(INPUT_MEAN.name, "and `input_std` must be finite"));
+        }
+        let input = InputTransform { mean: [mean; 3], std: [std; 3] };
+        Ok(Options {
+            format: p.choice(&FORMAT)?,
+            path: PathBuf::from(path),
+            selection,
+            test_fraction,
+            val_fraction,
+            padding,
+            input,
+        })
     }
 }
 
@@ -215,7 +239,7 @@ impl StageKind for ZooImportKind {
         }
         let mut recipe = ctx.params.clone();
         recipe.remove(PATH.name);
-        write_zoo(ctx.out, &models, &skipped, (opts.test_fraction, opts.val_fraction), recipe)
+        write_zoo(ctx.out, &models, &skipped, (opts.test_fraction, opts.val_fraction), opts.input, recipe)
     }
 }
 
@@ -289,6 +313,7 @@ pub fn write_zoo(
     models: &[SourceModel],
     skipped: &[Skipped],
     fractions: (f64, f64),
+    input: InputTransform,
     recipe: BTreeMap<String, wspace_stage_api::Value>,
 ) -> Result<(), StageError> {
     let dir = out.join("models");
@@ -344,8 +369,8 @@ pub fn write_zoo(
         format!("mixed:{}", archs.into_iter().collect::<Vec<_>>().join(","))
     };
     let parameters = models[0].arch.tensors();
-    let meta =
-        ZooMeta { arch: arch_name, parameters, models: models.len(), checkpoints: checkpoints.into_iter().collect(), recipe };
+    let checkpoints = checkpoints.into_iter().collect();
+    let meta = ZooMeta { arch: arch_name, parameters, models: models.len(), checkpoints, recipe, input: Some(input) };
     tensors::write_json(&out.join("zoo.json"), &meta)?;
     let skipped_rows = skipped.iter().map(|s| vec![s.model.clone(), s.file.display().to_string(), s.reason.clone()]);
     tensors::write_csv(&out.join("skipped.csv"), &["model", "file", "reason"], skipped_rows)?;

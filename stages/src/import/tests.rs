@@ -279,6 +279,42 @@ fn an_imported_zoo_of_either_format_trains_the_token_transformer_and_is_evaluate
     }
 }
 
+#[test]
+fn the_sources_preprocessing_is_recorded_in_the_zoo_and_applied_by_evaluate_reconstruction() {
+    use crate::resnet::InputTransform;
+    let seed = fixtures().join("model-zoos/seed");
+    let (zoo, r) = import("model-zoos", &seed, &[("input_mean", Value::Float(0.5)), ("input_std", Value::Float(0.25))]);
+    r.unwrap();
+    let source = Zoo::load(zoo.path()).unwrap();
+    assert_eq!(source.meta.input, Some(InputTransform { mean: [0.5; 3], std: [0.25; 3] }));
+    let root = tempfile::tempdir().unwrap();
+    let (pca, data, eval) = (root.path().join("pca"), root.path().join("data"), root.path().join("eval"));
+    run_stage(&crate::weights::PcaKind, &[("components", Value::Int(2))], &[("zoo", zoo.path())], &pca).unwrap();
+    run_stage(&crate::data::DatasetKind, &[("test_per_class", Value::Int(20))], &[], &data).unwrap();
+    let inputs = [("zoo", zoo.path()), ("pca", pca.as_path()), ("data", data.as_path())];
+    run_stage(&crate::weights::EvaluateReconstructionKind, &[], &inputs, &eval).unwrap();
+    // By hand: the import's forward pass on (pixel / 255 − 0.5) / 0.25.
+    let dataset = crate::data::Dataset::load(&data).unwrap();
+    let pixels: Vec<f32> = dataset.test.images.iter().map(|&p| (p as f32 / 255.0 - 0.5) / 0.25).collect();
+    let mut csv = csv::Reader::from_path(eval.join("reconstruction.csv")).unwrap();
+    let h = csv.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let mut checked = 0;
+    for rec in csv.records().map(Result::unwrap).filter(|r| &r[col("variant")] == "pca") {
+        let id: usize = rec[col("model_id")].parse().unwrap();
+        let row = source.rows.iter().find(|r| r.model_id == id && r.checkpoint.as_str() == &rec[col("checkpoint")]).unwrap();
+        let logits = ImportArch::from_name(&row.arch).unwrap().logits_f32(&source.weights(row).unwrap(), &pixels).unwrap();
+        let correct = logits.iter().zip(&dataset.test.labels).filter(|(z, &y)| crate::nn::argmax(z) as i64 == y).count();
+        let want = correct as f64 / dataset.test.labels.len() as f64;
+        let got: f64 = rec[col("original_accuracy")].parse().unwrap();
+        assert!((got - want).abs() < 1e-12, "model {id}: {got} vs {want}");
+        checked += 1;
+    }
+    assert_eq!(checked, 1, "the seed zoo's one test model");
+    let (_, r) = import("model-zoos", &seed, &[("input_std", Value::Float(0.0))]);
+    assert!(r.unwrap_err().to_string().contains("input_std"));
+}
+
 // ---- bad input ----
 
 /// A copy of the seed zoo in a temp dir, to break.

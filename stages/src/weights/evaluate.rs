@@ -231,10 +231,15 @@ fn calibration_images(row: &ZooRow, tasks: Option<&Tasks>, data: &Dataset) -> Ve
     train.iter().take(CALIBRATION_IMAGES).filter(|&&i| i < data.train.len()).flat_map(|&i| data.train.image(i).to_vec()).collect()
 }
 
-/// A decoded network for `data`'s images, its normalisation statistics refit on `calibration`
+/// A decoded network for `data`'s images (preprocessed by `input`), its normalisation statistics refit on `calibration`
 /// (BatchNorm architectures; see [`super::decode`]).
-fn decoded(arch: &str, weights: &NamedTensors, data: &Dataset, calibration: &[u8]) -> Result<Network, StageError> {
-    let mut net = Network::build(arch, weights)?.with_input(data.image_shape(), InputTransform::default());
+fn decoded(
+    arch: &str,
+    weights: &NamedTensors,
+    (data, input): (&Dataset, InputTransform),
+    calibration: &[u8],
+) -> Result<Network, StageError> {
+    let mut net = Network::build(arch, weights)?.with_input(data.image_shape(), input);
     if let Network::ResNet18 { .. } = net {
         net.refit_normalisation(calibration)?;
     }
@@ -283,7 +288,7 @@ impl References {
     /// output per class of `data`).
     fn new(
         pca: &WeightPca,
-        data: &Dataset,
+        (data, input): (&Dataset, InputTransform),
         with_tasks: bool,
         opts: &EvaluateOptions,
         out: &Path,
@@ -295,7 +300,7 @@ impl References {
         // An imported zoo of several activations (`mixed:a,b`) runs each model as its own `arch`; the
         // checks below read the first.
         let arch = pca.arch.strip_prefix("mixed:").and_then(|m| m.split(',').next()).unwrap_or(&pca.arch);
-        let mean_net = Network::build(arch, &mean)?.with_input(data.image_shape(), InputTransform::default());
+        let mean_net = Network::build(arch, &mean)?.with_input(data.image_shape(), input);
         let image_len = mean_net.image_len();
         if data.test.image_len != image_len {
             return Err(StageError::input(
@@ -346,7 +351,8 @@ fn compare_model<'a>(
     let arch = &row.arch;
     let weights = x.zoo.weights(row)?;
     let w: Vec<f32> = weights.flat();
-    let net = Network::build(arch, &weights)?.with_input(data.image_shape(), InputTransform::default());
+    let input = x.zoo.meta.input.unwrap_or_default();
+    let net = Network::build(arch, &weights)?.with_input(data.image_shape(), input);
     let real = task_test_images(row, x.tasks, data)?;
     let calibration = calibration_images(row, x.tasks, data);
     let real = (real.0.as_slice(), real.1.as_slice());
@@ -355,7 +361,7 @@ fn compare_model<'a>(
     let mut push = |variant: &'static str, weights: &NamedTensors| -> Result<(), StageError> {
         let file = format!("decoded/m{:05}-{}-{variant}.safetensors", row.model_id, row.checkpoint.as_str());
         weights.write(&x.out.join(&file))?;
-        let rec = decoded(arch, weights, data, &calibration)?;
+        let rec = decoded(arch, weights, (data, input), &calibration)?;
         comparisons.push(compare(variant, file, (&w, &net), (&weights.flat(), &rec), synthetic, real)?);
         Ok(())
     };
@@ -373,7 +379,7 @@ fn compare_model<'a>(
             push(refined, &codec.decode(&better)?.remove(0))?;
         }
     }
-    let mean_net = Network::build(arch, &x.references.mean)?.with_input(data.image_shape(), InputTransform::default());
+    let mean_net = Network::build(arch, &x.references.mean)?.with_input(data.image_shape(), input);
     let mean = (x.references.mean_weights.as_slice(), &mean_net);
     comparisons.push(compare("mean", "decoded/mean.safetensors".into(), (&w, &net), mean, synthetic, real)?);
     Ok((row, comparisons))
@@ -402,7 +408,7 @@ pub fn run_evaluation(
         }
         behaviour::check_arch(&pca.arch, "latent refinement")?;
     }
-    let references = References::new(&pca, data, tasks.is_some(), opts, out)?;
+    let references = References::new(&pca, (data, zoo.meta.input.unwrap_or_default()), tasks.is_some(), opts, out)?;
     // Every test model through the codec at once: its latent, and their decoding.
     let (latents, back) = match &codec {
         Some(c) => {

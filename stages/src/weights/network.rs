@@ -32,10 +32,12 @@ pub enum Network {
         shape: [usize; 3],
         input: InputTransform,
     },
-    /// An imported architecture ([`crate::import::arch`]), with its weights (checked at build).
+    /// An imported architecture ([`crate::import::arch`]), with its weights (checked at build) and the
+    /// source's preprocessing (grey images: the first channel's mean and std).
     Imported {
         arch: ImportArch,
         weights: NamedTensors,
+        input: InputTransform,
     },
 }
 
@@ -74,7 +76,7 @@ impl Network {
             other => match ImportArch::from_name(other) {
                 Some(arch) => {
                     arch.check(weights).map_err(|e| StageError::msg(format!("weights of `{other}`: {e}")))?;
-                    Ok(Network::Imported { arch, weights: weights.clone() })
+                    Ok(Network::Imported { arch, weights: weights.clone(), input: InputTransform::default() })
                 }
                 None => Err(StageError::msg(format!(
                     "architecture `{other}`: decoded weights cannot be run (known: cnn-s, resnet18, cnn-s-c<K>-<nlin>, small-cnn-<nlin>)"
@@ -85,9 +87,13 @@ impl Network {
 
     /// Sets the input image shape and transform (ResNet-18; `cnn-s` takes 1 × 28 × 28 only).
     pub fn with_input(mut self, image_shape: [usize; 3], transform: InputTransform) -> Self {
-        if let Network::ResNet18 { shape, input, .. } = &mut self {
-            *shape = image_shape;
-            *input = transform;
+        match &mut self {
+            Network::ResNet18 { shape, input, .. } => {
+                *shape = image_shape;
+                *input = transform;
+            }
+            Network::Imported { input, .. } => *input = transform,
+            Network::CnnS(_) => {}
         }
         self
     }
@@ -163,7 +169,7 @@ impl Network {
                     .map(rows)
                     .map_err(candle_error("resnet18"))
             }
-            Network::Imported { arch, weights } => arch.logits(weights, images),
+            Network::Imported { .. } => self.logits_f32(&images.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>()),
         }
     }
 
@@ -171,7 +177,10 @@ impl Network {
     pub fn logits_f32(&self, images: &[f32]) -> Result<Logits, StageError> {
         match self {
             Network::CnnS(m) => Ok(rows(nn::logits_f32(m, images))),
-            Network::Imported { arch, weights } => arch.logits_f32(weights, images),
+            Network::Imported { arch, weights, input } => {
+                let (mean, std) = (input.mean[0], input.std[0]);
+                arch.logits_f32(weights, &images.iter().map(|&p| (p - mean) / std).collect::<Vec<_>>())
+            }
             Network::ResNet18 { model, shape, input } => {
                 let [c, h, w] = *shape;
                 let n = images.len() / (c * h * w);

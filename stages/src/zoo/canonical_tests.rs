@@ -398,6 +398,7 @@ fn an_unsupported_architecture_or_a_bad_parameter_is_a_clear_error() {
         models: 0,
         checkpoints: vec![Checkpoint::Final],
         recipe: Default::default(),
+        input: None,
     };
     tensors::write_json(&resnet.join("zoo.json"), &meta).unwrap();
     let e = run_stage(&CanonicaliseKind, &[], &[("zoo", &resnet)], &tmp.path().join("o1")).unwrap_err().to_string();

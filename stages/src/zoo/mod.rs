@@ -197,6 +197,7 @@ impl Job {
             models: total,
             checkpoints: vec![Checkpoint::Early, Checkpoint::Final],
             recipe: ctx.params.clone(),
+            input: None,
         };
         tensors::write_json(&ctx.out.join("zoo.json"), &meta)?;
         let diverged = rows.iter().filter(|r| r.checkpoint == Checkpoint::Final && !r.ok()).count();

@@ -114,6 +114,10 @@ pub struct ZooMeta {
     /// The stage's resolved parameters (the recipe's distributions), for reports.
     #[serde(default)]
     pub recipe: std::collections::BTreeMap<String, wspace_stage_api::Value>,
+    /// How the models' inputs were preprocessed, where the zoo says (an imported zoo, `zoo-import`'s
+    /// `input_mean`, `input_std`); absent: pixels / 255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<crate::resnet::InputTransform>,
 }
 
 /// A zoo stage's output, read back.
