@@ -315,6 +315,37 @@ fn the_sources_preprocessing_is_recorded_in_the_zoo_and_applied_by_evaluate_reco
     assert!(r.unwrap_err().to_string().contains("input_std"));
 }
 
+#[test]
+fn canonicalise_runs_on_imported_cnn_s_zoos_and_keeps_every_models_function() {
+    let (images, _) = test_images();
+    // seed: 10-class tanh (sign flips on); hyp: relu, gelu, sigmoid, leakyrelu (`mixed:`, flips off).
+    for (name, flips) in [("seed", true), ("hyp", false)] {
+        let (zoo, r) = import("model-zoos", &fixtures().join("model-zoos").join(name), &[("test_fraction", Value::Float(0.0))]);
+        r.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        run_stage(&crate::zoo::canonical::CanonicaliseKind, &[], &[("zoo", zoo.path())], out.path())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (before, after) = (Zoo::load(zoo.path()).unwrap(), Zoo::load(out.path()).unwrap());
+        assert_eq!(after.meta.arch, before.meta.arch);
+        for (a, b) in before.rows.iter().zip(&after.rows) {
+            let arch = ImportArch::from_name(&a.arch).unwrap();
+            let (wa, wb) = (before.weights(a).unwrap(), after.weights(b).unwrap());
+            let (za, zb) = (arch.logits(&wa, &images).unwrap(), arch.logits(&wb, &images).unwrap());
+            for (x, y) in za.iter().zip(&zb) {
+                for (p, q) in x.iter().zip(y) {
+                    // Permuted units sum their products in another order: float32 rounding only.
+                    assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{name} model {}: {p} vs {q}", a.model_id);
+                }
+            }
+        }
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap()).unwrap();
+        let d = &metrics["distance_to_reference"];
+        assert!(d["after"].as_f64().unwrap() <= d["before"].as_f64().unwrap() + 1e-9, "{name}: {d}");
+        assert_eq!(metrics["signs_flipped"].as_f64().unwrap() > 0.0, flips, "{name}: {metrics}");
+    }
+}
+
 // ---- bad input ----
 
 /// A copy of the seed zoo in a temp dir, to break.

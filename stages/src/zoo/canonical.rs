@@ -65,7 +65,11 @@
 //! | `alignment.csv` | per row: `model_id, checkpoint, file, sweeps, converged, conv1, conv2, conv3, fc1` (each `π_l` as space-separated model unit indices), `conv3_flips, fc1_flips` (0/1 per aligned unit) |
 //! | `metrics.json` | the input zoo's metrics under `zoo`, and: `rows`, `fit_rows`, `distance_to_reference.{before,after}` (mean L2 over rows), `rms_pairwise_distance.{before,after}` (over the `reference_checkpoint` ok rows), `units_moved` (fraction of hidden units not at their own index), `units_moved_by_layer.{conv1,…}`, `signs_flipped` (fraction of sign-symmetric units negated), `sweeps.{mean,max}`, `not_converged`, `skipped_non_finite` |
 //!
-//! Only `arch = "cnn-s"` is supported; any other zoo is refused before a weight is read.
+//! Supported: `arch = "cnn-s"`, and an imported Model Zoos CNN-s (`cnn-s-c<K>-<nlin>`, or a `mixed:`
+//! zoo of several activations) with a head the `cnn-s` kernel supports (3 or 10 classes): the same
+//! hidden layers, the head's rows fixed. Sign flips are used only where every model is tanh (for relu,
+//! gelu, sigmoid or leaky relu they are not symmetries). Any other zoo is refused before a weight is
+//! read.
 //!
 //! `method = "none"` writes the input zoo unchanged (models, `zoo.csv`; `zoo.json` with
 //! `canonicalisation.method = "none"`; `metrics.json` = `{method, zoo}`), for any arch: a sweep over
@@ -78,8 +82,9 @@ use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, St
 
 use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
-use crate::nn::cnn_s::{B1, B2, B3, F1B, F1W, F2W, W1, W2, W3};
-use crate::nn::{CnnS, NUM_PARAMS, PARAM_SPECS};
+use crate::import::arch::{ImportArch, Nlin};
+use crate::nn::cnn_s::{classes_of_len, param_specs, B1, B2, B3, F1B, F1W, F2W, W1, W2, W3};
+use crate::nn::CnnS;
 use crate::tensors::{self, csv_row};
 
 /// One hidden layer of `cnn-s` as the alignment sees it: its own tensor (rows = units), its bias, and
@@ -96,6 +101,7 @@ pub struct Layer {
     pub b: usize,
     /// Offset of the next layer's weight tensor (`next_rows × units·block`).
     pub next: usize,
+    /// Rows of the next tensor (fc1's: the head's classes, [`next_rows`]; 3 for `cnn-s`).
     pub next_rows: usize,
     /// Columns of the next tensor owned by one unit (conv kernels: k·k; conv3 → fc1: the 3×3 map).
     pub block: usize,
@@ -113,6 +119,20 @@ pub const LAYERS: [Layer; 4] = [
 
 /// Hidden units in all (8 + 6 + 4 + 20).
 pub const HIDDEN_UNITS: usize = 38;
+
+/// The head's classes of flat weights `p` (3 or 10: the heads the `cnn-s` kernel supports).
+fn head(p: &[f32]) -> usize {
+    classes_of_len(p.len()).unwrap_or_else(|| panic!("{} values are not a cnn-s with a supported head", p.len()))
+}
+
+/// Rows of the tensor after layer `l` in flat weights `p`: the head's classes after fc1.
+fn next_rows(p: &[f32], l: usize) -> usize {
+    if LAYERS[l].next == F2W {
+        head(p)
+    } else {
+        LAYERS[l].next_rows
+    }
+}
 
 /// A group element: per hidden layer, aligned unit `i` = model unit `perm[l][i]`, negated if `flip[l][i]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +162,7 @@ impl Alignment {
 
     /// [`Alignment::apply`] with layer `skip` left as it is in `p`.
     fn apply_except(&self, p: &[f32], skip: Option<usize>) -> Vec<f32> {
-        assert_eq!(p.len(), NUM_PARAMS);
+        let classes = head(p);
         let mut q = p.to_vec();
         let map = |l: usize, i: usize| -> (usize, bool) {
             if skip == Some(l) {
@@ -154,7 +174,7 @@ impl Alignment {
         // Tensors conv1, conv2, conv3, fc1 (rows: layer t), fc2 (rows fixed); columns in blocks of the
         // previous layer's units (conv1: the image, fixed).
         for t in 0..5 {
-            let (w, rows, row_len) = if t < 4 { (LAYERS[t].w, LAYERS[t].units, LAYERS[t].row) } else { (F2W, 3, 20) };
+            let (w, rows, row_len) = if t < 4 { (LAYERS[t].w, LAYERS[t].units, LAYERS[t].row) } else { (F2W, classes, 20) };
             let (blocks, blk) = if t > 0 { (LAYERS[t - 1].units, LAYERS[t - 1].block) } else { (1, row_len) };
             for i in 0..rows {
                 let (si, fi) = if t < 4 { map(t, i) } else { (i, false) };
@@ -193,7 +213,7 @@ fn unit_vector(q: &[f32], l: usize, j: usize, outgoing: bool, out: &mut Vec<f32>
     out.push(q[layer.b + j]);
     if outgoing {
         let next_row = layer.units * layer.block;
-        for r in 0..layer.next_rows {
+        for r in 0..next_rows(q, l) {
             let s = layer.next + r * next_row + j * layer.block;
             out.extend_from_slice(&q[s..s + layer.block]);
         }
@@ -342,8 +362,7 @@ fn value(score: &[f64], n: usize, perm: &[usize]) -> f64 {
 /// The alignment of `model` to `reference` (both flat, [`PARAM_SPECS`] order): forward pass, then
 /// coordinate-descent sweeps (see the module docs).
 pub fn align(model: &[f32], reference: &[f32], opts: AlignOptions) -> Aligned {
-    assert_eq!(model.len(), NUM_PARAMS);
-    assert_eq!(reference.len(), NUM_PARAMS);
+    assert_eq!(head(model), head(reference), "model and reference have different heads");
     let mut a = Alignment::identity();
     for l in 0..4 {
         let (perm, flip, _) = solve_layer(model, reference, &a, l, l == 3, opts.signs);
@@ -400,7 +419,7 @@ pub fn canonicalise(model: &[f32], reference: &[f32], opts: AlignOptions) -> Vec
 
 /// The elementwise mean (f64 accumulation in the given order, rounded to f32).
 fn mean_of(models: &[Vec<f32>]) -> Vec<f32> {
-    let mut acc = vec![0.0f64; NUM_PARAMS];
+    let mut acc = vec![0.0f64; models.first().map_or(0, Vec::len)];
     for m in models {
         for (a, v) in acc.iter_mut().zip(m) {
             *a += *v as f64;
@@ -420,7 +439,7 @@ fn rms_pairwise(models: &[&Vec<f32>]) -> f64 {
     if n < 2 {
         return 0.0;
     }
-    let mut mean = vec![0.0f64; NUM_PARAMS];
+    let mut mean = vec![0.0f64; models[0].len()];
     for m in models {
         for (a, v) in mean.iter_mut().zip(m.iter()) {
             *a += *v as f64;
@@ -521,27 +540,50 @@ fn pass_through(ctx: &StageContext, zoo_dir: &Path) -> Result<(), StageError> {
     tensors::write_json(&out.join("metrics.json"), &serde_json::json!({ "method": "none", "zoo": zoo_metrics }))
 }
 
-/// Refuses a zoo this stage cannot canonicalise, naming the stage and the zoo's `arch`.
-fn check_arch(zoo_dir: &Path) -> Result<ZooMeta, StageError> {
+/// Refuses a zoo this stage cannot canonicalise, naming the stage and the zoo's `arch`; otherwise
+/// says whether every model is tanh (so that sign flips are symmetries).
+///
+/// Canonicalised: `cnn-s`, and the Model Zoos CNN-s of an imported zoo (`cnn-s-c<K>-<nlin>`, also
+/// `mixed:` ones of one head) with a head the `cnn-s` kernel supports (3 or 10 classes): the same
+/// hidden layers. Sign flips only where every model is tanh.
+fn check_arch(zoo_dir: &Path) -> Result<bool, StageError> {
     let meta: ZooMeta = tensors::read_json(&zoo_dir.join("zoo.json"))?;
-    if meta.arch != "cnn-s" {
-        return Err(StageError::input(
+    let refuse = || {
+        StageError::input(
             "zoo",
-            format!("has arch = \"{}\" ({}); canonicalisation supports only arch = \"cnn-s\"", meta.arch, zoo_dir.display()),
-        ));
+            format!(
+                "has arch = \"{}\" ({}); canonicalisation supports cnn-s and the Model Zoos CNN-s with a 3- or 10-class head (cnn-s-c<K>-<nlin>)",
+                meta.arch,
+                zoo_dir.display()
+            ),
+        )
+    };
+    let names: Vec<&str> = meta.arch.strip_prefix("mixed:").map_or_else(|| vec![meta.arch.as_str()], |m| m.split(',').collect());
+    let mut family = Vec::with_capacity(names.len());
+    for name in names {
+        match ImportArch::from_name(name) {
+            Some(ImportArch::CnnS { classes, nlin }) if param_specs(classes).is_some() => family.push((classes, nlin)),
+            _ => return Err(refuse()),
+        }
     }
-    let expected: Vec<(&str, &[usize])> = PARAM_SPECS.iter().map(|s| (s.name, s.shape)).collect();
+    let classes = family[0].0;
+    if family.iter().any(|(c, _)| *c != classes) {
+        return Err(refuse());
+    }
+    let specs = param_specs(classes).ok_or_else(refuse)?;
+    let expected: Vec<(&str, &[usize])> = specs.iter().map(|s| (s.name, s.shape)).collect();
     let got: Vec<(&str, &[usize])> = meta.parameters.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
     if got != expected {
         return Err(StageError::input(
             "zoo",
             format!(
-                "is not a cnn-s zoo: {} says arch = \"cnn-s\" but its `parameters` are not cnn-s's ten tensors in state_dict order",
-                zoo_dir.join("zoo.json").display()
+                "is not a cnn-s zoo: {} says arch = \"{}\" but its `parameters` are not that network's ten tensors in state_dict order",
+                zoo_dir.join("zoo.json").display(),
+                meta.arch
             ),
         ));
     }
-    Ok(meta)
+    Ok(family.iter().all(|(_, nlin)| *nlin == Nlin::Tanh))
 }
 
 pub struct CanonicaliseKind;
@@ -560,15 +602,19 @@ impl StageKind for CanonicaliseKind {
         Param::specs(&[METHOD, REFERENCE, REFERENCE_CHECKPOINT, ITERATIONS, MAX_SWEEPS, SIGNS])
     }
     fn inputs(&self) -> Inputs {
-        Inputs::Slots(vec![("zoo", true, "a `zoo` stage (arch = \"cnn-s\")")])
+        Inputs::Slots(vec![(
+            "zoo",
+            true,
+            "a `zoo` stage (arch = \"cnn-s\"), or an imported Model Zoos CNN-s (`cnn-s-c<K>-<nlin>`)",
+        )])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
         Options::from_params(params).map(|_| ())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let zoo_dir = ctx.input("zoo")?;
-        let Some(opts) = Options::from_params(ctx.view())? else { return pass_through(ctx, zoo_dir) };
-        check_arch(zoo_dir)?;
+        let Some(mut opts) = Options::from_params(ctx.view())? else { return pass_through(ctx, zoo_dir) };
+        opts.align.signs &= check_arch(zoo_dir)?;
         let zoo = Zoo::load(zoo_dir)?;
         run_canonicalise(ctx, &zoo, &opts)
     }
@@ -576,12 +622,14 @@ impl StageKind for CanonicaliseKind {
 
 fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(), StageError> {
     let weights: Vec<Vec<f32>> = zoo.rows.par_iter().map(|r| zoo.flat(r)).collect::<Result<_, _>>()?;
+    let expected: usize = zoo.meta.parameters.iter().map(|p| p.len()).sum();
     for (r, w) in zoo.rows.iter().zip(&weights) {
-        if w.len() != NUM_PARAMS {
+        if w.len() != expected {
             return Err(StageError::msg(format!(
-                "{}: {} values, cnn-s has {NUM_PARAMS}",
+                "{}: {} values, `{}` has {expected}",
                 zoo.dir.join(&r.file).display(),
-                w.len()
+                w.len(),
+                zoo.meta.arch
             )));
         }
     }

@@ -10,7 +10,7 @@ use wspace_stage_api::Value;
 
 use super::*;
 use crate::data::{Dataset, DatasetOptions, TasksOptions};
-use crate::nn::{self, Optimizer, TrainConfig};
+use crate::nn::{self, Optimizer, TrainConfig, PARAM_SPECS};
 use crate::test_util::{run_stage, s};
 use crate::weights::PcaKind;
 use crate::zoo::ZooKind;
