@@ -1,8 +1,7 @@
 //! The `zoo-import` stage kind: a published model zoo read into the `zoo` kind's layout, so that
 //! `pca`, the `autoencoder` (MLP or token transformer), `evaluate-reconstruction` (without a `tasks`
 //! input: a model's task is every class of its dataset) and `report` read it as they read a trained
-//! zoo; `canonicalise` reads an imported CNN-s. The behavioural loss and the samplers run the
-//! project's `cnn-s` only.
+//! zoo, and `canonicalise` aligns it. The behavioural loss and the samplers run the project's `cnn-s` only.
 //!
 //! # Brief overview
 //! - `format = "model-zoos"`: a Model Zoos ray-tune directory ([`model_zoos`]).

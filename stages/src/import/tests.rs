@@ -316,11 +316,16 @@ fn the_sources_preprocessing_is_recorded_in_the_zoo_and_applied_by_evaluate_reco
 }
 
 #[test]
-fn canonicalise_runs_on_imported_cnn_s_zoos_and_keeps_every_models_function() {
+fn canonicalise_runs_on_imported_zoos_and_keeps_every_models_function() {
     let (images, _) = test_images();
-    // seed: 10-class tanh (sign flips on); hyp: relu, gelu, sigmoid, leakyrelu (`mixed:`, flips off).
-    for (name, flips) in [("seed", true), ("hyp", false)] {
-        let (zoo, r) = import("model-zoos", &fixtures().join("model-zoos").join(name), &[("test_fraction", Value::Float(0.0))]);
+    // seed: 10-class tanh (sign flips on); hyp: relu, gelu, sigmoid, leakyrelu (`mixed:`, flips off);
+    // the Small CNN Zoo network, relu and tanh models (`mixed:`, flips off).
+    for (format, name, flips) in [
+        ("model-zoos", "model-zoos/seed", true),
+        ("model-zoos", "model-zoos/hyp", false),
+        ("small-cnn-zoo", "small-cnn-zoo", false),
+    ] {
+        let (zoo, r) = import(format, &fixtures().join(name), &[("test_fraction", Value::Float(0.0))]);
         r.unwrap();
         let out = tempfile::tempdir().unwrap();
         run_stage(&crate::zoo::canonical::CanonicaliseKind, &[], &[("zoo", zoo.path())], out.path())

@@ -12,8 +12,8 @@
 //!
 //! # The loss
 //! Each batch of train models is augmented into two views. A view is the model itself, or with
-//! `permute = true` a random permutation of its hidden units (conv1, conv2, conv3, fc1; the function is
-//! unchanged, [`crate::zoo::canonical::Alignment`]), SANE's augmentation for random-init zoos, with
+//! `permute = true` a random permutation of its hidden units (cnn-s: conv1, conv2, conv3, fc1; every
+//! hidden layer of the architecture; the function is unchanged, [`crate::zoo::matching::Alignment`]), SANE's augmentation for random-init zoos, with
 //! Gaussian noise of std `noise` added to its normalised tokens at the input (the target is the clean
 //! view). Then
 //!
@@ -61,7 +61,7 @@ use crate::ntxent;
 use crate::plot;
 use crate::sampling::{normal_f32, shuffle};
 use crate::tensors::{self, candle_error, NamedTensors, TensorFile};
-use crate::zoo::canonical::Alignment;
+use crate::zoo::matching::{Alignment, Net};
 use crate::zoo::store::Zoo;
 
 /// The network's shape and the token layout it reads.
@@ -314,11 +314,13 @@ struct TransformerObjective<'a> {
     mask_sum: f64,
     rng: ChaCha8Rng,
     scales: Option<Scales>,
+    /// The architecture's symmetries (the permutation augmentation).
+    net: Net,
 }
 
-/// A random permutation of `cnn-s`'s hidden units (no sign flips).
-pub(super) fn random_permutation(rng: &mut ChaCha8Rng) -> Alignment {
-    let mut a = Alignment::identity();
+/// A random permutation of a network's hidden units (no sign flips).
+pub(super) fn random_permutation(net: &Net, rng: &mut ChaCha8Rng) -> Alignment {
+    let mut a = Alignment::identity(net);
     for p in a.perm.iter_mut() {
         shuffle(p, rng);
     }
@@ -383,7 +385,7 @@ impl Objective for TransformerObjective<'_> {
             for &r in rows {
                 let w = &self.train.flat[r];
                 let x = if self.opts.permute {
-                    norm.normalise(&random_permutation(&mut self.rng).apply(w))
+                    norm.normalise(&random_permutation(&self.net, &mut self.rng).apply(&self.net, w))
                 } else {
                     norm.normalise(w)
                 };
@@ -508,6 +510,9 @@ pub fn run_transformer(
         mask_sum,
         rng: ChaCha8Rng::seed_from_u64(fit_params.seed ^ 0x0a06_7e27),
         scales: None,
+        net: Net::from_arch(&zoo.meta.arch).ok_or_else(|| {
+            StageError::msg(format!("`{}` has no permutation symmetries the augmentation knows", zoo.meta.arch))
+        })?,
     };
     let order: Vec<usize> = (0..train.flat.len()).collect();
     let min_batch = if opts.contrastive_weight > 0.0 { 2 } else { 1 };

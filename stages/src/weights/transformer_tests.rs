@@ -100,7 +100,8 @@ fn normaliser_gradient_pullback_is_the_transpose_of_decoding() {
 fn permutation_augmentation_keeps_the_function() {
     let flat = random_flat(4);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let permuted = random_permutation(&mut rng).apply(&flat);
+    let net = crate::zoo::matching::Net::cnn_s();
+    let permuted = random_permutation(&net, &mut rng).apply(&net, &flat);
     assert_ne!(permuted, flat);
     let images: Vec<f32> = (0..4 * 784).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
     let (x, y) =

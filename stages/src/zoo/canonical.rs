@@ -65,11 +65,14 @@
 //! | `alignment.csv` | per row: `model_id, checkpoint, file, sweeps, converged, conv1, conv2, conv3, fc1` (each `π_l` as space-separated model unit indices), `conv3_flips, fc1_flips` (0/1 per aligned unit) |
 //! | `metrics.json` | the input zoo's metrics under `zoo`, and: `rows`, `fit_rows`, `distance_to_reference.{before,after}` (mean L2 over rows), `rms_pairwise_distance.{before,after}` (over the `reference_checkpoint` ok rows), `units_moved` (fraction of hidden units not at their own index), `units_moved_by_layer.{conv1,…}`, `signs_flipped` (fraction of sign-symmetric units negated), `sweeps.{mean,max}`, `not_converged`, `skipped_non_finite` |
 //!
-//! Supported: `arch = "cnn-s"`, and an imported Model Zoos CNN-s (`cnn-s-c<K>-<nlin>`, or a `mixed:`
-//! zoo of several activations) with a head the `cnn-s` kernel supports (3 or 10 classes): the same
-//! hidden layers, the head's rows fixed. Sign flips are used only where every model is tanh (for relu,
-//! gelu, sigmoid or leaky relu they are not symmetries). Any other zoo is refused before a weight is
-//! read.
+//! Supported: every architecture described in [`crate::import::arch`], read from there as data
+//! ([`Net`], in [`super::matching`]): `cnn-s` (above), an imported Model Zoos CNN-s with any head
+//! (`cnn-s-c<K>-<nlin>`: the same hidden layers, the head's `K` rows fixed), the Small CNN Zoo network
+//! (`small-cnn-<nlin>`: conv1…conv3 permutable, each channel owning a 3×3 kernel of the next conv and
+//! one column of the dense layer after the global average pool; with tanh every conv's sign is free),
+//! and a `mixed:` zoo whose models share their tensors. Sign flips are used only where every model is
+//! tanh (for relu, gelu, sigmoid or leaky relu they are not symmetries). Any other zoo (`resnet18`) is
+//! refused before a weight is read.
 //!
 //! `method = "none"` writes the input zoo unchanged (models, `zoo.csv`; `zoo.json` with
 //! `canonicalisation.method = "none"`; `metrics.json` = `{method, zoo}`), for any arch: a sweep over
@@ -80,342 +83,12 @@ use std::path::Path;
 use rayon::prelude::*;
 use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind, Value};
 
-use super::store::{Checkpoint, Zoo, ZooMeta, ZooRow};
+use super::store::{Checkpoint, ParamShape, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
-use crate::import::arch::{ImportArch, Nlin};
-use crate::nn::cnn_s::{classes_of_len, param_specs, B1, B2, B3, F1B, F1W, F2W, W1, W2, W3};
-use crate::nn::CnnS;
-use crate::tensors::{self, csv_row};
+use crate::import::arch::ImportArch;
+use crate::tensors::{self, csv_row, NamedTensors};
 
-/// One hidden layer of `cnn-s` as the alignment sees it: its own tensor (rows = units), its bias, and
-/// the next tensor, whose columns come in one block of `block` values per unit of this layer.
-#[derive(Debug, Clone, Copy)]
-pub struct Layer {
-    pub name: &'static str,
-    pub units: usize,
-    /// Offset of the weight tensor (`units × row`).
-    pub w: usize,
-    /// Incoming values per unit.
-    pub row: usize,
-    /// Offset of the bias (`units`).
-    pub b: usize,
-    /// Offset of the next layer's weight tensor (`next_rows × units·block`).
-    pub next: usize,
-    /// Rows of the next tensor (fc1's: the head's classes, [`next_rows`]; 3 for `cnn-s`).
-    pub next_rows: usize,
-    /// Columns of the next tensor owned by one unit (conv kernels: k·k; conv3 → fc1: the 3×3 map).
-    pub block: usize,
-    /// Whether a sign flip of a unit is an exact symmetry (tanh straight after the layer).
-    pub signs: bool,
-}
-
-/// The four hidden layers, input to output.
-pub const LAYERS: [Layer; 4] = [
-    Layer { name: "conv1", units: 8, w: W1, row: 25, b: B1, next: W2, next_rows: 6, block: 25, signs: false },
-    Layer { name: "conv2", units: 6, w: W2, row: 200, b: B2, next: W3, next_rows: 4, block: 4, signs: false },
-    Layer { name: "conv3", units: 4, w: W3, row: 24, b: B3, next: F1W, next_rows: 20, block: 9, signs: true },
-    Layer { name: "fc1", units: 20, w: F1W, row: 36, b: F1B, next: F2W, next_rows: 3, block: 1, signs: true },
-];
-
-/// Hidden units in all (8 + 6 + 4 + 20).
-pub const HIDDEN_UNITS: usize = 38;
-
-/// The head's classes of flat weights `p` (3 or 10: the heads the `cnn-s` kernel supports).
-fn head(p: &[f32]) -> usize {
-    classes_of_len(p.len()).unwrap_or_else(|| panic!("{} values are not a cnn-s with a supported head", p.len()))
-}
-
-/// Rows of the tensor after layer `l` in flat weights `p`: the head's classes after fc1.
-fn next_rows(p: &[f32], l: usize) -> usize {
-    if LAYERS[l].next == F2W {
-        head(p)
-    } else {
-        LAYERS[l].next_rows
-    }
-}
-
-/// A group element: per hidden layer, aligned unit `i` = model unit `perm[l][i]`, negated if `flip[l][i]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alignment {
-    pub perm: [Vec<usize>; 4],
-    pub flip: [Vec<bool>; 4],
-}
-
-fn signed(v: f32, neg: bool) -> f32 {
-    if neg {
-        -v
-    } else {
-        v
-    }
-}
-
-impl Alignment {
-    pub fn identity() -> Self {
-        Alignment { perm: LAYERS.map(|l| (0..l.units).collect()), flip: LAYERS.map(|l| vec![false; l.units]) }
-    }
-
-    /// The aligned weights: `p` (flat, [`PARAM_SPECS`] order) transformed. Only copies and negations,
-    /// so the result is exact.
-    pub fn apply(&self, p: &[f32]) -> Vec<f32> {
-        self.apply_except(p, None)
-    }
-
-    /// [`Alignment::apply`] with layer `skip` left as it is in `p`.
-    fn apply_except(&self, p: &[f32], skip: Option<usize>) -> Vec<f32> {
-        let classes = head(p);
-        let mut q = p.to_vec();
-        let map = |l: usize, i: usize| -> (usize, bool) {
-            if skip == Some(l) {
-                (i, false)
-            } else {
-                (self.perm[l][i], self.flip[l][i])
-            }
-        };
-        // Tensors conv1, conv2, conv3, fc1 (rows: layer t), fc2 (rows fixed); columns in blocks of the
-        // previous layer's units (conv1: the image, fixed).
-        for t in 0..5 {
-            let (w, rows, row_len) = if t < 4 { (LAYERS[t].w, LAYERS[t].units, LAYERS[t].row) } else { (F2W, classes, 20) };
-            let (blocks, blk) = if t > 0 { (LAYERS[t - 1].units, LAYERS[t - 1].block) } else { (1, row_len) };
-            for i in 0..rows {
-                let (si, fi) = if t < 4 { map(t, i) } else { (i, false) };
-                for c in 0..blocks {
-                    let (sc, fc) = if t > 0 { map(t - 1, c) } else { (c, false) };
-                    let (from, to) = (w + si * row_len + sc * blk, w + i * row_len + c * blk);
-                    for k in 0..blk {
-                        q[to + k] = signed(p[from + k], fi ^ fc);
-                    }
-                }
-                if t < 4 {
-                    q[LAYERS[t].b + i] = signed(p[LAYERS[t].b + si], fi);
-                }
-            }
-        }
-        q
-    }
-
-    /// Number of hidden units not at their own index, per layer.
-    pub fn moved(&self) -> [usize; 4] {
-        [0, 1, 2, 3].map(|l| self.perm[l].iter().enumerate().filter(|(i, p)| i != *p).count())
-    }
-
-    /// Number of negated units (all layers).
-    pub fn flipped(&self) -> usize {
-        self.flip.iter().map(|f| f.iter().filter(|x| **x).count()).sum()
-    }
-}
-
-/// Unit `j`'s vector of layer `l` in flat weights `q`: incoming row, bias, then (if `outgoing`) its
-/// block of every row of the next tensor.
-fn unit_vector(q: &[f32], l: usize, j: usize, outgoing: bool, out: &mut Vec<f32>) {
-    let layer = LAYERS[l];
-    out.clear();
-    out.extend_from_slice(&q[layer.w + j * layer.row..layer.w + (j + 1) * layer.row]);
-    out.push(q[layer.b + j]);
-    if outgoing {
-        let next_row = layer.units * layer.block;
-        for r in 0..next_rows(q, l) {
-            let s = layer.next + r * next_row + j * layer.block;
-            out.extend_from_slice(&q[s..s + layer.block]);
-        }
-    }
-}
-
-/// Maximum-weight perfect matching of the `n × n` matrix `c` (row-major): `assign[i]` is the column of
-/// row `i`, maximising `Σ_i c[i][assign[i]]`. Exact (Hungarian method in its shortest-augmenting-path
-/// form with row and column potentials, `O(n³)`). Non-finite entries count as 0. Ties go to the
-/// lowest column index met first, deterministically.
-pub fn max_assignment(c: &[f64], n: usize) -> Vec<usize> {
-    assert_eq!(c.len(), n * n);
-    // Minimise cost = −c. Indices are 1-based below; column 0 is a virtual start column.
-    let cost = |i: usize, j: usize| {
-        let v = c[(i - 1) * n + (j - 1)];
-        if v.is_finite() {
-            -v
-        } else {
-            0.0
-        }
-    };
-    let mut row_pot = vec![0.0f64; n + 1];
-    let mut col_pot = vec![0.0f64; n + 1];
-    // owner[j]: the row matched to column j (0 = free); prev[j]: the column before j on the path.
-    let mut owner = vec![0usize; n + 1];
-    let mut prev = vec![0usize; n + 1];
-    for row in 1..=n {
-        owner[0] = row;
-        let mut col = 0usize;
-        let mut dist = vec![f64::INFINITY; n + 1];
-        let mut done = vec![false; n + 1];
-        // Grow a shortest-path tree from the new row until it reaches a free column.
-        loop {
-            done[col] = true;
-            let r = owner[col];
-            let mut step = f64::INFINITY;
-            let mut next = 0usize;
-            for j in 1..=n {
-                if done[j] {
-                    continue;
-                }
-                let reduced = cost(r, j) - row_pot[r] - col_pot[j];
-                if reduced < dist[j] {
-                    dist[j] = reduced;
-                    prev[j] = col;
-                }
-                if dist[j] < step {
-                    step = dist[j];
-                    next = j;
-                }
-            }
-            if next == 0 {
-                break; // unreachable for finite costs: some column is always left
-            }
-            for j in 0..=n {
-                if done[j] {
-                    row_pot[owner[j]] += step;
-                    col_pot[j] -= step;
-                } else {
-                    dist[j] -= step;
-                }
-            }
-            col = next;
-            if owner[col] == 0 {
-                break;
-            }
-        }
-        // Flip the matching along the path back to the virtual column.
-        while col != 0 {
-            let p = prev[col];
-            owner[col] = owner[p];
-            col = p;
-        }
-    }
-    let mut assign = vec![0usize; n];
-    for j in 1..=n {
-        if owner[j] != 0 {
-            assign[owner[j] - 1] = j - 1;
-        }
-    }
-    assign
-}
-
-/// How one model is aligned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AlignOptions {
-    /// Fix the tanh sign symmetry of conv3 and fc1.
-    pub signs: bool,
-    /// Cap on coordinate-descent sweeps after the forward pass.
-    pub max_sweeps: usize,
-}
-
-impl Default for AlignOptions {
-    fn default() -> Self {
-        AlignOptions { signs: true, max_sweeps: 20 }
-    }
-}
-
-/// The result of aligning one model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Aligned {
-    pub alignment: Alignment,
-    pub sweeps: usize,
-    /// False when `max_sweeps` ran out before a sweep changed nothing.
-    pub converged: bool,
-}
-
-/// The best `(perm, flip, value)` for layer `l` given the other layers of `current`.
-fn solve_layer(
-    model: &[f32],
-    reference: &[f32],
-    current: &Alignment,
-    l: usize,
-    outgoing: bool,
-    signs: bool,
-) -> (Vec<usize>, Vec<bool>, f64) {
-    let n = LAYERS[l].units;
-    let q = current.apply_except(model, Some(l));
-    let (mut rv, mut mv) = (Vec::new(), Vec::new());
-    let mut sim = vec![0.0f64; n * n];
-    let model_vectors: Vec<Vec<f32>> = (0..n)
-        .map(|j| {
-            unit_vector(&q, l, j, outgoing, &mut mv);
-            mv.clone()
-        })
-        .collect();
-    for i in 0..n {
-        unit_vector(reference, l, i, outgoing, &mut rv);
-        for (j, m) in model_vectors.iter().enumerate() {
-            sim[i * n + j] = rv.iter().zip(m).map(|(a, b)| *a as f64 * *b as f64).sum();
-        }
-    }
-    let free_signs = signs && LAYERS[l].signs;
-    let score: Vec<f64> = if free_signs { sim.iter().map(|s| s.abs()).collect() } else { sim.clone() };
-    let perm = max_assignment(&score, n);
-    let flip: Vec<bool> = (0..n).map(|i| free_signs && sim[i * n + perm[i]] < 0.0).collect();
-    let best = value(&score, n, &perm);
-    (perm, flip, best)
-}
-
-/// `Σ_i score[i][perm[i]]`, summed in row order.
-fn value(score: &[f64], n: usize, perm: &[usize]) -> f64 {
-    (0..n).map(|i| score[i * n + perm[i]]).sum()
-}
-
-/// The alignment of `model` to `reference` (both flat, [`PARAM_SPECS`] order): forward pass, then
-/// coordinate-descent sweeps (see the module docs).
-pub fn align(model: &[f32], reference: &[f32], opts: AlignOptions) -> Aligned {
-    assert_eq!(head(model), head(reference), "model and reference have different heads");
-    let mut a = Alignment::identity();
-    for l in 0..4 {
-        let (perm, flip, _) = solve_layer(model, reference, &a, l, l == 3, opts.signs);
-        a.perm[l] = perm;
-        a.flip[l] = flip;
-    }
-    let mut sweeps = 0;
-    let mut converged = false;
-    while sweeps < opts.max_sweeps {
-        sweeps += 1;
-        let mut changed = false;
-        for l in 0..4 {
-            let (perm, flip, best) = solve_layer(model, reference, &a, l, true, opts.signs);
-            if perm == a.perm[l] && flip == a.flip[l] {
-                continue;
-            }
-            // The current assignment's value, on the same scores: replace only on a strict gain.
-            let now = current_value(model, reference, &a, l, opts.signs);
-            if best > now {
-                a.perm[l] = perm;
-                a.flip[l] = flip;
-                changed = true;
-            }
-        }
-        if !changed {
-            converged = true;
-            break;
-        }
-    }
-    Aligned { alignment: a, sweeps, converged }
-}
-
-/// The value of layer `l`'s current assignment with its current signs, summed as [`solve_layer`] sums
-/// (a stale sign, after a neighbouring layer changed, counts against it).
-fn current_value(model: &[f32], reference: &[f32], a: &Alignment, l: usize, signs: bool) -> f64 {
-    let n = LAYERS[l].units;
-    let q = a.apply_except(model, Some(l));
-    let (mut rv, mut mv) = (Vec::new(), Vec::new());
-    let free_signs = signs && LAYERS[l].signs;
-    let mut total = 0.0f64;
-    for i in 0..n {
-        unit_vector(reference, l, i, true, &mut rv);
-        unit_vector(&q, l, a.perm[l][i], true, &mut mv);
-        let s: f64 = rv.iter().zip(&mv).map(|(a, b)| *a as f64 * *b as f64).sum();
-        total += if free_signs && a.flip[l][i] { -s } else { s };
-    }
-    total
-}
-
-/// `model` canonicalised against `reference`: [`align`] then [`Alignment::apply`].
-pub fn canonicalise(model: &[f32], reference: &[f32], opts: AlignOptions) -> Vec<f32> {
-    align(model, reference, opts).alignment.apply(model)
-}
+pub use super::matching::{align, canonicalise, max_assignment, AlignOptions, Aligned, Alignment, Layer, Net};
 
 /// The elementwise mean (f64 accumulation in the given order, rounded to f32).
 fn mean_of(models: &[Vec<f32>]) -> Vec<f32> {
@@ -541,49 +214,33 @@ fn pass_through(ctx: &StageContext, zoo_dir: &Path) -> Result<(), StageError> {
 }
 
 /// Refuses a zoo this stage cannot canonicalise, naming the stage and the zoo's `arch`; otherwise
-/// says whether every model is tanh (so that sign flips are symmetries).
-///
-/// Canonicalised: `cnn-s`, and the Model Zoos CNN-s of an imported zoo (`cnn-s-c<K>-<nlin>`, also
-/// `mixed:` ones of one head) with a head the `cnn-s` kernel supports (3 or 10 classes): the same
-/// hidden layers. Sign flips only where every model is tanh.
-fn check_arch(zoo_dir: &Path) -> Result<bool, StageError> {
+/// its symmetries: every architecture of [`crate::import::arch`] (`mixed:` ones whose members share
+/// their tensors), with the tensors that architecture has.
+fn check_arch(zoo_dir: &Path) -> Result<Net, StageError> {
     let meta: ZooMeta = tensors::read_json(&zoo_dir.join("zoo.json"))?;
-    let refuse = || {
-        StageError::input(
-            "zoo",
-            format!(
-                "has arch = \"{}\" ({}); canonicalisation supports cnn-s and the Model Zoos CNN-s with a 3- or 10-class head (cnn-s-c<K>-<nlin>)",
-                meta.arch,
-                zoo_dir.display()
-            ),
-        )
-    };
-    let names: Vec<&str> = meta.arch.strip_prefix("mixed:").map_or_else(|| vec![meta.arch.as_str()], |m| m.split(',').collect());
-    let mut family = Vec::with_capacity(names.len());
-    for name in names {
-        match ImportArch::from_name(name) {
-            Some(ImportArch::CnnS { classes, nlin }) if param_specs(classes).is_some() => family.push((classes, nlin)),
-            _ => return Err(refuse()),
-        }
-    }
-    let classes = family[0].0;
-    if family.iter().any(|(c, _)| *c != classes) {
-        return Err(refuse());
-    }
-    let specs = param_specs(classes).ok_or_else(refuse)?;
-    let expected: Vec<(&str, &[usize])> = specs.iter().map(|s| (s.name, s.shape)).collect();
-    let got: Vec<(&str, &[usize])> = meta.parameters.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
-    if got != expected {
+    let Some(net) = Net::from_arch(&meta.arch) else {
         return Err(StageError::input(
             "zoo",
             format!(
-                "is not a cnn-s zoo: {} says arch = \"{}\" but its `parameters` are not that network's ten tensors in state_dict order",
+                "has arch = \"{}\" ({}); canonicalisation supports cnn-s and the imported architectures (cnn-s-c<K>-<nlin>, small-cnn-<nlin>)",
+                meta.arch,
+                zoo_dir.display()
+            ),
+        ));
+    };
+    let first = meta.arch.strip_prefix("mixed:").and_then(|m| m.split(',').next()).unwrap_or(&meta.arch);
+    let expected = ImportArch::from_name(first).map(|a| a.tensors()).unwrap_or_default();
+    if meta.parameters != expected {
+        return Err(StageError::input(
+            "zoo",
+            format!(
+                "is not the network its arch names: {} says arch = \"{}\" but its `parameters` are not that network's tensors in state_dict order",
                 zoo_dir.join("zoo.json").display(),
                 meta.arch
             ),
         ));
     }
-    Ok(family.iter().all(|(_, nlin)| *nlin == Nlin::Tanh))
+    Ok(net)
 }
 
 pub struct CanonicaliseKind;
@@ -596,33 +253,29 @@ impl StageKind for CanonicaliseKind {
         1
     }
     fn summary(&self) -> &'static str {
-        "permutes (and tanh-sign-flips) every cnn-s model's hidden units to a common reference, function unchanged; a zoo out"
+        "permutes (and tanh-sign-flips) every model's hidden units to a common reference, function unchanged; a zoo out"
     }
     fn params(&self) -> Vec<ParamSpec> {
         Param::specs(&[METHOD, REFERENCE, REFERENCE_CHECKPOINT, ITERATIONS, MAX_SWEEPS, SIGNS])
     }
     fn inputs(&self) -> Inputs {
-        Inputs::Slots(vec![(
-            "zoo",
-            true,
-            "a `zoo` stage (arch = \"cnn-s\"), or an imported Model Zoos CNN-s (`cnn-s-c<K>-<nlin>`)",
-        )])
+        Inputs::Slots(vec![("zoo", true, "a `zoo` stage (cnn-s), or an imported zoo (cnn-s-c<K>-<nlin>, small-cnn-<nlin>)")])
     }
     fn validate(&self, params: Params) -> Result<(), StageError> {
         Options::from_params(params).map(|_| ())
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let zoo_dir = ctx.input("zoo")?;
-        let Some(mut opts) = Options::from_params(ctx.view())? else { return pass_through(ctx, zoo_dir) };
-        opts.align.signs &= check_arch(zoo_dir)?;
+        let Some(opts) = Options::from_params(ctx.view())? else { return pass_through(ctx, zoo_dir) };
+        let net = check_arch(zoo_dir)?;
         let zoo = Zoo::load(zoo_dir)?;
-        run_canonicalise(ctx, &zoo, &opts)
+        run_canonicalise(ctx, &net, &zoo, &opts)
     }
 }
 
-fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(), StageError> {
+fn run_canonicalise(ctx: &StageContext, net: &Net, zoo: &Zoo, opts: &Options) -> Result<(), StageError> {
     let weights: Vec<Vec<f32>> = zoo.rows.par_iter().map(|r| zoo.flat(r)).collect::<Result<_, _>>()?;
-    let expected: usize = zoo.meta.parameters.iter().map(|p| p.len()).sum();
+    let expected = net.len;
     for (r, w) in zoo.rows.iter().zip(&weights) {
         if w.len() != expected {
             return Err(StageError::msg(format!(
@@ -667,7 +320,7 @@ fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(),
                 let aligned: Vec<Vec<f32>> = fit
                     .par_iter()
                     .map(|&i| {
-                        let w = canonicalise(&weights[i], &reference, opts.align);
+                        let w = canonicalise(net, &weights[i], &reference, opts.align);
                         ctx.progress.inc(1);
                         w
                     })
@@ -684,21 +337,21 @@ fn run_canonicalise(ctx: &StageContext, zoo: &Zoo, opts: &Options) -> Result<(),
         .par_iter()
         .zip(&finite)
         .map(|(w, ok)| {
-            let a = ok.then(|| align(w, &reference, opts.align));
+            let a = ok.then(|| align(net, w, &reference, opts.align));
             ctx.progress.inc(1);
             a
         })
         .collect();
     let canonical: Vec<Vec<f32>> =
-        weights.iter().zip(&results).map(|(w, a)| a.as_ref().map_or_else(|| w.clone(), |a| a.alignment.apply(w))).collect();
+        weights.iter().zip(&results).map(|(w, a)| a.as_ref().map_or_else(|| w.clone(), |a| a.alignment.apply(net, w))).collect();
 
-    write_output(ctx, zoo, opts, &reference, fit_rows, &weights, &canonical, &results)
+    write_output(ctx, (zoo, net), opts, &reference, fit_rows, &weights, &canonical, &results)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn write_output(
     ctx: &StageContext,
-    zoo: &Zoo,
+    (zoo, net): (&Zoo, &Net),
     opts: &Options,
     reference: &[f32],
     fit_rows: usize,
@@ -714,10 +367,9 @@ fn write_output(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent, e))?;
         }
-        crate::tensors::NamedTensors::from(CnnS::from_flat(w.clone()).named_tensors()).write(&path)
+        named(&zoo.meta.parameters, w).write(&path)
     })?;
-    crate::tensors::NamedTensors::from(CnnS::from_flat(reference.to_vec()).named_tensors())
-        .write(&out.join("reference.safetensors"))?;
+    named(&zoo.meta.parameters, reference).write(&out.join("reference.safetensors"))?;
     let csv_in = zoo.dir.join("zoo.csv");
     std::fs::copy(&csv_in, out.join("zoo.csv")).map_err(|e| StageError::io(&csv_in, e))?;
 
@@ -734,7 +386,7 @@ fn write_output(
     }
     tensors::write_json(&out.join("zoo.json"), &meta)?;
 
-    write_alignment_csv(&out.join("alignment.csv"), &zoo.rows, results)?;
+    write_alignment_csv(&out.join("alignment.csv"), net, &zoo.rows, results)?;
 
     // Metrics.
     let done: Vec<usize> = (0..zoo.rows.len()).filter(|&i| results[i].is_some()).collect();
@@ -744,19 +396,19 @@ fn write_output(
         done.iter().copied().filter(|&i| zoo.rows[i].ok() && zoo.rows[i].checkpoint == opts.checkpoint).collect();
     let pick = |set: &[Vec<f32>]| -> f64 { rms_pairwise(&pair_rows.iter().map(|&i| &set[i]).collect::<Vec<_>>()) };
     let aligned: Vec<&Aligned> = results.iter().flatten().collect();
-    let mut moved = [0usize; 4];
+    let mut moved = vec![0usize; net.hidden.len()];
     let mut flipped = 0usize;
     for a in &aligned {
-        let m = a.alignment.moved();
-        (0..4).for_each(|l| moved[l] += m[l]);
+        moved.iter_mut().zip(a.alignment.moved()).for_each(|(total, m)| *total += m);
         flipped += a.alignment.flipped();
     }
     let count = aligned.len().max(1) as f64;
-    let sign_units: usize = LAYERS.iter().filter(|l| l.signs).map(|l| l.units).sum();
-    let by_layer: serde_json::Map<String, serde_json::Value> = LAYERS
+    let sign_units: usize = net.hidden.iter().filter(|l| l.signs).map(|l| l.units).sum();
+    let by_layer: serde_json::Map<String, serde_json::Value> = net
+        .hidden
         .iter()
-        .zip(moved)
-        .map(|(l, m)| (l.name.to_string(), serde_json::json!(m as f64 / (count * l.units as f64))))
+        .zip(&moved)
+        .map(|(l, m)| (l.name.to_string(), serde_json::json!(*m as f64 / (count * l.units as f64))))
         .collect();
     let sweeps: Vec<usize> = aligned.iter().map(|a| a.sweeps).collect();
     let zoo_metrics: serde_json::Value = tensors::read_json(&zoo.dir.join("metrics.json")).unwrap_or(serde_json::Value::Null);
@@ -771,9 +423,9 @@ fn write_output(
         "reference": reference_name,
         "distance_to_reference": {"before": dist(before), "after": dist(after)},
         "rms_pairwise_distance": {"before": pick(before), "after": pick(after)},
-        "units_moved": moved.iter().sum::<usize>() as f64 / (count * HIDDEN_UNITS as f64),
+        "units_moved": moved.iter().sum::<usize>() as f64 / (count * net.hidden_units() as f64),
         "units_moved_by_layer": by_layer,
-        "signs_flipped": if opts.align.signs { flipped as f64 / (count * sign_units as f64) } else { 0.0 },
+        "signs_flipped": if opts.align.signs && sign_units > 0 { flipped as f64 / (count * sign_units as f64) } else { 0.0 },
         "sweeps": {
             "mean": sweeps.iter().sum::<usize>() as f64 / count,
             "max": sweeps.iter().copied().max().unwrap_or(0),
@@ -784,23 +436,39 @@ fn write_output(
     tensors::write_json(&out.join("metrics.json"), &metrics)
 }
 
-fn write_alignment_csv(path: &Path, rows: &[ZooRow], results: &[Option<Aligned>]) -> Result<(), StageError> {
+fn write_alignment_csv(path: &Path, net: &Net, rows: &[ZooRow], results: &[Option<Aligned>]) -> Result<(), StageError> {
     let join = |v: &mut dyn Iterator<Item = usize>| v.map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
+    let signed: Vec<usize> = (0..net.hidden.len()).filter(|&l| net.hidden[l].signs).collect();
     let mut records = Vec::with_capacity(rows.len());
     for (row, a) in rows.iter().zip(results) {
         let (a, sweeps, converged) = match a {
             Some(r) => (r.alignment.clone(), r.sweeps.to_string(), r.converged.to_string()),
-            None => (Alignment::identity(), String::new(), String::new()),
+            None => (Alignment::identity(net), String::new(), String::new()),
         };
         let perms: Vec<String> = a.perm.iter().map(|p| join(&mut p.iter().copied())).collect();
-        let flips: Vec<String> = [2, 3].iter().map(|&l| join(&mut a.flip[l].iter().map(|&f| f as usize))).collect();
+        let flips: Vec<String> = signed.iter().map(|&l| join(&mut a.flip[l].iter().map(|&f| f as usize))).collect();
         let mut record = csv_row![row.model_id, row.checkpoint.as_str(), row.file, sweeps, converged];
         record.extend(perms.into_iter().chain(flips));
         records.push(record);
     }
-    let header =
-        ["model_id", "checkpoint", "file", "sweeps", "converged", "conv1", "conv2", "conv3", "fc1", "conv3_flips", "fc1_flips"];
-    tensors::write_csv(path, &header, records)
+    let mut header: Vec<String> = ["model_id", "checkpoint", "file", "sweeps", "converged"].map(String::from).to_vec();
+    header.extend(net.hidden.iter().map(|l| l.name.to_string()));
+    header.extend(signed.iter().map(|&l| format!("{}_flips", net.hidden[l].name)));
+    tensors::write_csv(path, &header.iter().map(String::as_str).collect::<Vec<_>>(), records)
+}
+
+/// Flat weights as the zoo's tensors (names and shapes of `zoo.json`, in order).
+fn named(parameters: &[ParamShape], flat: &[f32]) -> NamedTensors {
+    let mut at = 0;
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = parameters
+        .iter()
+        .map(|p| {
+            let t = (p.name.clone(), p.shape.clone(), flat[at..at + p.len()].to_vec());
+            at += p.len();
+            t
+        })
+        .collect();
+    tensors.into()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use wspace_stage_api::Value;
 
 use super::*;
 use crate::data::{Dataset, DatasetOptions, TasksOptions};
-use crate::nn::{self, Optimizer, TrainConfig, PARAM_SPECS};
+use crate::nn::{self, CnnS, Optimizer, TrainConfig, PARAM_SPECS};
 use crate::test_util::{run_stage, s};
 use crate::weights::PcaKind;
 use crate::zoo::ZooKind;
@@ -28,12 +28,17 @@ fn shuffled(rng: &mut ChaCha8Rng, n: usize) -> Vec<usize> {
     v
 }
 
+/// The symmetries of the project's `cnn-s`.
+fn net() -> Net {
+    Net::cnn_s()
+}
+
 /// A random element of the symmetry group: every hidden layer permuted, conv3 / fc1 units flipped at
 /// random (with `signs`).
 fn random_alignment(seed: u64, signs: bool) -> Alignment {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut a = Alignment::identity();
-    for (l, layer) in LAYERS.iter().enumerate() {
+    let mut a = Alignment::identity(&net());
+    for (l, layer) in net().hidden.iter().enumerate() {
         a.perm[l] = shuffled(&mut rng, layer.units);
         a.flip[l] = (0..layer.units).map(|_| signs && layer.signs && rng.next_u32() & 1 == 1).collect();
     }
@@ -101,7 +106,7 @@ fn linear_assignment_equals_brute_force_on_random_matrices() {
 fn the_layer_table_matches_the_cnn_s_layout() {
     let spec = |name: &str| PARAM_SPECS.iter().find(|s| s.name == name).unwrap();
     let next = ["conv2.weight", "conv3.weight", "fc1.weight", "fc2.weight"];
-    for (l, layer) in LAYERS.iter().enumerate() {
+    for (l, layer) in net().hidden.iter().enumerate() {
         let w = spec(&format!("{}.weight", layer.name));
         let b = spec(&format!("{}.bias", layer.name));
         assert_eq!((w.offset, w.shape[0], w.len() / w.shape[0]), (layer.w, layer.units, layer.row), "{}", layer.name);
@@ -109,17 +114,18 @@ fn the_layer_table_matches_the_cnn_s_layout() {
         let n = spec(next[l]);
         assert_eq!((n.offset, n.shape[0], n.len() / n.shape[0]), (layer.next, layer.next_rows, layer.units * layer.block));
     }
-    assert_eq!(LAYERS.iter().map(|l| l.units).sum::<usize>(), HIDDEN_UNITS);
+    assert_eq!(net().hidden.iter().map(|l| l.units).sum::<usize>(), net().hidden_units());
+    assert_eq!(net().hidden_units(), 8 + 6 + 4 + 20);
     // conv3 → tanh → fc1: each conv3 channel owns a 3×3 map, the 9 consecutive fc1 columns.
-    assert_eq!(LAYERS[2].block, 9);
+    assert_eq!(net().hidden[2].block, 9);
 }
 
 #[test]
 fn the_group_action_is_a_bijection_and_identity_is_neutral() {
     let m = CnnS::init(5);
-    assert_eq!(Alignment::identity().apply(m.flat()), m.flat());
+    assert_eq!(Alignment::identity(&net()).apply(&net(), m.flat()), m.flat());
     let a = random_alignment(1, true);
-    let q = a.apply(m.flat());
+    let q = a.apply(&net(), m.flat());
     assert_ne!(q, m.flat());
     // Same multiset of absolute values, and the fc2 bias (output units) untouched.
     let mut x: Vec<u32> = m.flat().iter().map(|v| v.abs().to_bits()).collect();
@@ -182,8 +188,8 @@ fn canonicalising_keeps_every_models_logits_on_real_images() {
     let reference = models[0].flat().to_vec();
     for (i, m) in models.iter().enumerate() {
         for (what, opts) in [("signs", AlignOptions::default()), ("no signs", AlignOptions { signs: false, max_sweeps: 20 })] {
-            let aligned = align(m.flat(), &reference, opts);
-            let c = CnnS::from_flat(aligned.alignment.apply(m.flat()));
+            let aligned = align(&net(), m.flat(), &reference, opts);
+            let c = CnnS::from_flat(aligned.alignment.apply(&net(), m.flat()));
             if i > 0 {
                 assert!(aligned.alignment.moved().iter().sum::<usize>() > 0, "model {i}: nothing moved, the test would be empty");
             }
@@ -191,13 +197,13 @@ fn canonicalising_keeps_every_models_logits_on_real_images() {
             assert!(d <= 1e-5, "model {i} ({what}): logits differ by {d}");
         }
         // A random group element (the test's own, with flips) is a symmetry too.
-        let g = CnnS::from_flat(random_alignment(i as u64, true).apply(m.flat()));
+        let g = CnnS::from_flat(random_alignment(i as u64, true).apply(&net(), m.flat()));
         assert!(max_logit_diff(m, &g, &test_x) <= 1e-5);
     }
     // And a broken "symmetry" is caught by the same measure: flipping a conv2 channel changes the function.
-    let mut bad = Alignment::identity();
+    let mut bad = Alignment::identity(&net());
     bad.flip[1][0] = true;
-    let broken = CnnS::from_flat(bad.apply(models[1].flat()));
+    let broken = CnnS::from_flat(bad.apply(&net(), models[1].flat()));
     assert!(max_logit_diff(&models[1], &broken, &test_x) > 1e-3);
 }
 
@@ -211,11 +217,11 @@ fn canonicalising_a_permuted_and_flipped_copy_gives_the_same_bits() {
         for (i, m) in fresh.iter().enumerate() {
             for signs in [true, false] {
                 let opts = AlignOptions { signs, max_sweeps: 50 };
-                let base = canonicalise(m.flat(), reference, opts);
+                let base = canonicalise(&net(), m.flat(), reference, opts);
                 for seed in 0..3 {
-                    let g = random_alignment(1000 * i as u64 + seed, signs).apply(m.flat());
+                    let g = random_alignment(1000 * i as u64 + seed, signs).apply(&net(), m.flat());
                     assert_ne!(g, m.flat());
-                    let again = canonicalise(&g, reference, opts);
+                    let again = canonicalise(&net(), &g, reference, opts);
                     let same = base.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "reference {r}, model {i}, signs {signs}, seed {seed}: canonical forms differ");
                 }
@@ -228,18 +234,18 @@ fn canonicalising_a_permuted_and_flipped_copy_gives_the_same_bits() {
 fn a_model_aligned_to_itself_stays_put_and_alignment_never_moves_away_from_the_reference() {
     let (models, _) = trained_models();
     let reference = models[0].flat();
-    let own = align(reference, reference, AlignOptions::default());
-    assert_eq!(own.alignment, Alignment::identity());
+    let own = align(&net(), reference, reference, AlignOptions::default());
+    assert_eq!(own.alignment, Alignment::identity(&net()));
     assert!(own.converged && own.sweeps == 1);
     // A permuted copy of the reference comes back to the reference exactly.
-    let g = random_alignment(3, true).apply(reference);
-    assert_eq!(canonicalise(&g, reference, AlignOptions::default()), reference);
+    let g = random_alignment(3, true).apply(&net(), reference);
+    assert_eq!(canonicalise(&net(), &g, reference, AlignOptions::default()), reference);
     for m in &models[1..] {
         let before = super::l2(m.flat(), reference);
-        let after = super::l2(&canonicalise(m.flat(), reference, AlignOptions::default()), reference);
+        let after = super::l2(&canonicalise(&net(), m.flat(), reference, AlignOptions::default()), reference);
         assert!(after < before, "{after} ≥ {before}");
         // signs = false never flips.
-        assert_eq!(align(m.flat(), reference, AlignOptions { signs: false, max_sweeps: 20 }).alignment.flipped(), 0);
+        assert_eq!(align(&net(), m.flat(), reference, AlignOptions { signs: false, max_sweeps: 20 }).alignment.flipped(), 0);
     }
 }
 
@@ -366,7 +372,7 @@ fn a_zoo_with_one_model_permuted_canonicalises_to_the_same_bytes() {
     let first = zoo.rows.iter().position(|r| r.split == TaskSplit::Train && r.checkpoint == Checkpoint::Final).unwrap();
     for (i, row) in zoo.rows.iter().enumerate() {
         let w = zoo.flat(row).unwrap();
-        let w = if i == first { w } else { random_alignment(i as u64, true).apply(&w) };
+        let w = if i == first { w } else { random_alignment(i as u64, true).apply(&net(), &w) };
         tensors::NamedTensors::from(CnnS::from_flat(w).named_tensors()).write(&copy.join(&row.file)).unwrap();
     }
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));

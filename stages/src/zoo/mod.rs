@@ -37,6 +37,7 @@
 
 pub mod bench;
 pub mod canonical;
+pub mod matching;
 pub mod multiclass;
 pub mod replicas;
 pub mod sample;
