@@ -103,7 +103,7 @@
 //!
 //! | kinds | the same bytes on |
 //! |---|---|
-//! | `dataset`, `tasks`, `zoo` (`cnn-s`), `canonicalise`, `multiclass`, `replicas` | every x86-64 CPU: any instruction set (SSE2 only to AVX-512), cache sizes and core count |
+//! | `dataset`, `tasks`, `zoo` (`cnn-s`), `canonicalise`, `multiclass`, `replicas`, `zoo-import`, `export-zoo` | every x86-64 CPU: any instruction set (SSE2 only to AVX-512), cache sizes and core count |
 //! | `pca`, `dataset-embed`, `autoencoder` (both architectures), `evaluate-reconstruction`, `align`, `generator`, `flow`, `sample`, `evaluate-samples`, `report` | every x86-64 CPU of one float class (`wspace --version` names it): with AVX2 + FMA, or without FMA; any cache sizes and core count |
 //! | `zoo` with `arch = "resnet18"` on the CPU | one float class and one L1 data cache geometry |
 //! | `command` | whatever the command guarantees |

@@ -1,7 +1,7 @@
 //! The whole science end to end on a tiny zoo — dataset → tasks → zoo (shared init) → canonicalise →
 //! pca → autoencoder (behavioural loss; and the token transformer, whose latents the alignment and the
 //! evaluation's decoded baseline use) → dataset-embed → align, multiclass, generator → sample (generator;
-//! and SANE's KDE on the transformer) → evaluate-samples → report (and evaluate-reconstruction) — and every stage's output bytes pinned to its kind's code version.
+//! and SANE's KDE on the transformer) → evaluate-samples → report (and evaluate-reconstruction; the flow sampler and the replicas; a public zoo imported, the zoo exported) — and every stage's output bytes pinned to its kind's code version.
 //!
 //! A kind whose output bytes change must bump its `version()` (the cache would otherwise serve old
 //! results as if they were new). [`GOLDEN`] records, per stage, its kind's version and the output hash (the
@@ -57,6 +57,8 @@ const GOLDEN: &[(&str, &str, u32, Pin)] = &[
     ("sample_flow_train", "sample", 3, PerClass("132ee70d4acdbc89f581214cac1e680981ccfd622796b0ac23c5c56eb73cfe92", "7d179f85e3c06495123d0564d79b3201f6f2f6caa1f33d84fe4f473962869992")),
     ("evaluate_flow", "evaluate-samples", 5, PerClass("8cd4efbc53c8ce1ddfd9ff256f7578ded78c36d466322591f997cd9a094c033f", "4948419c5897f9c6af171724fc501bed01ab7923ab725b963aaabf1a6c15b47f")),
     ("report", "report", 6, PerClass("0731d6f51d7485788894711d6bc8dd35ebf17c36b12c72cf7f2493abf8a18136", "59188fc5c156284b2055688487b5173a36640739982dac59501eae4fff2d71c1")),
+    ("imported", "zoo-import", 1, Everywhere("2d0d8e1e61ca4949f4557a7a0bb2cd58cd3185255edf67adcba78fb3f56d5527")),
+    ("exported", "export-zoo", 1, Everywhere("700b52e0018ccd58a532b1f4513f1eb2056602f5813866f7bd5b1d18ae8d19f4")),
 ];
 
 /// The quick pipeline's graph at toy size: seconds in a debug build (stages at opt-level 2).
@@ -65,7 +67,8 @@ const TINY: &str = include_str!("pipelines/tiny-golden.toml");
 #[test]
 fn tiny_pipeline_runs_end_to_end_and_every_kinds_output_matches_its_golden_hash() {
     let p = Project::new();
-    p.write("tiny.toml", TINY);
+    let tiny = TINY.replace("FIXTURES", concat!(env!("CARGO_MANIFEST_DIR"), "/stages/tests/fixtures/zoos"));
+    p.write("tiny.toml", &tiny);
     let version = String::from_utf8_lossy(&p.wspace(&["--version"]).stdout).into_owned();
     let class = version.lines().find_map(|l| l.strip_prefix("float class: ")).unwrap_or("unknown").to_string();
     let column = CLASSES.iter().position(|c| *c == class);
@@ -137,7 +140,7 @@ fn tiny_pipeline_runs_end_to_end_and_every_kinds_output_matches_its_golden_hash(
     // A codec the flow cannot read (the MLP's flat latent) is refused before it trains, naming the
     // stage and the input.
     let mlp = "\n[stages.flow_mlp]\nkind = \"flow\"\ninputs = { pca = \"pca\", autoencoder = \"autoencoder\", zoo = \"canonical\", embed = \"dataset_embed\" }\n";
-    p.write("mlp.toml", &format!("{TINY}{mlp}"));
+    p.write("mlp.toml", &format!("{tiny}{mlp}"));
     let out = p.wspace(&["run", "mlp.toml", "flow_mlp"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -8,7 +8,7 @@
 //! - `format = "small-cnn-zoo"`: a Small CNN Zoo dataset directory ([`small_cnn_zoo`]).
 //!
 //! Both become [`SourceModel`]s (architecture, hyperparameters, the selected checkpoints' weights under
-//! the project's names, and the metrics the source recorded), written by [`write_zoo`]:
+//! the project's names, and the metrics the source recorded). Each model's weights are written as soon as it is read ([`Keep`]: one model in memory at a time), the tables by [`write_zoo`]:
 //!
 //! | file | content |
 //! | --- | --- |
@@ -165,9 +165,18 @@ pub struct Metrics {
 pub struct SourceCheckpoint {
     /// Epoch (Model Zoos) or step (Small CNN Zoo).
     pub epoch: usize,
-    /// Under the project's names, in the architecture's order.
+    /// Under the project's names, in the architecture's order (empty once written, [`Keep`]).
     pub weights: NamedTensors,
     pub metrics: Metrics,
+}
+
+/// What a reader does with each well-formed model as soon as it is read: writes its weights (and
+/// drops them) and returns what is left to keep, so that a reader holds one model's weights at a time.
+pub type Keep<'a> = &'a mut dyn FnMut(SourceModel) -> Result<SourceModel, StageError>;
+
+/// The file of model `id`'s checkpoint, relative to the stage output.
+fn model_file(id: usize, which: Checkpoint) -> String {
+    format!("models/m{id:05}-{}.safetensors", which.as_str())
 }
 
 /// One model of a source zoo.
@@ -215,9 +224,19 @@ impl StageKind for ZooImportKind {
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let opts = Options::from_params(ctx.view())?;
+        let models_dir = ctx.out.join("models");
+        std::fs::create_dir_all(&models_dir).map_err(|e| StageError::io(&models_dir, e))?;
+        let mut kept = 0;
+        let mut keep = |mut m: SourceModel| -> Result<SourceModel, StageError> {
+            for (which, ck) in &mut m.checkpoints {
+                std::mem::take(&mut ck.weights).write(&ctx.out.join(model_file(kept, *which)))?;
+            }
+            kept += 1;
+            Ok(m)
+        };
         let (models, skipped) = match opts.format {
-            Format::ModelZoos => model_zoos::read(&opts.path, &opts.selection)?,
-            Format::SmallCnnZoo => small_cnn_zoo::read(&opts.path, &opts.selection, opts.padding)?,
+            Format::ModelZoos => model_zoos::read(&opts.path, &opts.selection, &mut keep)?,
+            Format::SmallCnnZoo => small_cnn_zoo::read(&opts.path, &opts.selection, opts.padding, &mut keep)?,
         };
         let skipped: Vec<Skipped> = skipped
             .into_iter()
@@ -307,7 +326,8 @@ fn zoo_fields(r: &ZooRow) -> Vec<String> {
     ]
 }
 
-/// Writes `models` in the `zoo` kind's layout into `out` (see the module doc).
+/// Writes the tables of `models` (their weights are written as they are read, [`Keep`]) in the `zoo`
+/// kind's layout into `out` (see the module doc).
 pub fn write_zoo(
     out: &Path,
     models: &[SourceModel],
@@ -316,8 +336,6 @@ pub fn write_zoo(
     input: InputTransform,
     recipe: BTreeMap<String, wspace_stage_api::Value>,
 ) -> Result<(), StageError> {
-    let dir = out.join("models");
-    std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
     let extra_keys: BTreeSet<&str> = models.iter().flat_map(|m| m.extra.keys().map(String::as_str)).collect();
     let mut header: Vec<&str> = ZOO_COLUMNS.to_vec();
     header.extend(["classes", "train_acc", "source"]);
@@ -327,9 +345,7 @@ pub fn write_zoo(
     for (id, m) in models.iter().enumerate() {
         for (which, ck) in &m.checkpoints {
             checkpoints.insert(*which);
-            let file = format!("models/m{id:05}-{}.safetensors", which.as_str());
-            let path = out.join(&file);
-            ck.weights.write(&path)?;
+            let file = model_file(id, *which);
             let row = ZooRow {
                 model_id: id,
                 checkpoint: *which,

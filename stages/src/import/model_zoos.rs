@@ -26,14 +26,15 @@ use candle_core::DType;
 use wspace_stage_api::StageError;
 
 use super::arch::{ImportArch, Nlin};
-use super::{Selection, Skipped, SourceCheckpoint, SourceModel};
+use super::{Keep, Selection, Skipped, SourceCheckpoint, SourceModel};
 use crate::tensors::NamedTensors;
 
 /// The columns `params.json` keys map to; every other key is kept under its own name.
 const MAPPED: &[&str] = &["optim::optimizer", "optim::lr", "training::batchsize", "seed", "model::init_type"];
 
-/// Reads the trials under `root` that `sel` selects.
-pub fn read(root: &Path, sel: &Selection) -> Result<(Vec<SourceModel>, Vec<Skipped>), StageError> {
+/// Reads the trials under `root` that `sel` selects; each well-formed model goes through `keep` as it
+/// is read (which writes its weights and returns what is left to keep).
+pub fn read(root: &Path, sel: &Selection, keep: Keep) -> Result<(Vec<SourceModel>, Vec<Skipped>), StageError> {
     if !root.is_dir() {
         return Err(StageError::param("path", format!("{}: not a directory (format = \"model-zoos\")", root.display())));
     }
@@ -57,7 +58,7 @@ pub fn read(root: &Path, sel: &Selection) -> Result<(Vec<SourceModel>, Vec<Skipp
         wspace_stage_api::check_stop()?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         match read_trial(&dir, &name, sel) {
-            Ok(m) => models.push(m),
+            Ok(m) => models.push(keep(m)?),
             Err((file, reason)) => skipped.push(Skipped { model: name, file, reason }),
         }
     }

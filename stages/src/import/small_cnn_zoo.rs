@@ -17,14 +17,13 @@
 //! weights. A model with an unknown `config.activation` or without the selected step is skipped.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use wspace_stage_api::StageError;
 
 use super::arch::{ImportArch, Nlin, Padding};
 use super::npy::NpyRows;
-use super::{Metrics, Selection, Skipped, SourceCheckpoint, SourceModel};
+use super::{Keep, Metrics, Selection, Skipped, SourceCheckpoint, SourceModel};
 use crate::tensors::NamedTensors;
 use crate::zoo::store::Checkpoint;
 
@@ -46,10 +45,12 @@ struct MetricsRow {
     modeldir: String,
     step: usize,
     metrics: Metrics,
-    config: BTreeMap<String, String>,
+    /// The `config.*` columns; one shared map for consecutive rows that agree (a run's rows do), so
+    /// that the table costs about 100 bytes a row.
+    config: std::sync::Arc<BTreeMap<String, String>>,
 }
 
-pub fn read(root: &Path, sel: &Selection, padding: Padding) -> Result<(Vec<SourceModel>, Vec<Skipped>), StageError> {
+pub fn read(root: &Path, sel: &Selection, padding: Padding, keep: Keep) -> Result<(Vec<SourceModel>, Vec<Skipped>), StageError> {
     if !root.is_dir() {
         return Err(StageError::param("path", format!("{}: not a directory (format = \"small-cnn-zoo\")", root.display())));
     }
@@ -121,7 +122,7 @@ pub fn read(root: &Path, sel: &Selection, padding: Padding) -> Result<(Vec<Sourc
         let extra =
             first.config.iter().filter(|(k, _)| !MAPPED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         let get = |k: &str| first.config.get(k).cloned().unwrap_or_default();
-        models.push(SourceModel {
+        models.push(keep(SourceModel {
             source: name.into(),
             arch,
             optimizer: get("config.optimizer").to_ascii_lowercase(),
@@ -131,7 +132,7 @@ pub fn read(root: &Path, sel: &Selection, padding: Padding) -> Result<(Vec<Sourc
             init: if get("config.w_init").is_empty() { "unknown".into() } else { get("config.w_init") },
             extra,
             checkpoints,
-        });
+        })?);
     }
     Ok((models, skipped))
 }
@@ -243,29 +244,38 @@ fn unflatten(row: &[f32], layout: &[(Var, Var)], arch: &ImportArch) -> NamedTens
 fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, StageError> {
     let fail = |m: String| StageError::msg(format!("{}: {m}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| StageError::io(path, e))?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file).read_to_string(&mut text).map_err(|e| fail(format!("not a readable gzip file: {e}")))?;
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    let header: Vec<String> = r.headers().map_err(|e| fail(e.to_string()))?.iter().map(String::from).collect();
+    let mut r = csv::Reader::from_reader(std::io::BufReader::new(flate2::read::GzDecoder::new(file)));
+    let unreadable = |e: csv::Error| match e.kind() {
+        csv::ErrorKind::Io(io) => fail(format!("not a readable gzip file: {io}")),
+        _ => fail(e.to_string()),
+    };
+    let header: Vec<String> = r.headers().map_err(unreadable)?.iter().map(String::from).collect();
     let col = |name: &str| header.iter().position(|h| h == name).ok_or_else(|| fail(format!("has no column `{name}`")));
     let (modeldir, step) = (col("modeldir")?, col("step")?);
     let (test_acc, test_loss, train_acc, train_loss) =
         (col("test_accuracy")?, col("test_loss")?, col("train_accuracy")?, col("train_loss")?);
-    let mut out = Vec::new();
+    let mut out: Vec<MetricsRow> = Vec::new();
     for (i, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| fail(format!("row {}: {e}", i + 1)))?;
+        let rec = rec.map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(_) => unreadable(e),
+            _ => fail(format!("row {}: {e}", i + 1)),
+        })?;
         let num = |k: usize| rec.get(k).and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(f64::NAN);
         let step_value = rec
             .get(step)
             .and_then(|s| s.trim().parse::<f64>().ok())
             .filter(|s| *s >= 0.0 && s.fract() == 0.0)
             .ok_or_else(|| fail(format!("row {}: `step` is not a non-negative integer", i + 1)))?;
-        let config = header
+        let config: BTreeMap<String, String> = header
             .iter()
             .enumerate()
             .filter(|(_, h)| h.starts_with("config."))
             .map(|(k, h)| (h.clone(), rec.get(k).unwrap_or("").to_string()))
             .collect();
+        let config = match out.last() {
+            Some(prev) if *prev.config == config => prev.config.clone(),
+            _ => std::sync::Arc::new(config),
+        };
         out.push(MetricsRow {
             modeldir: rec.get(modeldir).unwrap_or("").to_string(),
             step: step_value as usize,
