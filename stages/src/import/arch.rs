@@ -24,6 +24,12 @@ use wspace_stage_api::StageError;
 use crate::tensors::{candle_error, NamedTensors};
 use crate::zoo::store::ParamShape;
 
+/// The architectures a zoo's `arch` names: itself, or each of `mixed:<a>,<b>,…` (an imported zoo whose
+/// models differ, `zoo.csv` naming each model's own).
+pub fn members(arch: &str) -> Vec<&str> {
+    arch.strip_prefix("mixed:").map_or_else(|| vec![arch], |m| m.split(',').collect())
+}
+
 /// A pointwise activation (`model::nlin`, `config.activation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nlin {

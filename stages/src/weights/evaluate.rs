@@ -36,7 +36,8 @@
 //! Reconstructions of BatchNorm architectures (`resnet18`) have their running statistics refit on the
 //! first 256 of the task's *training* images before they are compared (the `mean` reference is not
 //! refit: it stands for "no information about the model"). Inputs are pixels/255 without per-channel
-//! normalisation.
+//! normalisation, except where the zoo records its source's preprocessing (an imported zoo's
+//! `zoo.json` `input`: `(pixel/255 − mean) / std`).
 //!
 //! # Output (a directory)
 //! | file | content |
@@ -299,7 +300,7 @@ impl References {
         mean.write(&decoded_dir.join("mean.safetensors"))?;
         // An imported zoo of several activations (`mixed:a,b`) runs each model as its own `arch`; the
         // checks below read the first.
-        let arch = pca.arch.strip_prefix("mixed:").and_then(|m| m.split(',').next()).unwrap_or(&pca.arch);
+        let arch = crate::import::arch::members(&pca.arch)[0];
         let mean_net = Network::build(arch, &mean)?.with_input(data.image_shape(), input);
         let image_len = mean_net.image_len();
         if data.test.image_len != image_len {

@@ -4,7 +4,8 @@
 //! Architectures:
 //! - `cnn-s`: no normalisation layers, nothing to refit; the project's fast kernel ([`crate::nn`]).
 //! - the imported architectures of [`crate::import::arch`] (`cnn-s-c<K>-<nlin>`, `small-cnn-<nlin>`):
-//!   their own forward pass through candle, `K` outputs, 1 × 28 × 28 grey images, pixels/255.
+//!   their own forward pass through candle, `K` outputs, 1 × 28 × 28 grey images, pixels/255 then the
+//!   source's preprocessing ([`Network::with_input`]).
 //! - `resnet18` ([`crate::resnet`]): BatchNorm buffers the decoded tensors lack (the PCA sees what the
 //!   zoo's `zoo.json` lists; the thesis encoded `model.parameters()` only) start as PyTorch's (mean 0,
 //!   var 1). [`Network::refit_normalisation`] then refits every BatchNorm's running statistics as SANE
@@ -85,7 +86,8 @@ impl Network {
         }
     }
 
-    /// Sets the input image shape and transform (ResNet-18; `cnn-s` takes 1 × 28 × 28 only).
+    /// Sets the input image shape and transform (ResNet-18: both; an imported architecture: the
+    /// transform; `cnn-s` takes 1 × 28 × 28 pixels/255 only).
     pub fn with_input(mut self, image_shape: [usize; 3], transform: InputTransform) -> Self {
         match &mut self {
             Network::ResNet18 { shape, input, .. } => {

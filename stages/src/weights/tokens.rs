@@ -21,7 +21,7 @@
 
 use wspace_stage_api::StageError;
 
-use crate::import::arch::ImportArch;
+use crate::import::arch::{members, ImportArch};
 use crate::tensors::NamedTensors;
 use crate::zoo::store::ParamShape;
 
@@ -51,7 +51,7 @@ pub struct TokenLayout {
 /// The tensors of `arch`: one of [`ImportArch`]'s names, or `mixed:<names>` (an imported zoo whose
 /// models differ in their activation only) when every member has the same tensors.
 fn tensors_of(arch: &str) -> Result<Vec<ParamShape>, StageError> {
-    let names: Vec<&str> = arch.strip_prefix("mixed:").map_or_else(|| vec![arch], |m| m.split(',').collect());
+    let names = members(arch);
     let mut layouts = Vec::with_capacity(names.len());
     for name in names {
         let Some(described) = ImportArch::from_name(name) else {

@@ -61,8 +61,8 @@
 //! | `zoo.csv` | the input's, byte for byte (same rows, same `file` names) |
 //! | `models/*.safetensors` | the canonicalised weights: same file names, tensor names, shapes and order |
 //! | `zoo.json` | the input's, plus `canonicalisation`: `kind`, `version`, the resolved `params` |
-//! | `reference.safetensors` | the reference the zoo was aligned to (cnn-s tensor names) |
-//! | `alignment.csv` | per row: `model_id, checkpoint, file, sweeps, converged, conv1, conv2, conv3, fc1` (each `π_l` as space-separated model unit indices), `conv3_flips, fc1_flips` (0/1 per aligned unit) |
+//! | `reference.safetensors` | the reference the zoo was aligned to (the zoo's tensor names) |
+//! | `alignment.csv` | per row: `model_id, checkpoint, file, sweeps, converged`, one column per hidden layer (cnn-s: `conv1, conv2, conv3, fc1`; each `π_l` as space-separated model unit indices), then `<layer>_flips` for each sign-symmetric layer (cnn-s: `conv3_flips, fc1_flips`; 0/1 per aligned unit) |
 //! | `metrics.json` | the input zoo's metrics under `zoo`, and: `rows`, `fit_rows`, `distance_to_reference.{before,after}` (mean L2 over rows), `rms_pairwise_distance.{before,after}` (over the `reference_checkpoint` ok rows), `units_moved` (fraction of hidden units not at their own index), `units_moved_by_layer.{conv1,…}`, `signs_flipped` (fraction of sign-symmetric units negated), `sweeps.{mean,max}`, `not_converged`, `skipped_non_finite` |
 //!
 //! Supported: every architecture described in [`crate::import::arch`], read from there as data
@@ -85,7 +85,7 @@ use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, St
 
 use super::store::{Checkpoint, ParamShape, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
-use crate::import::arch::ImportArch;
+use crate::import::arch::{members, ImportArch};
 use crate::tensors::{self, csv_row, NamedTensors};
 
 pub use super::matching::{align, canonicalise, max_assignment, AlignOptions, Aligned, Alignment, Layer, Net};
@@ -228,8 +228,7 @@ fn check_arch(zoo_dir: &Path) -> Result<Net, StageError> {
             ),
         ));
     };
-    let first = meta.arch.strip_prefix("mixed:").and_then(|m| m.split(',').next()).unwrap_or(&meta.arch);
-    let expected = ImportArch::from_name(first).map(|a| a.tensors()).unwrap_or_default();
+    let expected = ImportArch::from_name(members(&meta.arch)[0]).map(|a| a.tensors()).unwrap_or_default();
     if meta.parameters != expected {
         return Err(StageError::input(
             "zoo",

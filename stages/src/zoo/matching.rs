@@ -3,7 +3,7 @@
 //! element ([`Alignment`]) and how it acts on flat weights, and the alignment of one model to a
 //! reference ([`align`]). The maths and the order of the steps: the [`super::canonical`] module doc.
 
-use crate::import::arch::{ImportArch, Nlin};
+use crate::import::arch::{members, ImportArch, Nlin};
 
 /// One hidden layer as the alignment sees it: its own tensor (rows = units), its bias, and the next
 /// tensor, whose columns come in one block of `block` values per unit of this layer.
@@ -79,8 +79,8 @@ impl Net {
     /// The symmetries of the zoo architecture `arch`: an [`ImportArch`] name, or `mixed:<names>` whose
     /// members have the same tensors (sign flips then only where every member has them).
     pub fn from_arch(arch: &str) -> Option<Net> {
-        let names: Vec<&str> = arch.strip_prefix("mixed:").map_or_else(|| vec![arch], |m| m.split(',').collect());
-        let nets: Vec<Net> = names.iter().map(|n| ImportArch::from_name(n).map(|a| Net::of(&a))).collect::<Option<_>>()?;
+        let nets: Vec<Net> =
+            members(arch).iter().map(|n| ImportArch::from_name(n).map(|a| Net::of(&a))).collect::<Option<_>>()?;
         let mut net = nets[0].clone();
         for other in &nets[1..] {
             if (other.head, other.len, other.hidden.len()) != (net.head, net.len, net.hidden.len()) {
