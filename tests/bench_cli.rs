@@ -1,4 +1,5 @@
-//! `wspace bench zoo` reports training throughput with the JSON fields scripts rely on.
+//! `wspace bench zoo` and `wspace bench align` report training throughput with the JSON fields scripts
+//! rely on.
 
 mod common;
 
@@ -39,4 +40,23 @@ fn bench_zoo_prints_images_per_second() {
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("Usage: wspace bench zoo") && text.contains("--threads <THREADS>"), "{text}");
+}
+
+#[test]
+fn bench_align_times_the_training_loop() {
+    let p = common::Project::new();
+    let args = ["bench", "align", "--pairs", "8", "--val", "4", "--epochs", "2", "--batch", "4", "--dataset-dim", "12"];
+    let out = p.wspace(
+        &[&args[..], &["--results-dim", "8", "--hidden", "8", "--latent-dim", "4", "--repeats", "1", "--format", "json"]]
+            .concat(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (median, per_second) = (v["median_s"].as_f64().unwrap(), v["pairs_per_s"].as_f64().unwrap());
+    assert!(median > 0.0);
+    assert!((per_second - 8.0 * 2.0 / median).abs() <= 1e-9 * per_second, "8 train pairs × 2 epochs per median run");
+    assert!(v["threads"].as_u64().unwrap() >= 1);
+    let bad = p.wspace(&["bench", "align", "--epochs", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--epochs <EPOCHS>"));
 }

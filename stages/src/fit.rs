@@ -21,10 +21,11 @@
 //! epoch's [`EpochLoss`] through [`Objective::after_epoch`] (e.g. to record a picture after epoch 1), and
 //! the run's [`Progress`] counts epochs.
 
-use candle_core::{Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{DType, Tensor, Var};
+use candle_nn::ParamsAdamW;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
+use rayon::prelude::*;
 use wspace_stage_api::{params, Fixed, Param, ParamSpec, Params, Progress, StageError};
 
 use crate::tensors::candle_error;
@@ -156,6 +157,65 @@ pub fn loss_chart(title: &str, y_label: &str, history: &[EpochLoss]) -> crate::p
     ))
 }
 
+/// candle-nn's `AdamW` step, fused: the same f32 operations in the same order (so the same bits; its
+/// `t · c` and `t + c` are `t · c + 0` and `t · 1 + c`, kept here), in one pass over each variable,
+/// where candle-nn makes a dozen tensor operations that each allocate a variable-sized buffer. The
+/// moments live here as plain vectors.
+struct FusedAdamW {
+    vars: Vec<(Var, Vec<f32>, Vec<f32>)>,
+    params: ParamsAdamW,
+    step: i32,
+}
+
+impl FusedAdamW {
+    fn new(vars: Vec<Var>, params: ParamsAdamW) -> candle_core::Result<FusedAdamW> {
+        let vars = vars
+            .into_iter()
+            .map(|v| {
+                if v.dtype() != DType::F32 {
+                    candle_core::bail!("AdamW: a {:?} variable (the loop trains f32 ones)", v.dtype());
+                }
+                let n = v.elem_count();
+                Ok((v, vec![0.0; n], vec![0.0; n]))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(FusedAdamW { vars, params, step: 0 })
+    }
+
+    fn backward_step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
+        let grads = loss.backward()?;
+        self.step += 1;
+        let p = &self.params;
+        let scale_m = 1f64 / (1f64 - p.beta1.powi(self.step));
+        let scale_v = 1f64 / (1f64 - p.beta2.powi(self.step));
+        let f = |x: f64| x as f32;
+        let (b1, c1, b2, c2) = (f(p.beta1), f(1.0 - p.beta1), f(p.beta2), f(1.0 - p.beta2));
+        let (sm, sv, decay, eps, lr) = (f(scale_m), f(scale_v), f(1f64 - p.lr * p.weight_decay), f(p.eps), f(p.lr));
+        for (var, m, v) in &mut self.vars {
+            let Some(g) = grads.get(var) else { continue };
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            let theta = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let mut next = vec![0.0f32; theta.len()];
+            next.par_iter_mut()
+                .zip(m.par_iter_mut())
+                .zip(v.par_iter_mut())
+                .zip(theta.par_iter())
+                .zip(g.par_iter())
+                .with_min_len(1 << 14)
+                .for_each(|((((out, m), v), &th), &g)| {
+                    let next_m = (*m * b1 + 0.0) + (g * c1 + 0.0);
+                    let next_v = (*v * b2 + 0.0) + ((g * g) * c2 + 0.0);
+                    let (m_hat, v_hat) = (next_m * sm + 0.0, next_v * sv + 0.0);
+                    let adjusted = m_hat / (v_hat.sqrt() * 1.0 + eps);
+                    *out = (th * decay + 0.0) - (adjusted * lr + 0.0);
+                    (*m, *v) = (next_m, next_v);
+                });
+            var.set(&Tensor::from_vec(next, var.shape(), var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
 fn snapshot(vars: &[Var], what: &str) -> Result<Vec<Tensor>, StageError> {
     vars.iter().map(|v| v.as_tensor().copy().map_err(candle_error(what))).collect()
 }
@@ -166,7 +226,7 @@ pub fn fit(objective: &mut impl Objective, rows: &[usize], opts: &FitOptions) ->
     let p = &opts.params;
     let vars = objective.vars();
     let adamw = ParamsAdamW { lr: p.lr, weight_decay: p.weight_decay, ..Default::default() };
-    let mut opt = AdamW::new(vars.clone(), adamw).map_err(&e)?;
+    let mut opt = FusedAdamW::new(vars.clone(), adamw).map_err(&e)?;
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ opts.shuffle_salt);
     let mut order = rows.to_vec();
     let mut history = Vec::new();

@@ -32,7 +32,7 @@ pub use wspace_stage_api::Bench;
 
 /// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.
 pub fn benches() -> Vec<(&'static str, Bench)> {
-    vec![("zoo", zoo::bench::bench_zoo), ("pca", weights::bench::bench_pca)]
+    vec![("zoo", zoo::bench::bench_zoo), ("pca", weights::bench::bench_pca), ("align", generate::bench::bench_align)]
 }
 
 /// Every stage kind this crate provides.

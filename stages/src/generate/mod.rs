@@ -21,6 +21,7 @@
 //!   opening with the headline table ([`headline`]).
 
 pub mod align;
+pub mod bench;
 pub mod evaluate;
 pub mod flow;
 pub mod generator;
