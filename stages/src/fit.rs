@@ -70,6 +70,13 @@ impl FitParams {
         ])
     }
 
+    /// A kind's parameters: its own (`own`), then the loop's ([`FitParams::specs`]).
+    pub fn specs_after(own: &[Param], defaults: &FitParams, batch_doc: &'static str) -> Vec<ParamSpec> {
+        let mut specs = Param::specs(own);
+        specs.extend(FitParams::specs(defaults, batch_doc));
+        specs
+    }
+
     pub fn from_params(p: Params) -> Result<FitParams, StageError> {
         Ok(FitParams {
             epochs: p.positive(&EPOCHS)?,

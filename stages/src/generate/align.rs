@@ -435,9 +435,7 @@ impl StageKind for AlignKind {
         "results encoder + shared encoder: (dataset, loss) → weight latent, trained with NT-Xent"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        let mut specs = Param::specs(PARAMS);
-        specs.extend(FitParams::specs(&FIT_DEFAULTS, "pairs per batch (the negatives), at least 2"));
-        specs
+        FitParams::specs_after(PARAMS, &FIT_DEFAULTS, "pairs per batch (the negatives), at least 2")
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![

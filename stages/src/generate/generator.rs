@@ -481,9 +481,7 @@ impl StageKind for GeneratorKind {
         "P(W | D, R): head rows from class embeddings in prompt order and the target loss, one learned body; distilled from the zoo"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        let mut specs = Param::specs(PARAMS);
-        specs.extend(FitParams::specs(&FIT_DEFAULTS, "zoo rows per step"));
-        specs
+        FitParams::specs_after(PARAMS, &FIT_DEFAULTS, "zoo rows per step")
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![

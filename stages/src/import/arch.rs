@@ -30,6 +30,20 @@ pub fn members(arch: &str) -> Vec<&str> {
     arch.strip_prefix("mixed:").map_or_else(|| vec![arch], |m| m.split(',').collect())
 }
 
+/// The tensors of the zoo architecture `arch` ([`members`]): every member must be an [`ImportArch`]
+/// name, and all must have the same tensors. `Err`: what is wrong, naming the architecture.
+pub fn tensors_of(arch: &str) -> Result<Vec<ParamShape>, String> {
+    let mut layouts = Vec::new();
+    for name in members(arch) {
+        let described = ImportArch::from_name(name).ok_or_else(|| format!("unknown architecture `{name}`"))?;
+        layouts.push(described.tensors());
+    }
+    if layouts.windows(2).any(|w| w[0] != w[1]) {
+        return Err(format!("the models of `{arch}` have different tensors"));
+    }
+    Ok(layouts.swap_remove(0))
+}
+
 /// A pointwise activation (`model::nlin`, `config.activation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nlin {

@@ -45,6 +45,21 @@ pub use net::{Isa, Workspace};
 pub use optim::{Optimizer, OptimizerState};
 pub use train::{evaluate, logits_f32, logits_n_u8, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};
 
+/// Mean cross-entropy of `logits` (any number of outputs) divided by `scale` (> 0) against `labels`,
+/// in f64 (log-sum-exp after the largest value); NaN for no labels or a scale ≤ 0.
+pub fn mean_cross_entropy<T: AsRef<[f32]>>(logits: &[T], labels: &[u8], scale: f64) -> f64 {
+    if labels.is_empty() || scale <= 0.0 {
+        return f64::NAN;
+    }
+    let mut sum = 0.0;
+    for (z, &y) in logits.iter().zip(labels) {
+        let v: Vec<f64> = z.as_ref().iter().map(|&x| x as f64 / scale).collect();
+        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        sum += m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - v[y as usize];
+    }
+    sum / labels.len() as f64
+}
+
 /// The predicted class of one image's logits: the first maximum (a later value wins only if strictly
 /// greater), as the kernels count correct predictions and as `torch.argmax` does.
 pub fn argmax(logits: &[f32]) -> usize {

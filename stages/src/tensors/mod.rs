@@ -86,6 +86,21 @@ impl NamedTensors {
         self.0.iter().map(|t| (t.name.as_str(), t.shape.as_slice(), t.values.as_slice()))
     }
 
+    /// The inverse of [`NamedTensors::flat`]: `flat` cut into tensors of these names and shapes, in
+    /// order (`flat` holds at least their values).
+    pub fn unflatten<'a>(flat: &[f32], shapes: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> NamedTensors {
+        let mut at = 0;
+        let tensors = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                at += len;
+                NamedTensor::new(name.to_string(), shape.to_vec(), flat[at - len..at].to_vec())
+            })
+            .collect();
+        NamedTensors(tensors)
+    }
+
     /// Every value, tensors concatenated in order.
     pub fn flat(&self) -> Vec<f32> {
         self.0.iter().flat_map(|t| t.values.iter().copied()).collect()

@@ -121,8 +121,7 @@ impl StageKind for AutoencoderKind {
         "weight autoencoder, early-stopped on the val split: an MLP on the normalised PCA coefficients, or a transformer on weight tokens"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        let mut specs = Param::specs(PARAMS.0);
-        specs.extend(FitParams::specs(&FIT_DEFAULTS, "mini-batch size"));
+        let mut specs = FitParams::specs_after(PARAMS.0, &FIT_DEFAULTS, "mini-batch size");
         specs.extend(Param::specs(PARAMS.1));
         specs
     }

@@ -214,22 +214,17 @@ fn task_test_images(row: &ZooRow, tasks: Option<&Tasks>, data: &Dataset) -> Resu
 }
 
 /// Calibration images for normalisation refits: the first [`CALIBRATION_IMAGES`] of the task's
-/// training images (never its test images).
+/// training images (without `tasks`: of the dataset's), never its test images.
 const CALIBRATION_IMAGES: usize = 256;
 
 fn calibration_images(row: &ZooRow, tasks: Option<&Tasks>, data: &Dataset) -> Vec<u8> {
-    let all: Vec<usize>;
-    let train = match tasks {
-        Some(tasks) => match tasks.tasks.get(row.task_id) {
-            Some(task) => &task.train,
-            None => return Vec::new(),
-        },
-        None => {
-            all = (0..data.train.len()).collect();
-            &all
+    let indices: Vec<usize> = match tasks {
+        Some(tasks) => {
+            tasks.tasks.get(row.task_id).map(|t| t.train.iter().copied().take(CALIBRATION_IMAGES).collect()).unwrap_or_default()
         }
+        None => (0..data.train.len().min(CALIBRATION_IMAGES)).collect(),
     };
-    train.iter().take(CALIBRATION_IMAGES).filter(|&&i| i < data.train.len()).flat_map(|&i| data.train.image(i).to_vec()).collect()
+    indices.into_iter().filter(|&i| i < data.train.len()).flat_map(|i| data.train.image(i).to_vec()).collect()
 }
 
 /// A decoded network for `data`'s images (preprocessed by `input`), its normalisation statistics refit on `calibration`
@@ -276,10 +271,11 @@ fn accuracy(logits: &[Vec<f32>], labels: &[u8]) -> f64 {
 }
 
 /// What every model is compared with besides its own reconstructions: the `mean` reference (the
-/// decoded mean train coefficients) and the synthetic images.
+/// decoded mean train coefficients, as a network of each architecture the zoo holds: an imported zoo
+/// of several activations, `mixed:a,b`, runs each model as its own `arch`) and the synthetic images.
 struct References {
-    mean: NamedTensors,
     mean_weights: Vec<f32>,
+    mean_nets: BTreeMap<String, Network>,
     synthetic: Vec<f32>,
 }
 
@@ -298,10 +294,12 @@ impl References {
         std::fs::create_dir_all(&decoded_dir).map_err(|e| StageError::io(&decoded_dir, e))?;
         let mean = pca.decode(&pca.coefficient_mean)?;
         mean.write(&decoded_dir.join("mean.safetensors"))?;
-        // An imported zoo of several activations (`mixed:a,b`) runs each model as its own `arch`; the
-        // checks below read the first.
-        let arch = crate::import::arch::members(&pca.arch)[0];
-        let mean_net = Network::build(arch, &mean)?.with_input(data.image_shape(), input);
+        let mean_nets: BTreeMap<String, Network> = crate::import::arch::members(&pca.arch)
+            .into_iter()
+            .map(|arch| Ok((arch.to_string(), Network::build(arch, &mean)?.with_input(data.image_shape(), input))))
+            .collect::<Result<_, StageError>>()?;
+        // The members share their tensors, inputs and outputs: the checks read the first.
+        let (arch, mean_net) = mean_nets.iter().next().expect("an architecture has at least one member");
         let image_len = mean_net.image_len();
         if data.test.image_len != image_len {
             return Err(StageError::input(
@@ -321,7 +319,7 @@ impl References {
                 ));
             }
         }
-        Ok(References { mean_weights: mean.flat(), mean, synthetic })
+        Ok(References { mean_weights: mean.flat(), mean_nets, synthetic })
     }
 }
 
@@ -380,8 +378,13 @@ fn compare_model<'a>(
             push(refined, &codec.decode(&better)?.remove(0))?;
         }
     }
-    let mean_net = Network::build(arch, &x.references.mean)?.with_input(data.image_shape(), input);
-    let mean = (x.references.mean_weights.as_slice(), &mean_net);
+    let mean_net = x.references.mean_nets.get(arch.as_str()).ok_or_else(|| {
+        StageError::input(
+            "zoo",
+            format!("model {} is `{arch}`, which its `zoo.json` arch `{}` does not name", row.model_id, x.pca.arch),
+        )
+    })?;
+    let mean = (x.references.mean_weights.as_slice(), mean_net);
     comparisons.push(compare("mean", "decoded/mean.safetensors".into(), (&w, &net), mean, synthetic, real)?);
     Ok((row, comparisons))
 }

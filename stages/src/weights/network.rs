@@ -171,7 +171,10 @@ impl Network {
                     .map(rows)
                     .map_err(candle_error("resnet18"))
             }
-            Network::Imported { .. } => self.logits_f32(&images.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>()),
+            Network::Imported { arch, weights, input } => {
+                let (mean, std) = (input.mean[0], input.std[0]);
+                arch.logits_f32(weights, &images.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect::<Vec<_>>())
+            }
         }
     }
 
@@ -217,15 +220,9 @@ impl Network {
     }
 }
 
-/// Mean cross-entropy (log-sum-exp in f64) and accuracy (first maximum) of `logits` against `labels`.
+/// Mean cross-entropy and accuracy (first maximum) of `logits` against `labels`.
 fn evaluation(logits: &[Vec<f32>], labels: &[u8]) -> Evaluation {
-    let n = logits.len().min(labels.len());
-    let (mut loss, mut correct) = (0.0f64, 0usize);
-    for (z, &y) in logits.iter().zip(labels) {
-        let top = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-        let lse = top + z.iter().map(|&v| (v as f64 - top).exp()).sum::<f64>().ln();
-        loss += lse - z.get(y as usize).map_or(f64::NAN, |&v| v as f64);
-        correct += usize::from(nn::argmax(z) == y as usize);
-    }
-    Evaluation { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, n }
+    let n = labels.len();
+    let correct = logits.iter().zip(labels).filter(|(z, &y)| nn::argmax(z) == y as usize).count();
+    Evaluation { loss: nn::mean_cross_entropy(logits, labels, 1.0), accuracy: correct as f64 / n.max(1) as f64, n }
 }

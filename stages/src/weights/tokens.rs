@@ -21,7 +21,7 @@
 
 use wspace_stage_api::StageError;
 
-use crate::import::arch::{members, ImportArch};
+use crate::import::arch::tensors_of;
 use crate::tensors::NamedTensors;
 use crate::zoo::store::ParamShape;
 
@@ -45,68 +45,31 @@ pub struct TokenLayout {
     /// Values per token (padding included).
     pub width: usize,
     /// The architecture's tensors in `state_dict` order (what detokenising rebuilds).
-    specs: Vec<Spec>,
-}
-
-/// The tensors of `arch`: one of [`ImportArch`]'s names, or `mixed:<names>` (an imported zoo whose
-/// models differ in their activation only) when every member has the same tensors.
-fn tensors_of(arch: &str) -> Result<Vec<ParamShape>, StageError> {
-    let names = members(arch);
-    let mut layouts = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(described) = ImportArch::from_name(name) else {
-            return Err(StageError::msg(format!(
-                "the tokeniser does not know architecture `{name}` (it tokenises: cnn-s, cnn-s-c<K>-<nlin>, small-cnn-<nlin>[-valid])"
-            )));
-        };
-        layouts.push(described.tensors());
-    }
-    if layouts.windows(2).any(|w| w[0] != w[1]) {
-        return Err(StageError::msg(format!("the models of `{arch}` have different tensors: one token layout cannot hold them")));
-    }
-    Ok(layouts.swap_remove(0))
-}
-
-/// One tensor of the flat weights.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Spec {
-    name: String,
-    shape: Vec<usize>,
-    offset: usize,
-}
-
-impl Spec {
-    fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-    fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.len()
-    }
+    specs: Vec<ParamShape>,
 }
 
 impl TokenLayout {
     /// The layout of `arch` at token width `width` (`None`: the widest layer's `fan_in + 1`).
     pub fn new(arch: &str, width: Option<usize>) -> Result<TokenLayout, StageError> {
+        let specs = tensors_of(arch).map_err(|e| {
+            StageError::msg(format!(
+                "the tokeniser cannot lay out `{arch}`: {e} (it tokenises: cnn-s, cnn-s-c<K>-<nlin>, small-cnn-<nlin>[-valid], and mixed: zoos of one set of tensors)"
+            ))
+        })?;
         let mut offset = 0;
-        let specs: Vec<Spec> = tensors_of(arch)?
-            .into_iter()
-            .map(|t| {
-                let spec = Spec { name: t.name, shape: t.shape, offset };
-                offset += spec.len();
-                spec
-            })
-            .collect();
         let layers: Vec<TokenLayer> = specs
             .chunks_exact(2)
             .map(|p| {
                 let (w, b) = (&p[0], &p[1]);
-                TokenLayer {
+                let layer = TokenLayer {
                     name: w.name.trim_end_matches(".weight").to_string(),
                     units: w.shape[0],
                     fan_in: w.len() / w.shape[0],
-                    weight: w.offset,
-                    bias: b.offset,
-                }
+                    weight: offset,
+                    bias: offset + w.len(),
+                };
+                offset += w.len() + b.len();
+                layer
             })
             .collect();
         let widest = layers.iter().map(|l| l.fan_in + 1).max().unwrap_or(0);
@@ -132,7 +95,7 @@ impl TokenLayout {
 
     /// Number of weights (flat length).
     pub fn weights(&self) -> usize {
-        self.specs.iter().map(Spec::len).sum()
+        self.specs.iter().map(ParamShape::len).sum()
     }
 
     /// `(layer, unit)` of every token, in token order.
@@ -208,6 +171,6 @@ impl TokenLayout {
 
     /// Flat weights → named tensors with the architecture's names and shapes, in `state_dict` order.
     pub fn named(&self, flat: &[f32]) -> NamedTensors {
-        self.specs.iter().map(|s| (s.name.clone(), s.shape.clone(), flat[s.range()].to_vec())).collect::<Vec<_>>().into()
+        NamedTensors::unflatten(flat, self.specs.iter().map(|s| (s.name.as_str(), s.shape.as_slice())))
     }
 }

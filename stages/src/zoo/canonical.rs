@@ -85,7 +85,7 @@ use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, St
 
 use super::store::{Checkpoint, ParamShape, Zoo, ZooMeta, ZooRow};
 use crate::data::TaskSplit;
-use crate::import::arch::{members, ImportArch};
+use crate::import::arch::tensors_of;
 use crate::tensors::{self, csv_row, NamedTensors};
 
 pub use super::matching::{align, canonicalise, max_assignment, AlignOptions, Aligned, Alignment, Layer, Net};
@@ -228,8 +228,7 @@ fn check_arch(zoo_dir: &Path) -> Result<Net, StageError> {
             ),
         ));
     };
-    let expected = ImportArch::from_name(members(&meta.arch)[0]).map(|a| a.tensors()).unwrap_or_default();
-    if meta.parameters != expected {
+    if tensors_of(&meta.arch).ok().as_ref() != Some(&meta.parameters) {
         return Err(StageError::input(
             "zoo",
             format!(
@@ -458,16 +457,7 @@ fn write_alignment_csv(path: &Path, net: &Net, rows: &[ZooRow], results: &[Optio
 
 /// Flat weights as the zoo's tensors (names and shapes of `zoo.json`, in order).
 fn named(parameters: &[ParamShape], flat: &[f32]) -> NamedTensors {
-    let mut at = 0;
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = parameters
-        .iter()
-        .map(|p| {
-            let t = (p.name.clone(), p.shape.clone(), flat[at..at + p.len()].to_vec());
-            at += p.len();
-            t
-        })
-        .collect();
-    tensors.into()
+    NamedTensors::unflatten(flat, parameters.iter().map(|p| (p.name.as_str(), p.shape.as_slice())))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! element ([`Alignment`]) and how it acts on flat weights, and the alignment of one model to a
 //! reference ([`align`]). The maths and the order of the steps: the [`super::canonical`] module doc.
 
-use crate::import::arch::{members, ImportArch, Nlin};
+use crate::import::arch::{members, tensors_of, ImportArch, Nlin};
 
 /// One hidden layer as the alignment sees it: its own tensor (rows = units), its bias, and the next
 /// tensor, whose columns come in one block of `block` values per unit of this layer.
@@ -79,17 +79,11 @@ impl Net {
     /// The symmetries of the zoo architecture `arch`: an [`ImportArch`] name, or `mixed:<names>` whose
     /// members have the same tensors (sign flips then only where every member has them).
     pub fn from_arch(arch: &str) -> Option<Net> {
-        let nets: Vec<Net> =
-            members(arch).iter().map(|n| ImportArch::from_name(n).map(|a| Net::of(&a))).collect::<Option<_>>()?;
-        let mut net = nets[0].clone();
-        for other in &nets[1..] {
-            if (other.head, other.len, other.hidden.len()) != (net.head, net.len, net.hidden.len()) {
-                return None;
-            }
+        tensors_of(arch).ok()?;
+        let mut nets = members(arch).into_iter().filter_map(ImportArch::from_name).map(|a| Net::of(&a));
+        let mut net = nets.next()?;
+        for other in nets {
             for (l, o) in net.hidden.iter_mut().zip(&other.hidden) {
-                if (l.w, l.units, l.row) != (o.w, o.units, o.row) {
-                    return None;
-                }
                 l.signs &= o.signs;
             }
         }

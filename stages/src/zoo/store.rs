@@ -89,7 +89,7 @@ impl ZooRow {
 }
 
 /// A parameter tensor's name and shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamShape {
     pub name: String,
     pub shape: Vec<usize>,

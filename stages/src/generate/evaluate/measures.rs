@@ -149,16 +149,7 @@ pub fn error_iou(a: &[u8], b: &[u8], labels: &[u8]) -> f64 {
 /// Mean cross-entropy of `logits` divided by `s` (`s > 0`), in f64: the loss of a model whose head was
 /// multiplied by `s`, before it was (the head's product is linear in the head).
 pub fn unscaled_loss<T: AsRef<[f32]>>(logits: &[T], labels: &[u8], s: f64) -> f64 {
-    if labels.is_empty() || s <= 0.0 {
-        return f64::NAN;
-    }
-    let mut sum = 0.0;
-    for (z, &y) in logits.iter().zip(labels) {
-        let v: Vec<f64> = z.as_ref().iter().map(|&x| x as f64 / s).collect();
-        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        sum += m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - v[y as usize];
-    }
-    sum / labels.len() as f64
+    crate::nn::mean_cross_entropy(logits, labels, s)
 }
 
 /// The mean over groups (a group id per item) of the mean of `pair(i, j)` over the pairs `i < j` of

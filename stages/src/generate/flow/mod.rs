@@ -338,9 +338,7 @@ impl StageKind for FlowKind {
         "P(W | D, R) over whole networks: conditional flow matching on a token codec's latents (classes in prompt order, dataset, target loss)"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        let mut specs = Param::specs(PARAMS);
-        specs.extend(FitParams::specs(&FIT_DEFAULTS, "training latents per step"));
-        specs
+        FitParams::specs_after(PARAMS, &FIT_DEFAULTS, "training latents per step")
     }
     fn inputs(&self) -> Inputs {
         Inputs::Slots(vec![
