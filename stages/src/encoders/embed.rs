@@ -21,7 +21,7 @@ use super::encoder::{Encoder, EncoderName, ImageShape};
 use super::probe;
 use crate::data::{Dataset, Tasks};
 use crate::plot::{self, Heatmap};
-use crate::tensors::{self, csv_row, write_json};
+use crate::tensors::{self, csv_row, finite_json as num, write_json};
 
 /// The checked parameters of a `dataset-embed` stage.
 #[derive(Debug, Clone)]
@@ -141,15 +141,6 @@ pub fn embed(
         class_counts,
         eval_images: test_images.len(),
     })
-}
-
-/// A JSON number, or `null` for NaN (no evaluation images).
-fn num(x: f64) -> serde_json::Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        serde_json::Value::Null
-    }
 }
 
 /// Writes the stage output (see the table in [`super`]'s doc) into `out`.

@@ -46,6 +46,15 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Stage
     serde_json::from_slice(&bytes).map_err(|e| StageError::msg(format!("{}: invalid JSON: {e}", path.display())))
 }
 
+/// A finite number as JSON, else `null` (JSON has no NaN or ∞).
+pub fn finite_json(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
 /// The value at a dotted path (`"nn_noise_matched.accuracy"`) of a JSON object, if there is one.
 pub fn json_path<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     path.split('.').try_fold(v, |v, k| v.get(k))

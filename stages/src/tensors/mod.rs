@@ -17,7 +17,7 @@ mod safetensors_file;
 
 pub(crate) use io::csv_row;
 pub use io::{
-    candle_error, json_bytes, json_path, read, read_json, read_records, write, write_atomic, write_csv, write_json,
+    candle_error, finite_json, json_bytes, json_path, read, read_json, read_records, write, write_atomic, write_csv, write_json,
     write_json_with, write_records,
 };
 pub use safetensors_file::{f32_bytes, f32_from_bytes, i64_bytes, safetensors_bytes, write_safetensors, TensorFile};

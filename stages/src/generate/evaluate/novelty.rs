@@ -1,7 +1,8 @@
 //! Novelty and diversity (see the module doc): the natural reference of the replicas, the weight
 //! distances between draws and between replicas, and memorisation on the zoo's own tasks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Value as Json};
 
@@ -9,16 +10,8 @@ use super::baselines::Matched;
 use super::measures::{agreement, diversity, error_iou, finite_mean, mean_score, mean_within_groups, Score};
 use super::scoring::{max_iou, Reference, SampleEval, TaskRefs};
 use crate::generate::sample::SampleRow;
+pub use crate::tensors::finite_json as num;
 use crate::tensors::NamedTensors;
-
-/// A finite number as JSON, else `null`.
-pub fn num(v: f64) -> Json {
-    if v.is_finite() {
-        json!(v)
-    } else {
-        Json::Null
-    }
-}
 
 /// The mean over `tasks` of a per-task value of its replicas (tasks with fewer than two replicas left
 /// out): `pair(a, b, labels)` averaged over the task's pairs of replicas.
@@ -73,12 +66,16 @@ pub fn weight_distances(samples: &[SampleRow], evals: &[SampleEval], refs: &BTre
     let prompts: Vec<usize> = samples.iter().map(|s| s.prompt).collect();
     let names: Vec<String> =
         evals.first().map_or_else(Vec::new, |e| e.weights.iter().map(|t| t.name.clone()).chain(["body".to_string()]).collect());
+    // Each pair's distances once, for every tensor (keyed by the two models' addresses).
+    let cache: RefCell<HashMap<(usize, usize), BTreeMap<String, f64>>> = RefCell::default();
+    let distance = |a: &NamedTensors, b: &NamedTensors, name: &str| -> f64 {
+        let key = (a as *const NamedTensors as usize, b as *const NamedTensors as usize);
+        cache.borrow_mut().entry(key).or_insert_with(|| distances(a, b, head)).get(name).copied().unwrap_or(f64::NAN)
+    };
     let mut out = serde_json::Map::new();
     for name in names {
-        let draws = mean_within_groups(&prompts, |i, j| distances(&evals[i].weights, &evals[j].weights, head)[&name]);
-        let replicas = over_replica_pairs(refs, &tasks_of(samples), |a, b, _| {
-            distances(&a.weights, &b.weights, head).get(&name).copied().unwrap_or(f64::NAN)
-        });
+        let draws = mean_within_groups(&prompts, |i, j| distance(&evals[i].weights, &evals[j].weights, &name));
+        let replicas = over_replica_pairs(refs, &tasks_of(samples), |a, b, _| distance(&a.weights, &b.weights, &name));
         out.insert(name, json!({ "draws": num(draws), "replicas": num(replicas) }));
     }
     Json::Object(out)
