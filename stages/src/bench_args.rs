@@ -34,6 +34,50 @@ pub(crate) fn positive(value: &str) -> Result<usize, String> {
     }
 }
 
+/// Runs `f` `repeats` times (at least once): the best and the median wall time, in seconds.
+pub(crate) fn time_runs(repeats: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = std::time::Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[0], times[times.len() / 2]))
+}
+
+/// A learned stage's benchmark result, the run's best and median wall time: per run `count` models
+/// (or examples), and `images` probe images through the `cnn-s` kernel (forward and backward); `what`
+/// describes the run, `extra` adds its settings to the JSON.
+pub(crate) fn report(
+    bench: &str,
+    what: String,
+    (best, median): (f64, f64),
+    (count, images): (usize, usize),
+    extra: serde_json::Value,
+    format: Format,
+) -> String {
+    let threads = rayon::current_num_threads();
+    let (rows_per_s, images_per_s) = (count as f64 / median, images as f64 / median);
+    if format == Format::Json {
+        let mut j = serde_json::json!({
+            "bench": bench, "threads": threads, "best_s": best, "median_s": median,
+            "rows_per_s": rows_per_s, "rows_per_s_per_thread": rows_per_s / threads as f64, "images_per_s": images_per_s, "images_per_s_per_thread": images_per_s / threads as f64,
+        });
+        if let (Some(o), Some(x)) = (j.as_object_mut(), extra.as_object()) {
+            o.extend(x.clone());
+        }
+        j.to_string()
+    } else {
+        let images = if images > 0 {
+            format!(", {images_per_s:.0} behavioural images/s, {:.0} per thread", images_per_s / threads as f64)
+        } else {
+            String::new()
+        };
+        format!("{what}, {threads} threads: best {best:.3} s, median {median:.3} s ({rows_per_s:.1} rows/s{images})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub mod ntxent;
 pub mod plot;
 pub mod resnet;
 pub mod sampling;
+mod synthetic;
 pub mod tensors;
 pub mod weights;
 pub mod zoo;
@@ -32,7 +33,15 @@ pub use wspace_stage_api::Bench;
 
 /// Benchmarks offered as `wspace bench NAME`: `(name, function)`; see each function's doc.
 pub fn benches() -> Vec<(&'static str, Bench)> {
-    vec![("zoo", zoo::bench::bench_zoo), ("pca", weights::bench::bench_pca), ("align", generate::bench::bench_align)]
+    vec![
+        ("zoo", zoo::bench::bench_zoo),
+        ("pca", weights::bench::bench_pca),
+        ("align", generate::bench::bench_align),
+        ("autoencoder", weights::bench_codecs::bench_autoencoder),
+        ("refine", weights::bench_codecs::bench_refine),
+        ("generator", generate::bench::bench_generator),
+        ("flow", generate::bench::bench_flow),
+    ]
 }
 
 /// Every stage kind this crate provides.

@@ -307,10 +307,10 @@ impl GeneratorOptions {
 }
 
 /// One training example: prompt without ξ, and the zoo model's behaviour.
-struct Example {
-    classes: [usize; 3],
-    loss: f64,
-    probe: Probe,
+pub(super) struct Example {
+    pub classes: [usize; 3],
+    pub loss: f64,
+    pub probe: Probe,
 }
 
 /// Mean loss `(1 − λ)·distillation + λ·cross-entropy` of the generated models on the examples' probes,
@@ -409,25 +409,37 @@ pub fn train(
         loss_max,
     };
     let gen = Generator::init(config, &body, embeddings, opts.fit.seed)?;
-    for ex in train_ex.iter().chain(&val_ex) {
+    let (fitted, val_untrained) = fit_examples(&gen, (&train_ex, &val_ex), opts, progress)?;
+    Ok(Trained { generator: gen, fitted, val_untrained, train_examples: train_ex.len(), val_examples: val_ex.len() })
+}
+
+/// Trains `gen` on the train examples, early-stopping on the val ones: the loop's outcome and the val
+/// loss before training.
+pub(super) fn fit_examples(
+    gen: &Generator,
+    (train, val): (&[&Example], &[&Example]),
+    opts: &GeneratorOptions,
+    progress: &dyn wspace_stage_api::Progress,
+) -> Result<(Fitted, f64), StageError> {
+    for ex in train.iter().chain(val) {
         gen.check_classes(&ex.classes)?;
     }
     let mut objective = GeneratorObjective {
         rng: ChaCha8Rng::seed_from_u64(opts.fit.seed ^ 0x6765_6e65),
-        gen: &gen,
-        train: &train_ex,
-        val: &val_ex,
+        gen,
+        train,
+        val,
         temperature: opts.temperature as f32,
         lambda: opts.label_weight,
     };
     let val_untrained = objective.val_loss()?.unwrap_or(f64::NAN);
-    let rows: Vec<usize> = (0..train_ex.len()).collect();
+    let rows: Vec<usize> = (0..train.len()).collect();
     let fitted = fit(
         &mut objective,
         &rows,
         &FitOptions { params: opts.fit, min_batch: 1, shuffle_salt: 0x6765_6e00, what: "generator", progress },
     )?;
-    Ok(Trained { generator: gen, fitted, val_untrained, train_examples: train_ex.len(), val_examples: val_ex.len() })
+    Ok((fitted, val_untrained))
 }
 
 /// The generator's [`Objective`]: a batch of zoo rows, fresh ξ per row.

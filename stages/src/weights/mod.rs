@@ -21,6 +21,7 @@ pub mod autoencoder;
 pub mod autoencoder_kind;
 pub mod behaviour;
 pub mod bench;
+pub mod bench_codecs;
 pub mod codec;
 pub mod evaluate;
 pub mod linalg;

@@ -55,7 +55,7 @@ use super::behaviour::{self, BehaviourOptions, Probe, Scales, WeightMap};
 use super::pca::Coefficients;
 use super::tokens::TokenLayout;
 use crate::data::{Dataset, TaskSplit, Tasks};
-use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Objective};
+use crate::fit::{fit, loss_chart, write_history, FitOptions, FitParams, Fitted, Objective};
 use crate::layers::{Init, Stack, StackShape};
 use crate::ntxent;
 use crate::plot;
@@ -299,13 +299,15 @@ pub struct TransformerOptions {
 }
 
 /// The models of one split: their flat weights and (with the behavioural loss) their probes.
-struct Rows {
-    flat: Vec<Vec<f32>>,
-    probes: Vec<Probe>,
+pub(crate) struct Rows {
+    pub flat: Vec<Vec<f32>>,
+    pub probes: Vec<Probe>,
 }
 
-struct TransformerObjective<'a> {
-    model: &'a TokenAutoencoder,
+/// The transformer's training: the model (initialised from `fit_params.seed`, its normaliser fitted on
+/// `train`) and its loss, for [`TransformerObjective::fit`].
+pub(crate) struct TransformerObjective<'a> {
+    model: TokenAutoencoder,
     opts: &'a TransformerOptions,
     behaviour: Option<BehaviourOptions>,
     train: &'a Rows,
@@ -327,7 +329,56 @@ pub(super) fn random_permutation(net: &Net, rng: &mut ChaCha8Rng) -> Alignment {
     a
 }
 
-impl TransformerObjective<'_> {
+impl<'a> TransformerObjective<'a> {
+    /// The model of `arch` in `layout` and its objective on `train` (early stopping on `val`).
+    pub(crate) fn new(
+        (arch, layout): (&str, TokenLayout),
+        (train, val): (&'a Rows, &'a Rows),
+        (opts, fit_params, behaviour): (&'a TransformerOptions, &FitParams, Option<BehaviourOptions>),
+    ) -> Result<Self, StageError> {
+        let train_refs: Vec<&[f32]> = train.flat.iter().map(Vec::as_slice).collect();
+        let normaliser = Normaliser::fit(layout.clone(), &train_refs);
+        let config = TransformerConfig {
+            arch: arch.to_string(),
+            tokens: layout.tokens(),
+            token_width: layout.width,
+            d_model: opts.d_model,
+            heads: opts.heads,
+            layers: opts.layers,
+            token_latent: opts.token_latent,
+        };
+        let model = TokenAutoencoder::init(config, normaliser, fit_params.seed)?;
+        let mask_values = layout.mask();
+        let mask_sum = mask_values.iter().map(|&m| m as f64).sum();
+        let mask =
+            Tensor::from_vec(mask_values, (layout.tokens(), layout.width), &Device::Cpu).map_err(candle_error("transformer"))?;
+        let net = Net::from_arch(arch)
+            .ok_or_else(|| StageError::msg(format!("`{arch}` has no permutation symmetries the augmentation knows")))?;
+        Ok(TransformerObjective {
+            model,
+            opts,
+            behaviour,
+            train,
+            val,
+            mask,
+            mask_sum,
+            rng: ChaCha8Rng::seed_from_u64(fit_params.seed ^ 0x0a06_7e27),
+            scales: None,
+            net,
+        })
+    }
+
+    /// Trains on every train row ([`crate::fit`]).
+    pub(crate) fn fit(&mut self, fit_params: &FitParams, progress: &dyn Progress) -> Result<Fitted, StageError> {
+        let order: Vec<usize> = (0..self.train.flat.len()).collect();
+        let min_batch = if self.opts.contrastive_weight > 0.0 { 2 } else { 1 };
+        fit(
+            self,
+            &order,
+            &FitOptions { params: *fit_params, min_batch, shuffle_salt: 0x005e_edae, what: "transformer", progress },
+        )
+    }
+
     fn shape(&self) -> (usize, usize) {
         (self.model.config.tokens, self.model.config.token_width)
     }
@@ -484,45 +535,11 @@ pub fn run_transformer(
     if train.flat.is_empty() {
         return Err(StageError::input("pca", "has no train-split rows for the transformer to train on"));
     }
-    let train_refs: Vec<&[f32]> = train.flat.iter().map(Vec::as_slice).collect();
-    let normaliser = Normaliser::fit(layout.clone(), &train_refs);
-    let config = TransformerConfig {
-        arch: zoo.meta.arch.clone(),
-        tokens: layout.tokens(),
-        token_width: layout.width,
-        d_model: opts.d_model,
-        heads: opts.heads,
-        layers: opts.layers,
-        token_latent: opts.token_latent,
-    };
-    let model = TokenAutoencoder::init(config, normaliser, fit_params.seed)?;
-    let mask_values = layout.mask();
-    let mask_sum = mask_values.iter().map(|&m| m as f64).sum();
-    let mask =
-        Tensor::from_vec(mask_values, (layout.tokens(), layout.width), &Device::Cpu).map_err(candle_error("transformer"))?;
-    let mut objective = TransformerObjective {
-        model: &model,
-        opts,
-        behaviour,
-        train: &train,
-        val: &val,
-        mask,
-        mask_sum,
-        rng: ChaCha8Rng::seed_from_u64(fit_params.seed ^ 0x0a06_7e27),
-        scales: None,
-        net: Net::from_arch(&zoo.meta.arch).ok_or_else(|| {
-            StageError::msg(format!("`{}` has no permutation symmetries the augmentation knows", zoo.meta.arch))
-        })?,
-    };
-    let order: Vec<usize> = (0..train.flat.len()).collect();
-    let min_batch = if opts.contrastive_weight > 0.0 { 2 } else { 1 };
-    let fitted = fit(
-        &mut objective,
-        &order,
-        &FitOptions { params: *fit_params, min_batch, shuffle_salt: 0x005e_edae, what: "transformer", progress },
-    )?;
+    let mut objective = TransformerObjective::new((&zoo.meta.arch, layout), (&train, &val), (opts, fit_params, behaviour))?;
+    let fitted = objective.fit(fit_params, progress)?;
     let (_, val_mse, val_kl) = objective.clean_loss(&val)?;
     let (_, test_mse, test_kl) = objective.clean_loss(&test)?;
+    let model = &objective.model;
 
     model.save(out, fitted.best_epoch, fitted.history.len())?;
     let all: Vec<&[f32]> = flat.iter().map(Vec::as_slice).collect();

@@ -100,9 +100,9 @@ impl FlowOptions {
 }
 
 /// One training example: a standardised latent and its prompt.
-struct Example {
-    x1: Vec<f32>,
-    prompt: Prompt,
+pub(crate) struct Example {
+    pub x1: Vec<f32>,
+    pub prompt: Prompt,
 }
 
 /// `weights` with its head rows (the last two tensors: weight `[classes, ·]`, bias `[classes]`) in the
@@ -227,6 +227,17 @@ pub fn train(
             .collect()
     };
     let (train_ex, val_ex) = (split(TaskSplit::Train)?, split(TaskSplit::Val)?);
+    let fitted = fit_examples(&flow, (&train_ex, &val_ex), opts, progress)?;
+    Ok((flow, fitted, train_ex.len(), val_ex.len()))
+}
+
+/// Trains `flow` on the train examples, early-stopping on fixed draws of the val ones.
+pub(crate) fn fit_examples(
+    flow: &Flow,
+    (train_ex, val_ex): (&[Example], &[Example]),
+    opts: &FlowOptions,
+    progress: &dyn wspace_stage_api::Progress,
+) -> Result<crate::fit::Fitted, StageError> {
     let mut val_rng = ChaCha8Rng::seed_from_u64(opts.fit.seed ^ 0x666c_6f77_7661_6c00);
     let predict = opts.predict;
     let val: Vec<Draw> = val_ex
@@ -234,19 +245,18 @@ pub fn train(
         .flat_map(|x| (0..VAL_DRAWS).map(|_| Draw::new(x, predict, &mut val_rng, false)).collect::<Vec<_>>())
         .collect();
     let mut objective = FlowObjective {
-        flow: &flow,
-        train: &train_ex,
+        flow,
+        train: train_ex,
         val,
         rng: ChaCha8Rng::seed_from_u64(opts.fit.seed ^ 0x666c_6f77),
         dropout: opts.cond_dropout,
     };
     let indices: Vec<usize> = (0..train_ex.len()).collect();
-    let fitted = fit(
+    fit(
         &mut objective,
         &indices,
         &FitOptions { params: opts.fit, min_batch: 1, shuffle_salt: 0x666c_6f00, what: "flow", progress },
-    )?;
-    Ok((flow, fitted, train_ex.len(), val_ex.len()))
+    )
 }
 
 /// One flow-matching draw of an example: the input `x_t`, its time, its prompt (or none), the target.
