@@ -15,6 +15,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::StageError;
 
+use crate::broadcast::broadcast_left;
 use crate::matmul::matmul;
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::candle_error;
@@ -44,7 +45,9 @@ impl LayerNorm {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?.broadcast_mul(self.g.as_tensor())?.broadcast_add(self.b.as_tensor())
+        let y = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        let shape = y.shape();
+        y.mul(&broadcast_left(self.g.as_tensor(), shape)?)? + broadcast_left(self.b.as_tensor(), shape)?
     }
 }
 
@@ -97,7 +100,8 @@ pub struct Stack {
 
 impl Stack {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut h = self.input.forward(x)?.broadcast_add(self.position.as_tensor())?;
+        let h = self.input.forward(x)?;
+        let mut h = (&h + broadcast_left(self.position.as_tensor(), h.shape())?)?;
         for block in &self.blocks {
             h = block.forward(&h, self.heads)?;
         }

@@ -7,6 +7,7 @@
 //! loss of `align` and the token transformer), [`plot`] (charts).
 
 mod bench_args;
+pub mod broadcast;
 pub mod data;
 pub mod encoders;
 pub mod fit;

@@ -123,7 +123,8 @@ fn pieced(a: &Tensor, b: &Tensor, (ms, ns, ks): (&[Piece], &[Piece], &[Piece])) 
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let inp = *dims.last().unwrap_or(&1);
-    let y = matmul(&x.reshape((x.elem_count() / inp.max(1), inp))?, &w.t()?)?.broadcast_add(b)?;
+    let y = matmul(&x.reshape((x.elem_count() / inp.max(1), inp))?, &w.t()?)?;
+    let y = (&y + crate::broadcast::broadcast_left(b, y.shape())?)?;
     let mut shape = dims;
     if let Some(last) = shape.last_mut() {
         *last = w.dim(0)?;
