@@ -15,8 +15,8 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::StageError;
 
-use crate::broadcast::broadcast_left;
 use crate::matmul::matmul;
+use crate::param_ops::broadcast_left;
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::candle_error;
 

@@ -7,7 +7,6 @@
 //! loss of `align` and the token transformer), [`plot`] (charts).
 
 mod bench_args;
-pub mod broadcast;
 pub mod data;
 pub mod encoders;
 pub mod fit;
@@ -17,6 +16,7 @@ pub mod layers;
 pub mod matmul;
 pub mod nn;
 pub mod ntxent;
+pub mod param_ops;
 pub mod plot;
 pub mod resnet;
 pub mod sampling;

@@ -124,7 +124,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let inp = *dims.last().unwrap_or(&1);
     let y = matmul(&x.reshape((x.elem_count() / inp.max(1), inp))?, &w.t()?)?;
-    let y = (&y + crate::broadcast::broadcast_left(b, y.shape())?)?;
+    let y = (&y + crate::param_ops::broadcast_left(b, y.shape())?)?;
     let mut shape = dims;
     if let Some(last) = shape.last_mut() {
         *last = w.dim(0)?;

@@ -171,7 +171,7 @@ impl Generator {
             let rows = h.reshape((n, 3, ROW))?;
             let weights = rows.narrow(2, 0, ROW - 1)?.reshape((n, 3 * (ROW - 1)))?;
             let bias = rows.narrow(2, ROW - 1, 1)?.reshape((n, 3))?;
-            let body = self.body.as_tensor().unsqueeze(0)?.broadcast_as((n, BODY_PARAMS))?;
+            let body = crate::param_ops::broadcast_left(self.body.as_tensor(), &(n, BODY_PARAMS).into())?;
             Tensor::cat(&[&body, &weights, &bias], 1)
         };
         run().map_err(e)

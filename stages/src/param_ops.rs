@@ -1,12 +1,12 @@
-//! A tensor repeated over new leading dimensions (a bias over a batch, positions over a batch of
-//! sequences), with a fast backward pass that gives the bits candle's would.
+//! Operations on parameters whose backward passes are fast and give the bits candle's would.
 //!
-//! candle's backward of `broadcast_as` sums the gradient over the broadcast dimensions with its
-//! generic reduction: when those are not the last dimensions it walks the gradient element by element,
-//! locating each one's destination with a division per dimension; `perf` found a fifth of the flow's
-//! training time there. [`broadcast_left`] makes the same sum — every destination starts at 0 and adds
-//! the gradient's rows in memory order, one rounding per addition, as candle does — with one vector
-//! add per row, so the gradient (and everything trained from it) has the same bits.
+//! [`broadcast_left`]: a tensor repeated over new leading dimensions (a bias over a batch, positions
+//! over a batch of sequences). candle's backward of `broadcast_as` sums the gradient over the broadcast
+//! dimensions with its generic reduction: when those are not the last dimensions it walks the gradient
+//! element by element, locating each one's destination with a division per dimension (`perf`: a fifth
+//! of the flow's training time). Here the same sum — every destination starts at 0 and adds the
+//! gradient's rows in memory order, one rounding per addition, as candle does — takes one vector add
+//! per row.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
