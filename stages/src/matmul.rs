@@ -121,13 +121,34 @@ fn pieced(a: &Tensor, b: &Tensor, (ms, ns, ks): (&[Piece], &[Piece], &[Piece])) 
 
 /// `y = x Wᵀ + b` on the last dimension of `x` (`W` `[out, in]`, `b` `[out]`), through [`matmul`].
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let inp = *dims.last().unwrap_or(&1);
-    let y = matmul(&x.reshape((x.elem_count() / inp.max(1), inp))?, &w.t()?)?;
+    affine(x, &w.t()?, b)
+}
+
+/// `y = x W + b` with `W` stored `[in, out]`, so that its gradient arrives contiguous (the gradient of
+/// [`linear`]'s `Wᵀ` view arrives transposed, and candle adds it into the weight's gradient through its
+/// strided path: a quarter of the alignment's training time). Where the products run on gemm's general
+/// path (every `m · n` of the forward and both backward products over 256, no dimension of 1), the float
+/// order does not depend on the strides, and `W` is read as stored; elsewhere gemm picks its kernel by
+/// the strides, and `W` is laid out as [`linear`]'s view. Either way the bits are [`linear`]'s.
+pub fn linear_in_out(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (inp, out) = w.dims2()?;
+    let rows = x.elem_count() / inp.max(1);
+    let general = [rows * out, rows * inp, inp * out].iter().all(|&mn| mn > 256) && rows.min(inp).min(out) > 1;
+    if general {
+        affine(x, w, b)
+    } else {
+        affine(x, &w.t()?.contiguous()?.t()?, b)
+    }
+}
+
+/// `x W + b` on the last dimension of `x`, `W` `[in, out]` (any layout).
+fn affine(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let mut shape = x.dims().to_vec();
+    let inp = *shape.last().unwrap_or(&1);
+    let y = matmul(&x.reshape((x.elem_count() / inp.max(1), inp))?, w)?;
     let y = (&y + crate::param_ops::broadcast_left(b, y.shape())?)?;
-    let mut shape = dims;
     if let Some(last) = shape.last_mut() {
-        *last = w.dim(0)?;
+        *last = w.dim(1)?;
     }
     y.reshape(shape)
 }
@@ -234,5 +255,30 @@ mod matmul_tests {
         let w = Tensor::from_vec(values(4 * 700, 9), (4, 700), &dev).unwrap();
         let bias = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
         assert_eq!(linear(&a, &w, &bias).unwrap().dims(), [2, 3, 4]);
+    }
+
+    /// `linear_in_out` with `W` stored `[in, out]` gives `linear`'s bits, forward and in the gradients
+    /// of the input, the weight (transposed) and the bias: on the general path (with and without a
+    /// k-cut), and on the small products where gemm picks its kernel by the strides (one row, `m·n` ≤ 256).
+    #[test]
+    fn linear_in_out_has_the_bits_of_linear() {
+        let bits =
+            |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (n, i, o) in [(32, 64, 33), (32, 700, 40), (1, 700, 40), (5, 7, 3), (40, 20, 6)] {
+            let x = Var::from_vec(values(n * i, 1), (n, i), &Device::Cpu).unwrap();
+            let w = Var::from_vec(values(o * i, 2), (o, i), &Device::Cpu).unwrap();
+            let w_io = Var::from_tensor(&w.as_tensor().t().unwrap().contiguous().unwrap()).unwrap();
+            let b = Var::from_vec(values(o, 3), o, &Device::Cpu).unwrap();
+            let up = Tensor::from_vec(values(n * o, 4), (n, o), &Device::Cpu).unwrap();
+            let run = |y: Tensor, w: &Var| {
+                let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gw = g.get(w).unwrap();
+                let gw = if gw.dims() == [o, i] { gw.clone() } else { gw.t().unwrap() };
+                (bits(&y), bits(g.get(&x).unwrap()), bits(&gw), bits(g.get(&b).unwrap()))
+            };
+            let plain = run(linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(), &w);
+            let stored = run(linear_in_out(x.as_tensor(), w_io.as_tensor(), b.as_tensor()).unwrap(), &w_io);
+            assert!(plain == stored, "{n} × {i} → {o}");
+        }
     }
 }

@@ -59,6 +59,8 @@ impl AlignConfig {
 /// The trainable prompt encoders plus the dataset-embedding standardisation.
 pub struct Aligner {
     pub config: AlignConfig,
+    /// `(weight [in, out], bias [out])` per layer: the weight transposed from PyTorch's `[out, in]`
+    /// (how it is drawn and saved), for [`crate::matmul::linear_in_out`].
     layers: Vec<(Var, Var)>,
     /// `[bins, results_dim]`.
     results: Var,
@@ -77,10 +79,8 @@ impl Aligner {
             let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| uniform_in(&mut rng, bound)).collect() };
             let w = draw(o * i);
             let b = draw(o);
-            layers.push((
-                Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?,
-                Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?,
-            ));
+            let w = Tensor::from_slice(&w, (o, i), &Device::Cpu).and_then(|w| Var::from_tensor(&w.t()?.contiguous()?));
+            layers.push((w.map_err(&e)?, Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?));
         }
         let emb: Vec<f32> = (0..config.bins * config.results_dim).map(|_| normal_f32(&mut rng)).collect();
         let results = Var::from_slice(&emb, (config.bins, config.results_dim), &Device::Cpu).map_err(&e)?;
@@ -104,7 +104,7 @@ impl Aligner {
         let r = crate::matmul::matmul(&onehot, self.results.as_tensor())?;
         let mut x = Tensor::cat(&[d, &r], 1)?;
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            x = crate::matmul::linear(&x, w.as_tensor(), b.as_tensor())?;
+            x = crate::matmul::linear_in_out(&x, w.as_tensor(), b.as_tensor())?;
             if i + 1 < self.layers.len() {
                 x = x.elu(1.0)?;
             }
@@ -140,8 +140,9 @@ impl Aligner {
         let e = candle_error("align");
         let mut out = NamedTensors::new();
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            for (suffix, v) in [("weight", w), ("bias", b)] {
-                let values = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e)?;
+            let w = w.as_tensor().t().and_then(|t| t.contiguous()).map_err(&e)?;
+            for (suffix, v) in [("weight", &w), ("bias", b.as_tensor())] {
+                let values = v.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(&e)?;
                 out.push(format!("shared.{}.{suffix}", 2 * i), v.dims().to_vec(), values);
             }
         }
@@ -186,7 +187,13 @@ impl Aligner {
             match name.as_str() {
                 "input_mean" => al.input_mean = v,
                 "input_std" => al.input_std = v,
-                _ => snapshot.push(Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(candle_error("align"))?),
+                _ => {
+                    let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu);
+                    // Layer weights are saved `[out, in]` and held `[in, out]`.
+                    let weight = name.starts_with("shared.") && name.ends_with(".weight");
+                    let t = t.and_then(|t| if weight { t.t()?.contiguous() } else { Ok(t) });
+                    snapshot.push(t.map_err(candle_error("align"))?)
+                }
             }
         }
         al.set_from(&snapshot)?;
