@@ -1,5 +1,5 @@
-//! `wspace bench zoo` and `wspace bench align` report training throughput with the JSON fields scripts
-//! rely on.
+//! `wspace bench zoo`, `align` and the learned stages' benchmarks report training throughput with the
+//! JSON fields scripts (`benches/learned.sh`) rely on, and refuse impossible sizes.
 
 mod common;
 
@@ -59,4 +59,46 @@ fn bench_align_times_the_training_loop() {
     let bad = p.wspace(&["bench", "align", "--epochs", "0"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--epochs <EPOCHS>"));
+}
+
+/// Each learned stage's benchmark at a tiny size: rows per second is rows per run over the median, the
+/// behavioural images are rows × probe images (none for the flow); impossible sizes are refused.
+#[test]
+fn learned_stage_benches_report_rows_and_images_per_second() {
+    let p = common::Project::new();
+    let tiny = ["--repeats", "1", "--format", "json"];
+    let cases: [(&[&str], f64, f64); 6] = [
+        (&["autoencoder", "--models", "4", "--val", "2", "--epochs", "2", "--probes", "4", "--components", "2"], 8.0, 4.0),
+        (
+            &["autoencoder", "--architecture", "transformer", "--models", "4", "--val", "2", "--epochs", "1", "--probes", "4"],
+            4.0,
+            4.0,
+        ),
+        (&["refine", "--models", "2", "--steps", "3", "--probes", "4"], 2.0, 3.0 * 4.0),
+        (&["refine", "--codec", "mlp", "--models", "3", "--steps", "2", "--probes", "4", "--components", "2"], 3.0, 2.0 * 4.0),
+        (&["generator", "--models", "4", "--val", "2", "--epochs", "2", "--probes", "8"], 8.0, 8.0),
+        (&["flow", "--models", "2", "--val", "1", "--orders", "3", "--epochs", "2", "--tokens", "5", "--width", "4"], 12.0, 0.0),
+    ];
+    for (args, rows, images_per_row) in cases {
+        let out = p.wspace(&[&["bench"], args, &tiny].concat());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let median = v["median_s"].as_f64().unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(close(v["rows_per_s"].as_f64().unwrap(), rows / median), "{args:?}: {v}");
+        assert!(close(v["images_per_s"].as_f64().unwrap(), rows * images_per_row / median), "{args:?}: {v}");
+    }
+    for (args, says) in [
+        (&["flow", "--tokens", "2"][..], "invalid value '2' for '--tokens <TOKENS>'"),
+        (&["flow", "--orders", "7"][..], "invalid value '7' for '--orders <ORDERS>'"),
+        (&["generator", "--label-weight", "2"][..], "--label-weight 2: expected a number in [0, 1]"),
+        (&["refine", "--label-weight=-1"][..], "expected a number in [0, 1]"),
+        (&["autoencoder", "--models", "1", "--val", "1", "--probes", "2"][..], "pca: needs at least 2 train-split models"),
+        (&["autoencoder", "--batch", "0"][..], "invalid value '0' for '--batch <BATCH>'"),
+    ] {
+        let out = p.wspace(&[&["bench"], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }

@@ -43,7 +43,10 @@ pub use cnn_s::{
 pub use distill::{distill, distill_with_labels};
 pub use net::{Isa, Workspace};
 pub use optim::{Optimizer, OptimizerState};
-pub use train::{evaluate, logits_f32, logits_n_u8, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig, Trainer};
+pub use train::{
+    evaluate, evaluate_and_logits, logits_f32, logits_n_u8, logits_u8, train, EpochStats, Evaluation, StepStats, TrainConfig,
+    Trainer,
+};
 
 /// Mean cross-entropy of `logits` (any number of outputs) divided by `scale` (> 0) against `labels`,
 /// in f64 (log-sum-exp after the largest value); NaN for no labels or a scale ≤ 0.

@@ -500,7 +500,7 @@ fn nn_simd_variants_are_bit_identical() {
     let run = |isa: Isa| {
         let mut t = Trainer::new(CnnS::init(2), &cfg).with_isa(isa);
         let s = t.train_epoch(&images, &labels);
-        let eval = train::evaluate_with(isa, t.model(), &mut Workspace::new(), &images, &labels);
+        let eval = train::evaluate_with(isa, t.model(), &mut Workspace::new(), &images, &labels, None);
         let logits = train::logits_f32_with(isa, t.model(), &formula_images(5));
         (t.into_model(), s.loss, eval.loss, logits)
     };
@@ -657,4 +657,17 @@ fn nn_selected_rows_give_the_many_class_models_logits() {
     let back = CnnS::from_named_tensors(model.named_tensors()).unwrap();
     assert_eq!(back, model);
     assert_eq!(CnnS::init_with_classes(1, 4), Err(ParamError::Classes(4)));
+}
+
+/// One pass for loss, accuracy and logits gives the bits of `evaluate` and `logits_u8` apart (37
+/// images: two full blocks and a partial one).
+#[test]
+fn evaluate_and_logits_is_evaluate_and_logits_u8() {
+    let (images, labels) = synthetic::synthetic_data(37, 4);
+    let model = CnnS::init(6);
+    let (ev, logits) = train::evaluate_and_logits(&model, &images, &labels);
+    let (want_ev, want_logits) = (train::evaluate(&model, &images, &labels), train::logits_u8(&model, &images));
+    assert_eq!((ev.loss.to_bits(), ev.accuracy.to_bits(), ev.n), (want_ev.loss.to_bits(), want_ev.accuracy.to_bits(), want_ev.n));
+    let bits = |l: &[[f32; 3]]| l.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&logits), bits(&want_logits));
 }

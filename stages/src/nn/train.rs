@@ -255,7 +255,7 @@ impl Trainer {
 
     /// Loss and accuracy of the current weights on a data set (reuses this trainer's workspace).
     pub fn evaluate(&mut self, images: &[u8], labels: &[u8]) -> Evaluation {
-        evaluate_with(self.isa, &self.model, &mut self.ws, images, labels)
+        evaluate_with(self.isa, &self.model, &mut self.ws, images, labels, None)
     }
 }
 
@@ -267,7 +267,16 @@ pub(crate) fn shuffled_order(rng: &mut ChaCha8Rng, n: usize, order: &mut Vec<u32
     crate::sampling::shuffle_u32(order, rng);
 }
 
-pub(crate) fn evaluate_with(isa: Isa, model: &CnnS, ws: &mut Workspace, images: &[u8], labels: &[u8]) -> Evaluation {
+/// Loss and accuracy in one forward pass per block; with `logits`, each image's logits are appended
+/// (the values [`logits_u8`] gives: the same pixels, and the lanes of a block do not mix).
+pub(crate) fn evaluate_with(
+    isa: Isa,
+    model: &CnnS,
+    ws: &mut Workspace,
+    images: &[u8],
+    labels: &[u8],
+    mut logits: Option<&mut Vec<[f32; 3]>>,
+) -> Evaluation {
     let n = labels.len();
     assert_eq!(images.len(), n * IMAGE_PIXELS, "images must be N × 784");
     let (mut loss, mut correct) = (0.0f64, 0u64);
@@ -281,6 +290,9 @@ pub(crate) fn evaluate_with(isa: Isa, model: &CnnS, ws: &mut Workspace, images: 
         ws.load_u8(images, &idx[..len]);
         ws.labels[..len].copy_from_slice(&labels[start..start + len]);
         let (l, c) = eval_block(isa, model.flat(), ws, len);
+        if let Some(out) = logits.as_deref_mut() {
+            out.extend((0..len).map(|l| ws.logits(l)));
+        }
         loss += l;
         correct += c as u64;
         start += len;
@@ -291,7 +303,15 @@ pub(crate) fn evaluate_with(isa: Isa, model: &CnnS, ws: &mut Workspace, images: 
 
 /// Loss and accuracy of `model` on `images` (`N × 784` u8) / `labels` (`N`, 0..3).
 pub fn evaluate(model: &CnnS, images: &[u8], labels: &[u8]) -> Evaluation {
-    evaluate_with(Isa::detect(), model, &mut Workspace::new(), images, labels)
+    evaluate_with(Isa::detect(), model, &mut Workspace::new(), images, labels, None)
+}
+
+/// [`evaluate`] and [`logits_u8`] in one pass over the images.
+pub fn evaluate_and_logits(model: &CnnS, images: &[u8], labels: &[u8]) -> (Evaluation, Vec<[f32; 3]>) {
+    assert_eq!(model.classes(), 3, "evaluate_and_logits is for 3-class models");
+    let mut logits = Vec::with_capacity(labels.len());
+    let ev = evaluate_with(Isa::detect(), model, &mut Workspace::new(), images, labels, Some(&mut logits));
+    (ev, logits)
 }
 
 /// Logits of a 3-class `model` for f32 images (`n × 784`, already scaled), one `[f32; 3]` per image.

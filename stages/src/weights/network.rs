@@ -202,6 +202,17 @@ impl Network {
         }
     }
 
+    /// [`Network::evaluate`] and [`Network::logits_u8`], in one forward pass for `cnn-s`.
+    pub fn evaluate_and_logits(&self, images: &[u8], labels: &[u8]) -> Result<(Evaluation, Logits), StageError> {
+        match self {
+            Network::CnnS(m) => {
+                let (ev, logits) = nn::evaluate_and_logits(m, images, labels);
+                Ok((ev, rows(logits)))
+            }
+            _ => Ok((self.evaluate(images, labels)?, self.logits_u8(images)?)),
+        }
+    }
+
     /// Loss and accuracy on u8 images with labels in the network's output order.
     pub fn evaluate(&self, images: &[u8], labels: &[u8]) -> Result<Evaluation, StageError> {
         match self {

@@ -59,8 +59,8 @@ fn matched(models: impl Fn(f64) -> Result<Vec<Outcome>, StageError>, target: f64
 /// Scores `weights` on sample `x`'s task images against the nearest neighbour's predictions.
 fn outcome(s: &Sources, t: &TaskRefs, weights: &NamedTensors, nn_pred: &[u8]) -> Result<Outcome, StageError> {
     let net = Network::build(&s.arch, weights)?;
-    let pred = predictions(&net.logits_u8(&t.images)?);
-    let ev = net.evaluate(&t.images, &t.labels)?;
+    let (ev, logits) = net.evaluate_and_logits(&t.images, &t.labels)?;
+    let pred = predictions(&logits);
     Ok(Outcome {
         score: Score { loss: ev.loss, accuracy: ev.accuracy },
         nn_agreement: agreement(&pred, nn_pred),

@@ -368,8 +368,7 @@ impl Sources {
         let (images, labels) = (&t.images, &t.labels);
         let weights = TensorFile::open(&dir.join(&s.file))?.f32_all()?;
         let net = Network::build(arch, &weights)?;
-        let ev = net.evaluate(images, labels)?;
-        let logits = net.logits_u8(images)?;
+        let (ev, logits) = net.evaluate_and_logits(images, labels)?;
         let permuted = permuted_accuracy(&logits, labels);
         let nn = self.nearest(s, 1)?.into_iter().next().ok_or_else(|| StageError::msg("no train-split pairs"))?;
         let nn_weights = self.pair_weights(nn)?;
