@@ -91,7 +91,10 @@ fn learned_stage_benches_report_rows_and_images_per_second() {
     for (args, says) in [
         (&["flow", "--tokens", "2"][..], "invalid value '2' for '--tokens <TOKENS>'"),
         (&["flow", "--orders", "7"][..], "invalid value '7' for '--orders <ORDERS>'"),
-        (&["generator", "--label-weight", "2"][..], "--label-weight 2: expected a number in [0, 1]"),
+        (
+            &["generator", "--label-weight", "2"][..],
+            "invalid value '2' for '--label-weight <LABEL_WEIGHT>': expected a number in [0, 1]",
+        ),
         (&["refine", "--label-weight=-1"][..], "expected a number in [0, 1]"),
         (&["autoencoder", "--models", "1", "--val", "1", "--probes", "2"][..], "pca: needs at least 2 train-split models"),
         (&["autoencoder", "--batch", "0"][..], "invalid value '0' for '--batch <BATCH>'"),

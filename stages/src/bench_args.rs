@@ -34,6 +34,14 @@ pub(crate) fn positive(value: &str) -> Result<usize, String> {
     }
 }
 
+/// A number in `[0, 1]` (a weight such as `--label-weight`).
+pub(crate) fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("expected a number in [0, 1]".into()),
+    }
+}
+
 /// Runs `f` `repeats` times (at least once): the best and the median wall time, in seconds.
 pub(crate) fn time_runs(repeats: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
     let mut times = Vec::with_capacity(repeats);

@@ -38,8 +38,6 @@
 //! `d_model` 64, 4 heads, 2 layers, velocity prediction, prompt dropout 0.1, AdamW (lr 1e-3) on batches
 //! of `B`, `E` epochs. Reported: train examples per second.
 
-use std::time::Instant;
-
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::NoProgress;
@@ -48,7 +46,7 @@ use super::align::{train, AlignOptions, Pair, Pairs};
 use super::flow::model::{Flow, FlowConfig, Predict, Prompt as FlowPrompt};
 use super::flow::{self, FlowOptions};
 use super::generator::{self, Example, Generator, GeneratorConfig, GeneratorOptions};
-use crate::bench_args::{parse, positive, report, time_runs, Format};
+use crate::bench_args::{fraction, parse, positive, report, time_runs, Format};
 use crate::data::TaskSplit;
 use crate::fit::FitParams;
 use crate::nn::BODY_PARAMS;
@@ -116,14 +114,7 @@ pub fn bench_align(args: &[String]) -> Result<String, String> {
         fit: FitParams { epochs: a.epochs, patience: a.epochs, lr: 1e-3, weight_decay: 1e-4, batch_size: a.batch, seed: 0 },
     };
     let threads = candle_core::utils::get_num_threads();
-    let mut times = Vec::with_capacity(a.repeats);
-    for _ in 0..a.repeats {
-        let start = Instant::now();
-        train(&pairs, &opts, &NoProgress).map_err(|e| e.to_string())?;
-        times.push(start.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let (best, median) = (times[0], times[times.len() / 2]);
+    let (best, median) = time_runs(a.repeats, || train(&pairs, &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string()))?;
     let per_second = (a.pairs * a.epochs) as f64 / median;
     Ok(if a.format == Format::Json {
         serde_json::json!({
@@ -156,7 +147,7 @@ struct GeneratorArgs {
     #[arg(long, value_parser = positive, default_value_t = 256)]
     probes: usize,
     /// λ: the weight of the cross-entropy
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
     label_weight: f64,
     #[arg(long, value_parser = positive, default_value_t = 3)]
     repeats: usize,
@@ -172,9 +163,6 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
         Ok(a) => a,
         Err(help_or_error) => return help_or_error,
     };
-    if !(0.0..=1.0).contains(&a.label_weight) {
-        return Err(format!("--label-weight {}: expected a number in [0, 1]", a.label_weight));
-    }
     let models = synthetic::zoo(a.models + a.val, a.probes);
     let examples: Vec<Example> =
         models.iter().map(|m| Example { classes: m.classes, loss: m.val_loss, probe: m.probe.clone() }).collect();

@@ -33,7 +33,7 @@ use super::linalg::ComponentRule;
 use super::pca::{ComponentSpec, PcaOptions, WeightPca};
 use super::tokens::TokenLayout;
 use super::transformer::{Normaliser, Rows, TokenAutoencoder, TransformerConfig, TransformerObjective, TransformerOptions};
-use crate::bench_args::{parse, positive, report, time_runs, Format};
+use crate::bench_args::{fraction, parse, positive, report, time_runs, Format};
 use crate::fit::FitParams;
 use crate::nn::PARAM_SPECS;
 use crate::synthetic::{self, Model};
@@ -93,13 +93,6 @@ struct RefineArgs {
     repeats: usize,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-fn fraction(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err("expected a number in [0, 1]".into()),
-    }
 }
 
 const MLP: (usize, usize) = (256, 32);
