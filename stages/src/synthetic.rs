@@ -1,6 +1,6 @@
 //! A synthetic `cnn-s` zoo: the input of the learned stages' benchmarks (`wspace bench autoencoder`,
-//! `tokens`, `refine`, `generator`, `flow`), so that each times its stage's training loop on the quick
-//! pipeline's shapes without a cache.
+//! `refine`, `generator`, `flow`), so that each times its stage's training loop on the quick pipeline's
+//! shapes without a cache.
 //!
 //! Model `m` is the `cnn-s` initialisation of seed 0 plus `N(0, 0.05²)` per weight (ChaCha8 seeded
 //! `m + 1`); its probe is `probes` uniform-random images (seeded `1000 + m`), the network's own logits
