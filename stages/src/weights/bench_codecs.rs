@@ -156,11 +156,12 @@ pub fn bench_autoencoder(args: &[String]) -> Result<String, String> {
         Architecture::Transformer => {
             let (tr, va) = (rows(train), rows(val));
             let opts = transformer_options();
+            let layout = TokenLayout::new("cnn-s", None).map_err(|e| e.to_string())?;
             time_runs(a.repeats, || {
-                let layout = TokenLayout::new("cnn-s", None).map_err(|e| e.to_string())?;
-                let mut objective = TransformerObjective::new(("cnn-s", layout), (&tr, &va), (&opts, &fit, Some(behaviour)))
-                    .map_err(|e| e.to_string())?;
-                objective.fit(&fit, &NoProgress).map(|_| ()).map_err(|e| e.to_string())
+                let arch = ("cnn-s", layout.clone());
+                let mut objective =
+                    TransformerObjective::new(arch, (&tr, &va), (&opts, &fit, Some(behaviour))).map_err(|e| e.to_string())?;
+                objective.fit(&NoProgress).map(|_| ()).map_err(|e| e.to_string())
             })?
         }
     };

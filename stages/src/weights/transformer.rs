@@ -318,6 +318,8 @@ pub(crate) struct TransformerObjective<'a> {
     scales: Option<Scales>,
     /// The architecture's symmetries (the permutation augmentation).
     net: Net,
+    /// The loop's parameters (the initial weights and the augmentation draws come from its seed).
+    params: FitParams,
 }
 
 /// A random permutation of a network's hidden units (no sign flips).
@@ -365,17 +367,18 @@ impl<'a> TransformerObjective<'a> {
             rng: ChaCha8Rng::seed_from_u64(fit_params.seed ^ 0x0a06_7e27),
             scales: None,
             net,
+            params: *fit_params,
         })
     }
 
     /// Trains on every train row ([`crate::fit`]).
-    pub(crate) fn fit(&mut self, fit_params: &FitParams, progress: &dyn Progress) -> Result<Fitted, StageError> {
+    pub(crate) fn fit(&mut self, progress: &dyn Progress) -> Result<Fitted, StageError> {
         let order: Vec<usize> = (0..self.train.flat.len()).collect();
         let min_batch = if self.opts.contrastive_weight > 0.0 { 2 } else { 1 };
         fit(
             self,
             &order,
-            &FitOptions { params: *fit_params, min_batch, shuffle_salt: 0x005e_edae, what: "transformer", progress },
+            &FitOptions { params: self.params, min_batch, shuffle_salt: 0x005e_edae, what: "transformer", progress },
         )
     }
 
@@ -536,7 +539,7 @@ pub fn run_transformer(
         return Err(StageError::input("pca", "has no train-split rows for the transformer to train on"));
     }
     let mut objective = TransformerObjective::new((&zoo.meta.arch, layout), (&train, &val), (opts, fit_params, behaviour))?;
-    let fitted = objective.fit(fit_params, progress)?;
+    let fitted = objective.fit(progress)?;
     let (_, val_mse, val_kl) = objective.clean_loss(&val)?;
     let (_, test_mse, test_kl) = objective.clean_loss(&test)?;
     let model = &objective.model;
