@@ -462,3 +462,33 @@ fn a_flow_whose_heads_do_not_divide_its_width_is_refused() {
 "#
     );
 }
+
+/// `device = "cuda"` on every kind that has a `device`, in a build without the `cuda` feature: each
+/// stage is refused by name, with how to build, before anything runs.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_cuda_feature_is_refused_for_every_learned_stage() {
+    let kinds = [
+        ("zoo", "zoo", "data = \"d\", tasks = \"t\""),
+        ("ae", "autoencoder", "pca = \"t\""),
+        ("al", "align", "zoo = \"t\", pca = \"t\", autoencoder = \"t\", embed = \"t\""),
+        ("gen", "generator", "zoo = \"t\", tasks = \"t\", data = \"d\", embed = \"t\""),
+        ("fl", "flow", "pca = \"t\", autoencoder = \"t\", zoo = \"t\", embed = \"t\""),
+        ("s", "sample", "tasks = \"t\", generator = \"t\""),
+        ("rec", "evaluate-reconstruction", "zoo = \"t\", pca = \"t\", data = \"d\""),
+    ];
+    let mut text = DATA_TASKS.to_string();
+    for (name, kind, inputs) in kinds {
+        let method = if kind == "sample" { "method = \"generator\"\n" } else { "" };
+        text.push_str(&format!("\n[stages.{name}]\nkind = \"{kind}\"\ninputs = {{ {inputs} }}\n{method}device = \"cuda\"\n"));
+    }
+    let err = rejected(&text, &[]);
+    for (name, kind, _) in kinds {
+        let want = format!(
+            "error: stage `{name}` (kind `{kind}`): parameter `device` = \"cuda\", but this wspace was built without the \
+             `cuda` cargo feature: build it with `cargo build --release --features cuda`"
+        );
+        assert!(err.contains(&want), "{kind}: {err}");
+    }
+    assert_eq!(err.matches("device = \"cuda\"\n").count(), kinds.len(), "each points at its line: {err}");
+}

@@ -21,13 +21,14 @@
 //! epoch's [`EpochLoss`] through [`Objective::after_epoch`] (e.g. to record a picture after epoch 1), and
 //! the run's [`Progress`] counts epochs.
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::ParamsAdamW;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use rayon::prelude::*;
 use wspace_stage_api::{params, Fixed, Param, ParamSpec, Params, Progress, StageError};
 
+use crate::device::{DeviceName, DEVICE};
 use crate::tensors::candle_error;
 
 /// The loop's parameters as a stage declares them: [`FitParams::specs`] in [`StageKind::params`],
@@ -44,6 +45,8 @@ pub struct FitParams {
     pub batch_size: usize,
     /// Seeds the stage's initial weights and (with a salt of the stage's) the batch order.
     pub seed: u64,
+    /// Where the network trains ([`crate::device`]).
+    pub device: DeviceName,
 }
 
 params! {
@@ -56,8 +59,8 @@ params! {
 }
 
 impl FitParams {
-    /// `batch_size`, `epochs`, `patience`, `lr`, `weight_decay`, `seed` with these defaults;
-    /// `batch_doc` says what a batch is to this stage.
+    /// `batch_size`, `epochs`, `patience`, `lr`, `weight_decay`, `seed` with these defaults, and
+    /// `device`; `batch_doc` says what a batch is to this stage.
     pub fn specs(defaults: &FitParams, batch_doc: &'static str) -> Vec<ParamSpec> {
         let int = |v: usize| Some(Fixed::Int(v as i64));
         Param::specs(&[
@@ -67,6 +70,7 @@ impl FitParams {
             Param { default: Some(Fixed::Float(defaults.lr)), ..LR },
             Param { default: Some(Fixed::Float(defaults.weight_decay)), ..WEIGHT_DECAY },
             Param { default: Some(Fixed::Int(defaults.seed as i64)), ..SEED },
+            DEVICE,
         ])
     }
 
@@ -85,7 +89,13 @@ impl FitParams {
             weight_decay: p.non_negative(&WEIGHT_DECAY)?,
             batch_size: p.positive(&BATCH_SIZE)?,
             seed: p.seed(&SEED)?,
+            device: crate::device::check(p)?,
         })
+    }
+
+    /// The candle device the network trains on (the same one for every call in a process).
+    pub fn device(&self) -> Result<Device, StageError> {
+        crate::device::open_name(self.device)
     }
 }
 
@@ -326,7 +336,15 @@ mod tests {
 
     fn options(epochs: usize, patience: usize, min_batch: usize) -> FitOptions<'static> {
         FitOptions {
-            params: FitParams { epochs, patience, lr: 0.1, weight_decay: 0.0, batch_size: 2, seed: 7 },
+            params: FitParams {
+                epochs,
+                patience,
+                lr: 0.1,
+                weight_decay: 0.0,
+                batch_size: 2,
+                seed: 7,
+                device: crate::device::DeviceName::Cpu,
+            },
             min_batch,
             shuffle_salt: 0,
             what: "test",

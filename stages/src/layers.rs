@@ -109,19 +109,20 @@ impl Stack {
     }
 }
 
-/// Creates the variables in order from one seeded stream and records their names.
+/// Creates the variables on `device` in order from one seeded stream and records their names.
 pub struct Init {
     rng: ChaCha8Rng,
+    device: Device,
     pub named: Vec<(String, Var)>,
 }
 
 impl Init {
-    pub fn new(seed: u64) -> Init {
-        Init { rng: ChaCha8Rng::seed_from_u64(seed), named: Vec::new() }
+    pub fn new(seed: u64, device: &Device) -> Init {
+        Init { rng: ChaCha8Rng::seed_from_u64(seed), device: device.clone(), named: Vec::new() }
     }
 
     fn var(&mut self, name: String, shape: &[usize], values: Vec<f32>) -> Result<Var, StageError> {
-        let v = Var::from_vec(values, shape, &Device::Cpu).map_err(candle_error("init"))?;
+        let v = Var::from_vec(values, shape, &self.device).map_err(candle_error("init"))?;
         self.named.push((name, v.clone()));
         Ok(v)
     }

@@ -8,6 +8,7 @@
 
 mod bench_args;
 pub mod data;
+pub mod device;
 pub mod encoders;
 pub mod fit;
 pub mod generate;

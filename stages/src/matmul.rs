@@ -61,10 +61,10 @@ fn cut_by_cache(m: usize, n: usize, k: usize, lhs: (usize, usize), rhs: (usize, 
 }
 
 /// `a · b` over the last two dimensions (`[…, m, k] · […, k, n]`, the same leading dimensions), in the
-/// machine-independent order of the [module doc](self).
+/// machine-independent order of the [module doc](self) on the CPU; candle's own product on a GPU.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let r = a.rank();
-    if r < 2 || b.rank() != r {
+    if r < 2 || b.rank() != r || !a.device().is_cpu() {
         return a.matmul(b); // candle's own shape error
     }
     let (m, k, n) = (a.dim(r - 2)?, a.dim(r - 1)?, b.dim(r - 1)?);

@@ -28,7 +28,7 @@ pub fn cosine_matrix(p: &Tensor, h: &Tensor) -> candle_core::Result<Tensor> {
 pub fn ntxent(p: &Tensor, h: &Tensor, tau: f64) -> candle_core::Result<Tensor> {
     let n = p.dim(0)?;
     let s = (cosine_matrix(p, h)? / tau)?;
-    let target = Tensor::arange(0u32, n as u32, &Device::Cpu)?;
+    let target = Tensor::arange(0u32, n as u32, p.device())?;
     let a = candle_nn::loss::cross_entropy(&s, &target)?;
     let b = candle_nn::loss::cross_entropy(&s.t()?.contiguous()?, &target)?;
     (a + b)? / 2.0

@@ -11,11 +11,14 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 /// `t` (shape `s`) repeated to `shape` (`[..., s]`: `s` is `shape`'s trailing dimensions), materialised;
-/// its gradient is the sum of the output gradient's rows.
+/// its gradient is the sum of the output gradient's rows. Off the CPU it is candle's `broadcast_as`.
 pub fn broadcast_left(t: &Tensor, shape: &Shape) -> Result<Tensor> {
     let (dims, own) = (shape.dims(), t.dims());
     if own.len() > dims.len() || dims[dims.len() - own.len()..] != *own {
         candle_core::bail!("broadcast_left: {:?} is not the trailing part of {shape:?}", t.shape());
+    }
+    if !t.device().is_cpu() {
+        return t.broadcast_as(shape);
     }
     t.contiguous()?.apply_op1(Repeat { shape: shape.clone() })
 }

@@ -162,7 +162,15 @@ params! {
 }
 /// The kind's own parameters (the training loop's follow them).
 const PARAMS: &[Param] = &[BINS, RESULTS_DIM, HIDDEN, TAU];
-const FIT_DEFAULTS: FitParams = FitParams { epochs: 200, patience: 30, lr: 1e-3, weight_decay: 1e-4, batch_size: 32, seed: 0 };
+const FIT_DEFAULTS: FitParams = FitParams {
+    epochs: 200,
+    patience: 30,
+    lr: 1e-3,
+    weight_decay: 1e-4,
+    batch_size: 32,
+    seed: 0,
+    device: crate::device::DeviceName::Cpu,
+};
 
 impl Default for AlignOptions {
     fn default() -> Self {
@@ -240,7 +248,7 @@ pub fn train(pairs: &Pairs, opts: &AlignOptions, progress: &dyn Progress) -> Res
         latent_dim: pairs.latent_dim,
         tau: opts.tau,
     };
-    let mut al = Aligner::init(config, opts.fit.seed)?;
+    let mut al = Aligner::init(config, opts.fit.seed, &opts.fit.device()?)?;
     let d = pairs.dataset_dim;
     let raw = pairs.embeddings_of(&tr);
     let n = tr.len();
@@ -296,8 +304,9 @@ impl Objective for AlignObjective<'_> {
         let (d, k) = (self.pairs.dataset_dim, self.pairs.latent_dim);
         let xb: Vec<f32> = rows.iter().flat_map(|&r| self.x_all[r * d..(r + 1) * d].iter().copied()).collect();
         let bins: Vec<usize> = rows.iter().map(|&r| self.bins_all[r]).collect();
-        let x = Tensor::from_vec(xb, (rows.len(), d), &Device::Cpu).map_err(&e)?;
-        let h = Tensor::from_vec(self.pairs.latents_of(rows), (rows.len(), k), &Device::Cpu).map_err(&e)?;
+        let dev = &self.al.device;
+        let x = Tensor::from_vec(xb, (rows.len(), d), dev).map_err(&e)?;
+        let h = Tensor::from_vec(self.pairs.latents_of(rows), (rows.len(), k), dev).map_err(&e)?;
         let loss = self.al.forward(&x, &bins).and_then(|p| ntxent::ntxent(&p, &h, self.al.config.tau)).map_err(&e)?;
         let value = loss.to_scalar::<f32>().map_err(&e)? as f64;
         Ok((loss, value))

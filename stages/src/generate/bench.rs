@@ -38,6 +38,7 @@
 //! `d_model` 64, 4 heads, 2 layers, velocity prediction, prompt dropout 0.1, AdamW (lr 1e-3) on batches
 //! of `B`, `E` epochs. Reported: train examples per second.
 
+use candle_core::Device;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::NoProgress;
@@ -111,7 +112,15 @@ pub fn bench_align(args: &[String]) -> Result<String, String> {
         results_dim: a.results_dim,
         hidden: vec![a.hidden],
         tau: 0.1,
-        fit: FitParams { epochs: a.epochs, patience: a.epochs, lr: 1e-3, weight_decay: 1e-4, batch_size: a.batch, seed: 0 },
+        fit: FitParams {
+            epochs: a.epochs,
+            patience: a.epochs,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            batch_size: a.batch,
+            seed: 0,
+            device: crate::device::DeviceName::Cpu,
+        },
     };
     let threads = candle_core::utils::get_num_threads();
     let (best, median) = time_runs(a.repeats, || train(&pairs, &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string()))?;
@@ -172,7 +181,15 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
         hidden: vec![128],
         noise_dim: 8,
         noise: 1.0,
-        fit: FitParams { epochs: a.epochs, patience: a.epochs, lr: 1e-3, weight_decay: 0.0, batch_size: a.batch, seed: 0 },
+        fit: FitParams {
+            epochs: a.epochs,
+            patience: a.epochs,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            batch_size: a.batch,
+            seed: 0,
+            device: crate::device::DeviceName::Cpu,
+        },
         probe_images: a.probes,
         temperature: 1.0,
         label_weight: a.label_weight,
@@ -189,8 +206,8 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
     };
     let embeddings = synthetic::normals(CLASSES.0, CLASSES.1, 7);
     let times = time_runs(a.repeats, || {
-        let gen =
-            Generator::init(config.clone(), &models[0].flat[..BODY_PARAMS], embeddings.clone(), 0).map_err(|e| e.to_string())?;
+        let gen = Generator::init(config.clone(), &models[0].flat[..BODY_PARAMS], embeddings.clone(), 0, &Device::Cpu)
+            .map_err(|e| e.to_string())?;
         generator::fit_examples(&gen, (&train, &val), &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string())
     })?;
     let what = format!(
@@ -253,7 +270,15 @@ pub fn bench_flow(args: &[String]) -> Result<String, String> {
         predict: Predict::Velocity,
         cond_dropout: 0.1,
         permute_classes: orders > 1,
-        fit: FitParams { epochs: a.epochs, patience: a.epochs, lr: 1e-3, weight_decay: 0.0, batch_size: a.batch, seed: 0 },
+        fit: FitParams {
+            epochs: a.epochs,
+            patience: a.epochs,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            batch_size: a.batch,
+            seed: 0,
+            device: crate::device::DeviceName::Cpu,
+        },
     };
     let config = FlowConfig {
         codec: "transformer".into(),
@@ -271,7 +296,8 @@ pub fn bench_flow(args: &[String]) -> Result<String, String> {
     };
     let coords = synthetic::normals(CLASSES.0, class_dim, 7);
     let times = time_runs(a.repeats, || {
-        let f = Flow::init(config.clone(), vec![0.0; n], vec![1.0; n], coords.clone(), 0).map_err(|e| e.to_string())?;
+        let f =
+            Flow::init(config.clone(), vec![0.0; n], vec![1.0; n], coords.clone(), 0, &Device::Cpu).map_err(|e| e.to_string())?;
         flow::fit_examples(&f, (train, val), &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string())
     })?;
     let what = format!(

@@ -36,7 +36,6 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
@@ -44,10 +43,10 @@ use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, St
 use super::align::embedding_matrix;
 use crate::data::{Dataset, TaskSplit, Tasks};
 use crate::fit::{fit, write_history, EpochLoss, FitOptions, FitParams, Fitted, Objective};
-use crate::nn::{self, CnnS, Workspace, BODY_PARAMS, NUM_CLASSES, NUM_PARAMS};
+use crate::nn::{CnnS, BODY_PARAMS, NUM_CLASSES};
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::{self, candle_error as cerr, NamedTensors, TensorFile};
-use crate::weights::behaviour::{load_probes, surrogate, Probe};
+use crate::weights::behaviour::{load_probes, surrogate, Engine, Probe};
 use crate::zoo::store::{Checkpoint, RowRef, Zoo, ZooRow};
 
 /// Values per head row: 20 weights and a bias.
@@ -90,6 +89,8 @@ pub struct Prompt {
 /// The trainable generator and its standardised class embeddings.
 pub struct Generator {
     pub config: GeneratorConfig,
+    /// Where the variables are.
+    pub device: Device,
     body: Var,
     layers: Vec<(Var, Var)>,
     /// `[K, d]`, standardised.
@@ -99,7 +100,13 @@ pub struct Generator {
 impl Generator {
     /// PyTorch-default `Linear` initialisation from a seeded ChaCha8 stream (layer by layer, `W` then
     /// `b`); the body as given.
-    pub fn init(config: GeneratorConfig, body: &[f32], embeddings: Vec<f32>, seed: u64) -> Result<Self, StageError> {
+    pub fn init(
+        config: GeneratorConfig,
+        body: &[f32],
+        embeddings: Vec<f32>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, StageError> {
         let e = cerr("generator init");
         if body.len() != BODY_PARAMS || embeddings.len() != config.classes * config.dataset_dim {
             return Err(StageError::msg(format!(
@@ -116,13 +123,10 @@ impl Generator {
             let bound = 1.0 / (i as f32).sqrt();
             let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| uniform_in(&mut rng, bound)).collect() };
             let (w, b) = (draw(o * i), draw(o));
-            layers.push((
-                Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?,
-                Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?,
-            ));
+            layers.push((Var::from_slice(&w, (o, i), device).map_err(&e)?, Var::from_slice(&b, o, device).map_err(&e)?));
         }
-        let body = Var::from_slice(body, BODY_PARAMS, &Device::Cpu).map_err(&e)?;
-        Ok(Generator { config, body, layers, embeddings })
+        let body = Var::from_slice(body, BODY_PARAMS, device).map_err(&e)?;
+        Ok(Generator { config, device: device.clone(), body, layers, embeddings })
     }
 
     pub fn vars(&self) -> Vec<Var> {
@@ -161,7 +165,7 @@ impl Generator {
         }
         let n = prompts.len();
         let run = || -> candle_core::Result<Tensor> {
-            let mut h = Tensor::from_vec(x, (3 * n, d + 1 + q), &Device::Cpu)?;
+            let mut h = Tensor::from_vec(x, (3 * n, d + 1 + q), &self.device)?;
             for (i, (w, b)) in self.layers.iter().enumerate() {
                 h = crate::matmul::linear(&h, w.as_tensor(), b.as_tensor())?;
                 if i + 1 < self.layers.len() {
@@ -215,15 +219,15 @@ impl Generator {
         tensors::write_json_with(&dir.join("generator.json"), &self.config, extra)
     }
 
-    /// Reads a `generator` stage's output.
-    pub fn load(dir: &Path) -> Result<Generator, StageError> {
+    /// Reads a `generator` stage's output onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Generator, StageError> {
         let config: GeneratorConfig = tensors::read_json(&dir.join("generator.json"))?;
         let file = TensorFile::open(&dir.join("generator.safetensors"))?;
         let stored = file.f32_all()?;
         let get = |name: &str| -> Result<&Vec<f32>, StageError> {
             stored.get(name).map(|t| &t.values).ok_or_else(|| StageError::msg(format!("{}: has no tensor `{name}`", file.path())))
         };
-        let g = Generator::init(config, get("body")?, get("class_embeddings")?.clone(), 0)?;
+        let g = Generator::init(config, get("body")?, get("class_embeddings")?.clone(), 0, device)?;
         let mut snapshot = Vec::new();
         for t in g.named_tensors()?.iter().filter(|t| t.name != "class_embeddings") {
             let (name, shape) = (&t.name, &t.shape);
@@ -235,7 +239,7 @@ impl Generator {
                     v.len()
                 )));
             }
-            snapshot.push(Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).map_err(cerr("generator"))?);
+            snapshot.push(Tensor::from_slice(v, shape.as_slice(), device).map_err(cerr("generator"))?);
         }
         g.set_from(&snapshot)?;
         Ok(g)
@@ -289,7 +293,15 @@ params! {
 }
 /// The kind's own parameters (the training loop's follow them).
 const PARAMS: &[Param] = &[HIDDEN, NOISE_DIM, NOISE, PROBE_IMAGES, TEMPERATURE, LABEL_WEIGHT, CHECKPOINTS];
-const FIT_DEFAULTS: FitParams = FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 0.0, batch_size: 16, seed: 0 };
+const FIT_DEFAULTS: FitParams = FitParams {
+    epochs: 300,
+    patience: 30,
+    lr: 1e-3,
+    weight_decay: 0.0,
+    batch_size: 16,
+    seed: 0,
+    device: crate::device::DeviceName::Cpu,
+};
 
 impl GeneratorOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
@@ -314,36 +326,20 @@ pub(super) struct Example {
 }
 
 /// Mean loss `(1 − λ)·distillation + λ·cross-entropy` of the generated models on the examples' probes,
-/// with (when `grad`) each model's gradient scaled by `1 / examples`, flattened `[P × 2317]`.
-fn batch_loss(models: &[Vec<f32>], examples: &[&Example], temperature: f32, lambda: f64, grad: bool) -> (f64, Option<Vec<f32>>) {
-    thread_local! {
-        static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
-    }
+/// with (when `grad`) each model's gradient scaled by `1 / examples`, flattened `[P × 2317]`; the cnn-s
+/// passes run on `engine`.
+fn batch_loss(
+    engine: &Engine,
+    models: &[Vec<f32>],
+    examples: &[&Example],
+    (temperature, lambda): (f32, f64),
+    grad: bool,
+) -> Result<(f64, Option<Vec<f32>>), StageError> {
     let n = examples.len().max(1) as f32;
-    let per: Vec<(f64, Vec<f32>)> = models
-        .par_iter()
-        .zip(examples)
-        .map(|(w, ex)| {
-            WORKSPACE.with_borrow_mut(|ws| {
-                let mut g = if grad { vec![0.0f32; NUM_PARAMS] } else { Vec::new() };
-                let (images, teacher) = (&ex.probe.images, &ex.probe.teacher);
-                let loss = nn::distill_with_labels(
-                    w,
-                    images,
-                    teacher,
-                    &ex.probe.labels,
-                    temperature,
-                    lambda,
-                    grad.then_some(&mut g[..]),
-                    ws,
-                );
-                g.iter_mut().for_each(|v| *v /= n);
-                (loss, g)
-            })
-        })
-        .collect();
+    let probes: Vec<&Probe> = examples.iter().map(|x| &x.probe).collect();
+    let per = engine.losses(models, &probes, temperature, lambda, grad)?;
     let loss = per.iter().map(|p| p.0).sum::<f64>() / n as f64;
-    (loss, grad.then(|| per.into_iter().flat_map(|p| p.1).collect()))
+    Ok((loss, grad.then(|| per.into_iter().flat_map(|p| p.1).map(|v| v / n).collect())))
 }
 
 /// What [`train`] returns.
@@ -408,7 +404,7 @@ pub fn train(
         loss_min,
         loss_max,
     };
-    let gen = Generator::init(config, &body, embeddings, opts.fit.seed)?;
+    let gen = Generator::init(config, &body, embeddings, opts.fit.seed, &opts.fit.device()?)?;
     let (fitted, val_untrained) = fit_examples(&gen, (&train_ex, &val_ex), opts, progress)?;
     Ok(Trained { generator: gen, fitted, val_untrained, train_examples: train_ex.len(), val_examples: val_ex.len() })
 }
@@ -463,7 +459,8 @@ impl Objective for GeneratorObjective<'_> {
             exs.iter().map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: self.gen.draw(&mut self.rng) }).collect();
         let w = self.gen.forward(&prompts)?;
         let values = w.to_vec2::<f32>().map_err(cerr("generator"))?;
-        let (loss, g) = batch_loss(&values, &exs, self.temperature, self.lambda, true);
+        let engine = Engine::on(&self.gen.device);
+        let (loss, g) = batch_loss(&engine, &values, &exs, (self.temperature, self.lambda), true)?;
         Ok((surrogate(&w, &g.unwrap_or_default()).map_err(cerr("generator"))?, loss))
     }
 
@@ -475,7 +472,7 @@ impl Objective for GeneratorObjective<'_> {
         let prompts: Vec<Prompt> =
             self.val.iter().map(|x| Prompt { classes: x.classes, target_loss: x.loss, xi: zero.clone() }).collect();
         let w = self.gen.forward(&prompts)?.to_vec2::<f32>().map_err(cerr("generator"))?;
-        Ok(Some(batch_loss(&w, self.val, self.temperature, self.lambda, false).0))
+        Ok(Some(batch_loss(&Engine::on(&self.gen.device), &w, self.val, (self.temperature, self.lambda), false)?.0))
     }
 }
 

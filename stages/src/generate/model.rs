@@ -59,6 +59,8 @@ impl AlignConfig {
 /// The trainable prompt encoders plus the dataset-embedding standardisation.
 pub struct Aligner {
     pub config: AlignConfig,
+    /// Where the variables are.
+    pub device: Device,
     /// `(weight [in, out], bias [out])` per layer: the weight transposed from PyTorch's `[out, in]`
     /// (how it is drawn and saved), for [`crate::matmul::linear_in_out`].
     layers: Vec<(Var, Var)>,
@@ -70,7 +72,7 @@ pub struct Aligner {
 
 impl Aligner {
     /// Seeded initialisation (see the module doc); standardisation starts as the identity.
-    pub fn init(config: AlignConfig, seed: u64) -> Result<Self, StageError> {
+    pub fn init(config: AlignConfig, seed: u64, device: &Device) -> Result<Self, StageError> {
         let e = candle_error("align init");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layers = Vec::new();
@@ -79,13 +81,13 @@ impl Aligner {
             let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| uniform_in(&mut rng, bound)).collect() };
             let w = draw(o * i);
             let b = draw(o);
-            let w = Tensor::from_slice(&w, (o, i), &Device::Cpu).and_then(|w| Var::from_tensor(&w.t()?.contiguous()?));
-            layers.push((w.map_err(&e)?, Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?));
+            let w = Tensor::from_slice(&w, (o, i), device).and_then(|w| Var::from_tensor(&w.t()?.contiguous()?));
+            layers.push((w.map_err(&e)?, Var::from_slice(&b, o, device).map_err(&e)?));
         }
         let emb: Vec<f32> = (0..config.bins * config.results_dim).map(|_| normal_f32(&mut rng)).collect();
-        let results = Var::from_slice(&emb, (config.bins, config.results_dim), &Device::Cpu).map_err(&e)?;
+        let results = Var::from_slice(&emb, (config.bins, config.results_dim), device).map_err(&e)?;
         let d = config.dataset_dim;
-        Ok(Aligner { config, layers, results, input_mean: vec![0.0; d], input_std: vec![1.0; d] })
+        Ok(Aligner { config, device: device.clone(), layers, results, input_mean: vec![0.0; d], input_std: vec![1.0; d] })
     }
 
     pub fn vars(&self) -> Vec<Var> {
@@ -100,7 +102,7 @@ impl Aligner {
         for (i, &b) in bins.iter().enumerate() {
             onehot[i * self.config.bins + b] = 1.0;
         }
-        let onehot = Tensor::from_vec(onehot, (bins.len(), self.config.bins), &Device::Cpu)?;
+        let onehot = Tensor::from_vec(onehot, (bins.len(), self.config.bins), &self.device)?;
         let r = crate::matmul::matmul(&onehot, self.results.as_tensor())?;
         let mut x = Tensor::cat(&[d, &r], 1)?;
         for (i, (w, b)) in self.layers.iter().enumerate() {
@@ -126,7 +128,7 @@ impl Aligner {
         if losses.is_empty() {
             return Ok(Vec::new());
         }
-        let x = Tensor::from_vec(self.standardise(raw), (losses.len(), self.config.dataset_dim), &Device::Cpu).map_err(&e)?;
+        let x = Tensor::from_vec(self.standardise(raw), (losses.len(), self.config.dataset_dim), &self.device).map_err(&e)?;
         let bins: Vec<usize> = losses.iter().map(|&l| self.config.bin(l)).collect();
         self.forward(&x, &bins).and_then(|z| z.flatten_all()?.to_vec1::<f32>()).map_err(&e)
     }
@@ -177,9 +179,9 @@ impl Aligner {
     }
 
     /// Reads an `align` stage's output.
-    pub fn load(dir: &Path) -> Result<Aligner, StageError> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Aligner, StageError> {
         let config: AlignConfig = tensors::read_json(&dir.join("align.json"))?;
-        let mut al = Aligner::init(config, 0)?;
+        let mut al = Aligner::init(config, 0, device)?;
         let file = TensorFile::open(&dir.join("align.safetensors"))?;
         let mut snapshot = Vec::new();
         for NamedTensor { name, shape, .. } in al.named_tensors()? {
@@ -188,7 +190,7 @@ impl Aligner {
                 "input_mean" => al.input_mean = v,
                 "input_std" => al.input_std = v,
                 _ => {
-                    let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu);
+                    let t = Tensor::from_vec(v, shape.as_slice(), device);
                     // Layer weights are saved `[out, in]` and held `[in, out]`.
                     let weight = name.starts_with("shared.") && name.ends_with(".weight");
                     let t = t.and_then(|t| if weight { t.t()?.contiguous() } else { Ok(t) });
@@ -231,7 +233,7 @@ mod tests {
 
     #[test]
     fn results_embedding_changes_the_projection_and_save_load_round_trips() {
-        let mut al = Aligner::init(config(), 3).unwrap();
+        let mut al = Aligner::init(config(), 3, &Device::Cpu).unwrap();
         al.input_mean = vec![0.5; 6];
         al.input_std = vec![2.0; 6];
         let d = vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
@@ -240,8 +242,8 @@ mod tests {
         assert_ne!(z[..3], z[3..], "different loss bins must give different projections");
         let dir = tempfile::tempdir().unwrap();
         al.save(dir.path(), serde_json::json!({ "best_epoch": 1 })).unwrap();
-        let back = Aligner::load(dir.path()).unwrap();
+        let back = Aligner::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(back.project(&d, &[0.25, 1.1]).unwrap(), z);
-        assert_eq!(Aligner::init(config(), 3).unwrap().named_tensors().unwrap()[0], al.named_tensors().unwrap()[0]);
+        assert_eq!(Aligner::init(config(), 3, &Device::Cpu).unwrap().named_tensors().unwrap()[0], al.named_tensors().unwrap()[0]);
     }
 }

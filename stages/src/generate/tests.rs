@@ -140,7 +140,7 @@ fn generated_head_rows_follow_the_prompt_order_and_the_body_is_shared() {
         GeneratorConfig { classes: k, dataset_dim: d, hidden: vec![8], noise_dim: q, noise: 1.0, loss_min: 0.1, loss_max: 1.1 };
     let body: Vec<f32> = (0..BODY_PARAMS).map(|i| (i as f32 * 0.37).sin()).collect();
     let emb: Vec<f32> = (0..k * d).map(|i| (i as f32 * 1.3).cos()).collect();
-    let g = Generator::init(config, &body, emb, 3).unwrap();
+    let g = Generator::init(config, &body, emb, 3, &candle_core::Device::Cpu).unwrap();
     let xi: Vec<f32> = vec![0.3, -0.2, 0.0, 0.0, 0.0, 0.0];
     let swapped: Vec<f32> = vec![0.0, 0.0, 0.3, -0.2, 0.0, 0.0];
     let a = g.generate(&[Prompt { classes: [0, 3, 4], target_loss: 0.5, xi }]).unwrap().remove(0);
@@ -160,7 +160,7 @@ fn generated_head_rows_follow_the_prompt_order_and_the_body_is_shared() {
     // Save and load give the same generator.
     let dir = tempfile::tempdir().unwrap();
     g.save(dir.path(), serde_json::json!({})).unwrap();
-    let back = Generator::load(dir.path()).unwrap();
+    let back = Generator::load(dir.path(), &candle_core::Device::Cpu).unwrap();
     let p = Prompt { classes: [2, 1, 0], target_loss: 0.7, xi: vec![0.1; 6] };
     assert_eq!(back.generate(std::slice::from_ref(&p)).unwrap(), g.generate(&[p]).unwrap());
 }

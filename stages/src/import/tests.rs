@@ -238,7 +238,7 @@ fn an_imported_zoo_of_either_format_trains_the_token_transformer_and_is_evaluate
         assert_eq!(latents.shape, vec![3, tokens * 4], "{format}: the pca rows, each model's final checkpoint");
 
         // The decoder's output has the imported architecture's tensors, and the layout inverts exactly.
-        let codec = crate::weights::codec::load(pca.path(), ae.path()).unwrap();
+        let codec = crate::weights::codec::load(pca.path(), ae.path(), &candle_core::Device::Cpu).unwrap();
         let decoded = codec.decode(&latents.values[..tokens * 4]).unwrap();
         let source = Zoo::load(zoo.path()).unwrap();
         let original = source.weights(&source.rows[0]).unwrap();

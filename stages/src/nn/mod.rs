@@ -27,6 +27,7 @@
 
 pub mod cnn_s;
 pub mod distill;
+pub mod graph;
 pub mod kernels;
 pub mod net;
 pub mod optim;

@@ -120,9 +120,10 @@ struct AutoencoderFile {
     epochs_run: usize,
 }
 
-/// The autoencoder's weights (on the CPU).
+/// The autoencoder's weights (on `device`).
 pub struct Autoencoder {
     pub config: AutoencoderConfig,
+    pub device: Device,
     /// `(weight [out, in], bias [out])` per layer.
     encoder: Vec<(Var, Var)>,
     decoder: Vec<(Var, Var)>,
@@ -130,7 +131,7 @@ pub struct Autoencoder {
 
 impl Autoencoder {
     /// PyTorch-default initialisation from a seeded ChaCha8 stream (see the module doc).
-    pub fn init(config: AutoencoderConfig, seed: u64) -> Result<Self, StageError> {
+    pub fn init(config: AutoencoderConfig, seed: u64, device: &Device) -> Result<Self, StageError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut make = |(i, o): (usize, usize)| -> Result<(Var, Var), StageError> {
             let bound = 1.0 / (i as f32).sqrt();
@@ -138,12 +139,12 @@ impl Autoencoder {
             let w = draw(o * i);
             let b = draw(o);
             let e = candle_error("autoencoder init");
-            Ok((Var::from_slice(&w, (o, i), &Device::Cpu).map_err(&e)?, Var::from_slice(&b, o, &Device::Cpu).map_err(&e)?))
+            Ok((Var::from_slice(&w, (o, i), device).map_err(&e)?, Var::from_slice(&b, o, device).map_err(&e)?))
         };
         let (enc, dec) = config.layers();
         let encoder = enc.into_iter().map(&mut make).collect::<Result<_, _>>()?;
         let decoder = dec.into_iter().map(&mut make).collect::<Result<_, _>>()?;
-        Ok(Autoencoder { config, encoder, decoder })
+        Ok(Autoencoder { config, device: device.clone(), encoder, decoder })
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -199,7 +200,7 @@ impl Autoencoder {
             return Ok(Vec::new());
         }
         let e = candle_error("autoencoder");
-        let x = Tensor::from_slice(rows, (rows.len() / width, width), &Device::Cpu).map_err(&e)?;
+        let x = Tensor::from_slice(rows, (rows.len() / width, width), &self.device).map_err(&e)?;
         f(&x).and_then(|y| y.flatten_all()?.to_vec1::<f32>()).map_err(&e)
     }
 
@@ -225,17 +226,17 @@ impl Autoencoder {
         Ok(())
     }
 
-    /// Reads an `autoencoder` stage's output.
-    pub fn load(dir: &Path) -> Result<Autoencoder, StageError> {
+    /// Reads an `autoencoder` stage's output onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Autoencoder, StageError> {
         let json_path = dir.join("autoencoder.json");
         let file: AutoencoderFile = tensors::read_json(&json_path)?;
-        let ae = Autoencoder::init(file.config, 0)?;
+        let ae = Autoencoder::init(file.config, 0, device)?;
         let tensors = TensorFile::open(&dir.join("autoencoder.safetensors"))?;
         let want = ae.named_tensors()?;
         let mut snapshot = Vec::with_capacity(want.len());
         for NamedTensor { name, shape, .. } in &want {
             let v = tensors.f32_shaped(name, shape, &json_path.display().to_string())?;
-            snapshot.push(Tensor::from_slice(&v, shape.as_slice(), &Device::Cpu).map_err(candle_error("autoencoder"))?);
+            snapshot.push(Tensor::from_slice(&v, shape.as_slice(), device).map_err(candle_error("autoencoder"))?);
         }
         ae.set_from(&snapshot)?;
         Ok(ae)
@@ -270,7 +271,7 @@ fn full_loss(ae: &Autoencoder, rows: &[f32], d: usize) -> Result<f64, StageError
         return Ok(f64::NAN);
     }
     let e = candle_error("autoencoder");
-    let x = Tensor::from_slice(rows, (rows.len() / d, d), &Device::Cpu).map_err(&e)?;
+    let x = Tensor::from_slice(rows, (rows.len() / d, d), &ae.device).map_err(&e)?;
     batch_loss(ae, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)
 }
 
@@ -285,9 +286,16 @@ pub struct BehaviourData<'a> {
 
 impl BehaviourData<'_> {
     /// Per row of `y` (`rows × d`, decoded normalised coefficients): the mean behavioural loss, and
-    /// when `grad` the gradient of that mean with respect to `y` (`rows × d`).
-    fn evaluate(&self, y: &[f32], d: usize, probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
-        behaviour::batch_loss_and_gradient(self.pca, y, d, probes, self.options.temperature, grad)
+    /// when `grad` the gradient of that mean with respect to `y` (`rows × d`); on `ae`'s device.
+    fn evaluate(
+        &self,
+        ae: &Autoencoder,
+        (y, d): (&[f32], usize),
+        probes: &[&Probe],
+        grad: bool,
+    ) -> Result<(f64, Option<Vec<f32>>), StageError> {
+        let engine = behaviour::Engine::on(&ae.device);
+        behaviour::batch_loss_and_gradient(&engine, self.pca, (y, d), probes, self.options.temperature, grad)
     }
 
     /// `(combined loss, MSE, distillation)` of `rows` (`n × d`, normalised) with their `probes`
@@ -304,12 +312,12 @@ impl BehaviourData<'_> {
             return Ok((f64::NAN, f64::NAN, f64::NAN));
         }
         let e = candle_error("autoencoder");
-        let x = Tensor::from_slice(rows, (rows.len() / d, d), &Device::Cpu).map_err(&e)?;
+        let x = Tensor::from_slice(rows, (rows.len() / d, d), &ae.device).map_err(&e)?;
         let y = ae.decode_tensor(&ae.encode_tensor(&x).map_err(&e)?).map_err(&e)?;
         let mse = candle_nn::loss::mse(&y, &x).and_then(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>()).map_err(&e)?;
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
         let probes: Vec<&Probe> = probes.iter().collect();
-        let (kl, _) = self.evaluate(&yv, d, &probes, false);
+        let (kl, _) = self.evaluate(ae, (&yv, d), &probes, false)?;
         Ok((scales.combined(self.options.beta, mse, kl), mse, kl))
     }
 }
@@ -336,7 +344,7 @@ impl Objective for AutoencoderObjective<'_> {
         let e = candle_error("autoencoder training");
         self.batch.clear();
         rows.iter().for_each(|&r| self.batch.extend_from_slice(&self.train[r * d..(r + 1) * d]));
-        let x = Tensor::from_slice(&self.batch, (rows.len(), d), &Device::Cpu).map_err(&e)?;
+        let x = Tensor::from_slice(&self.batch, (rows.len(), d), &ae.device).map_err(&e)?;
         let Some(b) = self.behaviour else {
             let loss = batch_loss(ae, &x).map_err(&e)?;
             let value = loss.to_scalar::<f32>().map_err(&e)? as f64;
@@ -347,7 +355,7 @@ impl Objective for AutoencoderObjective<'_> {
         let mse_value = mse.to_scalar::<f32>().map_err(&e)? as f64;
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
         let probes: Vec<&Probe> = rows.iter().map(|&r| &b.train[r]).collect();
-        let (kl, g) = b.evaluate(&yv, d, &probes, true);
+        let (kl, g) = b.evaluate(ae, (&yv, d), &probes, true)?;
         let sc = *self.scales.get_or_insert(Scales::first(mse_value, kl));
         let beta = b.options.beta;
         let loss = sc.loss(beta, mse, &y, &g.unwrap_or_default()).map_err(&e)?;
@@ -381,7 +389,7 @@ pub fn train(
     }
     let config =
         AutoencoderConfig { input_dim: d, hidden: mlp.hidden.clone(), latent_dim: mlp.latent_dim, activation: mlp.activation };
-    let ae = Autoencoder::init(config, params.seed)?;
+    let ae = Autoencoder::init(config, params.seed, &params.device()?)?;
     let mut objective = AutoencoderObjective {
         ae: &ae,
         train,

@@ -70,7 +70,15 @@ const PARAMS: (&[Param], &[Param]) = (
 );
 
 /// The defaults of the training loop's parameters.
-const FIT_DEFAULTS: FitParams = FitParams { epochs: 300, patience: 30, lr: 1e-3, weight_decay: 1e-5, batch_size: 32, seed: 0 };
+const FIT_DEFAULTS: FitParams = FitParams {
+    epochs: 300,
+    patience: 30,
+    lr: 1e-3,
+    weight_decay: 1e-5,
+    batch_size: 32,
+    seed: 0,
+    device: crate::device::DeviceName::Cpu,
+};
 
 impl AutoencoderOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {

@@ -23,7 +23,7 @@
 //! model's outputs, so it is an encoder-side improvement (a better `encode`), reported apart from pure
 //! decoding.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
 use wspace_stage_api::StageError;
 
@@ -124,59 +124,123 @@ impl WeightMap for WeightPca {
     }
 }
 
-/// The behavioural loss of the model decoded from the decoder output `y` and, when `grad`, its
-/// gradient with respect to `y`.
-pub fn loss_and_gradient(map: &dyn WeightMap, y: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
-    loss_and_gradient_with_labels(map, y, probe, temperature, 0.0, grad)
+/// Where the behavioural term's cnn-s forward and backward passes run: the project's kernel on the
+/// CPU (the same bits on every machine), or the candle graph of [`nn::graph`] on any other device.
+#[derive(Debug, Clone)]
+pub enum Engine {
+    Kernel,
+    Graph(Device),
 }
 
-/// `(1 − λ)·`[`loss_and_gradient`]` + λ·CE` with the probe's labels ([`nn::distill_with_labels`];
-/// `λ = label_weight`; with `λ = 0` the same bits).
-pub fn loss_and_gradient_with_labels(
-    map: &dyn WeightMap,
-    y: &[f32],
-    probe: &Probe,
-    temperature: f32,
-    label_weight: f64,
-    grad: bool,
-) -> (f64, Option<Vec<f32>>) {
+impl Engine {
+    /// The kernel for the CPU, the graph on `device` otherwise.
+    pub fn on(device: &Device) -> Engine {
+        if device.is_cpu() {
+            Engine::Kernel
+        } else {
+            Engine::Graph(device.clone())
+        }
+    }
+
+    /// Per model `i`: the loss `(1 − λ)·distillation + λ·CE` ([`nn::distill_with_labels`], `λ =
+    /// label_weight`) of the flat cnn-s weights `weights[i]` on `probes[i]` and, when `grad`, its
+    /// gradient with respect to those weights (empty otherwise).
+    pub fn losses(
+        &self,
+        weights: &[Vec<f32>],
+        probes: &[&Probe],
+        temperature: f32,
+        label_weight: f64,
+        grad: bool,
+    ) -> Result<Vec<(f64, Vec<f32>)>, StageError> {
+        match self {
+            Engine::Kernel => {
+                Ok(weights.par_iter().zip(probes).map(|(w, p)| kernel_loss(w, p, temperature, label_weight, grad)).collect())
+            }
+            Engine::Graph(device) => graph_losses(device, weights, probes, (temperature, label_weight), grad)
+                .map_err(|e| StageError::msg(format!("the behavioural term on {device:?}: {e}"))),
+        }
+    }
+}
+
+fn kernel_loss(w: &[f32], probe: &Probe, temperature: f32, label_weight: f64, grad: bool) -> (f64, Vec<f32>) {
     thread_local! {
         // One kernel workspace (≈ 0.5 MB) per worker thread, not one per call.
         static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
     }
-    let w = map.to_flat(y);
     debug_assert_eq!(w.len(), NUM_PARAMS);
     WORKSPACE.with_borrow_mut(|ws| {
         let (images, teacher, labels) = (&probe.images, &probe.teacher, &probe.labels);
-        if grad {
-            let mut g = vec![0.0f32; NUM_PARAMS];
-            let loss = nn::distill_with_labels(&w, images, teacher, labels, temperature, label_weight, Some(&mut g), ws);
-            (loss, Some(map.flat_gradient_to_output(&g)))
-        } else {
-            (nn::distill_with_labels(&w, images, teacher, labels, temperature, label_weight, None, ws), None)
-        }
+        let mut g = if grad { vec![0.0f32; NUM_PARAMS] } else { Vec::new() };
+        let loss = nn::distill_with_labels(w, images, teacher, labels, temperature, label_weight, grad.then_some(&mut g[..]), ws);
+        (loss, g)
     })
+}
+
+/// [`Engine::losses`] through [`nn::graph`]: every model's loss in one graph, one backward pass.
+fn graph_losses(
+    device: &Device,
+    weights: &[Vec<f32>],
+    probes: &[&Probe],
+    (temperature, label_weight): (f32, f64),
+    grad: bool,
+) -> candle_core::Result<Vec<(f64, Vec<f32>)>> {
+    let (b, len) = (weights.len(), weights.first().map_or(0, Vec::len));
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let w = Var::from_vec(weights.concat(), (b, len), device)?;
+    let mut losses = Vec::with_capacity(b);
+    for (i, p) in probes.iter().enumerate() {
+        let n = p.teacher.len();
+        if n == 0 {
+            losses.push(Tensor::zeros((), DType::F32, device)?);
+            continue;
+        }
+        let images = Tensor::from_slice(&p.images, (n, IMAGE_PIXELS), device)?;
+        let teacher = Tensor::from_iter(p.teacher.iter().flatten().copied(), device)?.reshape((n, NUM_CLASSES))?;
+        let labels = Tensor::from_iter(p.labels.iter().map(|&l| l as u32), device)?;
+        let z = nn::graph::logits(&w.get(i)?, &images)?;
+        losses.push(nn::graph::distill_loss(&z, &teacher, &labels, temperature as f64, label_weight)?);
+    }
+    let all = Tensor::stack(&losses, 0)?;
+    let values = all.to_vec1::<f32>()?;
+    let grads = match grad {
+        true => match all.sum_all()?.backward()?.get(&w) {
+            Some(g) => g.to_vec2::<f32>()?,
+            None => vec![vec![0.0; len]; b],
+        },
+        false => vec![Vec::new(); b],
+    };
+    Ok(values.into_iter().map(f64::from).zip(grads).collect())
+}
+
+/// The behavioural loss of the model decoded from the decoder output `y` and, when `grad`, its
+/// gradient with respect to `y`.
+pub fn loss_and_gradient(map: &dyn WeightMap, y: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
+    let (loss, g) = kernel_loss(&map.to_flat(y), probe, temperature, 0.0, grad);
+    (loss, grad.then(|| map.flat_gradient_to_output(&g)))
 }
 
 /// The mean behavioural loss of a batch: rows `y` (`probes.len() × row`, one decoder output per model)
 /// against each model's probes and, when `grad`, the gradient of that mean with respect to `y`.
 pub fn batch_loss_and_gradient(
+    engine: &Engine,
     map: &dyn WeightMap,
-    y: &[f32],
-    row: usize,
+    (y, row): (&[f32], usize),
     probes: &[&Probe],
     temperature: f32,
     grad: bool,
-) -> (f64, Option<Vec<f32>>) {
+) -> Result<(f64, Option<Vec<f32>>), StageError> {
     let n = probes.len();
-    let per_row: Vec<(f64, Option<Vec<f32>>)> = probes
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| loss_and_gradient(map, &y[i * row..(i + 1) * row], p, temperature, grad))
-        .collect();
+    let weights: Vec<Vec<f32>> = (0..n).into_par_iter().map(|i| map.to_flat(&y[i * row..(i + 1) * row])).collect();
+    let per_row = engine.losses(&weights, probes, temperature, 0.0, grad)?;
     let loss = per_row.iter().map(|(l, _)| l).sum::<f64>() / n.max(1) as f64;
-    let g = grad.then(|| per_row.into_iter().flat_map(|(_, g)| g.unwrap_or_default()).map(|v| v / n as f32).collect());
-    (loss, g)
+    let g = grad.then(|| {
+        let rows: Vec<Vec<f32>> = per_row.par_iter().map(|(_, g)| map.flat_gradient_to_output(g)).collect();
+        rows.into_iter().flatten().map(|v| v / n as f32).collect()
+    });
+    Ok((loss, g))
 }
 
 /// `loss = "behaviour"` for either autoencoder: `beta · MSE / MSE₀ + (1 − beta) · distillation /
@@ -248,19 +312,22 @@ pub struct RefineOptions {
     pub label_weight: f64,
 }
 
-/// Latent refinement (see the module doc): `o.steps` Adam steps on `latent` through the frozen decoder.
-/// Keeps the best latent seen (the loss is measured before each step and after the last).
+/// Latent refinement (see the module doc): `o.steps` Adam steps on `latent` through the frozen decoder,
+/// whose variables are on `device`. Keeps the best latent seen (the loss is measured before each step
+/// and after the last).
 pub fn refine(
     decoder: &Decoder,
     map: &dyn WeightMap,
     latent: &[f32],
     probe: &Probe,
     o: &RefineOptions,
+    device: &Device,
 ) -> Result<Refined, StageError> {
     let (steps, lr) = (o.steps, o.lr);
     let e = |e: candle_core::Error| StageError::msg(format!("latent refinement: {e}"));
     let dim = latent.len();
-    let h = Var::from_slice(latent, (1, dim), &Device::Cpu).map_err(e)?;
+    let h = Var::from_slice(latent, (1, dim), device).map_err(e)?;
+    let engine = Engine::on(device);
     let (mut m, mut v) = (vec![0.0f64; dim], vec![0.0f64; dim]);
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
     let mut best: Option<(f64, Vec<f32>)> = None;
@@ -268,7 +335,9 @@ pub fn refine(
     for step in 0..=steps {
         let z_t = decoder(h.as_tensor()).map_err(e)?;
         let z: Vec<f32> = z_t.flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
-        let (loss, g) = loss_and_gradient_with_labels(map, &z, probe, o.temperature, o.label_weight, step < steps);
+        let grad = step < steps;
+        let (loss, g) = engine.losses(&[map.to_flat(&z)], &[probe], o.temperature, o.label_weight, grad)?.remove(0);
+        let g = grad.then(|| map.flat_gradient_to_output(&g));
         let current: Vec<f32> = h.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(e)?;
         if step == 0 {
             first = loss;
@@ -294,7 +363,7 @@ pub fn refine(
                 (current[i] as f64 - lr * mh / (vh.sqrt() + eps)) as f32
             })
             .collect();
-        h.set(&Tensor::from_slice(&next, (1, dim), &Device::Cpu).map_err(e)?).map_err(e)?;
+        h.set(&Tensor::from_slice(&next, (1, dim), device).map_err(e)?).map_err(e)?;
     }
     let (loss_after, latent) = best.expect("at least one evaluation");
     Ok(Refined { latent, loss_before: first, loss_after })

@@ -24,6 +24,7 @@
 //! `N · S · P` over the median), in all and per thread. Threads: `RAYON_NUM_THREADS` (candle's pool
 //! and the kernel's), default every core.
 
+use candle_core::Device;
 use rayon::prelude::*;
 use wspace_stage_api::NoProgress;
 
@@ -138,7 +139,15 @@ pub fn bench_autoencoder(args: &[String]) -> Result<String, String> {
     };
     let models = synthetic::zoo(a.models + a.val, a.probes);
     let (train, val) = models.split_at(a.models);
-    let fit = FitParams { epochs: a.epochs, patience: a.epochs, lr: 1e-3, weight_decay: 1e-5, batch_size: a.batch, seed: 0 };
+    let fit = FitParams {
+        epochs: a.epochs,
+        patience: a.epochs,
+        lr: 1e-3,
+        weight_decay: 1e-5,
+        batch_size: a.batch,
+        seed: 0,
+        device: crate::device::DeviceName::Cpu,
+    };
     let behaviour = BehaviourOptions { probe_images: a.probes, ..BEHAVIOUR };
     let times = match a.architecture {
         Architecture::Mlp => {
@@ -194,14 +203,13 @@ pub fn bench_refine(args: &[String]) -> Result<String, String> {
                 latent_dim: MLP.1,
                 activation: Activation::Elu,
             };
-            let ae = Autoencoder::init(config, 0).map_err(e)?;
+            let ae = Autoencoder::init(config, 0, &Device::Cpu).map_err(e)?;
             let latents = ae.encode(&coefficients(&pca, &models)).map_err(e)?;
             let decoder = |h: &candle_core::Tensor| ae.decode_tensor(h);
             time_runs(a.repeats, || {
-                latents
-                    .par_chunks(MLP.1)
-                    .zip(&models)
-                    .try_for_each(|(h, m)| behaviour::refine(&decoder, &pca, h, &m.probe, &o).map(|_| ()).map_err(e))
+                latents.par_chunks(MLP.1).zip(&models).try_for_each(|(h, m)| {
+                    behaviour::refine(&decoder, &pca, h, &m.probe, &o, &Device::Cpu).map(|_| ()).map_err(e)
+                })
             })?
         }
         Architecture::Transformer => {
@@ -217,15 +225,14 @@ pub fn bench_refine(args: &[String]) -> Result<String, String> {
                 token_latent: t.token_latent,
             };
             let flat: Vec<&[f32]> = models.iter().map(|m| m.flat.as_slice()).collect();
-            let model = TokenAutoencoder::init(config, Normaliser::fit(layout, &flat), 0).map_err(e)?;
+            let model = TokenAutoencoder::init(config, Normaliser::fit(layout, &flat), 0, &Device::Cpu).map_err(e)?;
             let latents = model.encode(&flat).map_err(e)?;
             let k = model.config.latent_dim();
             let decoder = |h: &candle_core::Tensor| model.decode_flat_tensor(h);
             time_runs(a.repeats, || {
-                latents
-                    .par_chunks(k)
-                    .zip(&models)
-                    .try_for_each(|(h, m)| behaviour::refine(&decoder, &model.normaliser, h, &m.probe, &o).map(|_| ()).map_err(e))
+                latents.par_chunks(k).zip(&models).try_for_each(|(h, m)| {
+                    behaviour::refine(&decoder, &model.normaliser, h, &m.probe, &o, &Device::Cpu).map(|_| ()).map_err(e)
+                })
             })?
         }
     };

@@ -62,6 +62,7 @@ use super::codec::{self, Codec, RefineOptions};
 use super::network::Network;
 use super::pca::{mse, Coefficients, WeightPca};
 use crate::data::{Dataset, TaskSplit, Tasks};
+use crate::device::{DeviceName, DEVICE};
 use crate::nn::argmax;
 use crate::plot::{self, Chart, Series};
 use crate::resnet::InputTransform;
@@ -141,6 +142,8 @@ pub struct EvaluateOptions {
     pub split: TaskSplit,
     /// Latent refinement (the `pca_ae_refined` variant); `steps = 0` turns it off.
     pub refine: RefineOptions,
+    /// Where the codec's networks run (encoding, decoding, refinement).
+    pub device: DeviceName,
 }
 
 choice_enum! {
@@ -158,7 +161,7 @@ params! {
     TEMPERATURE = "temperature": Float = 2.0, "latent refinement: distillation temperature";
 }
 /// The kind's parameters, in the order `wspace kinds` lists them.
-const PARAMS: &[Param] = &[SYNTHETIC_IMAGES, SEED, SPLIT, REFINE_STEPS, REFINE_LR, PROBE_IMAGES, TEMPERATURE];
+const PARAMS: &[Param] = &[SYNTHETIC_IMAGES, SEED, SPLIT, REFINE_STEPS, REFINE_LR, PROBE_IMAGES, TEMPERATURE, DEVICE];
 
 impl EvaluateOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
@@ -174,7 +177,13 @@ impl EvaluateOptions {
             Split::Val => TaskSplit::Val,
             Split::Test => TaskSplit::Test,
         };
-        Ok(EvaluateOptions { synthetic_images: p.positive(&SYNTHETIC_IMAGES)?, seed: p.seed(&SEED)?, split, refine })
+        Ok(EvaluateOptions {
+            synthetic_images: p.positive(&SYNTHETIC_IMAGES)?,
+            seed: p.seed(&SEED)?,
+            split,
+            refine,
+            device: crate::device::check(p)?,
+        })
     }
 }
 
@@ -400,7 +409,8 @@ pub fn run_evaluation(
     out: &Path,
 ) -> Result<serde_json::Value, StageError> {
     let pca = WeightPca::load(pca_dir)?;
-    let codec = autoencoder_dir.map(|d| codec::load(pca_dir, d)).transpose()?;
+    let device = crate::device::open_name(opts.device)?;
+    let codec = autoencoder_dir.map(|d| codec::load(pca_dir, d, &device)).transpose()?;
     let coefficients = Coefficients::load(pca_dir)?;
     let test = coefficients.split(opts.split);
     if test.is_empty() {

@@ -237,7 +237,7 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     assert!(losses.last().unwrap() < &losses[0], "train loss falls: {losses:?}");
 
     // Decoding: a stored latent decodes to a runnable network equal to the codec's own encode → decode.
-    let codec = codec::load(&pca_dir, &ae_dir).unwrap();
+    let codec = codec::load(&pca_dir, &ae_dir, &candle_core::Device::Cpu).unwrap();
     assert_eq!((codec.name(), codec.latent_shape(), codec.variants()), ("mlp", vec![6], ["pca_ae", "pca_ae_refined"]));
     let latents = crate::tensors::TensorFile::open(&ae_dir.join("latents.safetensors")).unwrap().f32_all().unwrap();
     let first = &latents[0].values[..6];
@@ -250,7 +250,7 @@ fn pca_autoencoder_and_evaluation_on_a_tiny_zoo() {
     }
     let net = Network::build(codec.arch(), &codec.decode(first).unwrap().remove(0)).unwrap();
     assert_eq!(net.logits_f32(&[0.5; 784]).unwrap().len(), 1);
-    let wrong = codec::load(&full_dir, &ae_dir).err().unwrap().to_string();
+    let wrong = codec::load(&full_dir, &ae_dir, &candle_core::Device::Cpu).err().unwrap().to_string();
     assert!(wrong.contains("another `pca` output"), "{wrong}");
 
     // --- evaluate-reconstruction: metrics for the three reconstructions, sensible relations.
@@ -415,7 +415,7 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     let data = crate::data::Dataset::load(&data_dir).unwrap();
     let probes = behaviour::load_probes(&rows, &zoo, &tasks, &data, 16).unwrap();
     let distill_after = |ae_dir: &Path| -> f64 {
-        let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(ae_dir).unwrap());
+        let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(ae_dir, &candle_core::Device::Cpu).unwrap());
         let z: Vec<f32> = train.iter().flat_map(|&i| pca.normalise(coefficients.row(i))).collect();
         let back = ae.decode(&ae.encode(&z).unwrap()).unwrap();
         let d = pca.coefficient_dim();
@@ -430,10 +430,10 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
     assert!(with_behaviour < with_mse, "train distillation: behaviour {with_behaviour} vs mse {with_mse}");
 
     // Refinement lowers the behavioural loss of the latent it starts from (it keeps the best step).
-    let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(&mse_dir).unwrap());
+    let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(&mse_dir, &candle_core::Device::Cpu).unwrap());
     let latent = ae.encode(&pca.normalise(coefficients.row(train[0]))).unwrap();
     let opts = behaviour::RefineOptions { steps: 10, lr: 0.05, probe_images: 8, temperature: 2.0, label_weight: 0.0 };
-    let r = behaviour::refine(&|h| ae.decode_tensor(h), &pca, &latent, &probes[0], &opts).unwrap();
+    let r = behaviour::refine(&|h| ae.decode_tensor(h), &pca, &latent, &probes[0], &opts, &candle_core::Device::Cpu).unwrap();
     assert!(r.loss_after < r.loss_before, "{} → {}", r.loss_before, r.loss_after);
 
     // evaluate-reconstruction with refinement: a fourth variant, and every reconstruction's weights on

@@ -159,10 +159,11 @@ impl WeightMap for Normaliser {
     }
 }
 
-/// The transformer autoencoder with its normaliser (on the CPU).
+/// The transformer autoencoder (its variables on `device`) with its normaliser (on the CPU).
 pub struct TokenAutoencoder {
     pub config: TransformerConfig,
     pub normaliser: Normaliser,
+    pub device: Device,
     encoder: Stack,
     decoder: Stack,
     /// Every variable with its name, in creation order (what is saved and restored).
@@ -171,12 +172,12 @@ pub struct TokenAutoencoder {
 
 impl TokenAutoencoder {
     /// Seeded initialisation (see the module doc).
-    pub fn init(config: TransformerConfig, normaliser: Normaliser, seed: u64) -> Result<Self, StageError> {
-        let mut init = Init::new(seed);
+    pub fn init(config: TransformerConfig, normaliser: Normaliser, seed: u64, device: &Device) -> Result<Self, StageError> {
+        let mut init = Init::new(seed, device);
         let shape = StackShape { tokens: config.tokens, d_model: config.d_model, layers: config.layers, heads: config.heads };
         let encoder = init.stack("encoder", shape, config.token_width, config.token_latent)?;
         let decoder = init.stack("decoder", shape, config.token_latent, config.token_width)?;
-        Ok(TokenAutoencoder { config, normaliser, encoder, decoder, named: init.named })
+        Ok(TokenAutoencoder { config, normaliser, device: device.clone(), encoder, decoder, named: init.named })
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -213,7 +214,7 @@ impl TokenAutoencoder {
         let c = &self.config;
         let e = candle_error("transformer");
         let x: Vec<f32> = flat.iter().flat_map(|w| self.normaliser.normalise(w)).collect();
-        let x = Tensor::from_vec(x, (flat.len(), c.tokens, c.token_width), &Device::Cpu).map_err(&e)?;
+        let x = Tensor::from_vec(x, (flat.len(), c.tokens, c.token_width), &self.device).map_err(&e)?;
         self.encode_tensor(&x).and_then(|z| z.flatten_all()?.to_vec1::<f32>()).map_err(&e)
     }
 
@@ -228,7 +229,7 @@ impl TokenAutoencoder {
             return Ok(Vec::new());
         }
         let e = candle_error("transformer");
-        let z = Tensor::from_slice(latents, (n, c.tokens, c.token_latent), &Device::Cpu).map_err(&e)?;
+        let z = Tensor::from_slice(latents, (n, c.tokens, c.token_latent), &self.device).map_err(&e)?;
         let y: Vec<f32> = self.decode_tensor(&z).and_then(|y| y.flatten_all()?.to_vec1()).map_err(&e)?;
         Ok(y.chunks_exact(c.tokens * c.token_width).map(|y| self.normaliser.denormalise(y)).collect())
     }
@@ -260,8 +261,8 @@ impl TokenAutoencoder {
         )
     }
 
-    /// Reads an `autoencoder` stage's output written with `architecture = "transformer"`.
-    pub fn load(dir: &Path) -> Result<TokenAutoencoder, StageError> {
+    /// Reads an `autoencoder` stage's output written with `architecture = "transformer"`, onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<TokenAutoencoder, StageError> {
         let json = dir.join("transformer.json");
         let file: TransformerFile = tensors::read_json(&json)?;
         let c = file.config;
@@ -273,11 +274,11 @@ impl TokenAutoencoder {
         let weights = TensorFile::open(&dir.join("transformer.safetensors"))?;
         let mean = weights.f32_shaped("normaliser.mean", &[c.tokens, c.token_width], &source)?;
         let std = weights.f32_shaped("normaliser.std", &[layout.layers.len()], &source)?;
-        let model = TokenAutoencoder::init(c, Normaliser::new(layout, mean, std), 0)?;
+        let model = TokenAutoencoder::init(c, Normaliser::new(layout, mean, std), 0, device)?;
         let e = candle_error("transformer");
         for (name, v) in &model.named {
             let values = weights.f32_shaped(name, v.dims(), &source)?;
-            v.set(&Tensor::from_vec(values, v.dims(), &Device::Cpu).map_err(&e)?).map_err(&e)?;
+            v.set(&Tensor::from_vec(values, v.dims(), device).map_err(&e)?).map_err(&e)?;
         }
         Ok(model)
     }
@@ -349,11 +350,12 @@ impl<'a> TransformerObjective<'a> {
             layers: opts.layers,
             token_latent: opts.token_latent,
         };
-        let model = TokenAutoencoder::init(config, normaliser, fit_params.seed)?;
+        let device = fit_params.device()?;
+        let model = TokenAutoencoder::init(config, normaliser, fit_params.seed, &device)?;
         let mask_values = layout.mask();
         let mask_sum = mask_values.iter().map(|&m| m as f64).sum();
         let mask =
-            Tensor::from_vec(mask_values, (layout.tokens(), layout.width), &Device::Cpu).map_err(candle_error("transformer"))?;
+            Tensor::from_vec(mask_values, (layout.tokens(), layout.width), &device).map_err(candle_error("transformer"))?;
         let net = Net::from_arch(arch)
             .ok_or_else(|| StageError::msg(format!("`{arch}` has no permutation symmetries the augmentation knows")))?;
         Ok(TransformerObjective {
@@ -394,14 +396,21 @@ impl<'a> TransformerObjective<'a> {
 
     /// Mean behavioural loss of the decoded rows `y` (`n × T·W`, flat) against `probes`, and its
     /// gradient with respect to `y` (when `grad`).
-    fn distill(&self, b: BehaviourOptions, y: &[f32], probes: &[&Probe], grad: bool) -> (f64, Option<Vec<f32>>) {
+    fn distill(
+        &self,
+        b: BehaviourOptions,
+        y: &[f32],
+        probes: &[&Probe],
+        grad: bool,
+    ) -> Result<(f64, Option<Vec<f32>>), StageError> {
         let (t, w) = self.shape();
-        behaviour::batch_loss_and_gradient(&self.model.normaliser, y, t * w, probes, b.temperature, grad)
+        let engine = behaviour::Engine::on(&self.model.device);
+        behaviour::batch_loss_and_gradient(&engine, &self.model.normaliser, (y, t * w), probes, b.temperature, grad)
     }
 
     fn tensor(&self, rows: Vec<f32>, n: usize) -> candle_core::Result<Tensor> {
         let (t, w) = self.shape();
-        Tensor::from_vec(rows, (n, t, w), &Device::Cpu)
+        Tensor::from_vec(rows, (n, t, w), &self.model.device)
     }
 
     /// `(combined, mse, distillation)` of the un-augmented `rows` (NaN without rows).
@@ -418,7 +427,7 @@ impl<'a> TransformerObjective<'a> {
         let (Some(b), Some(sc)) = (self.behaviour, self.scales) else { return Ok((mse, mse, f64::NAN)) };
         let yv: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
         let probes: Vec<&Probe> = rows.probes.iter().collect();
-        let (kl, _) = self.distill(b, &yv, &probes, false);
+        let (kl, _) = self.distill(b, &yv, &probes, false)?;
         Ok((sc.combined(b.beta, mse, kl), mse, kl))
     }
 }
@@ -475,7 +484,7 @@ impl Objective for TransformerObjective<'_> {
                 let ya = y.narrow(0, 0, b).map_err(&e)?;
                 let yv: Vec<f32> = ya.flatten_all().and_then(|t| t.to_vec1()).map_err(&e)?;
                 let probes: Vec<&Probe> = rows.iter().map(|&r| &self.train.probes[r]).collect();
-                let (kl, g) = self.distill(bo, &yv, &probes, true);
+                let (kl, g) = self.distill(bo, &yv, &probes, true)?;
                 let sc = *self.scales.get_or_insert(Scales::first(mse_value, kl));
                 (sc.loss(bo.beta, mse, &ya, &g.unwrap_or_default()).map_err(&e)?, sc.combined(bo.beta, mse_value, kl))
             }

@@ -173,7 +173,7 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
     assert!(val.iter().cloned().fold(f64::INFINITY, f64::min) < val[0], "val loss {val:?}");
 
     // The codec: load, encode a zoo model (= its row of latents.safetensors), decode to runnable weights.
-    let codec = super::codec::load(&pca_dir, &a).unwrap();
+    let codec = super::codec::load(&pca_dir, &a, &candle_core::Device::Cpu).unwrap();
     assert_eq!((codec.name(), codec.latent_shape(), codec.latent_dim()), ("transformer", vec![41, 4], 164));
     let coefficients = pca::Coefficients::load(&pca_dir).unwrap();
     let zoo = crate::zoo::Zoo::load(&zoo_dir).unwrap();
@@ -186,7 +186,7 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
     let decoded = codec.decode(&latent).unwrap().remove(0);
     CnnS::from_named_tensors(decoded.triples()).unwrap();
     // The codec's decoding is the saved transformer's, detokenised under the zoo's names.
-    let t = TokenAutoencoder::load(&a).unwrap();
+    let t = TokenAutoencoder::load(&a, &candle_core::Device::Cpu).unwrap();
     assert!(t.decode(&latent).unwrap()[0] == decoded.flat(), "codec decoding differs from the transformer's");
 
     // evaluate-reconstruction takes it: `tokens_ae` and `tokens_ae_refined` beside `pca` and `mean`.
@@ -235,7 +235,7 @@ fn transformer_trains_deterministically_and_serves_as_the_weight_codec() {
 fn transformer_matches_pytorch() {
     use candle_core::{Device, Tensor};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformer");
-    let model = TokenAutoencoder::load(&dir).unwrap();
+    let model = TokenAutoencoder::load(&dir, &candle_core::Device::Cpu).unwrap();
     let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let values = |k: &str| -> Vec<f32> { expected[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect() };
     let x = Tensor::from_vec(values("input"), (1, 41, 201), &Device::Cpu).unwrap();

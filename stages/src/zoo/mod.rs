@@ -49,6 +49,7 @@ use rayon::prelude::*;
 use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use crate::data::{Dataset, Task, Tasks};
+use crate::device::DeviceName;
 use crate::nn::{self, CnnS, Optimizer, TrainConfig, Trainer};
 use crate::resnet;
 use crate::tensors::{self, candle_error};
@@ -62,11 +63,6 @@ pub struct ZooKind;
 choice_enum! {
     /// `arch`: the architecture every model has.
     pub enum ArchName { CnnS = "cnn-s", Resnet18 = "resnet18" }
-}
-
-choice_enum! {
-    /// `device`: where a ResNet-18 zoo trains.
-    pub enum DeviceName { Cpu = "cpu", Cuda = "cuda" }
 }
 
 params! {
@@ -240,7 +236,7 @@ enum Arch {
 
 impl Arch {
     fn from_params(p: Params) -> Result<Arch, StageError> {
-        Ok(match (p.choice(&ARCH)?, p.choice(&DEVICE)?) {
+        Ok(match (p.choice(&ARCH)?, crate::device::built(p.choice(&DEVICE)?)?) {
             (ArchName::Resnet18, DeviceName::Cuda) => Arch::Resnet18(resnet::DeviceChoice::Cuda(0)),
             (ArchName::Resnet18, DeviceName::Cpu) => Arch::Resnet18(resnet::DeviceChoice::Cpu),
             (ArchName::CnnS, _) => Arch::CnnS,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use rayon::prelude::*;
 use wspace_stage_api::StageError;
 
@@ -143,7 +144,7 @@ impl Sources {
         let samples = load_samples(dirs.samples)?;
         let zoo = Zoo::load(dirs.zoo)?;
         let arch = zoo.meta.arch.clone();
-        let al = Aligner::load(dirs.align)?;
+        let al = Aligner::load(dirs.align, &Device::Cpu)?;
         let tasks = Tasks::load(dirs.tasks)?;
         let data = Dataset::load(dirs.data)?;
         let (emb, dim) = task_embeddings(dirs.embed)?;
@@ -152,7 +153,7 @@ impl Sources {
         let train: Vec<usize> = (0..all_pairs.len()).filter(|&i| all_pairs[i].split == TaskSplit::Train).collect();
         let codec = match dirs.codec {
             Some((pca, ae)) => {
-                let codec = codec::load(pca, ae)?;
+                let codec = codec::load(pca, ae, &Device::Cpu)?;
                 let file = TensorFile::open(&ae.join("latents.safetensors"))?;
                 let latents = file.f32_all()?.take("latents").map(|t| t.values).unwrap_or_default();
                 if latents.len() != all_pairs.len() * codec.latent_dim() {

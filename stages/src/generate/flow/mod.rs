@@ -36,7 +36,7 @@
 
 pub mod model;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -67,7 +67,15 @@ params! {
     PERMUTE_CLASSES = "permute_classes": Bool = true, "every train model also under the other orders of its classes (head rows permuted)";
 }
 const PARAMS: &[Param] = &[D_MODEL, HEADS, LAYERS, PREDICT, COND_DROPOUT, PERMUTE_CLASSES];
-const FIT_DEFAULTS: FitParams = FitParams { epochs: 400, patience: 60, lr: 1e-3, weight_decay: 0.0, batch_size: 32, seed: 0 };
+const FIT_DEFAULTS: FitParams = FitParams {
+    epochs: 400,
+    patience: 60,
+    lr: 1e-3,
+    weight_decay: 0.0,
+    batch_size: 32,
+    seed: 0,
+    device: crate::device::DeviceName::Cpu,
+};
 
 /// The `flow` stage's parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +224,7 @@ pub fn train(
         loss_min: losses.iter().copied().fold(f64::INFINITY, f64::min),
         loss_max: losses.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     };
-    let flow = Flow::init(config, mean.clone(), std.clone(), coords, opts.fit.seed)?;
+    let flow = Flow::init(config, mean.clone(), std.clone(), coords, opts.fit.seed, &opts.fit.device()?)?;
     let split = |s: TaskSplit| -> Result<Vec<Example>, StageError> {
         raw.iter()
             .filter(|x| x.0 == s)
@@ -298,7 +306,7 @@ impl FlowObjective<'_> {
         let prompts: Vec<Option<Prompt>> = draws.iter().map(|d| d.prompt).collect();
         let v = self.flow.forward(&xt, &t, &prompts)?;
         let target: Vec<f32> = draws.iter().flat_map(|d| d.target.iter().copied()).collect();
-        let target = Tensor::from_vec(target, v.shape(), &Device::Cpu).map_err(&e)?;
+        let target = Tensor::from_vec(target, v.shape(), v.device()).map_err(&e)?;
         (v - target).and_then(|d| d.sqr()?.mean_all()).map_err(e)
     }
 }
@@ -364,7 +372,7 @@ impl StageKind for FlowKind {
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let opts = FlowOptions::from_params(ctx.view())?;
         let (pca, ae) = (ctx.input("pca")?, ctx.input("autoencoder")?);
-        let codec = codec::load(pca, ae)?;
+        let codec = codec::load(pca, ae, &opts.fit.device()?)?;
         head_tokens(codec.as_ref())?;
         let zoo = Zoo::load(ctx.input("zoo")?)?;
         ctx.progress.message("encoding the train models");

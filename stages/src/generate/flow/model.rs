@@ -78,6 +78,8 @@ pub struct Prompt {
 /// The velocity network with the latent standardisation and the class coordinates.
 pub struct Flow {
     pub config: FlowConfig,
+    /// Where the network's variables are.
+    pub device: Device,
     stack: Stack,
     named: Vec<(String, Var)>,
     /// Per latent value: the train latents' mean and std (the flow runs on standardised latents).
@@ -95,6 +97,7 @@ impl Flow {
         std: Vec<f32>,
         class_coords: Vec<f32>,
         seed: u64,
+        device: &Device,
     ) -> Result<Flow, StageError> {
         let (n, c) = (config.latent_dim(), config.classes * config.class_dim);
         if mean.len() != n || std.len() != n || class_coords.len() != c {
@@ -111,10 +114,10 @@ impl Flow {
                 config.class_token, config.tokens
             )));
         }
-        let mut init = Init::new(seed);
+        let mut init = Init::new(seed, device);
         let shape = StackShape { tokens: config.tokens, d_model: config.d_model, layers: config.layers, heads: config.heads };
         let stack = init.stack("velocity", shape, config.features(), config.width)?;
-        Ok(Flow { config, stack, named: init.named, mean, std, class_coords })
+        Ok(Flow { config, device: device.clone(), stack, named: init.named, mean, std, class_coords })
     }
 
     pub fn vars(&self) -> Vec<Var> {
@@ -168,7 +171,7 @@ impl Flow {
                 out.extend_from_slice(&global);
             }
         }
-        Tensor::from_vec(out, (b, c.tokens, f), &Device::Cpu).map_err(candle_error("flow"))
+        Tensor::from_vec(out, (b, c.tokens, f), &self.device).map_err(candle_error("flow"))
     }
 
     /// The network's output `[B, T, width]` (velocity or clean latent, [`Predict`]) at standardised
@@ -229,8 +232,8 @@ impl Flow {
         tensors::write_json_with(&dir.join("flow.json"), &self.config, extra)
     }
 
-    /// Reads a `flow` stage's output.
-    pub fn load(dir: &Path) -> Result<Flow, StageError> {
+    /// Reads a `flow` stage's output onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Flow, StageError> {
         let json = dir.join("flow.json");
         let config: FlowConfig = tensors::read_json(&json)?;
         let source = json.display().to_string();
@@ -239,11 +242,11 @@ impl Flow {
         let mean = file.f32_shaped("latent_mean", &[n], &source)?;
         let std = file.f32_shaped("latent_std", &[n], &source)?;
         let coords = file.f32_shaped("class_coords", &[config.classes, config.class_dim], &source)?;
-        let flow = Flow::init(config, mean, std, coords, 0)?;
+        let flow = Flow::init(config, mean, std, coords, 0, device)?;
         let e = candle_error("flow");
         for (name, v) in &flow.named {
             let values = file.f32_shaped(name, v.dims(), &source)?;
-            v.set(&Tensor::from_vec(values, v.dims(), &Device::Cpu).map_err(&e)?).map_err(&e)?;
+            v.set(&Tensor::from_vec(values, v.dims(), device).map_err(&e)?).map_err(&e)?;
         }
         Ok(flow)
     }

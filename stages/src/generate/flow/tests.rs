@@ -23,7 +23,7 @@ fn tiny_flow(seed: u64) -> Flow {
         loss_max: 1.2,
     };
     let coords: Vec<f32> = (0..12).map(|i| ((i * 5) % 7) as f32 - 3.0).collect();
-    Flow::init(config, vec![0.5; 10], vec![2.0; 10], coords, seed).unwrap()
+    Flow::init(config, vec![0.5; 10], vec![2.0; 10], coords, seed, &candle_core::Device::Cpu).unwrap()
 }
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
@@ -74,7 +74,7 @@ fn a_saved_flow_loads_to_the_same_samples() {
     let dir = std::env::temp_dir().join(format!("wspace-flow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     flow.save(&dir, serde_json::json!({ "best_epoch": 1 })).unwrap();
-    let back = Flow::load(&dir).unwrap();
+    let back = Flow::load(&dir, &candle_core::Device::Cpu).unwrap();
     assert_eq!(back.config, flow.config);
     let p = [Prompt { classes: [2, 0, 1], loss: 0.7 }];
     assert_eq!(back.sample(&p, noise(10, 4), 3, 2.0).unwrap(), flow.sample(&p, noise(10, 4), 3, 2.0).unwrap());

@@ -37,8 +37,8 @@ struct Align {
 
 fn load(inputs: &MethodInputs, _: Params) -> Result<Box<dyn Sampler>, StageError> {
     let (ae, embed) = (inputs.need("autoencoder")?, inputs.need("embed")?);
-    let al = Aligner::load(inputs.need("align")?)?;
-    let codec = codec::load(inputs.need("pca")?, ae)?;
+    let al = Aligner::load(inputs.need("align")?, &inputs.device)?;
+    let codec = codec::load(inputs.need("pca")?, ae, &inputs.device)?;
     let k = codec.latent_dim();
     if k != al.config.latent_dim {
         return Err(StageError::msg(format!(

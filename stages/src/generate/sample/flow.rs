@@ -63,8 +63,8 @@ struct FlowSampler {
 
 fn load(inputs: &MethodInputs, p: Params) -> Result<Box<dyn Sampler>, StageError> {
     let (steps, guidance) = options(p)?;
-    let flow = Flow::load(inputs.need("flow")?)?;
-    let codec = codec::load(inputs.need("pca")?, inputs.need("autoencoder")?)?;
+    let flow = Flow::load(inputs.need("flow")?, &inputs.device)?;
+    let codec = codec::load(inputs.need("pca")?, inputs.need("autoencoder")?, &inputs.device)?;
     if codec.name() != flow.config.codec || codec.latent_dim() != flow.config.latent_dim() {
         return Err(StageError::input(
             "autoencoder",

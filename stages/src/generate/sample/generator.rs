@@ -18,7 +18,7 @@ pub const METHOD: Method = Method {
 };
 
 fn load(inputs: &MethodInputs, _: Params) -> Result<Box<dyn Sampler>, StageError> {
-    Ok(Box::new(Generator::load(inputs.need("generator")?)?))
+    Ok(Box::new(Generator::load(inputs.need("generator")?, &inputs.device)?))
 }
 
 impl Sampler for Generator {

@@ -53,7 +53,7 @@ fn bandwidth(p: Params) -> Result<f64, StageError> {
 fn load(inputs: &MethodInputs, p: Params) -> Result<Box<dyn Sampler>, StageError> {
     let bandwidth = bandwidth(p)?;
     let (pca, ae) = (inputs.need("pca")?, inputs.need("autoencoder")?);
-    let codec = codec::load(pca, ae)?;
+    let codec = codec::load(pca, ae, &inputs.device)?;
     let k = codec.latent_dim();
     let rows = Coefficients::load(pca)?.meta.rows;
     let file = TensorFile::open(&ae.join("latents.safetensors"))?;

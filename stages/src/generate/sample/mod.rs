@@ -39,12 +39,14 @@ pub mod kde;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use wspace_stage_api::{choice_enum, params, Inputs, Param, ParamSpec, Params, StageContext, StageError, StageKind};
 
 use crate::data::{Dataset, Task, TaskSplit, Tasks};
+use crate::device::{DeviceName, DEVICE};
 use crate::nn::{self, CnnS};
 use crate::tensors::{self, NamedTensors};
 use crate::weights::behaviour::task_probe_images;
@@ -135,10 +137,11 @@ const METHOD_NAMES: [&str; METHODS.len()] = {
     names
 };
 
-/// The stage's connected inputs, as a method asks for them.
+/// The stage's connected inputs, as a method asks for them, and the device its networks load onto.
 pub struct MethodInputs<'a> {
     method: &'static str,
     inputs: &'a BTreeMap<String, PathBuf>,
+    pub device: Device,
 }
 
 impl MethodInputs<'_> {
@@ -172,7 +175,8 @@ params! {
     PROMPTS = "prompts": choice(Prompts) = "test", "whose tasks are prompted: test (unseen triplets) or train (the zoo's own tasks)";
 }
 /// The kind's parameters before the methods' own.
-const PARAMS: &[Param] = &[METHOD, TARGETS, TARGET_LOSSES, SAMPLES_PER_PROMPT, LOSS_CONTROL, CALIBRATION_IMAGES, SEED, PROMPTS];
+const PARAMS: &[Param] =
+    &[METHOD, TARGETS, TARGET_LOSSES, SAMPLES_PER_PROMPT, LOSS_CONTROL, CALIBRATION_IMAGES, SEED, PROMPTS, DEVICE];
 
 /// The checked parameters of a `sample` stage.
 #[derive(Clone)]
@@ -187,6 +191,8 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Whose tasks are prompted.
     pub prompts: TaskSplit,
+    /// Where the method's networks run.
+    pub device: DeviceName,
 }
 
 impl SampleOptions {
@@ -211,6 +217,7 @@ impl SampleOptions {
                 Prompts::Test => TaskSplit::Test,
                 Prompts::Train => TaskSplit::Train,
             },
+            device: crate::device::check(p)?,
         })
     }
 
@@ -302,7 +309,7 @@ pub(crate) fn coordinate_std(rows: &[f32], k: usize) -> Vec<f32> {
 pub fn run_sample(ctx: &StageContext, opts: &SampleOptions) -> Result<serde_json::Value, StageError> {
     let tasks = Tasks::load(ctx.input("tasks")?)?;
     let draws = opts.samples_per_prompt;
-    let inputs = MethodInputs { method: opts.method.name, inputs: ctx.inputs };
+    let inputs = MethodInputs { method: opts.method.name, inputs: ctx.inputs, device: crate::device::open_name(opts.device)? };
     let sampler = (opts.method.load)(&inputs, ctx.view())?;
     let ((lo, hi), arch) = (sampler.loss_range(), sampler.arch().to_string());
     let grid = opts.grid(lo, hi)?;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use candle_core::Device;
 use wspace_stage_api::StageError;
 
 use super::{Codec, RefineOptions};
@@ -18,8 +19,8 @@ struct Mlp {
     ae: Autoencoder,
 }
 
-pub fn load(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError> {
-    let (pca, ae) = (WeightPca::load(pca)?, Autoencoder::load(dir)?);
+pub fn load(pca: &Path, dir: &Path, device: &Device) -> Result<Box<dyn Codec>, StageError> {
+    let (pca, ae) = (WeightPca::load(pca)?, Autoencoder::load(dir, device)?);
     if ae.config.input_dim != pca.coefficient_dim() {
         return Err(StageError::msg(format!(
             "the autoencoder takes {} coefficients but the PCA gives {}: it was trained on another `pca` output",
@@ -64,6 +65,6 @@ impl Codec for Mlp {
     }
     fn refine(&self, latent: &[f32], probe: &Probe, o: &RefineOptions) -> Result<Vec<f32>, StageError> {
         let decoder = |h: &candle_core::Tensor| self.ae.decode_tensor(h);
-        Ok(behaviour::refine(&decoder, &self.pca, latent, probe, o)?.latent)
+        Ok(behaviour::refine(&decoder, &self.pca, latent, probe, o, &self.ae.device)?.latent)
     }
 }

@@ -23,6 +23,7 @@ pub mod tokens;
 
 use std::path::Path;
 
+use candle_core::Device;
 use wspace_stage_api::StageError;
 
 use super::behaviour::Probe;
@@ -67,7 +68,8 @@ pub struct Registered {
 }
 
 /// How a codec is read: from the `pca` output and the `autoencoder` output trained on it.
-pub type LoadCodec = fn(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError>;
+/// Its networks go onto `device`.
+pub type LoadCodec = fn(pca: &Path, dir: &Path, device: &Device) -> Result<Box<dyn Codec>, StageError>;
 
 /// Every codec, by name.
 pub const CODECS: &[Registered] =
@@ -84,8 +86,8 @@ pub fn write_name(out: &Path, name: &str) -> Result<(), StageError> {
     tensors::write_json(&out.join("codec.json"), &CodecFile { codec: name.to_string() })
 }
 
-/// Loads the codec in the `autoencoder` output `dir`, trained on the `pca` output `pca`.
-pub fn load(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError> {
+/// Loads the codec in the `autoencoder` output `dir`, trained on the `pca` output `pca`, onto `device`.
+pub fn load(pca: &Path, dir: &Path, device: &Device) -> Result<Box<dyn Codec>, StageError> {
     let path = dir.join("codec.json");
     if !path.is_file() {
         return Err(StageError::msg(format!(
@@ -100,5 +102,5 @@ pub fn load(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError> {
         .iter()
         .find(|c| c.name == file.codec)
         .ok_or_else(|| StageError::msg(format!("{}: unknown codec `{}` (known: {})", path.display(), file.codec, known())))?;
-    (entry.load)(pca, dir)
+    (entry.load)(pca, dir, device)
 }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use candle_core::Device;
 use wspace_stage_api::StageError;
 
 use super::{Codec, RefineOptions};
@@ -15,8 +16,8 @@ pub const NAME: &str = "transformer";
 
 struct Tokens(TokenAutoencoder);
 
-pub fn load(pca: &Path, dir: &Path) -> Result<Box<dyn Codec>, StageError> {
-    let (pca, t) = (WeightPca::load(pca)?, TokenAutoencoder::load(dir)?);
+pub fn load(pca: &Path, dir: &Path, device: &Device) -> Result<Box<dyn Codec>, StageError> {
+    let (pca, t) = (WeightPca::load(pca)?, TokenAutoencoder::load(dir, device)?);
     if t.config.arch != pca.arch {
         return Err(StageError::msg(format!(
             "the transformer encodes `{}` weights but the PCA's zoo is `{}`: it was trained on another zoo",
@@ -54,6 +55,6 @@ impl Codec for Tokens {
     }
     fn refine(&self, latent: &[f32], probe: &Probe, o: &RefineOptions) -> Result<Vec<f32>, StageError> {
         let decoder = |h: &candle_core::Tensor| self.0.decode_flat_tensor(h);
-        Ok(behaviour::refine(&decoder, &self.0.normaliser, latent, probe, o)?.latent)
+        Ok(behaviour::refine(&decoder, &self.0.normaliser, latent, probe, o, &self.0.device)?.latent)
     }
 }
