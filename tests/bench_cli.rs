@@ -98,10 +98,25 @@ fn learned_stage_benches_report_rows_and_images_per_second() {
         (&["refine", "--label-weight=-1"][..], "expected a number in [0, 1]"),
         (&["autoencoder", "--models", "1", "--val", "1", "--probes", "2"][..], "pca: needs at least 2 train-split models"),
         (&["autoencoder", "--batch", "0"][..], "invalid value '0' for '--batch <BATCH>'"),
+        (&["flow", "--device", "tpu"][..], "invalid value 'tpu' for '--device <DEVICE>': expected one of: cpu, cuda"),
     ] {
         let out = p.wspace(&[&["bench"], args].concat());
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+/// `--device cuda` in a build without the `cuda` feature: every learned stage's benchmark refuses it
+/// with how to build.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn learned_stage_benches_refuse_cuda_without_the_feature() {
+    let p = common::Project::new();
+    for name in ["align", "autoencoder", "refine", "generator", "flow"] {
+        let out = p.wspace(&["bench", name, "--device", "cuda"]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid value 'cuda' for '--device <DEVICE>'") && err.contains("--features cuda"), "{name}: {err}");
     }
 }

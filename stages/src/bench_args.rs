@@ -3,6 +3,9 @@
 //! missing flags and bad values behave as they do for the `wspace` command itself.
 
 use clap::{Parser, ValueEnum};
+use wspace_stage_api::Choice;
+
+use crate::device::DeviceName;
 
 /// How a benchmark prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,6 +43,18 @@ pub(crate) fn fraction(value: &str) -> Result<f64, String> {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err("expected a number in [0, 1]".into()),
     }
+}
+
+/// `--device cpu|cuda` of a learned stage's benchmark; `cuda` in a build without the `cuda` feature is
+/// refused with how to build.
+pub(crate) fn device(value: &str) -> Result<DeviceName, String> {
+    let name = DeviceName::from_name(value).ok_or_else(|| format!("expected one of: {}", DeviceName::NAMES.join(", ")))?;
+    crate::device::built(name).map_err(|e| e.to_string())
+}
+
+/// The candle device of `--device` (GPU 0, opened once per process).
+pub(crate) fn open(name: DeviceName) -> Result<candle_core::Device, String> {
+    crate::device::open_name(name).map_err(|e| e.to_string())
 }
 
 /// Runs `f` `repeats` times (at least once): the best and the median wall time, in seconds.

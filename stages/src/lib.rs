@@ -26,6 +26,8 @@ pub mod tensors;
 pub mod weights;
 pub mod zoo;
 
+#[cfg(all(test, feature = "cuda"))]
+mod gpu_tests;
 #[cfg(test)]
 mod test_util;
 

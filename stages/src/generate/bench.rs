@@ -38,7 +38,6 @@
 //! `d_model` 64, 4 heads, 2 layers, velocity prediction, prompt dropout 0.1, AdamW (lr 1e-3) on batches
 //! of `B`, `E` epochs. Reported: train examples per second.
 
-use candle_core::Device;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::NoProgress;
@@ -47,8 +46,9 @@ use super::align::{train, AlignOptions, Pair, Pairs};
 use super::flow::model::{Flow, FlowConfig, Predict, Prompt as FlowPrompt};
 use super::flow::{self, FlowOptions};
 use super::generator::{self, Example, Generator, GeneratorConfig, GeneratorOptions};
-use crate::bench_args::{fraction, parse, positive, report, time_runs, Format};
+use crate::bench_args::{device, fraction, open, parse, positive, report, time_runs, Format};
 use crate::data::TaskSplit;
+use crate::device::DeviceName;
 use crate::fit::FitParams;
 use crate::nn::BODY_PARAMS;
 use crate::sampling::normal_f32;
@@ -79,6 +79,9 @@ struct Args {
     /// Timed runs (the best and the median are reported)
     #[arg(long, value_parser = positive, default_value_t = 3)]
     repeats: usize,
+    /// Where the loop runs: cpu, or cuda (GPU 0; a build with the `cuda` feature)
+    #[arg(long, value_parser = device, default_value = "cpu")]
+    device: DeviceName,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -119,7 +122,7 @@ pub fn bench_align(args: &[String]) -> Result<String, String> {
             weight_decay: 1e-4,
             batch_size: a.batch,
             seed: 0,
-            device: crate::device::DeviceName::Cpu,
+            device: a.device,
         },
     };
     let threads = candle_core::utils::get_num_threads();
@@ -160,6 +163,9 @@ struct GeneratorArgs {
     label_weight: f64,
     #[arg(long, value_parser = positive, default_value_t = 3)]
     repeats: usize,
+    /// Where the loop runs: cpu, or cuda (GPU 0; a build with the `cuda` feature)
+    #[arg(long, value_parser = device, default_value = "cpu")]
+    device: DeviceName,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -172,6 +178,7 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
         Ok(a) => a,
         Err(help_or_error) => return help_or_error,
     };
+    let dev = open(a.device)?;
     let models = synthetic::zoo(a.models + a.val, a.probes);
     let examples: Vec<Example> =
         models.iter().map(|m| Example { classes: m.classes, loss: m.val_loss, probe: m.probe.clone() }).collect();
@@ -188,7 +195,7 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
             weight_decay: 0.0,
             batch_size: a.batch,
             seed: 0,
-            device: crate::device::DeviceName::Cpu,
+            device: a.device,
         },
         probe_images: a.probes,
         temperature: 1.0,
@@ -206,7 +213,7 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
     };
     let embeddings = synthetic::normals(CLASSES.0, CLASSES.1, 7);
     let times = time_runs(a.repeats, || {
-        let gen = Generator::init(config.clone(), &models[0].flat[..BODY_PARAMS], embeddings.clone(), 0, &Device::Cpu)
+        let gen = Generator::init(config.clone(), &models[0].flat[..BODY_PARAMS], embeddings.clone(), 0, &dev)
             .map_err(|e| e.to_string())?;
         generator::fit_examples(&gen, (&train, &val), &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string())
     })?;
@@ -244,6 +251,9 @@ struct FlowArgs {
     width: usize,
     #[arg(long, value_parser = positive, default_value_t = 3)]
     repeats: usize,
+    /// Where the loop runs: cpu, or cuda (GPU 0; a build with the `cuda` feature)
+    #[arg(long, value_parser = device, default_value = "cpu")]
+    device: DeviceName,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -253,6 +263,7 @@ pub fn bench_flow(args: &[String]) -> Result<String, String> {
         Ok(a) => a,
         Err(help_or_error) => return help_or_error,
     };
+    let dev = open(a.device)?;
     let (tokens, orders) = (a.tokens as usize, a.orders as usize);
     let n = tokens * a.width;
     let class_dim = CLASSES.0 - 1;
@@ -277,7 +288,7 @@ pub fn bench_flow(args: &[String]) -> Result<String, String> {
             weight_decay: 0.0,
             batch_size: a.batch,
             seed: 0,
-            device: crate::device::DeviceName::Cpu,
+            device: a.device,
         },
     };
     let config = FlowConfig {
@@ -296,8 +307,7 @@ pub fn bench_flow(args: &[String]) -> Result<String, String> {
     };
     let coords = synthetic::normals(CLASSES.0, class_dim, 7);
     let times = time_runs(a.repeats, || {
-        let f =
-            Flow::init(config.clone(), vec![0.0; n], vec![1.0; n], coords.clone(), 0, &Device::Cpu).map_err(|e| e.to_string())?;
+        let f = Flow::init(config.clone(), vec![0.0; n], vec![1.0; n], coords.clone(), 0, &dev).map_err(|e| e.to_string())?;
         flow::fit_examples(&f, (train, val), &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string())
     })?;
     let what = format!(

@@ -147,7 +147,7 @@ impl Autoencoder {
         Ok(Autoencoder { config, device: device.clone(), encoder, decoder })
     }
 
-    fn vars(&self) -> Vec<Var> {
+    pub(crate) fn vars(&self) -> Vec<Var> {
         self.encoder.iter().chain(&self.decoder).flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
     }
 

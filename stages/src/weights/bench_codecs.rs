@@ -24,7 +24,6 @@
 //! `N · S · P` over the median), in all and per thread. Threads: `RAYON_NUM_THREADS` (candle's pool
 //! and the kernel's), default every core.
 
-use candle_core::Device;
 use rayon::prelude::*;
 use wspace_stage_api::NoProgress;
 
@@ -34,7 +33,8 @@ use super::linalg::ComponentRule;
 use super::pca::{ComponentSpec, PcaOptions, WeightPca};
 use super::tokens::TokenLayout;
 use super::transformer::{Normaliser, Rows, TokenAutoencoder, TransformerConfig, TransformerObjective, TransformerOptions};
-use crate::bench_args::{fraction, parse, positive, report, time_runs, Format};
+use crate::bench_args::{device, fraction, open, parse, positive, report, time_runs, Format};
+use crate::device::DeviceName;
 use crate::fit::FitParams;
 use crate::nn::PARAM_SPECS;
 use crate::synthetic::{self, Model};
@@ -70,6 +70,9 @@ struct AutoencoderArgs {
     /// Timed runs (the best and the median are reported)
     #[arg(long, value_parser = positive, default_value_t = 3)]
     repeats: usize,
+    /// Where the loop runs: cpu, or cuda (GPU 0; a build with the `cuda` feature)
+    #[arg(long, value_parser = device, default_value = "cpu")]
+    device: DeviceName,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -92,6 +95,9 @@ struct RefineArgs {
     components: usize,
     #[arg(long, value_parser = positive, default_value_t = 3)]
     repeats: usize,
+    /// Where the loop runs: cpu, or cuda (GPU 0; a build with the `cuda` feature)
+    #[arg(long, value_parser = device, default_value = "cpu")]
+    device: DeviceName,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -146,7 +152,7 @@ pub fn bench_autoencoder(args: &[String]) -> Result<String, String> {
         weight_decay: 1e-5,
         batch_size: a.batch,
         seed: 0,
-        device: crate::device::DeviceName::Cpu,
+        device: a.device,
     };
     let behaviour = BehaviourOptions { probe_images: a.probes, ..BEHAVIOUR };
     let times = match a.architecture {
@@ -191,6 +197,7 @@ pub fn bench_refine(args: &[String]) -> Result<String, String> {
         Ok(a) => a,
         Err(help_or_error) => return help_or_error,
     };
+    let dev = open(a.device)?;
     let models = synthetic::zoo(a.models, a.probes);
     let o = RefineOptions { steps: a.steps, lr: 0.01, probe_images: a.probes, temperature: 2.0, label_weight: a.label_weight };
     let e = |e: wspace_stage_api::StageError| e.to_string();
@@ -203,13 +210,14 @@ pub fn bench_refine(args: &[String]) -> Result<String, String> {
                 latent_dim: MLP.1,
                 activation: Activation::Elu,
             };
-            let ae = Autoencoder::init(config, 0, &Device::Cpu).map_err(e)?;
+            let ae = Autoencoder::init(config, 0, &dev).map_err(e)?;
             let latents = ae.encode(&coefficients(&pca, &models)).map_err(e)?;
             let decoder = |h: &candle_core::Tensor| ae.decode_tensor(h);
             time_runs(a.repeats, || {
-                latents.par_chunks(MLP.1).zip(&models).try_for_each(|(h, m)| {
-                    behaviour::refine(&decoder, &pca, h, &m.probe, &o, &Device::Cpu).map(|_| ()).map_err(e)
-                })
+                latents
+                    .par_chunks(MLP.1)
+                    .zip(&models)
+                    .try_for_each(|(h, m)| behaviour::refine(&decoder, &pca, h, &m.probe, &o, &dev).map(|_| ()).map_err(e))
             })?
         }
         Architecture::Transformer => {
@@ -225,13 +233,13 @@ pub fn bench_refine(args: &[String]) -> Result<String, String> {
                 token_latent: t.token_latent,
             };
             let flat: Vec<&[f32]> = models.iter().map(|m| m.flat.as_slice()).collect();
-            let model = TokenAutoencoder::init(config, Normaliser::fit(layout, &flat), 0, &Device::Cpu).map_err(e)?;
+            let model = TokenAutoencoder::init(config, Normaliser::fit(layout, &flat), 0, &dev).map_err(e)?;
             let latents = model.encode(&flat).map_err(e)?;
             let k = model.config.latent_dim();
             let decoder = |h: &candle_core::Tensor| model.decode_flat_tensor(h);
             time_runs(a.repeats, || {
                 latents.par_chunks(k).zip(&models).try_for_each(|(h, m)| {
-                    behaviour::refine(&decoder, &model.normaliser, h, &m.probe, &o, &Device::Cpu).map(|_| ()).map_err(e)
+                    behaviour::refine(&decoder, &model.normaliser, h, &m.probe, &o, &dev).map(|_| ()).map_err(e)
                 })
             })?
         }

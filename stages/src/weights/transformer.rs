@@ -180,7 +180,7 @@ impl TokenAutoencoder {
         Ok(TokenAutoencoder { config, normaliser, device: device.clone(), encoder, decoder, named: init.named })
     }
 
-    fn vars(&self) -> Vec<Var> {
+    pub(crate) fn vars(&self) -> Vec<Var> {
         self.named.iter().map(|(_, v)| v.clone()).collect()
     }
 
