@@ -6,8 +6,8 @@
 //! and compares the outputs and every variable's gradient. Tolerance, as for the CPU comparisons: the
 //! two devices sum products in different orders, so a value may differ by its longest reduction's
 //! length times ε_f32 (6e-8) of its tensor's scale. The longest reductions here are under 2,000 terms
-//! (the generator body's gradient sums 8 models × 3 rows; the token transformer's weight gradients 4
-//! models × 41 tokens; the cnn-s graph's conv1 weight gradient 20 images × 576 positions, 11,520, has
+//! (the generator body's gradient sums 8 models; the token transformer's weight gradients 4 models ×
+//! 41 tokens; the cnn-s graph's conv1 weight gradient 20 images × 576 positions, 11,520, has
 //! its own bound below), so 2,000 · ε_f32 ≈ 1.2e-4 of the scale.
 
 use candle_core::{Device, Tensor, Var};
