@@ -51,7 +51,7 @@ cargo build --release --features cuda
 work=$(mktemp -d)
 sed "s#FIXTURES#$PWD/stages/tests/fixtures/zoos#" tests/pipelines/tiny-golden.toml > "$work/tiny.toml"
 sets=()
-for stage in autoencoder tokens reconstruction align generator sample sample_kde flow sample_flow sample_flow_train; do
+for stage in dataset_embed autoencoder tokens reconstruction align generator sample sample_kde flow sample_flow sample_flow_train; do
     sets+=(--set "$stage.device=cuda")
 done
 wspace="$PWD/$target/release/wspace"

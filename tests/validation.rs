@@ -470,6 +470,7 @@ fn a_flow_whose_heads_do_not_divide_its_width_is_refused() {
 fn cuda_without_the_cuda_feature_is_refused_for_every_learned_stage() {
     let kinds = [
         ("zoo", "zoo", "data = \"d\", tasks = \"t\""),
+        ("emb", "dataset-embed", "data = \"d\", tasks = \"t\""),
         ("ae", "autoencoder", "pca = \"t\""),
         ("al", "align", "zoo = \"t\", pca = \"t\", autoencoder = \"t\", embed = \"t\""),
         ("gen", "generator", "zoo = \"t\", tasks = \"t\", data = \"d\", embed = \"t\""),

@@ -20,6 +20,7 @@ use wspace_stage_api::{params, Choice, Inputs, Param, ParamSpec, Params, StageCo
 use super::encoder::{Encoder, EncoderName, ImageShape};
 use super::probe;
 use crate::data::{Dataset, Tasks};
+use crate::device::{DeviceName, DEVICE};
 use crate::plot::{self, Heatmap};
 use crate::tensors::{self, csv_row, finite_json as num, write_json};
 
@@ -33,6 +34,8 @@ pub struct EmbedOptions {
     /// `0` = the encoder's native size.
     pub image_size: usize,
     pub eval_per_class: usize,
+    /// Where the encoder runs.
+    pub device: DeviceName,
 }
 
 params! {
@@ -44,7 +47,7 @@ params! {
     EVAL_PER_CLASS = "eval_per_class": Int = 100, "held-out test images per class for the nearest-class-mean probe (0 = no probe)";
 }
 /// The kind's parameters, in the order `wspace kinds` lists them.
-const PARAMS: &[Param] = &[ENCODER, WEIGHTS, IMAGES_PER_CLASS, IMAGE_SIZE, EVAL_PER_CLASS];
+const PARAMS: &[Param] = &[ENCODER, WEIGHTS, IMAGES_PER_CLASS, IMAGE_SIZE, EVAL_PER_CLASS, DEVICE];
 
 impl EmbedOptions {
     pub fn from_params(p: Params) -> Result<Self, StageError> {
@@ -55,6 +58,7 @@ impl EmbedOptions {
             images_per_class: p.positive(&IMAGES_PER_CLASS)?,
             image_size: p.count(&IMAGE_SIZE)?,
             eval_per_class: p.count(&EVAL_PER_CLASS)?,
+            device: crate::device::check(p)?,
         })
     }
 }
@@ -296,7 +300,7 @@ impl StageKind for DatasetEmbedKind {
             ));
         }
         ctx.progress.message(&format!("loading {}", opts.encoder.name()));
-        let device = Device::Cpu;
+        let device = crate::device::open_name(opts.device)?;
         let encoder = Encoder::load(opts.encoder, opts.weights.as_deref(), &device)?;
         let e = embed(&dataset, &encoder, &opts, &device, ctx.progress)?;
         write_output(ctx.out, &e, &tasks, &dataset.meta.classes, &opts)

@@ -215,13 +215,6 @@ fn graph_losses(
     Ok(values.into_iter().map(f64::from).zip(grads).collect())
 }
 
-/// The behavioural loss of the model decoded from the decoder output `y` and, when `grad`, its
-/// gradient with respect to `y`.
-pub fn loss_and_gradient(map: &dyn WeightMap, y: &[f32], probe: &Probe, temperature: f32, grad: bool) -> (f64, Option<Vec<f32>>) {
-    let (loss, g) = kernel_loss(&map.to_flat(y), probe, temperature, 0.0, grad);
-    (loss, grad.then(|| map.flat_gradient_to_output(&g)))
-}
-
 /// The mean behavioural loss of a batch: rows `y` (`probes.len() × row`, one decoder output per model)
 /// against each model's probes and, when `grad`, the gradient of that mean with respect to `y`.
 pub fn batch_loss_and_gradient(

@@ -418,13 +418,9 @@ fn behavioural_autoencoder_refinement_and_decoded_weights_on_a_tiny_zoo() {
         let (pca, ae) = (WeightPca::load(&pca_dir).unwrap(), Autoencoder::load(ae_dir, &candle_core::Device::Cpu).unwrap());
         let z: Vec<f32> = train.iter().flat_map(|&i| pca.normalise(coefficients.row(i))).collect();
         let back = ae.decode(&ae.encode(&z).unwrap()).unwrap();
-        let d = pca.coefficient_dim();
-        let sum: f64 = probes
-            .iter()
-            .enumerate()
-            .map(|(r, p)| behaviour::loss_and_gradient(&pca, &back[r * d..(r + 1) * d], p, 2.0, false).0)
-            .sum();
-        sum / probes.len() as f64
+        let refs: Vec<&behaviour::Probe> = probes.iter().collect();
+        let engine = behaviour::Engine::Kernel;
+        behaviour::batch_loss_and_gradient(&engine, &pca, (&back, pca.coefficient_dim()), &refs, 2.0, false).unwrap().0
     };
     let (with_mse, with_behaviour) = (distill_after(&mse_dir), distill_after(&beh_dir));
     assert!(with_behaviour < with_mse, "train distillation: behaviour {with_behaviour} vs mse {with_mse}");
