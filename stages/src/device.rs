@@ -9,7 +9,7 @@
 //!
 //! A `cuda` request in a build without the feature is refused while the pipeline file is checked,
 //! before any stage runs ([`check`]). In a `cuda` build, a machine without a usable GPU is found when
-//! the stage starts ([`open`]): the check cannot open the GPU itself, because a Slurm run checks the
+//! the stage starts ([`open_name`]): the check cannot open the GPU itself, because a Slurm run checks the
 //! file on a login node that may have none.
 
 use std::sync::OnceLock;
@@ -48,11 +48,6 @@ pub fn built(name: DeviceName) -> Result<DeviceName, StageError> {
     Ok(name)
 }
 
-/// The candle device a stage's parameters name; fails with the reason when there is no such device here.
-pub fn open(p: Params) -> Result<Device, StageError> {
-    open_name(check(p)?)
-}
-
 /// The candle device `name` names: for `cuda`, GPU 0, opened once per process, so that the tensors of
 /// every model a stage loads or builds share one device (candle refuses to mix two handles of one GPU).
 pub fn open_name(name: DeviceName) -> Result<Device, StageError> {
@@ -75,10 +70,11 @@ mod tests {
     #[test]
     fn cuda_is_refused_in_a_build_without_the_feature_and_cpu_opens() {
         let mut values = Param::defaults(&[DEVICE]);
-        assert!(open(Params(&values)).unwrap().is_cpu());
+        assert!(open_name(check(Params(&values)).unwrap()).unwrap().is_cpu());
         values.insert("device".into(), Value::Str("cuda".into()));
         let got = check(Params(&values));
         if CUDA_BUILT {
+            // (Whether this machine has a GPU is `open_name`'s question, asked when a stage starts.)
             assert_eq!(got.unwrap(), DeviceName::Cuda);
         } else {
             let msg = got.unwrap_err().to_string();

@@ -15,7 +15,8 @@
 //! on `probe_images` training images of its task (evenly spaced, as [`crate::weights::behaviour`]).
 //! The loss is `(1 − λ)·distillation + λ·cross-entropy` on those probes (`λ = label_weight`; the
 //! distillation loss of [`crate::nn::distill`] at `temperature`, the cross-entropy with the images'
-//! labels), averaged over a batch; its gradient flows through the cnn-s kernel's backward pass into the
+//! labels), averaged over a batch; its gradient flows through the cnn-s backward pass (the kernel on
+//! the CPU, [`crate::nn::graph`] on a GPU: [`crate::weights::behaviour::Engine`]) into the
 //! generated weights and from there through candle into the MLP and the body
 //! ([`crate::weights::behaviour::surrogate`]). The loop is [`crate::fit`] (AdamW, `batch_size` rows
 //! per step, early stopping on the val-split rows' loss with ξ = 0, the best epoch's weights kept),

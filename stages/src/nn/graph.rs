@@ -6,7 +6,7 @@
 //! The layers are the kernel's ([`super`]'s module doc): conv 5×5 → max-pool 2 → tanh, conv 5×5 →
 //! max-pool 2 → tanh, conv 2×2 → tanh, flatten `(C, H, W)`, fc → tanh, fc. Two differences, both below
 //! float tolerance: `tanh` is candle's (the kernel's is a rational approximation within a few ulp), and
-//! the products sum in candle's order. The 2×2 max-pool is [`max_pool2`]: candle's own `max_pool2d`
+//! the products sum in candle's order. The 2×2 max-pool is `max_pool2` below: candle's own `max_pool2d`
 //! is not used, as its backward is wrong (DESIGN.md).
 //!
 //! [`distill_loss`] is [`super::distill_with_labels`]'s loss on these logits: `(1 − λ)·T²·KL(p ‖ q) +

@@ -15,6 +15,8 @@
 //! instruction set (AVX-512, AVX2, baseline) and chosen at run time; all buffers live in a
 //! [`Workspace`] allocated once per trainer. Results are bit-identical across runs and instruction sets.
 //!
+//! [`graph`] is the same network as a candle graph, for the behavioural term on a GPU.
+//!
 //! Parameter names, shapes and initialisation follow PyTorch ([`cnn_s`]); optimizers follow PyTorch's
 //! Adam and SGD-with-momentum ([`optim`]); [`train`] has the training loop, evaluation and divergence
 //! handling; [`synthetic`] makes learnable test data. `wspace bench zoo` measures throughput.

@@ -14,7 +14,9 @@
 //! transpose of the linear map `y → w` ([`WeightMap`]: for the MLP autoencoder `y` is the normalised
 //! PCA coefficients and the map is the inverse PCA; for the token transformer `y` is the normalised
 //! tokens and the map de-normalises and detokenises); the autoencoder's candle graph takes it from
-//! there as the upstream gradient of its output ([`surrogate`]).
+//! there as the upstream gradient of its output ([`surrogate`]). The cnn-s passes run where the
+//! decoder runs ([`Engine`]): on the CPU in the project's kernel, on a GPU as the candle graph of
+//! [`crate::nn::graph`].
 //!
 //! # Latent refinement ([`refine`])
 //! At encode time the latent `h` of a model can be moved to match the model's outputs better:
