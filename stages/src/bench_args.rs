@@ -52,6 +52,12 @@ pub(crate) fn device(value: &str) -> Result<DeviceName, String> {
     crate::device::built(name).map_err(|e| e.to_string())
 }
 
+/// A benchmark's training loop: `epochs` epochs, all of them run (patience = epochs), AdamW at 1e-3,
+/// seed 0.
+pub(crate) fn fit_params(epochs: usize, batch_size: usize, weight_decay: f64, device: DeviceName) -> crate::fit::FitParams {
+    crate::fit::FitParams { epochs, patience: epochs, lr: 1e-3, weight_decay, batch_size, seed: 0, device }
+}
+
 /// The candle device of `--device` (GPU 0, opened once per process).
 pub(crate) fn open(name: DeviceName) -> Result<candle_core::Device, String> {
     crate::device::open_name(name).map_err(|e| e.to_string())

@@ -46,10 +46,9 @@ use super::align::{train, AlignOptions, Pair, Pairs};
 use super::flow::model::{Flow, FlowConfig, Predict, Prompt as FlowPrompt};
 use super::flow::{self, FlowOptions};
 use super::generator::{self, Example, Generator, GeneratorConfig, GeneratorOptions};
-use crate::bench_args::{device, fraction, open, parse, positive, report, time_runs, Format};
+use crate::bench_args::{device, fit_params, fraction, open, parse, positive, report, time_runs, Format};
 use crate::data::TaskSplit;
 use crate::device::DeviceName;
-use crate::fit::FitParams;
 use crate::nn::BODY_PARAMS;
 use crate::sampling::normal_f32;
 use crate::synthetic;
@@ -115,15 +114,7 @@ pub fn bench_align(args: &[String]) -> Result<String, String> {
         results_dim: a.results_dim,
         hidden: vec![a.hidden],
         tau: 0.1,
-        fit: FitParams {
-            epochs: a.epochs,
-            patience: a.epochs,
-            lr: 1e-3,
-            weight_decay: 1e-4,
-            batch_size: a.batch,
-            seed: 0,
-            device: a.device,
-        },
+        fit: fit_params(a.epochs, a.batch, 1e-4, a.device),
     };
     let threads = candle_core::utils::get_num_threads();
     let (best, median) = time_runs(a.repeats, || train(&pairs, &opts, &NoProgress).map(|_| ()).map_err(|e| e.to_string()))?;
@@ -188,15 +179,7 @@ pub fn bench_generator(args: &[String]) -> Result<String, String> {
         hidden: vec![128],
         noise_dim: 8,
         noise: 1.0,
-        fit: FitParams {
-            epochs: a.epochs,
-            patience: a.epochs,
-            lr: 1e-3,
-            weight_decay: 0.0,
-            batch_size: a.batch,
-            seed: 0,
-            device: a.device,
-        },
+        fit: fit_params(a.epochs, a.batch, 0.0, a.device),
         probe_images: a.probes,
         temperature: 1.0,
         label_weight: a.label_weight,
@@ -281,15 +264,7 @@ pub fn bench_flow(args: &[String]) -> Result<String, String> {
         predict: Predict::Velocity,
         cond_dropout: 0.1,
         permute_classes: orders > 1,
-        fit: FitParams {
-            epochs: a.epochs,
-            patience: a.epochs,
-            lr: 1e-3,
-            weight_decay: 0.0,
-            batch_size: a.batch,
-            seed: 0,
-            device: a.device,
-        },
+        fit: fit_params(a.epochs, a.batch, 0.0, a.device),
     };
     let config = FlowConfig {
         codec: "transformer".into(),

@@ -33,9 +33,8 @@ use super::linalg::ComponentRule;
 use super::pca::{ComponentSpec, PcaOptions, WeightPca};
 use super::tokens::TokenLayout;
 use super::transformer::{Normaliser, Rows, TokenAutoencoder, TransformerConfig, TransformerObjective, TransformerOptions};
-use crate::bench_args::{device, fraction, open, parse, positive, report, time_runs, Format};
+use crate::bench_args::{device, fit_params, fraction, open, parse, positive, report, time_runs, Format};
 use crate::device::DeviceName;
-use crate::fit::FitParams;
 use crate::nn::PARAM_SPECS;
 use crate::synthetic::{self, Model};
 use crate::zoo::store::ParamShape;
@@ -145,15 +144,7 @@ pub fn bench_autoencoder(args: &[String]) -> Result<String, String> {
     };
     let models = synthetic::zoo(a.models + a.val, a.probes);
     let (train, val) = models.split_at(a.models);
-    let fit = FitParams {
-        epochs: a.epochs,
-        patience: a.epochs,
-        lr: 1e-3,
-        weight_decay: 1e-5,
-        batch_size: a.batch,
-        seed: 0,
-        device: a.device,
-    };
+    let fit = fit_params(a.epochs, a.batch, 1e-5, a.device);
     let behaviour = BehaviourOptions { probe_images: a.probes, ..BEHAVIOUR };
     let times = match a.architecture {
         Architecture::Mlp => {
