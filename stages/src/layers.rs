@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::StageError;
 
 use crate::matmul::matmul;
-use crate::param_ops::broadcast_left;
+use crate::param_ops::{add_left, mul_left};
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::candle_error;
 
@@ -46,8 +46,7 @@ impl LayerNorm {
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-        let shape = y.shape();
-        y.mul(&broadcast_left(self.g.as_tensor(), shape)?)? + broadcast_left(self.b.as_tensor(), shape)?
+        add_left(&mul_left(&y, self.g.as_tensor())?, self.b.as_tensor())
     }
 }
 
@@ -101,7 +100,7 @@ pub struct Stack {
 impl Stack {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.input.forward(x)?;
-        let mut h = (&h + broadcast_left(self.position.as_tensor(), h.shape())?)?;
+        let mut h = add_left(&h, self.position.as_tensor())?;
         for block in &self.blocks {
             h = block.forward(&h, self.heads)?;
         }

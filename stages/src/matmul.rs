@@ -146,7 +146,7 @@ fn affine(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut shape = x.dims().to_vec();
     let inp = *shape.last().unwrap_or(&1);
     let y = matmul(&x.reshape((x.elem_count() / inp.max(1), inp))?, w)?;
-    let y = (&y + crate::param_ops::broadcast_left(b, y.shape())?)?;
+    let y = crate::param_ops::add_left(&y, b)?;
     if let Some(last) = shape.last_mut() {
         *last = w.dim(1)?;
     }

@@ -8,7 +8,7 @@
 //! gradient's rows in memory order, one rounding per addition, as candle does — takes one vector add
 //! per row.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// `t` (shape `s`) repeated to `shape` (`[..., s]`: `s` is `shape`'s trailing dimensions), materialised;
 /// its gradient is the sum of the output gradient's rows. Off the CPU it is candle's `broadcast_as`.
@@ -21,6 +21,79 @@ pub fn broadcast_left(t: &Tensor, shape: &Shape) -> Result<Tensor> {
         return t.broadcast_as(shape);
     }
     t.contiguous()?.apply_op1(Repeat { shape: shape.clone() })
+}
+
+/// `x + broadcast_left(t, x.shape())` in one pass, without materialising the repeated `t`: the same
+/// values and gradients, bit for bit (each output is the same one addition; `t`'s gradient is the same
+/// [`SumRows`]). Off the CPU it is candle's `broadcast_add`.
+pub fn add_left(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.broadcast_add(t);
+    }
+    check_trailing(t, x.shape())?;
+    x.contiguous()?.apply_op2(&t.contiguous()?, Rows { op: RowOp::Add })
+}
+
+/// `x * broadcast_left(t, x.shape())` in one pass, as [`add_left`]: `x`'s gradient is `g · t`, `t`'s the
+/// [`SumRows`] of `g · x`, each product the one candle's `mul` backward forms.
+pub fn mul_left(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.broadcast_mul(t);
+    }
+    check_trailing(t, x.shape())?;
+    x.contiguous()?.apply_op2(&t.contiguous()?, Rows { op: RowOp::Mul })
+}
+
+fn check_trailing(t: &Tensor, shape: &Shape) -> Result<()> {
+    let (dims, own) = (shape.dims(), t.dims());
+    if own.len() > dims.len() || dims[dims.len() - own.len()..] != *own {
+        candle_core::bail!("broadcast_left: {:?} is not the trailing part of {shape:?}", t.shape());
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum RowOp {
+    Add,
+    Mul,
+}
+
+/// `x ∘ t` with `t` repeated over `x`'s rows (`t`'s size each).
+struct Rows {
+    op: RowOp,
+}
+
+impl CustomOp2 for Rows {
+    fn name(&self) -> &'static str {
+        match self.op {
+            RowOp::Add => "add-left",
+            RowOp::Mul => "mul-left",
+        }
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, t) = (values(s1, l1)?, values(s2, l2)?);
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(t.len().max(1)) {
+            match self.op {
+                RowOp::Add => out.extend(row.iter().zip(t).map(|(a, b)| a + b)),
+                RowOp::Mul => out.extend(row.iter().zip(t).map(|(a, b)| a * b)),
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let sum_rows = |g: &Tensor| g.apply_op1_no_bwd(&SumRows { shape: t.shape().clone() });
+        Ok(match self.op {
+            RowOp::Add => (Some(grad.clone()), Some(sum_rows(&grad)?)),
+            RowOp::Mul => {
+                let gx = grad.apply_op2_no_bwd(t, &Rows { op: RowOp::Mul })?;
+                (Some(gx), Some(sum_rows(&grad.mul(x)?)?))
+            }
+        })
+    }
 }
 
 /// The values of a contiguous f32 storage.
@@ -110,5 +183,48 @@ mod tests {
         }
         let t = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(broadcast_left(&t, &Shape::from((2, 4))).is_err());
+        assert!(add_left(&Tensor::zeros((2, 4), candle_core::DType::F32, &Device::Cpu).unwrap(), &t).is_err());
+    }
+
+    /// `add_left` and `mul_left` give the bits of `x ∘ broadcast_left(t)`: values, and the gradients of
+    /// both `x` and `t`, with mixed magnitudes and signed zeros in the upstream gradient.
+    #[test]
+    fn add_and_mul_left_give_the_bits_of_the_materialised_repeat() {
+        let mixed = |n: usize, seed: u32| -> Vec<f32> {
+            let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+            (0..n)
+                .map(|i| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    if i % 11 == 0 {
+                        -0.0
+                    } else {
+                        (s as f32 / u32::MAX as f32 - 0.5) * 10f32.powi((i % 7) as i32 - 3)
+                    }
+                })
+                .collect()
+        };
+        let flat =
+            |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (own, shape) in [(vec![5], vec![37, 5]), (vec![3, 4], vec![6, 9, 3, 4])] {
+            let (n, m) = (own.iter().product::<usize>(), shape.iter().product::<usize>());
+            let t = Var::from_vec(mixed(n, 1), own.as_slice(), &Device::Cpu).unwrap();
+            let x = Var::from_vec(mixed(m, 3), shape.as_slice(), &Device::Cpu).unwrap();
+            let up = Tensor::from_vec(mixed(m, 2), shape.as_slice(), &Device::Cpu).unwrap();
+            let repeated = broadcast_left(t.as_tensor(), x.shape()).unwrap();
+            type Op = fn(&Tensor, &Tensor) -> Result<Tensor>;
+            let cases: [(Op, Tensor); 2] =
+                [(add_left, (x.as_tensor() + &repeated).unwrap()), (mul_left, (x.as_tensor() * &repeated).unwrap())];
+            for (op, theirs) in cases {
+                let ours = op(x.as_tensor(), t.as_tensor()).unwrap();
+                assert_eq!(flat(&ours), flat(&theirs));
+                let grads = |y: &Tensor| {
+                    let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                    (flat(g.get(&x).unwrap()), flat(g.get(&t).unwrap()))
+                };
+                assert_eq!(grads(&ours), grads(&theirs), "{own:?} over {shape:?}");
+            }
+        }
     }
 }
