@@ -10,13 +10,14 @@
 //! Initialisation: linear layers as PyTorch's default, U(±1/√in) (weight, then bias); positions
 //! N(0, 0.02²); LayerNorm 1, 0; in creation order.
 
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::cpu::erf::erf_f32;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Tensor, Var, D};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wspace_stage_api::StageError;
 
 use crate::matmul::matmul;
-use crate::param_ops::{add_left, mul_left};
+use crate::param_ops::{add_left, mul_left, values};
 use crate::sampling::{normal_f32, uniform_in};
 use crate::tensors::candle_error;
 
@@ -72,8 +73,62 @@ impl Block {
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let o = matmul(&att, &v)?.transpose(1, 2)?.reshape((b, t, d))?;
         let x = (x + self.proj.forward(&o)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self.fc2.forward(&gelu_erf(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
         x + m
+    }
+}
+
+/// candle's `gelu_erf`, forward and backward, each in one pass over the elements with candle's f32
+/// operations in candle's order, so the same bits: candle's backward is eleven element-wise tensor
+/// operations, each allocating a full-size output. Off the CPU it is candle's own.
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(GeluErf)
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(storage, layout)?;
+        let out = x.iter().map(|&v| (erf_f32(v * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * v).collect();
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(arg, &GeluErfGrad)?))
+    }
+}
+
+/// `grad · gelu_erf'(x)`, as candle's backward forms it: `0.5 + 0.398942·e^(−x²/2)·x + 0.5·erf(x/√2)`,
+/// where each scalar product or sum with a constant is candle's `affine` (`v·mul + add`, `+ 0` included).
+struct GeluErfGrad;
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "gelu-erf-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (grad, x) = (values(s1, l1)?, values(s2, l2)?);
+        let affine = |v: f32, mul: f64, add: f64| v * mul as f32 + add as f32;
+        let out = grad
+            .iter()
+            .zip(x)
+            .map(|(&g, &x)| {
+                let neg_half_square = affine(-(x * x), 1. / 2., 0.);
+                let scaled_exp_arg = affine(neg_half_square.exp(), 0.398942, 0.) * x;
+                let erf_scaled_sqrt = affine(erf_f32(affine(x, 1. / 2f64.sqrt(), 0.)), 0.5, 0.);
+                g * (affine(scaled_exp_arg, 1., 0.5) + erf_scaled_sqrt)
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
@@ -164,5 +219,38 @@ impl Init {
         let ln = self.norm(&format!("{prefix}.ln"), d)?;
         let output = self.linear(&format!("{prefix}.output"), d, out)?;
         Ok(Stack { input, position, blocks, ln, output, heads: s.heads })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused GELU gives candle's bits, forward and backward, on values across magnitudes and signs,
+    /// zeros of both signs, and an upstream gradient of mixed magnitudes.
+    #[test]
+    fn fused_gelu_gives_candles_bits() {
+        let mut s = 0x9e37_79b9u32;
+        let mut next = |i: usize| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            match i % 13 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => (s as f32 / u32::MAX as f32 - 0.5) * 10f32.powi((i % 9) as i32 - 4),
+            }
+        };
+        let x: Vec<f32> = (0..4097).map(&mut next).collect();
+        let up: Vec<f32> = (0..4097).map(&mut next).collect();
+        let v = Var::from_vec(x, (17, 241), &Device::Cpu).unwrap();
+        let up = Tensor::from_vec(up, (17, 241), &Device::Cpu).unwrap();
+        let bits =
+            |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let run = |y: Tensor| {
+            let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            (bits(&y), bits(g.get(&v).unwrap()))
+        };
+        assert_eq!(run(gelu_erf(v.as_tensor()).unwrap()), run(v.as_tensor().gelu_erf().unwrap()));
     }
 }

@@ -97,7 +97,7 @@ impl CustomOp2 for Rows {
 }
 
 /// The values of a contiguous f32 storage.
-fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
         _ => candle_core::bail!("broadcast_left: a contiguous f32 tensor is expected"),
