@@ -12,7 +12,7 @@
 
 use candle_core::{Device, Tensor, Var};
 
-use crate::generate::flow::model::{Flow, FlowConfig, Predict, Prompt as FlowPrompt};
+use crate::generate::flow::model::Prompt as FlowPrompt;
 use crate::generate::generator::{Generator, GeneratorConfig, Prompt};
 use crate::generate::model::{AlignConfig, Aligner};
 use crate::nn::{logits_f32, CnnS, BODY_PARAMS, IMAGE_PIXELS};
@@ -151,26 +151,11 @@ fn gpu_generator_matches_the_cpu() {
 
 #[test]
 fn gpu_flow_matches_the_cpu() {
-    let config = FlowConfig {
-        codec: "transformer".into(),
-        tokens: 5,
-        width: 2,
-        class_token: 2,
-        classes: 4,
-        class_dim: 3,
-        d_model: 16,
-        heads: 2,
-        layers: 2,
-        predict: Predict::Velocity,
-        loss_min: 0.2,
-        loss_max: 1.2,
-    };
-    let coords = pattern(12, 0.1);
     let prompts: Vec<Option<FlowPrompt>> =
         (0..6).map(|i| (i % 3 != 0).then_some(FlowPrompt { classes: [i % 4, (i + 1) % 4, (i + 2) % 4], loss: 0.5 })).collect();
     let t: Vec<f32> = (0..6).map(|i| i as f32 / 6.0).collect();
     compare("flow", |dev| {
-        let f = Flow::init(config.clone(), vec![0.0; 10], vec![1.0; 10], coords.clone(), 9, dev).unwrap();
+        let f = crate::generate::flow::tests::tiny_flow_on(9, dev);
         (f.forward(&pattern(60, 0.5), &t, &prompts).unwrap(), f.vars())
     });
 }

@@ -81,7 +81,7 @@ impl Block {
 /// candle's `gelu_erf`, forward and backward, each in one pass over the elements with candle's f32
 /// operations in candle's order, so the same bits: candle's backward is eleven element-wise tensor
 /// operations, each allocating a full-size output. Off the CPU it is candle's own.
-pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
     if !x.device().is_cpu() {
         return x.gelu_erf();
     }

@@ -207,12 +207,13 @@ fn graph_losses(
     }
     let all = Tensor::stack(&losses, 0)?;
     let values = all.to_vec1::<f32>()?;
-    let grads = match grad {
-        true => match all.sum_all()?.backward()?.get(&w) {
+    let grads = if !grad {
+        vec![Vec::new(); b]
+    } else {
+        match all.sum_all()?.backward()?.get(&w) {
             Some(g) => g.to_vec2::<f32>()?,
             None => vec![vec![0.0; len]; b],
-        },
-        false => vec![Vec::new(); b],
+        }
     };
     Ok(values.into_iter().map(f64::from).zip(grads).collect())
 }

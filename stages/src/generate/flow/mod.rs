@@ -406,4 +406,4 @@ impl StageKind for FlowKind {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,7 +7,8 @@ use crate::sampling::normal_f32;
 use crate::tensors::NamedTensors;
 use rand_chacha::rand_core::SeedableRng;
 
-fn tiny_flow(seed: u64) -> Flow {
+/// A flow of 5 tokens × 2 values over 4 classes, d 8, one layer, on `device` (also the GPU tests').
+pub(crate) fn tiny_flow_on(seed: u64, device: &candle_core::Device) -> Flow {
     let config = FlowConfig {
         codec: "transformer".into(),
         tokens: 5,
@@ -23,7 +24,11 @@ fn tiny_flow(seed: u64) -> Flow {
         loss_max: 1.2,
     };
     let coords: Vec<f32> = (0..12).map(|i| ((i * 5) % 7) as f32 - 3.0).collect();
-    Flow::init(config, vec![0.5; 10], vec![2.0; 10], coords, seed, &candle_core::Device::Cpu).unwrap()
+    Flow::init(config, vec![0.5; 10], vec![2.0; 10], coords, seed, device).unwrap()
+}
+
+fn tiny_flow(seed: u64) -> Flow {
+    tiny_flow_on(seed, &candle_core::Device::Cpu)
 }
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
